@@ -1,0 +1,158 @@
+//! Small helpers shared by the harness and by tests: ids, ports, deadline polling.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Returns a fresh lattice id such as `test-3f2a9c0d5e7b4a18`, unique per call.
+///
+/// It is a valid NATS subject token and KV bucket name fragment (only
+/// `[a-z0-9-]`), so every test can have a lattice of its own on a shared server.
+pub fn unique_lattice_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("test-{}", &id[..16])
+}
+
+/// Returns a TCP port on `127.0.0.1` that was free at the time of the call.
+///
+/// The port is found by binding port 0 and releasing it, so another process may
+/// take it before it is used; [`crate::NatsServer`] retries with a new port when
+/// that happens.
+///
+/// # Panics
+///
+/// If no local port can be bound at all (the machine is out of ports).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("lattice-harness: could not bind 127.0.0.1:0 to find a free port")
+}
+
+/// Polls `check` until it yields a value, fails, or `timeout` elapses.
+///
+/// `check` returns `Ok(Some(value))` when the awaited condition holds (the value
+/// is returned), `Ok(None)` when it does not hold yet (it is polled again after a
+/// short, growing pause: 10 ms up to 200 ms), and `Err(_)` for a failure that
+/// polling cannot fix (returned at once). A single call of `check` that outlives
+/// the deadline is cancelled. On timeout the error names `what` and the timeout,
+/// e.g. `timed out after 5s waiting for actor "echo" to be running`.
+///
+/// ```no_run
+/// # async fn demo(client: async_nats::Client) -> anyhow::Result<()> {
+/// use std::time::Duration;
+/// let reply = lattice_harness::wait_until("an answer on svc.ping", Duration::from_secs(5), || {
+///     let client = client.clone();
+///     async move {
+///         match client.request("svc.ping", "".into()).await {
+///             Ok(msg) => Ok(Some(msg.payload)),
+///             Err(_) => Ok(None), // no responder yet: try again
+///         }
+///     }
+/// })
+/// .await?;
+/// # let _ = reply; Ok(()) }
+/// ```
+pub async fn wait_until<T, F, Fut>(what: impl Display, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Ok(Some(value))) => return Ok(value),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(e.context(format!("while waiting for {what}"))),
+            Err(_) => break,
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep_until((now + pause).min(deadline)).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Blocking twin of [`wait_until`] for the harness's synchronous parts.
+pub(crate) fn wait_until_blocking<T>(
+    what: impl Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().with_context(|| format!("while waiting for {what}"))? {
+            return Ok(value);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of a text file (lossy UTF-8), or a note saying why not.
+pub(crate) fn file_tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("<could not read {}: {e}>", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lattice_ids_are_unique_subject_tokens() {
+        let a = unique_lattice_id();
+        let b = unique_lattice_id();
+        assert_ne!(a, b);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_until_returns_value_and_names_what_on_timeout() {
+        let mut n = 0;
+        let v = wait_until("n to reach 3", Duration::from_secs(5), || {
+            n += 1;
+            let n = n;
+            async move { Ok((n >= 3).then_some(n)) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 3);
+
+        let err = wait_until("godot", Duration::from_millis(50), || async {
+            Ok(None::<()>)
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("waiting for godot"), "{err}");
+
+        let err = wait_until("a failing check", Duration::from_secs(5), || async {
+            Err::<Option<()>, _>(anyhow::anyhow!("boom"))
+        })
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("boom"), "{err:#}");
+    }
+}

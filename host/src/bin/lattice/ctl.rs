@@ -1,0 +1,452 @@
+//! `lattice ctl ...`: inspect and control the lattice.
+
+use std::{collections::BTreeMap, path::Path, process::ExitCode};
+
+use anyhow::{Context, bail};
+use lattice::{
+    client::CtlClient,
+    ctl::{ActorStarted, AuctionRequest, HostInventory, StartActor, plan_spread},
+    digest::Digest,
+    id::{ActorId, HostId},
+};
+use lattice_host::config::ConnectConfig;
+use serde::Serialize;
+
+use crate::output::{OutputFormat, human_duration, print_json, print_table, spinner};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CtlCommand {
+    /// List hosts or inventories
+    Get {
+        #[command(subcommand)]
+        what: GetCommand,
+    },
+    /// Start actors
+    Start {
+        #[command(subcommand)]
+        what: StartCommand,
+    },
+    /// Stop actors
+    Stop {
+        #[command(subcommand)]
+        what: StopCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum GetCommand {
+    /// Every host in the lattice
+    Hosts,
+    /// What runs where: one host (id or name), or every host
+    Inventory {
+        /// Host id or name
+        host: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StartCommand {
+    /// Start an actor from a .wasm file, a digest or a name:tag in the lattice's store
+    Actor(StartActorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StartActorArgs {
+    /// A local .wasm file, sha256:<hex>, or name[:tag] already in the store
+    reference: String,
+    /// Actor id [default: derived from the file name or tag]
+    #[arg(long)]
+    id: Option<String>,
+    /// Start on this host (id or name) instead of holding an auction
+    #[arg(long)]
+    host: Option<String>,
+    /// Replicas to start, spread over hosts
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Only hosts with this label, KEY=VALUE (repeatable)
+    #[arg(long = "constraint", value_parser = crate::parse_kv)]
+    constraints: Vec<(String, String)>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StopCommand {
+    /// Stop an actor everywhere, or on one host
+    Actor {
+        /// Actor id
+        id: String,
+        /// Only on this host (id or name)
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+pub async fn run(
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    command: CtlCommand,
+) -> anyhow::Result<ExitCode> {
+    let ctl = crate::client(connect).await?;
+    match command {
+        CtlCommand::Get {
+            what: GetCommand::Hosts,
+        } => get_hosts(&ctl, connect, out).await,
+        CtlCommand::Get {
+            what: GetCommand::Inventory { host },
+        } => get_inventory(&ctl, connect, out, host.as_deref()).await,
+        CtlCommand::Start {
+            what: StartCommand::Actor(args),
+        } => start_actor(&ctl, connect, out, args).await,
+        CtlCommand::Stop {
+            what: StopCommand::Actor { id, host },
+        } => stop_actor(&ctl, connect, out, &id, host.as_deref()).await,
+    }
+}
+
+async fn get_hosts(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+    if out == OutputFormat::Json {
+        print_json(&hosts)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if hosts.is_empty() {
+        eprintln!(
+            "no hosts answered in lattice {:?} (start one with `lattice up`)",
+            ctl.lattice().as_str()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.to_string(),
+                h.name.clone(),
+                format_labels(&h.labels),
+                h.actors.to_string(),
+                h.replicas.to_string(),
+                human_duration(h.uptime_secs),
+                h.version.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "id", "name", "labels", "actors", "replicas", "uptime", "version",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "os" | "arch" | "hostname"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn get_inventory(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    host: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let inventories: Vec<HostInventory> = match host {
+        Some(h) => {
+            let id = resolve_host(ctl, h).await?;
+            vec![ctl.inventory(&id).await?]
+        }
+        None => {
+            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+            let all = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
+            all.into_iter().filter_map(Result::ok).collect()
+        }
+    };
+    if out == OutputFormat::Json {
+        print_json(&inventories)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = Vec::new();
+    for inv in &inventories {
+        for a in &inv.actors {
+            rows.push(vec![
+                inv.host.name.clone(),
+                a.id.to_string(),
+                a.digest.short().to_string(),
+                a.replicas.to_string(),
+                a.warm_instances.to_string(),
+                a.calls.to_string(),
+                a.errors.to_string(),
+                a.status.to_string(),
+                a.reference.clone(),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        eprintln!("no actors running ({} hosts)", inventories.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_table(
+        &[
+            "host",
+            "actor",
+            "digest",
+            "replicas",
+            "warm",
+            "calls",
+            "errors",
+            "status",
+            "reference",
+        ],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Accepts a host id as is (an unknown one fails on use with "no host with id"),
+/// and looks names up.
+async fn resolve_host(ctl: &CtlClient, id_or_name: &str) -> anyhow::Result<HostId> {
+    if id_or_name.starts_with('H') && id_or_name.len() == 33 {
+        return Ok(HostId::new(id_or_name)?);
+    }
+    Ok(ctl.resolve_host(id_or_name).await?)
+}
+
+#[derive(Serialize)]
+struct StartReport {
+    actor_id: ActorId,
+    digest: Digest,
+    reference: String,
+    started: Vec<ActorStarted>,
+    failed: Vec<StartFailure>,
+}
+
+#[derive(Serialize)]
+struct StartFailure {
+    host: String,
+    error: String,
+}
+
+async fn start_actor(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    args: StartActorArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let actor_id = match &args.id {
+        Some(id) => ActorId::new(id.as_str())?,
+        None => crate::default_actor_id(&args.reference)?,
+    };
+    let digest = push_or_resolve(ctl, &args.reference).await?;
+
+    let plan: Vec<(HostId, String, u32)> = match &args.host {
+        Some(h) => {
+            let id = resolve_host(ctl, h).await?;
+            vec![(id, h.clone(), args.count)]
+        }
+        None => {
+            let constraints: BTreeMap<_, _> = args.constraints.iter().cloned().collect();
+            let bids = ctl
+                .auction_actor(
+                    &AuctionRequest {
+                        actor_id: actor_id.clone(),
+                        constraints: constraints.clone(),
+                    },
+                    crate::gather_window(connect),
+                )
+                .await?;
+            if bids.is_empty() {
+                if constraints.is_empty() {
+                    bail!(
+                        "no hosts answered the auction in lattice {:?} (start one with `lattice up`)",
+                        ctl.lattice().as_str()
+                    );
+                }
+                let wanted: Vec<_> = constraints
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                bail!(
+                    "no host in lattice {:?} matches the constraints {}",
+                    ctl.lattice().as_str(),
+                    wanted.join(", ")
+                );
+            }
+            plan_spread(bids, args.count)
+                .into_iter()
+                .map(|(b, n)| (b.host_id, b.host_name, n))
+                .collect()
+        }
+    };
+
+    let pb = spinner(format!("starting {actor_id} on {} host(s)", plan.len()));
+    let starts = plan.iter().map(|(host, name, n)| {
+        let cmd = StartActor {
+            actor_id: actor_id.clone(),
+            digest: digest.clone(),
+            reference: args.reference.clone(),
+            replicas: *n,
+        };
+        async move {
+            ctl.start_actor(host, &cmd).await.map_err(|e| StartFailure {
+                host: name.clone(),
+                error: e.to_string(),
+            })
+        }
+    });
+    let results = futures::future::join_all(starts).await;
+    pb.finish_and_clear();
+    let (mut started, mut failed) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(s) => started.push(s),
+            Err(f) => failed.push(f),
+        }
+    }
+    let ok = failed.is_empty();
+    let report = StartReport {
+        actor_id,
+        digest,
+        reference: args.reference,
+        started,
+        failed,
+    };
+    if out == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        if !report.started.is_empty() {
+            let rows = report
+                .started
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.actor_id.to_string(),
+                        s.host_name.clone(),
+                        s.replicas.to_string(),
+                        if s.compiled { "compiled" } else { "cached" }.to_string(),
+                        format!("{} ms", s.elapsed_ms),
+                    ]
+                })
+                .collect();
+            print_table(&["actor", "host", "replicas", "module", "time"], rows);
+        }
+        for f in &report.failed {
+            eprintln!("error: host {}: {}", f.host, f.error);
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A local file is pushed to the lattice's artifact store (tagged `<stem>:latest`);
+/// anything else must already be there.
+async fn push_or_resolve(ctl: &CtlClient, reference: &str) -> anyhow::Result<Digest> {
+    let path = Path::new(reference);
+    let looks_like_file = path.exists() || reference.ends_with(".wasm") || reference.contains('/');
+    let store = ctl
+        .artifacts()
+        .await
+        .context("could not open the lattice's artifact store")?;
+    if !looks_like_file {
+        return Ok(store.resolve(reference).await?);
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("could not read {reference}"))?;
+    let stem = crate::default_actor_id(reference)?;
+    let pb = spinner(format!(
+        "uploading {} ({:.1} KiB)",
+        path.display(),
+        bytes.len() as f64 / 1024.0
+    ));
+    let digest = store
+        .put(&bytes, Some((stem.as_str(), "latest")))
+        .await
+        .with_context(|| format!("could not upload {reference}"));
+    pb.finish_and_clear();
+    digest
+}
+
+#[derive(Serialize)]
+struct StopReport {
+    host_id: HostId,
+    host_name: String,
+    replicas: u32,
+}
+
+async fn stop_actor(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    id: &str,
+    host: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let actor = ActorId::new(id)?;
+    let targets: Vec<(HostId, String)> = match host {
+        Some(h) => vec![(resolve_host(ctl, h).await?, h.to_string())],
+        None => {
+            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+            let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
+            invs.into_iter()
+                .filter_map(Result::ok)
+                .filter(|inv| inv.actors.iter().any(|a| a.id == actor))
+                .map(|inv| (inv.host.id, inv.host.name))
+                .collect()
+        }
+    };
+    if targets.is_empty() {
+        bail!(
+            "actor {actor} is not running on any host in lattice {:?}",
+            ctl.lattice().as_str()
+        );
+    }
+    let pb = spinner(format!("stopping {actor}"));
+    let results = futures::future::join_all(targets.iter().map(|(h, name)| {
+        let actor = actor.clone();
+        async move {
+            ctl.stop_actor(h, &actor).await.map(|s| StopReport {
+                host_id: s.host_id,
+                host_name: name.clone(),
+                replicas: s.replicas,
+            })
+        }
+    }))
+    .await;
+    pb.finish_and_clear();
+    let mut stopped = Vec::new();
+    let mut ok = true;
+    for r in results {
+        match r {
+            Ok(s) => stopped.push(s),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if out == OutputFormat::Json {
+        print_json(&stopped)?;
+    } else {
+        for s in &stopped {
+            println!(
+                "stopped {actor} on {} ({} replicas)",
+                s.host_name, s.replicas
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

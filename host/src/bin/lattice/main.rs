@@ -1,0 +1,159 @@
+//! `lattice`: the host agent (`lattice up`) and the command-line client.
+
+mod call;
+mod ctl;
+mod events;
+mod output;
+mod up;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lattice::client::CtlClient;
+use lattice_host::config::{self, ConnectConfig, LogConfig};
+use serde::Serialize;
+
+use output::OutputFormat;
+
+/// Lattice: a distributed WebAssembly actor mesh over NATS.
+#[derive(Parser, Debug)]
+#[command(name = "lattice", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every command takes; each has a `LATTICE_*` twin via the config layers.
+#[derive(clap::Args, Debug, Serialize)]
+struct GlobalArgs {
+    /// NATS server URL [env: LATTICE_NATS_URL] [default: nats://127.0.0.1:4222]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nats_url: Option<String>,
+    /// Lattice id [env: LATTICE_ID] [default: default]
+    #[arg(long = "lattice", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lattice: Option<String>,
+    /// Timeout of requests and calls, e.g. 10s or 500ms [env: LATTICE_TIMEOUT]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<String>,
+    /// Config file (TOML) [env: LATTICE_CONFIG] [default: ~/.config/lattice/config.toml if present]
+    #[arg(long, global = true, env = "LATTICE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Output format: table for people, json for scripts
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[serde(skip)]
+    output: OutputFormat,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a host in the foreground and join the lattice
+    Up(up::UpArgs),
+    /// Inspect and control the lattice
+    Ctl {
+        #[command(subcommand)]
+        command: ctl::CtlCommand,
+    },
+    /// Call an operation on an actor: JSON in, JSON out (msgpack on the wire)
+    Call(call::CallArgs),
+    /// Print lattice events as they happen
+    Events(events::EventsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            let verbose = std::env::var_os("LATTICE_BACKTRACE").is_some()
+                || std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0");
+            if verbose {
+                eprintln!("error: {err:?}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let figment = config::figment(cli.global.config.as_deref(), &cli.global);
+    let log: LogConfig = figment.extract().context("invalid logging configuration")?;
+    match cli.command {
+        Command::Up(args) => {
+            lattice_host::telemetry::init(
+                &log,
+                "info,async_nats=warn,cranelift=warn,wasmtime=warn",
+            );
+            up::run(figment, args).await
+        }
+        command => {
+            lattice_host::telemetry::init(&log, "warn");
+            let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
+            let out = cli.global.output;
+            match command {
+                Command::Ctl { command } => ctl::run(&connect, out, command).await,
+                Command::Call(args) => call::run(&connect, out, args).await,
+                Command::Events(args) => events::run(&connect, out, args).await,
+                Command::Up(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+/// Connects as a client; used by every command but `up`.
+async fn client(connect: &ConnectConfig) -> anyhow::Result<CtlClient> {
+    let url = connect
+        .nats_url
+        .clone()
+        .unwrap_or_else(|| format!("nats://{}", config::DEFAULT_NATS_ADDR));
+    let nats = lattice_host::nats::connect(&url, "lattice-cli").await?;
+    Ok(CtlClient::new(nats, connect.lattice.clone()).with_timeout(connect.timeout))
+}
+
+/// Parses `K=V` pairs (labels, constraints).
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// A default actor id from a file name or tag: invalid characters become `-`.
+fn default_actor_id(reference: &str) -> anyhow::Result<lattice::id::ActorId> {
+    let stem = std::path::Path::new(reference)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| reference.to_string());
+    let stem = stem.split(':').next().unwrap_or(&stem);
+    let cleaned: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    lattice::id::ActorId::new(cleaned)
+        .context("cannot derive an actor id from the reference; pass --id")
+}
+
+fn gather_window(connect: &ConnectConfig) -> Duration {
+    lattice::client::DEFAULT_GATHER.min(connect.timeout)
+}

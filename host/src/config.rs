@@ -1,0 +1,240 @@
+//! Configuration, layered with figment: defaults < config file < `LATTICE_*`
+//! environment < command-line flags.
+//!
+//! One struct per concern: [`ConnectConfig`] (how to reach the lattice, used by
+//! every command), [`HostConfig`] (what `lattice up` is), [`RuntimeConfig`] (how
+//! actors run), [`LogConfig`]. Each is extracted from the same figment, so a
+//! config file is one flat TOML table:
+//!
+//! ```toml
+//! nats_url = "nats://10.0.0.5:4222"
+//! lattice = "prod"
+//! heartbeat_interval = "5s"
+//! call_timeout = "3s"
+//! max_memory_mib = 128
+//! [labels]
+//! zone = "eu-1"
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use lattice::id::LatticeId;
+use serde::{Deserialize, Serialize};
+
+/// How to reach a lattice.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConnectConfig {
+    /// NATS server URL. Unset: `nats://127.0.0.1:4222`, and `lattice up` starts a
+    /// local `nats-server` when nothing listens there.
+    pub nats_url: Option<String>,
+    /// The lattice id (`--lattice`, `LATTICE_ID`).
+    pub lattice: LatticeId,
+    /// Timeout of control requests and calls made by the CLI.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            nats_url: None,
+            lattice: LatticeId::default(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The default NATS address, also where an embedded server listens.
+pub const DEFAULT_NATS_ADDR: &str = "127.0.0.1:4222";
+
+/// What a host is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostConfig {
+    /// Human name; generated when unset.
+    pub name: Option<String>,
+    /// Labels for placement, in addition to `os`, `arch` and `hostname`.
+    pub labels: BTreeMap<String, String>,
+    /// How often the host publishes a heartbeat with its inventory.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long a stopping host waits for in-flight calls.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The `nats-server` binary for the embedded server (default: found on PATH).
+    pub nats_server_bin: Option<PathBuf>,
+    /// Where the embedded server keeps JetStream data (default: the user's data dir).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            name: None,
+            labels: BTreeMap::new(),
+            heartbeat_interval: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+            nats_server_bin: None,
+            data_dir: None,
+        }
+    }
+}
+
+/// How actors run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeConfig {
+    /// Deadline of one call into an actor, including the calls it makes.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Linear-memory cap per actor instance, in MiB.
+    pub max_memory_mib: u32,
+    /// Concurrent calls each replica may serve (each on its own instance).
+    pub max_concurrency_per_replica: u32,
+    /// Instances the pooling allocator reserves room for, across all actors.
+    pub max_instances: u32,
+    /// Use the pooling allocator when the address space allows it.
+    pub pooling: bool,
+    /// Where compiled modules are cached (default: the user's cache dir); see
+    /// [`RuntimeConfig::no_cache`].
+    pub cache_dir: Option<PathBuf>,
+    /// Disable the on-disk compiled-module cache.
+    pub no_cache: bool,
+    /// Environment variables every actor sees through WASI.
+    pub actor_env: BTreeMap<String, String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            call_timeout: Duration::from_secs(5),
+            max_memory_mib: 256,
+            max_concurrency_per_replica: 4,
+            max_instances: 1000,
+            pooling: true,
+            cache_dir: None,
+            no_cache: false,
+            actor_env: BTreeMap::new(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The memory cap in bytes.
+    pub fn max_memory_bytes(&self) -> usize {
+        (self.max_memory_mib as usize) << 20
+    }
+
+    /// Fills in the default cache dir unless caching is disabled.
+    pub fn resolve_cache_dir(mut self) -> Self {
+        if self.no_cache {
+            self.cache_dir = None;
+        } else if self.cache_dir.is_none() {
+            self.cache_dir = directories::ProjectDirs::from("dev", "lattice", "lattice")
+                .map(|d| d.cache_dir().join("modules"));
+        }
+        self
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct LogConfig {
+    /// An env-filter directive, e.g. `info,lattice_host=debug` (`LATTICE_LOG`).
+    pub log: Option<String>,
+    /// Log as JSON lines (`LATTICE_LOG_JSON=true`).
+    pub log_json: bool,
+}
+
+/// Builds the layered figment: defaults, the config file (explicit path, else
+/// `~/.config/lattice/config.toml` when present), `LATTICE_*` env, then `flags`.
+///
+/// `LATTICE_ID` sets `lattice`; `LATTICE_CONFIG` names the file.
+pub fn figment(file: Option<&Path>, flags: impl Serialize) -> Figment {
+    let mut fig = Figment::new()
+        .merge(Serialized::defaults(ConnectConfig::default()))
+        .merge(Serialized::defaults(HostConfig::default()))
+        .merge(Serialized::defaults(RuntimeConfig::default()))
+        .merge(Serialized::defaults(LogConfig::default()));
+    let default_file = directories::ProjectDirs::from("dev", "lattice", "lattice")
+        .map(|d| d.config_dir().join("config.toml"));
+    match file {
+        Some(path) => fig = fig.merge(Toml::file_exact(path)),
+        None => {
+            if let Some(path) = default_file.filter(|p| p.exists()) {
+                fig = fig.merge(Toml::file_exact(path));
+            }
+        }
+    }
+    fig.merge(Env::prefixed("LATTICE_").ignore(&["config"]).map(|k| {
+        if k == "id" {
+            "lattice".into()
+        } else {
+            k.into()
+        }
+    }))
+    .merge(Serialized::globals(flags))
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its large error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "l.toml",
+                "lattice = \"from-file\"\ncall_timeout = \"2s\"\nmax_memory_mib = 64\n[labels]\nzone = \"a\"\n",
+            )?;
+            jail.set_env("LATTICE_MAX_MEMORY_MIB", "32");
+            jail.set_env("LATTICE_ID", "from-env");
+            #[derive(Serialize)]
+            struct Flags {
+                #[serde(skip_serializing_if = "Option::is_none")]
+                lattice: Option<String>,
+            }
+            let fig = figment(Some(Path::new("l.toml")), Flags { lattice: None });
+            let c: ConnectConfig = fig.extract()?;
+            let r: RuntimeConfig = fig.extract()?;
+            let h: HostConfig = fig.extract()?;
+            assert_eq!(c.lattice.as_str(), "from-env");
+            assert_eq!(r.call_timeout, Duration::from_secs(2));
+            assert_eq!(r.max_memory_mib, 32);
+            assert_eq!(h.labels.get("zone").map(String::as_str), Some("a"));
+            let fig = figment(
+                Some(Path::new("l.toml")),
+                Flags {
+                    lattice: Some("from-flag".into()),
+                },
+            );
+            let c: ConnectConfig = fig.extract()?;
+            assert_eq!(c.lattice.as_str(), "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("LATTICE_ID", "not.valid");
+            let no_flags = BTreeMap::<String, String>::new();
+            let err = figment(None, no_flags)
+                .extract::<ConnectConfig>()
+                .unwrap_err();
+            assert!(err.to_string().contains("invalid lattice id"), "{err}");
+            Ok(())
+        });
+    }
+}

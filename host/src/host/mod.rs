@@ -1,0 +1,378 @@
+//! A host: one process in a lattice that runs actors and answers the control
+//! interface.
+//!
+//! [`Host::start`] subscribes to the host's control subjects, publishes
+//! `host_started` and a heartbeat every interval; [`Host::shutdown`] drains
+//! in-flight calls, stops actors and publishes `host_stopped`.
+
+mod control;
+mod router;
+mod serve;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use async_nats::Client;
+use lattice::{
+    artifact::ArtifactStore,
+    ctl::{ActorDescription, ActorStatus, HostInfo, HostInventory},
+    event::EventData,
+    id::{ActorId, HostId, LatticeId},
+    subject,
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    config::{HostConfig, RuntimeConfig},
+    error::RuntimeError,
+    runtime::{Runtime, actor::Actor},
+};
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The wasm runtime could not be created.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Subscribing or publishing failed.
+    #[error(transparent)]
+    Lattice(#[from] lattice::Error),
+    /// A label or the name is unusable.
+    #[error("invalid host configuration: {0}")]
+    Config(String),
+}
+
+/// A host running in this process. Cheap to clone; all clones are the same host.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+pub(crate) struct HostInner {
+    id: HostId,
+    name: String,
+    lattice: LatticeId,
+    labels: BTreeMap<String, String>,
+    started: Instant,
+    nats: Client,
+    runtime: Runtime,
+    config: HostConfig,
+    actors: RwLock<HashMap<ActorId, Arc<RunningActor>>>,
+    artifacts: tokio::sync::OnceCell<ArtifactStore>,
+    /// Serialises actor starts and stops on this host so two requests for the
+    /// same id cannot race.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Set when someone asks the host to stop (ctl `stop`); carries the reason.
+    stop_requested: watch::Sender<Option<String>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// An actor as this host runs it: the runtime part and its subscription.
+pub(crate) struct RunningActor {
+    actor: Arc<Actor>,
+    reference: String,
+    stop: watch::Sender<bool>,
+    serve: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Host {
+    /// Starts a host on an open NATS connection.
+    ///
+    /// # Errors
+    /// [`HostError`] when the runtime cannot be created or the subscriptions fail.
+    pub async fn start(
+        nats: Client,
+        lattice: LatticeId,
+        config: HostConfig,
+        runtime: RuntimeConfig,
+    ) -> Result<Self, HostError> {
+        let runtime = Runtime::new(runtime.resolve_cache_dir())?;
+        let id = HostId::generate();
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(lattice::id::generate_host_name);
+        if name.trim().is_empty() {
+            return Err(HostError::Config("the host name must not be empty".into()));
+        }
+        let mut labels = BTreeMap::from([
+            ("os".to_string(), std::env::consts::OS.to_string()),
+            ("arch".to_string(), std::env::consts::ARCH.to_string()),
+            ("hostname".to_string(), hostname()),
+        ]);
+        for (k, v) in &config.labels {
+            if k.is_empty() {
+                return Err(HostError::Config(format!(
+                    "label with an empty key (value {v:?})"
+                )));
+            }
+            labels.insert(k.clone(), v.clone());
+        }
+        let (stop_requested, _) = watch::channel(None);
+        let inner = Arc::new(HostInner {
+            id,
+            name,
+            lattice,
+            labels,
+            started: Instant::now(),
+            nats,
+            runtime,
+            config,
+            actors: RwLock::new(HashMap::new()),
+            artifacts: tokio::sync::OnceCell::new(),
+            lifecycle: tokio::sync::Mutex::new(()),
+            stop_requested,
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        control::subscribe(&inner).await?;
+        inner.spawn_heartbeat();
+        inner
+            .publish(EventData::HostStarted {
+                host_id: inner.id.clone(),
+                name: inner.name.clone(),
+                labels: inner.labels.clone(),
+                version: lattice::VERSION.to_string(),
+            })
+            .await;
+        tracing::info!(
+            host_id = %inner.id,
+            name = %inner.name,
+            lattice = %inner.lattice,
+            pooling = inner.runtime.pooling(),
+            "host started"
+        );
+        Ok(Host { inner })
+    }
+
+    /// This host's id.
+    pub fn id(&self) -> &HostId {
+        &self.inner.id
+    }
+
+    /// This host's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The host's inventory, as `ctl get inventory` shows it.
+    pub fn inventory(&self) -> HostInventory {
+        self.inner.inventory()
+    }
+
+    /// Calls an actor running on this host directly, without NATS (used by
+    /// benchmarks and by the router).
+    ///
+    /// # Errors
+    /// A message naming the actor when it is not running here or the call fails.
+    pub async fn call_local(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let actor = self
+            .inner
+            .local_actor(actor)
+            .ok_or_else(|| format!("actor {actor:?} does not run on this host"))?;
+        let deadline = tokio::time::Instant::now() + self.inner.runtime.config().call_timeout;
+        actor
+            .invoke(
+                operation,
+                payload,
+                lattice::trace::TraceContext::new_root(),
+                deadline,
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Resolves when someone asks this host to stop through the control
+    /// interface; returns the reason.
+    pub async fn stop_requested(&self) -> String {
+        let mut rx = self.inner.stop_requested.subscribe();
+        loop {
+            if let Some(reason) = rx.borrow_and_update().clone() {
+                return reason;
+            }
+            if rx.changed().await.is_err() {
+                return "host dropped".into();
+            }
+        }
+    }
+
+    /// Stops gracefully: stops answering control requests, drains in-flight calls
+    /// (bounded by the drain timeout), stops every actor and publishes
+    /// `host_stopped`.
+    pub async fn shutdown(&self, reason: &str) {
+        let inner = &self.inner;
+        tracing::info!(host_id = %inner.id, reason, "host stopping");
+        for t in inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        let actors: Vec<_> = inner
+            .actors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        let stops = actors.into_iter().map(|(id, running)| {
+            let inner = inner.clone();
+            async move {
+                inner.stop_running(&id, running, "host stopping").await;
+            }
+        });
+        futures::future::join_all(stops).await;
+        inner
+            .publish(EventData::HostStopped {
+                host_id: inner.id.clone(),
+                reason: reason.to_string(),
+            })
+            .await;
+        let _ = inner.nats.flush().await;
+        tracing::info!(host_id = %inner.id, "host stopped");
+    }
+}
+
+impl HostInner {
+    fn info(&self) -> HostInfo {
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        HostInfo {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            lattice: self.lattice.clone(),
+            labels: self.labels.clone(),
+            version: lattice::VERSION.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            actors: actors.len(),
+            replicas: actors.values().map(|a| u64::from(a.actor.replicas())).sum(),
+        }
+    }
+
+    fn inventory(&self) -> HostInventory {
+        let host = self.info();
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = actors
+            .values()
+            .map(|r| {
+                let (calls, errors) = r.actor.stats();
+                ActorDescription {
+                    id: r.actor.id().clone(),
+                    digest: r.actor.digest().clone(),
+                    reference: r.reference.clone(),
+                    replicas: r.actor.replicas(),
+                    warm_instances: r.actor.warm_instances(),
+                    calls,
+                    errors,
+                    status: if *r.stop.borrow() {
+                        ActorStatus::Stopping
+                    } else {
+                        ActorStatus::Running
+                    },
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        HostInventory { host, actors: list }
+    }
+
+    pub(crate) fn local_actor(&self, id: &str) -> Option<Arc<Actor>> {
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        actors
+            .iter()
+            .find(|(k, r)| k.as_str() == id && !*r.stop.borrow())
+            .map(|(_, r)| r.actor.clone())
+    }
+
+    async fn artifacts(&self) -> Result<&ArtifactStore, lattice::Error> {
+        self.artifacts
+            .get_or_try_init(|| ArtifactStore::open(self.nats.clone(), &self.lattice))
+            .await
+    }
+
+    /// Publishes an event; failures are logged, never fatal (NATS may be
+    /// reconnecting).
+    pub(crate) async fn publish(&self, event: EventData) {
+        let kind = event.kind();
+        let body = match serde_json::to_vec(&event.into_event(&self.id)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, kind, "could not encode event");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .nats
+            .publish(subject::event(&self.lattice, kind), body.into())
+            .await
+        {
+            tracing::debug!(error = %e, kind, "could not publish event");
+        }
+    }
+
+    fn spawn_heartbeat(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let period = self.config.heartbeat_interval;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner
+                    .publish(EventData::HostHeartbeat(inner.inventory()))
+                    .await;
+            }
+        });
+        self.track(task);
+    }
+
+    pub(crate) fn track(&self, task: JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    /// Stops one actor: no new messages, drain in-flight calls, drop instances.
+    async fn stop_running(&self, id: &ActorId, running: Arc<RunningActor>, reason: &str) -> u32 {
+        let _ = running.stop.send(true);
+        let serve = running
+            .serve
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(serve) = serve {
+            // The serve loop drains its subscription and exits promptly.
+            let _ = tokio::time::timeout(self.config.drain_timeout, serve).await;
+        }
+        let replicas = running.actor.replicas();
+        if !running.actor.stop(self.config.drain_timeout).await {
+            tracing::warn!(actor = %id, "drain timeout: some calls were still running");
+        }
+        self.publish(EventData::ActorStopped {
+            host_id: self.id.clone(),
+            actor_id: id.clone(),
+            reason: reason.to_string(),
+        })
+        .await;
+        replicas
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}

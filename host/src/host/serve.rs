@@ -1,0 +1,101 @@
+//! Serving an actor's queue subscription on `lattice.{lid}.rpc.{actor}`.
+
+use std::sync::{Arc, Weak};
+
+use futures::StreamExt;
+use lattice::{
+    rpc::{Invocation, InvocationResponse},
+    trace::TraceContext,
+};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::HostInner;
+use crate::runtime::actor::Actor;
+
+/// Reads invocations until told to stop, then drains what the server already sent.
+pub(super) async fn serve(
+    host: Weak<HostInner>,
+    actor: Arc<Actor>,
+    mut sub: async_nats::Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => spawn_call(&host, &actor, msg),
+                None => return,
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    // Unsubscribe, then finish every message the server delivered before that.
+    let _ = sub.drain().await;
+    while let Some(msg) = sub.next().await {
+        spawn_call(&host, &actor, msg);
+    }
+}
+
+fn spawn_call(host: &Weak<HostInner>, actor: &Arc<Actor>, msg: async_nats::Message) {
+    let Some(host) = host.upgrade() else { return };
+    let actor = actor.clone();
+    tokio::spawn(async move { handle(host, actor, msg).await });
+}
+
+async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, msg: async_nats::Message) {
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    let trace = TraceContext::from_headers(msg.headers.as_ref())
+        .map(|t| t.child())
+        .unwrap_or_else(TraceContext::new_root);
+    let response = match Invocation::decode(&msg.payload) {
+        Err(e) => InvocationResponse::err(format!(
+            "host {} could not read the invocation for actor {}: {e}",
+            host.name,
+            actor.id()
+        )),
+        Ok(inv) => {
+            let span = tracing::info_span!(
+                "invoke",
+                actor = %actor.id(),
+                operation = %inv.operation,
+                origin = %inv.origin,
+                trace_id = %trace.trace_id,
+            );
+            let deadline = tokio::time::Instant::now() + host.runtime.config().call_timeout;
+            let result = actor
+                .invoke(&inv.operation, inv.payload, trace, deadline)
+                .instrument(span.clone())
+                .await;
+            match result {
+                Ok(payload) => InvocationResponse::ok(payload),
+                Err(e) => {
+                    span.in_scope(|| tracing::debug!(error = %e, "call failed"));
+                    InvocationResponse::err(e.to_string())
+                }
+            }
+        }
+    };
+    let body = match response.encode() {
+        Ok(b) => b,
+        Err(e) => InvocationResponse::err(e.to_string())
+            .encode()
+            .unwrap_or_default(),
+    };
+    let max = host.nats.server_info().max_payload;
+    let body = if max > 0 && body.len() > max {
+        InvocationResponse::err(format!(
+            "actor {} returned {} bytes, more than the NATS max payload of {max} bytes",
+            actor.id(),
+            body.len()
+        ))
+        .encode()
+        .unwrap_or_default()
+    } else {
+        body
+    };
+    if let Err(e) = host.nats.publish(reply, body.into()).await {
+        tracing::warn!(actor = %actor.id(), error = %e, "could not send reply");
+    }
+}

@@ -1,0 +1,323 @@
+//! One actor on one host: an `InstancePre`, warm instances, a concurrency limit.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
+use tokio::{sync::Semaphore, time::Instant};
+use wasmtime::{InstancePre, Module, Store, Trap, TypedFunc};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use super::{
+    Runtime,
+    abi::{CallState, HostCalls, MemoryLimiter, StoreData},
+    engine::ticks_until,
+    stdio::{LogStream, StderrTail, Stdio},
+};
+use crate::error::{InvokeError, RuntimeError};
+
+/// How long an instance's init functions may run.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct WarmInstance {
+    store: Store<StoreData>,
+    guest_call: TypedFunc<(i32, i32), i32>,
+}
+
+/// A running actor on this host.
+pub struct Actor {
+    id: ActorId,
+    label: Arc<str>,
+    digest: Digest,
+    runtime: Runtime,
+    pre: InstancePre<StoreData>,
+    router: Arc<dyn HostCalls>,
+    warm: Mutex<Vec<WarmInstance>>,
+    permits: Arc<Semaphore>,
+    replicas: AtomicU32,
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Actor {
+    /// Links a validated module and creates one instance eagerly, so a module whose
+    /// init traps is refused at start rather than at its first call.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Instantiate`] when linking or the guest's init fails.
+    pub async fn start(
+        runtime: &Runtime,
+        id: ActorId,
+        digest: Digest,
+        module: &Module,
+        replicas: u32,
+        router: Arc<dyn HostCalls>,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let pre =
+            runtime
+                .linker()
+                .instantiate_pre(module)
+                .map_err(|e| RuntimeError::Instantiate {
+                    actor: id.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        let per_replica = runtime.config().max_concurrency_per_replica.max(1);
+        let actor = Arc::new(Actor {
+            label: Arc::from(id.as_str()),
+            id,
+            digest,
+            runtime: runtime.clone(),
+            pre,
+            router,
+            warm: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new((replicas * per_replica) as usize)),
+            replicas: AtomicU32::new(replicas),
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        });
+        let first = actor
+            .instantiate()
+            .await
+            .map_err(|e| RuntimeError::Instantiate {
+                actor: actor.id.to_string(),
+                reason: e.to_string(),
+            })?;
+        actor.lock_warm().push(first);
+        Ok(actor)
+    }
+
+    /// The actor id.
+    pub fn id(&self) -> &ActorId {
+        &self.id
+    }
+
+    /// The module digest.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Replicas on this host.
+    pub fn replicas(&self) -> u32 {
+        self.replicas.load(Ordering::Relaxed)
+    }
+
+    /// Most calls served at once: replicas × `max_concurrency_per_replica`.
+    pub fn max_concurrency(&self) -> u32 {
+        self.replicas() * self.runtime.config().max_concurrency_per_replica.max(1)
+    }
+
+    /// Adds replicas (raising the concurrency limit).
+    pub fn add_replicas(&self, n: u32) -> u32 {
+        let per = self.runtime.config().max_concurrency_per_replica.max(1);
+        self.permits.add_permits((n * per) as usize);
+        self.replicas.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Warm instances ready now.
+    pub fn warm_instances(&self) -> usize {
+        self.lock_warm().len()
+    }
+
+    /// Calls served and calls failed.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Refuses new calls, waits (up to `timeout`) for in-flight ones, and drops
+    /// the warm instances. Returns whether everything drained in time.
+    pub async fn stop(&self, timeout: Duration) -> bool {
+        let total = self.max_concurrency();
+        let drained = tokio::time::timeout(timeout, self.permits.acquire_many(total))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        self.permits.close();
+        self.lock_warm().clear();
+        drained
+    }
+
+    /// Calls `operation` with a msgpack `payload`, within `deadline`.
+    ///
+    /// A warm instance is reused when one is free; a trapped instance is thrown
+    /// away, so the next call starts clean.
+    ///
+    /// # Errors
+    /// [`InvokeError`] naming the actor and the operation.
+    pub async fn invoke(
+        &self,
+        operation: &str,
+        payload: Vec<u8>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, InvokeError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.invoke_inner(operation, payload, trace, deadline).await;
+        if result.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn invoke_inner(
+        &self,
+        operation: &str,
+        payload: Vec<u8>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let deadline_err = |detail: &str| InvokeError::Deadline {
+            actor: self.id.to_string(),
+            operation: operation.to_string(),
+            deadline_ms: self.runtime.config().call_timeout.as_millis() as u64,
+            detail: detail.to_string(),
+        };
+        let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                return Err(InvokeError::Stopped {
+                    actor: self.id.to_string(),
+                });
+            }
+            Err(_) => return Err(deadline_err(" while waiting for a free instance")),
+        };
+        let warm = self.lock_warm().pop();
+        let mut inst = match warm {
+            Some(i) => i,
+            None => self.instantiate().await?,
+        };
+        let (op_len, msg_len) = (operation.len() as i32, payload.len() as i32);
+        inst.store.data_mut().stderr.clear();
+        inst.store.data_mut().call = Some(CallState::new(
+            operation.to_string(),
+            payload,
+            trace,
+            deadline,
+        ));
+        inst.store.set_epoch_deadline(ticks_until(deadline));
+        // The epoch trap is the real deadline; the timer is a backstop for a guest
+        // stuck in a host call, and a little later so the trap wins when both fire.
+        let backstop = deadline + Duration::from_millis(250);
+        let outcome = tokio::time::timeout_at(
+            backstop,
+            inst.guest_call
+                .call_async(&mut inst.store, (op_len, msg_len)),
+        )
+        .await;
+        match outcome {
+            Err(_) => Err(deadline_err("")),
+            Ok(Err(err)) => {
+                if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                    return Err(deadline_err(""));
+                }
+                let mut message = format!("{}", err.root_cause());
+                if let Some(tail) = inst.store.data().stderr.get() {
+                    message.push_str(&format!(" (actor stderr: {tail})"));
+                }
+                tracing::warn!(actor = %self.id, operation, error = %message, "instance trapped; discarded");
+                Err(InvokeError::Trap {
+                    actor: self.id.to_string(),
+                    operation: operation.to_string(),
+                    message,
+                })
+            }
+            Ok(Ok(code)) => {
+                let call = inst.store.data_mut().call.take();
+                let result = match (code, call) {
+                    (1, Some(call)) => Ok(call.response.unwrap_or_default()),
+                    (0, Some(call)) => Err(InvokeError::Guest {
+                        actor: self.id.to_string(),
+                        operation: operation.to_string(),
+                        message: call.guest_error.unwrap_or_else(|| {
+                            "the actor reported an error without a message".into()
+                        }),
+                    }),
+                    (other, _) => Err(InvokeError::Guest {
+                        actor: self.id.to_string(),
+                        operation: operation.to_string(),
+                        message: format!(
+                            "__guest_call returned {other}; the waPC ABI allows only 1 (ok) or 0 (error)"
+                        ),
+                    }),
+                };
+                self.lock_warm().push(inst);
+                result
+            }
+        }
+    }
+
+    async fn instantiate(&self) -> Result<WarmInstance, InvokeError> {
+        let fail = |reason: String| {
+            InvokeError::Instantiate(format!("could not instantiate actor {}: {reason}", self.id))
+        };
+        let cfg = self.runtime.config();
+        let stderr = StderrTail::default();
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(LogStream::new(self.label.clone(), Stdio::Stdout, None))
+            .stderr(LogStream::new(
+                self.label.clone(),
+                Stdio::Stderr,
+                Some(stderr.clone()),
+            ))
+            .arg(self.id.as_str());
+        for (k, v) in &cfg.actor_env {
+            wasi.env(k, v);
+        }
+        let data = StoreData {
+            wasi: wasi.build_p1(),
+            limiter: MemoryLimiter {
+                max_bytes: cfg.max_memory_bytes(),
+                max_table_elements: 100_000,
+            },
+            actor: self.label.clone(),
+            router: self.router.clone(),
+            stderr: stderr.clone(),
+            call: None,
+        };
+        let mut store = Store::new(self.runtime.engine(), data);
+        store.limiter(|d| &mut d.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks_until(Instant::now() + INIT_TIMEOUT));
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| fail(format!("{:#}", e)))?;
+        // Reactors (Go c-shared, C, Rust cdylib) initialise their runtime in
+        // `_initialize`; waPC guests then register handlers in `wapc_init`, or in
+        // `main` for TinyGo-style commands.
+        for name in ["_initialize", "wapc_init", "_start"] {
+            if name == "_start" && instance.get_export(&mut store, "wapc_init").is_some() {
+                break;
+            }
+            let Ok(f) = instance.get_typed_func::<(), ()>(&mut store, name) else {
+                continue;
+            };
+            if let Err(e) = f.call_async(&mut store, ()).await {
+                let clean_exit = matches!(e.downcast_ref::<I32Exit>(), Some(I32Exit(0)));
+                if !clean_exit {
+                    let mut msg = format!("`{name}` failed: {}", e.root_cause());
+                    if let Some(tail) = stderr.get() {
+                        msg.push_str(&format!(" (actor stderr: {tail})"));
+                    }
+                    return Err(fail(msg));
+                }
+            }
+        }
+        let guest_call = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
+            .map_err(|e| fail(format!("{e:#}")))?;
+        Ok(WarmInstance { store, guest_call })
+    }
+
+    fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,144 @@
+//! The WebAssembly side of a host: one engine, compiled modules, actors.
+//!
+//! * [`Runtime`] owns the wasmtime [`Engine`] (pooling allocator, epoch
+//!   interruption), the [`Linker`] with WASI preview 1 and the waPC imports, and
+//!   the compiled-module caches (memory and disk).
+//! * [`actor::Actor`] is one actor on this host: an `InstancePre`, a pool of warm
+//!   instances, and the concurrency limit of its replicas.
+
+pub mod abi;
+pub mod actor;
+pub mod cache;
+pub mod engine;
+pub mod stdio;
+pub mod validate;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use lattice::digest::Digest;
+use wasmtime::{Engine, Linker, Module};
+
+use crate::{config::RuntimeConfig, error::RuntimeError};
+use abi::StoreData;
+use cache::ModuleCache;
+
+/// How a module was obtained by [`Runtime::load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// Already compiled in this process.
+    Memory,
+    /// Deserialized from the on-disk cache.
+    Disk,
+    /// Compiled now.
+    Compiled,
+}
+
+/// The host's wasmtime engine and module caches. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    config: RuntimeConfig,
+    pooling: bool,
+    disk: ModuleCache,
+    modules: Mutex<HashMap<Digest, Module>>,
+}
+
+impl Runtime {
+    /// Creates the engine, the linker and the caches, and starts the epoch ticker.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Engine`] when wasmtime cannot be set up.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let (engine, pooling) = engine::build(&config)?;
+        engine::start_epoch_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        abi::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let disk = ModuleCache::new(config.cache_dir.as_deref(), &engine);
+        tracing::debug!(pooling, cache = ?config.cache_dir, "wasm runtime ready");
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                pooling,
+                disk,
+                modules: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The linker every actor is linked with.
+    pub fn linker(&self) -> &Linker<StoreData> {
+        &self.inner.linker
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.inner.pooling
+    }
+
+    /// Compiles (or loads from cache) and validates a module.
+    ///
+    /// `what` names the module in errors (e.g. `actor "hello" (hello.wasm)`).
+    /// Compilation runs on a blocking thread so the host keeps serving meanwhile.
+    ///
+    /// # Errors
+    /// [`RuntimeError::NotWasm`], [`RuntimeError::Compile`], [`RuntimeError::BadAbi`].
+    pub async fn load(
+        &self,
+        what: &str,
+        digest: &Digest,
+        bytes: Arc<Vec<u8>>,
+    ) -> Result<(Module, LoadedFrom), RuntimeError> {
+        if let Some(m) = self.lock_modules().get(digest) {
+            return Ok((m.clone(), LoadedFrom::Memory));
+        }
+        validate::check_magic(what, &bytes)?;
+        let this = self.clone();
+        let (what_owned, digest_owned) = (what.to_string(), digest.clone());
+        let (module, from) = tokio::task::spawn_blocking(move || {
+            let inner = &this.inner;
+            if let Some(m) = inner.disk.load(&inner.engine, &digest_owned) {
+                return Ok((m, LoadedFrom::Disk));
+            }
+            let m =
+                Module::from_binary(&inner.engine, &bytes).map_err(|e| RuntimeError::Compile {
+                    what: what_owned.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+            validate::check_abi(&what_owned, &m)?;
+            inner.disk.store(&digest_owned, &m);
+            Ok::<_, RuntimeError>((m, LoadedFrom::Compiled))
+        })
+        .await
+        .map_err(|e| RuntimeError::Compile {
+            what: what.to_string(),
+            reason: format!("compiler task failed: {e}"),
+        })??;
+        validate::check_abi(what, &module)?;
+        self.lock_modules().insert(digest.clone(), module.clone());
+        Ok((module, from))
+    }
+
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Module>> {
+        self.inner.modules.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

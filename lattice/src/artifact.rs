@@ -1,0 +1,249 @@
+//! Actor modules in the lattice's JetStream Object Store, addressed by digest.
+//!
+//! The CLI pushes a local `.wasm` file here; any host on any machine fetches it by
+//! digest. A module can also be tagged `name:tag` (kept in the lattice KV bucket) so
+//! users can start it again without the file.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store};
+use tokio::io::AsyncReadExt;
+
+use crate::{Error, digest::Digest, id::LatticeId, subject};
+
+/// Largest module we accept, so a bad reference cannot make a host buffer gigabytes.
+pub const MAX_ARTIFACT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Handle to a lattice's artifact store.
+#[derive(Clone)]
+pub struct ArtifactStore {
+    lattice: LatticeId,
+    objects: object_store::ObjectStore,
+    state: kv::Store,
+}
+
+/// Where a module reference points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `sha256:<hex>`
+    Digest(Digest),
+    /// `name:tag`, resolved through the lattice KV.
+    Tag {
+        /// Artifact name.
+        name: String,
+        /// Tag, e.g. `latest` or `v1.2`.
+        tag: String,
+    },
+}
+
+impl Reference {
+    /// Parses a digest or `name:tag` (a bare `name` means `name:latest`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] when the name or tag has characters a KV key cannot hold.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        if s.starts_with("sha256:") {
+            return Digest::parse(s).map(Reference::Digest);
+        }
+        let (name, tag) = s.split_once(':').unwrap_or((s, "latest"));
+        crate::id::validate("artifact name", name)?;
+        if tag.is_empty()
+            || !tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || tag.starts_with('.')
+            || tag.ends_with('.')
+        {
+            return Err(Error::InvalidId {
+                kind: "artifact tag",
+                value: tag.to_string(),
+                reason: "may contain only ASCII letters, digits, '-', '_' and inner '.'",
+            });
+        }
+        Ok(Reference::Tag {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+fn tag_key(name: &str, tag: &str) -> String {
+    format!("artifact.tag.{name}.{tag}")
+}
+
+impl ArtifactStore {
+    /// Opens (creating when missing) the object store and KV bucket of `lattice`.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when JetStream is not enabled on the server or the buckets
+    /// cannot be created.
+    pub async fn open(nats: async_nats::Client, lattice: &LatticeId) -> Result<Self, Error> {
+        let js = jetstream::new(nats);
+        let objects = match js.get_object_store(subject::artifact_bucket(lattice)).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: subject::artifact_bucket(lattice),
+                    description: Some(format!("Lattice {lattice}: actor modules by digest")),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    Error::nats(
+                        format!(
+                            "open artifact store {} (is JetStream enabled? start nats-server with -js)",
+                            subject::artifact_bucket(lattice)
+                        ),
+                        e,
+                    )
+                })?,
+        };
+        let state = open_state_bucket(&js, lattice).await?;
+        Ok(ArtifactStore {
+            lattice: lattice.clone(),
+            objects,
+            state,
+        })
+    }
+
+    /// Stores `bytes` under their digest (skipping the upload when already present)
+    /// and, when given, points `name:tag` at it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] past [`MAX_ARTIFACT_BYTES`]; [`Error::Nats`] on store failures.
+    pub async fn put(&self, bytes: &[u8], tag: Option<(&str, &str)>) -> Result<Digest, Error> {
+        if bytes.len() > MAX_ARTIFACT_BYTES {
+            return Err(Error::TooLarge {
+                what: "artifact".into(),
+                size: bytes.len(),
+                max: MAX_ARTIFACT_BYTES,
+            });
+        }
+        let digest = Digest::of(bytes);
+        let present = matches!(self.objects.info(digest.as_str()).await, Ok(info) if info.size == bytes.len() && !info.deleted);
+        if !present {
+            let mut reader = bytes;
+            self.objects
+                .put(digest.as_str(), &mut reader)
+                .await
+                .map_err(|e| Error::nats(format!("upload artifact {digest}"), e))?;
+        }
+        if let Some((name, tag)) = tag {
+            Reference::parse(&format!("{name}:{tag}"))?;
+            self.state
+                .put(tag_key(name, tag), digest.as_str().to_string().into())
+                .await
+                .map_err(|e| Error::nats(format!("tag {name}:{tag}"), e))?;
+        }
+        Ok(digest)
+    }
+
+    /// Resolves a digest or `name:tag` to a digest present in the store.
+    ///
+    /// # Errors
+    /// [`Error::ArtifactNotFound`] when the tag or digest is unknown.
+    pub async fn resolve(&self, reference: &str) -> Result<Digest, Error> {
+        let not_found = |reason: String| Error::ArtifactNotFound {
+            reference: reference.to_string(),
+            lattice: self.lattice.to_string(),
+            reason,
+        };
+        let digest = match Reference::parse(reference)? {
+            Reference::Digest(d) => d,
+            Reference::Tag { name, tag } => {
+                let entry = self
+                    .state
+                    .get(tag_key(&name, &tag))
+                    .await
+                    .map_err(|e| Error::nats(format!("look up tag {name}:{tag}"), e))?
+                    .ok_or_else(|| not_found("no such tag".into()))?;
+                Digest::parse(&String::from_utf8_lossy(&entry))?
+            }
+        };
+        match self.objects.info(digest.as_str()).await {
+            Ok(info) if !info.deleted => Ok(digest),
+            _ => Err(not_found(format!("no object {digest}"))),
+        }
+    }
+
+    /// Fetches a module by digest and checks that the bytes match it.
+    ///
+    /// # Errors
+    /// [`Error::ArtifactNotFound`] when missing; [`Error::Remote`] when the stored
+    /// bytes do not hash to `digest` (corruption).
+    pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
+        let mut object =
+            self.objects
+                .get(digest.as_str())
+                .await
+                .map_err(|e| Error::ArtifactNotFound {
+                    reference: digest.to_string(),
+                    lattice: self.lattice.to_string(),
+                    reason: e.to_string(),
+                })?;
+        let mut bytes = Vec::with_capacity(object.info().size.min(MAX_ARTIFACT_BYTES));
+        let read = tokio::time::timeout(Duration::from_secs(60), object.read_to_end(&mut bytes))
+            .await
+            .map_err(|_| Error::Timeout {
+                what: format!("download of artifact {digest}"),
+                timeout: Duration::from_secs(60),
+            })?;
+        read.map_err(|e| Error::Io {
+            context: format!("download artifact {digest}"),
+            source: e,
+        })?;
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(Error::Remote(format!(
+                "artifact {digest} is corrupt in the store: its bytes hash to {actual}"
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Opens (creating when missing) the lattice's KV bucket for shared state.
+///
+/// # Errors
+/// [`Error::Nats`] when JetStream is unavailable.
+pub async fn open_state_bucket(
+    js: &jetstream::Context,
+    lattice: &LatticeId,
+) -> Result<kv::Store, Error> {
+    let name = subject::state_bucket(lattice);
+    match js.get_key_value(&name).await {
+        Ok(s) => Ok(s),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.clone(),
+                description: format!("Lattice {lattice}: tags, links, config, leases"),
+                history: 5,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::nats(format!("open state bucket {name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        assert_eq!(
+            Reference::parse("hello").unwrap(),
+            Reference::Tag {
+                name: "hello".into(),
+                tag: "latest".into()
+            }
+        );
+        assert!(matches!(
+            Reference::parse("hello:v1.2").unwrap(),
+            Reference::Tag { .. }
+        ));
+        assert!(Reference::parse("hello:").is_err());
+        assert!(Reference::parse("he llo:x").is_err());
+        assert!(Reference::parse("sha256:00").is_err());
+    }
+}

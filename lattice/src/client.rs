@@ -1,0 +1,372 @@
+//! A typed client for the control interface and the data plane of one lattice.
+//!
+//! Used by the `lattice` CLI, by hosts for remote calls, and by tests.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    Error,
+    artifact::ArtifactStore,
+    ctl::{
+        ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
+        StartActor, StopActor,
+    },
+    id::{ActorId, HostId, LatticeId},
+    rpc::{Invocation, InvocationResponse},
+    subject,
+    trace::TraceContext,
+};
+
+/// Default timeout of control requests and calls.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long scatter-gather requests (ping, auction) collect answers.
+pub const DEFAULT_GATHER: Duration = Duration::from_millis(500);
+/// Starting an actor includes downloading and compiling it: give it time.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Client for one lattice over one NATS connection. Cheap to clone.
+#[derive(Clone)]
+pub struct CtlClient {
+    nats: Client,
+    lattice: LatticeId,
+    timeout: Duration,
+}
+
+impl CtlClient {
+    /// A client for `lattice` with the [`DEFAULT_TIMEOUT`].
+    pub fn new(nats: Client, lattice: LatticeId) -> Self {
+        CtlClient {
+            nats,
+            lattice,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Sets the timeout of requests and calls.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The lattice this client talks to.
+    pub fn lattice(&self) -> &LatticeId {
+        &self.lattice
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &Client {
+        &self.nats
+    }
+
+    /// Opens the lattice's artifact store.
+    ///
+    /// # Errors
+    /// See [`ArtifactStore::open`].
+    pub async fn artifacts(&self) -> Result<ArtifactStore, Error> {
+        ArtifactStore::open(self.nats.clone(), &self.lattice).await
+    }
+
+    /// Asks every host for its [`HostInfo`], collecting answers for `window`.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the request cannot be sent.
+    pub async fn ping_hosts(&self, window: Duration) -> Result<Vec<HostInfo>, Error> {
+        let mut hosts: Vec<HostInfo> = self
+            .gather(
+                &subject::ctl(&self.lattice, subject::OP_PING_HOSTS),
+                &(),
+                window,
+            )
+            .await?;
+        hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(hosts)
+    }
+
+    /// Holds an auction: every host that can run the actor under the constraints bids.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the request cannot be sent.
+    pub async fn auction_actor(
+        &self,
+        request: &AuctionRequest,
+        window: Duration,
+    ) -> Result<Vec<Bid>, Error> {
+        self.gather(
+            &subject::ctl(&self.lattice, subject::OP_AUCTION_ACTOR),
+            request,
+            window,
+        )
+        .await
+    }
+
+    /// Finds a host by id or by name.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] naming the host when no host matches, or when a name is
+    /// ambiguous.
+    pub async fn resolve_host(&self, id_or_name: &str) -> Result<HostId, Error> {
+        let hosts = self.ping_hosts(DEFAULT_GATHER).await?;
+        let matches: Vec<_> = hosts
+            .iter()
+            .filter(|h| h.id.as_str() == id_or_name || h.name == id_or_name)
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(Error::Remote(format!(
+                "no host with id or name {id_or_name:?} in lattice {:?} ({} hosts answered)",
+                self.lattice.as_str(),
+                hosts.len()
+            ))),
+            many => Err(Error::Remote(format!(
+                "host name {id_or_name:?} is ambiguous: {} hosts have it; use the id",
+                many.len()
+            ))),
+        }
+    }
+
+    /// The inventory of one host.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`] when no such host is in the lattice.
+    pub async fn inventory(&self, host: &HostId) -> Result<HostInventory, Error> {
+        self.host_request(host, subject::OP_INVENTORY, &(), self.timeout)
+            .await
+    }
+
+    /// Starts replicas of an actor on one host and waits until it is ready.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with the host's reason (bad module, fetch failure, ...).
+    pub async fn start_actor(
+        &self,
+        host: &HostId,
+        command: &StartActor,
+    ) -> Result<ActorStarted, Error> {
+        self.host_request(
+            host,
+            subject::OP_ACTOR_START,
+            command,
+            START_TIMEOUT.max(self.timeout),
+        )
+        .await
+    }
+
+    /// Stops an actor on one host.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the host does not run it.
+    pub async fn stop_actor(&self, host: &HostId, actor: &ActorId) -> Result<ActorStopped, Error> {
+        let cmd = StopActor {
+            actor_id: actor.clone(),
+        };
+        // Stopping waits for in-flight calls to drain.
+        self.host_request(host, subject::OP_ACTOR_STOP, &cmd, self.timeout * 4)
+            .await
+    }
+
+    /// Asks a host to stop gracefully.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`] when no such host is in the lattice.
+    pub async fn stop_host(&self, host: &HostId) -> Result<(), Error> {
+        self.host_request(host, subject::OP_HOST_STOP, &(), self.timeout)
+            .await
+    }
+
+    /// Calls an operation on an actor with a msgpack-encoded argument; returns the
+    /// raw msgpack reply.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`] when nobody runs the actor (fails fast), [`Error::Remote`]
+    /// with the actor's or host's error, [`Error::Timeout`].
+    pub async fn call<T: Serialize + ?Sized>(
+        &self,
+        actor: &str,
+        operation: &str,
+        argument: &T,
+    ) -> Result<Vec<u8>, Error> {
+        let payload = rmp_serde::to_vec_named(argument)?;
+        self.call_raw(actor, operation, payload).await
+    }
+
+    /// Calls an operation with an already encoded payload.
+    ///
+    /// # Errors
+    /// As [`CtlClient::call`].
+    pub async fn call_raw(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        let invocation = Invocation {
+            origin: "cli".into(),
+            target: actor.to_string(),
+            operation: operation.to_string(),
+            payload,
+        };
+        invoke(
+            &self.nats,
+            &self.lattice,
+            &invocation,
+            &TraceContext::new_root(),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// Subscribes to every event of the lattice.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the subscription fails.
+    pub async fn events(&self) -> Result<async_nats::Subscriber, Error> {
+        self.nats
+            .subscribe(subject::events_all(&self.lattice))
+            .await
+            .map_err(|e| Error::nats("subscribe to events", e))
+    }
+
+    async fn host_request<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        host: &HostId,
+        op: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Error> {
+        let subject = subject::host_ctl(&self.lattice, host, op);
+        let body = serde_json::to_vec(body).map_err(|e| json_err("encode", op, e))?;
+        let what = format!("host {host:?} ({op})");
+        let msg = request(
+            &self.nats,
+            subject,
+            HeaderMap::new(),
+            body.into(),
+            timeout,
+            &what,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::NoResponders { .. } => Error::Remote(format!(
+                "no host with id {:?} in lattice {:?}",
+                host.as_str(),
+                self.lattice.as_str()
+            )),
+            other => other,
+        })?;
+        let reply: CtlReply<Resp> =
+            serde_json::from_slice(&msg.payload).map_err(|e| json_err("decode", op, e))?;
+        reply.into_result()
+    }
+
+    async fn gather<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        body: &Req,
+        window: Duration,
+    ) -> Result<Vec<Resp>, Error> {
+        let inbox = self.nats.new_inbox();
+        let mut sub = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Error::nats(format!("subscribe {inbox}"), e))?;
+        let body = serde_json::to_vec(body).map_err(|e| json_err("encode", subject, e))?;
+        self.nats
+            .publish_with_reply(subject.to_string(), inbox, body.into())
+            .await
+            .map_err(|e| Error::nats(format!("publish {subject}"), e))?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+            // A host that cannot bid answers with an error; skip it, and skip
+            // replies from versions we cannot read rather than failing the whole gather.
+            if let Ok(CtlReply::Ok(v)) = serde_json::from_slice::<CtlReply<Resp>>(&msg.payload) {
+                out.push(v);
+            }
+        }
+        let _ = sub.unsubscribe().await;
+        Ok(out)
+    }
+}
+
+fn json_err(action: &'static str, what: &str, e: serde_json::Error) -> Error {
+    Error::Codec {
+        action,
+        what: format!("control message {what}"),
+        reason: e.to_string(),
+    }
+}
+
+/// Sends a NATS request and maps failures to [`Error`] variants that name `what`.
+///
+/// # Errors
+/// [`Error::NoResponders`], [`Error::Timeout`], [`Error::TooLarge`] or [`Error::Nats`].
+pub async fn request(
+    nats: &Client,
+    subject: String,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+    what: &str,
+) -> Result<async_nats::Message, Error> {
+    let max = nats.server_info().max_payload;
+    if max > 0 && body.len() > max {
+        return Err(Error::TooLarge {
+            what: format!("request to {what}"),
+            size: body.len(),
+            max,
+        });
+    }
+    let req = async_nats::Request::new()
+        .payload(body)
+        .headers(headers)
+        .timeout(Some(timeout));
+    nats.send_request(subject.clone(), req)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => Error::NoResponders {
+                what: what.to_string(),
+                subject,
+            },
+            RequestErrorKind::TimedOut => Error::Timeout {
+                what: what.to_string(),
+                timeout,
+            },
+            _ => Error::nats(format!("request to {what}"), e),
+        })
+}
+
+/// Sends an invocation over the data plane and returns the reply payload.
+///
+/// This is the one place remote calls are made, by the CLI and by hosts routing an
+/// actor's `__host_call` to a target on another host.
+///
+/// # Errors
+/// [`Error::NoResponders`] when nobody serves the target, [`Error::Remote`] with the
+/// callee's error, [`Error::Timeout`], [`Error::TooLarge`].
+pub async fn invoke(
+    nats: &Client,
+    lattice: &LatticeId,
+    invocation: &Invocation,
+    trace: &TraceContext,
+    timeout: Duration,
+) -> Result<Vec<u8>, Error> {
+    let mut headers = HeaderMap::new();
+    trace.inject(&mut headers);
+    let what = format!("actor {:?}", invocation.target);
+    let msg = request(
+        nats,
+        subject::rpc(lattice, &invocation.target),
+        headers,
+        invocation.encode()?.into(),
+        timeout,
+        &what,
+    )
+    .await?;
+    InvocationResponse::decode(&msg.payload)?.into_result()
+}

@@ -1,0 +1,276 @@
+//! Control-plane messages (JSON).
+//!
+//! Requests go to `lattice.{lid}.ctl.*` subjects (see [`crate::subject`]); every
+//! reply is a [`CtlReply`]: `{"ok": ...}` or `{"error": "..."}`. JSON keeps
+//! `nats sub 'lattice.>'` readable; only the data plane is msgpack.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error,
+    digest::Digest,
+    id::{ActorId, HostId, LatticeId},
+};
+
+/// The reply to every control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CtlReply<T> {
+    /// The request succeeded.
+    Ok(T),
+    /// The request failed; the message says why and names the input.
+    Error(String),
+}
+
+impl<T> CtlReply<T> {
+    /// Converts into a `Result`, mapping the error message to [`Error::Remote`].
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with the host's message.
+    pub fn into_result(self) -> Result<T, Error> {
+        match self {
+            CtlReply::Ok(v) => Ok(v),
+            CtlReply::Error(e) => Err(Error::Remote(e)),
+        }
+    }
+}
+
+impl<T, E: std::fmt::Display> From<Result<T, E>> for CtlReply<T> {
+    fn from(r: Result<T, E>) -> Self {
+        match r {
+            Ok(v) => CtlReply::Ok(v),
+            Err(e) => CtlReply::Error(e.to_string()),
+        }
+    }
+}
+
+/// What a host says about itself: the answer to a ping, and part of its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Unique id of this host process.
+    pub id: HostId,
+    /// Human name (`--name`, or generated).
+    pub name: String,
+    /// The lattice it belongs to.
+    pub lattice: LatticeId,
+    /// Labels: user-given plus `os`, `arch`, `hostname`.
+    pub labels: BTreeMap<String, String>,
+    /// Version of the host software.
+    pub version: String,
+    /// Seconds since the host started.
+    pub uptime_secs: u64,
+    /// Number of distinct actors running.
+    pub actors: usize,
+    /// Total replicas of all actors (the host's load for auctions).
+    pub replicas: u64,
+}
+
+/// State of an actor on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorStatus {
+    /// Serving calls.
+    Running,
+    /// Stopping: no new calls, in-flight calls finishing.
+    Stopping,
+}
+
+impl std::fmt::Display for ActorStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActorStatus::Running => "running",
+            ActorStatus::Stopping => "stopping",
+        })
+    }
+}
+
+/// One actor on one host, as listed in an inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorDescription {
+    /// The actor's id.
+    pub id: ActorId,
+    /// Digest of the module it runs.
+    pub digest: Digest,
+    /// The reference it was started from (file name, tag or digest).
+    pub reference: String,
+    /// Replicas on this host: how many calls it may serve at once here.
+    pub replicas: u32,
+    /// Warm instances kept ready right now.
+    pub warm_instances: usize,
+    /// Calls served since start.
+    pub calls: u64,
+    /// Calls that failed (trap, deadline, actor error) since start.
+    pub errors: u64,
+    /// Running or stopping.
+    pub status: ActorStatus,
+}
+
+/// Everything a host runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInventory {
+    /// The host itself.
+    pub host: HostInfo,
+    /// Its actors, sorted by id.
+    pub actors: Vec<ActorDescription>,
+}
+
+/// Lattice-wide auction: which hosts can take replicas of this actor?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuctionRequest {
+    /// The actor to place.
+    pub actor_id: ActorId,
+    /// Labels a host must have (all must match exactly).
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+}
+
+/// A host's answer to an [`AuctionRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bid {
+    /// The bidding host.
+    pub host_id: HostId,
+    /// Its name, for messages.
+    pub host_name: String,
+    /// Its current load: replicas of all actors. Lower wins.
+    pub load: u64,
+    /// Replicas of this very actor it already runs.
+    pub running: u32,
+}
+
+/// Host-targeted: start (or add) replicas of an actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartActor {
+    /// Id to run the actor under.
+    pub actor_id: ActorId,
+    /// Module digest in the lattice's artifact store.
+    pub digest: Digest,
+    /// The reference the user typed, kept for inventories.
+    pub reference: String,
+    /// Replicas to add on this host (at least 1).
+    pub replicas: u32,
+}
+
+/// Reply to [`StartActor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorStarted {
+    /// Host that started it.
+    pub host_id: HostId,
+    /// Host name.
+    pub host_name: String,
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Replicas it now has on this host.
+    pub replicas: u32,
+    /// Whether the module was compiled now (`false`: loaded from the on-disk cache or memory).
+    pub compiled: bool,
+    /// Milliseconds from request to ready, including fetch and compile.
+    pub elapsed_ms: u64,
+}
+
+/// Host-targeted: stop an actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopActor {
+    /// The actor to stop on this host.
+    pub actor_id: ActorId,
+}
+
+/// Reply to [`StopActor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorStopped {
+    /// Host that stopped it.
+    pub host_id: HostId,
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Replicas that were running.
+    pub replicas: u32,
+}
+
+/// Checks that a host with `labels` satisfies every constraint.
+pub fn labels_match(
+    labels: &BTreeMap<String, String>,
+    constraints: &BTreeMap<String, String>,
+) -> bool {
+    constraints.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Spreads `count` replicas over the bidders: least loaded first, round robin, so
+/// no host gets a second replica before every bidder has one.
+///
+/// Returns `(bid, replicas)` pairs with at least one replica each; empty when
+/// there are no bids or `count` is 0.
+pub fn plan_spread(mut bids: Vec<Bid>, count: u32) -> Vec<(Bid, u32)> {
+    bids.sort_by(|a, b| {
+        a.load
+            .cmp(&b.load)
+            .then(a.running.cmp(&b.running))
+            .then(a.host_name.cmp(&b.host_name))
+            .then(a.host_id.cmp(&b.host_id))
+    });
+    bids.dedup_by(|a, b| a.host_id == b.host_id);
+    if bids.is_empty() || count == 0 {
+        return Vec::new();
+    }
+    let n = bids.len() as u32;
+    bids.into_iter()
+        .enumerate()
+        .map(|(i, bid)| {
+            let i = i as u32;
+            (bid, count / n + u32::from(i < count % n))
+        })
+        .filter(|(_, r)| *r > 0)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bid(name: &str, load: u64) -> Bid {
+        Bid {
+            host_id: HostId::new(format!("H{name}")).unwrap(),
+            host_name: name.into(),
+            load,
+            running: 0,
+        }
+    }
+
+    #[test]
+    fn spread_prefers_least_loaded_and_round_robins() {
+        let plan = plan_spread(vec![bid("a", 5), bid("b", 0), bid("c", 2)], 2);
+        let names: Vec<_> = plan
+            .iter()
+            .map(|(b, r)| (b.host_name.as_str(), *r))
+            .collect();
+        assert_eq!(names, vec![("b", 1), ("c", 1)]);
+        let plan = plan_spread(vec![bid("a", 0), bid("b", 0)], 5);
+        let names: Vec<_> = plan
+            .iter()
+            .map(|(b, r)| (b.host_name.as_str(), *r))
+            .collect();
+        assert_eq!(names, vec![("a", 3), ("b", 2)]);
+        assert!(plan_spread(vec![], 3).is_empty());
+        assert!(plan_spread(vec![bid("a", 0)], 0).is_empty());
+    }
+
+    #[test]
+    fn reply_shapes() {
+        let ok: CtlReply<u32> = Ok::<_, String>(3).into();
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":3}"#);
+        let err: CtlReply<u32> = Err::<u32, _>("nope").into();
+        assert_eq!(serde_json::to_string(&err).unwrap(), r#"{"error":"nope"}"#);
+        assert_eq!(err.into_result().unwrap_err().to_string(), "nope");
+    }
+
+    #[test]
+    fn constraints() {
+        let labels: BTreeMap<_, _> = [("zone".to_string(), "a".to_string())].into();
+        let mut c = BTreeMap::new();
+        assert!(labels_match(&labels, &c));
+        c.insert("zone".to_string(), "a".to_string());
+        assert!(labels_match(&labels, &c));
+        c.insert("gpu".to_string(), "yes".to_string());
+        assert!(!labels_match(&labels, &c));
+    }
+}

@@ -1,0 +1,127 @@
+//! The error type of the `lattice` crate.
+
+use std::time::Duration;
+
+/// Everything that can go wrong when talking to a lattice.
+///
+/// Each variant names the input that failed, so a message printed to a user says
+/// what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An id (lattice, host, actor, link name) is not a valid NATS subject token.
+    #[error("invalid {kind} {value:?}: {reason}")]
+    InvalidId {
+        /// What kind of id was being checked (`actor id`, `lattice id`, ...).
+        kind: &'static str,
+        /// The rejected value.
+        value: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Nobody in the lattice serves the target of a call or a control request.
+    #[error("no responders for {what} on subject {subject} (is it running in this lattice?)")]
+    NoResponders {
+        /// What was asked for, e.g. `actor "hello"` or `host "NABC..."`.
+        what: String,
+        /// The subject the request went to.
+        subject: String,
+    },
+    /// A request was sent and somebody listens, but no answer came in time.
+    #[error("timed out after {timeout:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// A message is larger than the NATS server accepts.
+    #[error("{what} is {size} bytes, larger than the server's max payload of {max} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The server's limit in bytes.
+        max: usize,
+    },
+    /// The remote side answered, with an error.
+    #[error("{0}")]
+    Remote(String),
+    /// A message could not be encoded or decoded.
+    #[error("could not {action} {what}: {reason}")]
+    Codec {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// What was being (de)serialised.
+        what: String,
+        /// The underlying error.
+        reason: String,
+    },
+    /// The artifact reference could not be resolved.
+    #[error("artifact {reference:?} not found in lattice {lattice:?}: {reason}")]
+    ArtifactNotFound {
+        /// The reference as given.
+        reference: String,
+        /// The lattice that was searched.
+        lattice: String,
+        /// Detail from the store.
+        reason: String,
+    },
+    /// A NATS or JetStream operation failed.
+    #[error("nats: {context}: {source}")]
+    Nats {
+        /// What we were doing.
+        context: String,
+        /// The error from async-nats.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Local I/O failed (reading a module file, ...).
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps any NATS-side error with a short description of what was being done.
+    pub fn nats(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Nats {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+impl From<async_nats::ConnectError> for Error {
+    fn from(e: async_nats::ConnectError) -> Self {
+        Error::nats("connect", e)
+    }
+}
+
+impl From<rmp_serde::decode::Error> for Error {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        Error::Codec {
+            action: "decode",
+            what: "msgpack payload".into(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<rmp_serde::encode::Error> for Error {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        Error::Codec {
+            action: "encode",
+            what: "msgpack payload".into(),
+            reason: e.to_string(),
+        }
+    }
+}

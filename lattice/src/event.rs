@@ -1,0 +1,143 @@
+//! Lattice events, published as JSON CloudEvents on `lattice.{lid}.evt.{type}`.
+
+use std::{collections::BTreeMap, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ctl::HostInventory,
+    digest::Digest,
+    id::{ActorId, HostId},
+};
+
+/// A CloudEvents 1.0 envelope (structured JSON mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Always `"1.0"`.
+    pub specversion: String,
+    /// Unique event id.
+    pub id: String,
+    /// The event type, also the last subject token: `host_started`, `actor_failed`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The host id that emitted it.
+    pub source: String,
+    /// RFC 3339 time of emission.
+    pub time: String,
+    /// Type-specific body, see [`EventData`].
+    pub data: serde_json::Value,
+}
+
+/// The typed bodies of events. The variant name in snake case is the event type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventData {
+    /// A host joined the lattice.
+    HostStarted {
+        /// The host.
+        host_id: HostId,
+        /// Its name.
+        name: String,
+        /// Its labels.
+        labels: BTreeMap<String, String>,
+        /// Its version.
+        version: String,
+    },
+    /// Periodic liveness with the full inventory; three missed beats mean the host is gone.
+    HostHeartbeat(HostInventory),
+    /// A host left gracefully.
+    HostStopped {
+        /// The host.
+        host_id: HostId,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// Replicas of an actor started on a host.
+    ActorStarted {
+        /// The host.
+        host_id: HostId,
+        /// The actor.
+        actor_id: ActorId,
+        /// Its module.
+        digest: Digest,
+        /// Replicas now on this host.
+        replicas: u32,
+    },
+    /// An actor stopped on a host.
+    ActorStopped {
+        /// The host.
+        host_id: HostId,
+        /// The actor.
+        actor_id: ActorId,
+        /// Why.
+        reason: String,
+    },
+    /// An actor could not be started, or an instance died (trap, deadline).
+    ActorFailed {
+        /// The host.
+        host_id: HostId,
+        /// The actor.
+        actor_id: ActorId,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+impl EventData {
+    /// The event type string, e.g. `actor_started`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventData::HostStarted { .. } => "host_started",
+            EventData::HostHeartbeat(_) => "host_heartbeat",
+            EventData::HostStopped { .. } => "host_stopped",
+            EventData::ActorStarted { .. } => "actor_started",
+            EventData::ActorStopped { .. } => "actor_stopped",
+            EventData::ActorFailed { .. } => "actor_failed",
+        }
+    }
+
+    /// Wraps the body in a CloudEvent from `source`.
+    pub fn into_event(self, source: &HostId) -> Event {
+        let kind = self.kind().to_string();
+        let data = match serde_json::to_value(&self) {
+            Ok(serde_json::Value::Object(mut m)) => m.remove("data").unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        Event {
+            specversion: "1.0".into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            source: source.to_string(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            data,
+        }
+    }
+}
+
+impl Event {
+    /// Parses the body back into its typed form; `None` for event types this
+    /// version does not know (newer hosts may add some).
+    pub fn typed(&self) -> Option<EventData> {
+        serde_json::from_value(serde_json::json!({"type": self.kind, "data": self.data})).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_event_shape() {
+        let host = HostId::new("HX").unwrap();
+        let ev = EventData::HostStopped {
+            host_id: host.clone(),
+            reason: "signal".into(),
+        }
+        .into_event(&host);
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["type"], "host_stopped");
+        assert_eq!(json["source"], "HX");
+        assert_eq!(json["data"]["reason"], "signal");
+        assert!(matches!(ev.typed(), Some(EventData::HostStopped { .. })));
+    }
+}

@@ -1,0 +1,47 @@
+//! The shared language of a Lattice mesh.
+//!
+//! Every process that takes part in a lattice — hosts, the `lattice` command-line
+//! client, providers written in any language — agrees on what is in this crate:
+//!
+//! * [`id`]: the names of lattices, hosts and actors, checked so they are safe NATS
+//!   subject tokens;
+//! * [`subject`]: the NATS subjects of the control interface, events and the data plane;
+//! * [`ctl`] and [`event`]: the JSON messages of the control plane;
+//! * [`rpc`]: the msgpack envelope of an invocation on the data plane;
+//! * [`digest`]: sha256 content addresses of actor modules;
+//! * [`client`]: a typed client for the control interface, used by the CLI and by tests.
+//!
+//! The crate deliberately knows nothing of wasmtime or process management.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lattice::Error> {
+//! use lattice::{client::CtlClient, id::LatticeId};
+//!
+//! let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let ctl = CtlClient::new(nats, LatticeId::default());
+//! for host in ctl.ping_hosts(std::time::Duration::from_millis(500)).await? {
+//!     println!("{} {}", host.id, host.name);
+//! }
+//! let reply = ctl.call("hello", "SayHello", &"world").await?;
+//! let text: String = rmp_serde::from_slice(&reply)?;
+//! assert_eq!(text, "Hello, world!");
+//! # Ok(()) }
+//! ```
+
+pub mod artifact;
+pub mod client;
+pub mod ctl;
+pub mod digest;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod rpc;
+pub mod subject;
+pub mod trace;
+
+pub use error::Error;
+
+/// The version of this crate, reported by hosts in heartbeats and `ctl get hosts`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
