@@ -253,6 +253,15 @@ impl Actor {
         }
     }
 
+    /// Creates a fresh instance from the `InstancePre` (running the guest's init
+    /// functions) and drops it: what a cold call pays. For benchmarks.
+    ///
+    /// # Errors
+    /// [`InvokeError::Instantiate`] when instantiation or init fails.
+    pub async fn instantiate_cold(&self) -> Result<(), InvokeError> {
+        self.instantiate().await.map(drop)
+    }
+
     async fn instantiate(&self) -> Result<WarmInstance, InvokeError> {
         let fail = |reason: String| {
             InvokeError::Instantiate(format!("could not instantiate actor {}: {reason}", self.id))

@@ -293,7 +293,7 @@ async fn start_actor(
         let cmd = StartActor {
             actor_id: actor_id.clone(),
             digest: digest.clone(),
-            reference: args.reference.clone(),
+            reference: display_reference(&args.reference),
             replicas: *n,
         };
         async move {
@@ -348,6 +348,17 @@ async fn start_actor(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// What inventories show: a file's name rather than its full local path.
+fn display_reference(reference: &str) -> String {
+    let path = Path::new(reference);
+    if path.exists() {
+        if let Some(name) = path.file_name() {
+            return name.to_string_lossy().into_owned();
+        }
+    }
+    reference.to_string()
 }
 
 /// A local file is pushed to the lattice's artifact store (tagged `<stem>:latest`);
