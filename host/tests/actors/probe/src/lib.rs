@@ -12,6 +12,7 @@
 //! | `Print` | `String` | `"ok"`, after writing the string to stdout and stderr |
 //! | `Call` | [`CallRequest`] map | the callee's reply bytes, raw; or its error |
 //! | `Count` | ignored | `u64`: 1 on an instance's first `Count`, then 2, 3, ... |
+//! | `Sleep` | `u32` ms | the same `u32`, after sleeping that long (WASI `poll_oneoff`, no busy loop) |
 //!
 //! Build it with
 //! `cargo build --target wasm32-wasip1 --profile wasm -p probe-actor`
@@ -101,6 +102,14 @@ pub fn count(_: IgnoredAny) -> Result<u64, String> {
     Ok(COUNT.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
+/// `Sleep`: waits `ms` milliseconds through the WASI clock (the host's
+/// `poll_oneoff`, which does not burn CPU) and returns `ms`: a slow call for
+/// drain and concurrency tests.
+pub fn sleep(ms: u32) -> Result<u32, String> {
+    std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
+    Ok(ms)
+}
+
 lattice_actor::actor! {
     "Echo" => raw echo,
     "Panic" => raw panic,
@@ -109,6 +118,7 @@ lattice_actor::actor! {
     "Print" => print,
     "Call" => raw call,
     "Count" => count,
+    "Sleep" => sleep,
 }
 
 #[cfg(test)]
@@ -127,6 +137,10 @@ mod tests {
         assert_eq!(
             decode::<String>(&dispatch("Print", &encode("hi").unwrap()).unwrap()).unwrap(),
             "ok"
+        );
+        assert_eq!(
+            decode::<u32>(&dispatch("Sleep", &encode(&1u32).unwrap()).unwrap()).unwrap(),
+            1
         );
         let first: u64 = decode(&dispatch("Count", &[]).unwrap()).unwrap();
         let second: u64 = decode(&dispatch("Count", &encode(&()).unwrap()).unwrap()).unwrap();
