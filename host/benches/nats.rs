@@ -1,2 +1,170 @@
-//! placeholder
-fn main() {}
+//! Criterion benchmarks of one call over NATS, on a real `nats-server`
+//! (`lattice_harness::NatsServer`, needs `nats-server` on PATH):
+//!
+//! * `nats_call/hello_say_hello`: `CtlClient::call` of `hello`'s `SayHello` from
+//!   the bench's own NATS connection to an in-process [`Host`] on another
+//!   connection: invocation envelope, NATS hop, the host's serve loop, the
+//!   actor call and the reply;
+//! * `nats_call/raw_echo`: the floor, a plain async-nats request to a responder
+//!   on another connection that publishes the payload straight back (the
+//!   payload is the same encoded invocation, so the bytes on the wire match).
+//!
+//! One call at a time: these are latencies. `scripts/bench.sh` measures
+//! throughput with many calls in flight.
+//! Run with `cargo bench -p lattice-host --bench nats`.
+
+use std::{hint::black_box, time::Duration};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
+use lattice::{
+    client::CtlClient,
+    ctl::StartActor,
+    id::{ActorId, LatticeId},
+    rpc::Invocation,
+};
+use lattice_harness::{NatsServer, build_actor, unique_lattice_id};
+use lattice_host::{
+    config::{HostConfig, RuntimeConfig},
+    host::Host,
+};
+
+struct Setup {
+    host: Host,
+    ctl: CtlClient,
+    echo_subject: String,
+    echo_payload: bytes::Bytes,
+}
+
+/// A host running `hello`, a client on its own connection, and an echo responder
+/// on a third connection.
+async fn setup(url: &str) -> anyhow::Result<Setup> {
+    let wasm = build_actor("hello")?;
+    let bytes = std::fs::read(&wasm)?;
+    let lattice = LatticeId::new(unique_lattice_id())?;
+
+    let host_nats = lattice_host::nats::connect(url, "bench-host").await?;
+    let host = Host::start(
+        host_nats,
+        lattice.clone(),
+        HostConfig {
+            name: Some("bench-host".into()),
+            ..HostConfig::default()
+        },
+        RuntimeConfig {
+            no_cache: true,
+            ..RuntimeConfig::default()
+        },
+    )
+    .await?;
+
+    let ctl = CtlClient::new(
+        lattice_host::nats::connect(url, "bench-client").await?,
+        lattice.clone(),
+    );
+    let digest = ctl.artifacts().await?.put(&bytes, None).await?;
+    ctl.start_actor(
+        host.id(),
+        &StartActor {
+            actor_id: ActorId::new("hello")?,
+            digest,
+            reference: "hello.wasm".into(),
+            replicas: 1,
+        },
+    )
+    .await?;
+
+    let echo = lattice_host::nats::connect(url, "bench-echo").await?;
+    let echo_subject = format!("bench.{lattice}.echo");
+    let mut sub = echo.subscribe(echo_subject.clone()).await?;
+    echo.flush().await?;
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = echo.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    let echo_payload = Invocation {
+        origin: "cli".into(),
+        target: "hello".into(),
+        operation: "SayHello".into(),
+        payload: rmp_serde::to_vec_named("World")?,
+        link_name: None,
+    }
+    .encode()?
+    .into();
+    Ok(Setup {
+        host,
+        ctl,
+        echo_subject,
+        echo_payload,
+    })
+}
+
+fn nats_call(c: &mut Criterion) {
+    let server = NatsServer::start().expect("starting nats-server");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let s = rt.block_on(setup(&server.url())).expect("bench setup");
+
+    // Check both paths answer before timing them.
+    rt.block_on(async {
+        let reply = s
+            .ctl
+            .call("hello", "SayHello", "World")
+            .await
+            .expect("call");
+        let text: String = rmp_serde::from_slice(&reply).expect("decoding the reply");
+        assert_eq!(text, "Hello, World!");
+        let echoed = s
+            .ctl
+            .nats()
+            .request(s.echo_subject.clone(), s.echo_payload.clone())
+            .await
+            .expect("echo");
+        assert_eq!(echoed.payload, s.echo_payload);
+    });
+
+    let mut group = c.benchmark_group("nats_call");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("hello_say_hello", |b| {
+        b.to_async(&rt).iter(|| async {
+            let reply = s
+                .ctl
+                .call("hello", "SayHello", black_box("World"))
+                .await
+                .expect("SayHello over NATS");
+            black_box(reply)
+        });
+    });
+    group.bench_function("raw_echo", |b| {
+        b.to_async(&rt).iter(|| async {
+            let reply = s
+                .ctl
+                .nats()
+                .request(s.echo_subject.clone(), black_box(s.echo_payload.clone()))
+                .await
+                .expect("echo request");
+            black_box(reply)
+        });
+    });
+    group.finish();
+
+    rt.block_on(s.host.shutdown("benchmark done"));
+    drop(s);
+    drop(rt);
+    drop(server);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = nats_call
+}
+criterion_main!(benches);

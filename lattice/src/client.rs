@@ -14,9 +14,10 @@ use crate::{
     artifact::ArtifactStore,
     ctl::{
         ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
-        StartActor, StopActor,
+        ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor, StopProvider,
     },
     id::{ActorId, HostId, LatticeId},
+    link_store::LinkStore,
     rpc::{Invocation, InvocationResponse},
     subject,
     trace::TraceContext,
@@ -85,6 +86,67 @@ impl CtlClient {
             .await?;
         hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(hosts)
+    }
+
+    /// Asks every provider (built-in or standalone) to describe itself.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the request cannot be sent.
+    pub async fn ping_providers(
+        &self,
+        window: Duration,
+    ) -> Result<Vec<ProviderDescription>, Error> {
+        let mut providers: Vec<ProviderDescription> = self
+            .gather(
+                &subject::ctl(&self.lattice, subject::OP_PING_PROVIDERS),
+                &(),
+                window,
+            )
+            .await?;
+        providers.sort_by(|a, b| a.id.cmp(&b.id).then(a.location.cmp(&b.location)));
+        Ok(providers)
+    }
+
+    /// Starts a built-in provider on one host.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with the host's reason (unknown name, duplicate id, ...).
+    pub async fn start_provider(
+        &self,
+        host: &HostId,
+        command: &StartProvider,
+    ) -> Result<ProviderAck, Error> {
+        self.host_request(
+            host,
+            subject::OP_PROVIDER_START,
+            command,
+            self.timeout.max(Duration::from_secs(10)),
+        )
+        .await
+    }
+
+    /// Stops a provider on one host.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the host does not run it.
+    pub async fn stop_provider(
+        &self,
+        host: &HostId,
+        provider_id: &str,
+    ) -> Result<ProviderAck, Error> {
+        let cmd = StopProvider {
+            provider_id: provider_id.to_string(),
+        };
+        self.host_request(host, subject::OP_PROVIDER_STOP, &cmd, self.timeout * 2)
+            .await
+    }
+
+    /// The lattice's links.
+    ///
+    /// # Errors
+    /// See [`LinkStore::open`].
+    pub async fn links(&self) -> Result<LinkStore, Error> {
+        LinkStore::open(self.nats.clone(), &self.lattice).await
     }
 
     /// Holds an auction: every host that can run the actor under the constraints bids.
@@ -209,6 +271,7 @@ impl CtlClient {
             target: actor.to_string(),
             operation: operation.to_string(),
             payload,
+            link_name: None,
         };
         invoke(
             &self.nats,

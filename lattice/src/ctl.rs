@@ -114,6 +114,88 @@ pub struct HostInventory {
     pub host: HostInfo,
     /// Its actors, sorted by id.
     pub actors: Vec<ActorDescription>,
+    /// Its providers, sorted by id.
+    #[serde(default)]
+    pub providers: Vec<ProviderDescription>,
+}
+
+/// Whether a provider works, in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `true` when it serves calls normally.
+    pub healthy: bool,
+    /// Why not, or a short status.
+    #[serde(default)]
+    pub message: String,
+}
+
+impl Health {
+    /// Healthy, no message.
+    pub fn ok() -> Self {
+        Health {
+            healthy: true,
+            message: String::new(),
+        }
+    }
+}
+
+/// The state of one link at the provider that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// The linked actor.
+    pub actor_id: ActorId,
+    /// The link name.
+    pub link_name: String,
+    /// Set when the provider could not apply the link (e.g. port in use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A provider, as listed in inventories and by `ctl get providers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderDescription {
+    /// The provider id (the rpc subject token).
+    pub id: String,
+    /// What it is, e.g. `builtin:keyvalue`.
+    pub name: String,
+    /// The contract it serves.
+    pub contract: String,
+    /// Where it runs: `host <name>` for built-ins, `process <pid>@<hostname>` otherwise.
+    pub location: String,
+    /// Its health.
+    pub health: Health,
+    /// Links it serves.
+    #[serde(default)]
+    pub links: Vec<LinkStatus>,
+}
+
+/// Host-targeted: start a built-in provider in the host process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartProvider {
+    /// Id to run it under.
+    pub provider_id: String,
+    /// The built-in's name, e.g. `keyvalue` or `httpserver`.
+    pub name: String,
+}
+
+/// Reply to [`StartProvider`] and [`StopProvider`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderAck {
+    /// The host.
+    pub host_id: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// The provider id.
+    pub provider_id: String,
+    /// The contract it serves.
+    pub contract: String,
+}
+
+/// Host-targeted: stop a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopProvider {
+    /// The provider id.
+    pub provider_id: String,
 }
 
 /// Lattice-wide auction: which hosts can take replicas of this actor?

@@ -100,6 +100,7 @@ impl Error {
     }
 }
 
+#[cfg(feature = "client")]
 impl From<async_nats::ConnectError> for Error {
     fn from(e: async_nats::ConnectError) -> Self {
         Error::nats("connect", e)

@@ -8,6 +8,7 @@ use crate::{
     ctl::HostInventory,
     digest::Digest,
     id::{ActorId, HostId},
+    link::LinkDefinition,
 };
 
 /// A CloudEvents 1.0 envelope (structured JSON mode).
@@ -72,6 +73,48 @@ pub enum EventData {
         /// Why.
         reason: String,
     },
+    /// A provider started.
+    ProviderStarted {
+        /// The host (or provider process id) running it.
+        host_id: String,
+        /// The provider id.
+        provider_id: String,
+        /// The contract it serves.
+        contract: String,
+        /// What it is, e.g. `builtin:keyvalue`.
+        name: String,
+    },
+    /// A provider stopped.
+    ProviderStopped {
+        /// The host (or provider process id) that ran it.
+        host_id: String,
+        /// The provider id.
+        provider_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A link was put into the lattice.
+    LinkPut(LinkDefinition),
+    /// A link was deleted.
+    LinkDeleted {
+        /// The actor.
+        actor_id: ActorId,
+        /// The contract.
+        contract: String,
+        /// The link name.
+        link_name: String,
+    },
+    /// A provider could not apply a link (e.g. an HTTP port already in use).
+    LinkFailed {
+        /// The provider id.
+        provider_id: String,
+        /// The actor.
+        actor_id: ActorId,
+        /// The link name.
+        link_name: String,
+        /// What went wrong.
+        error: String,
+    },
     /// An actor could not be started, or an instance died (trap, deadline).
     ActorFailed {
         /// The host.
@@ -93,11 +136,16 @@ impl EventData {
             EventData::ActorStarted { .. } => "actor_started",
             EventData::ActorStopped { .. } => "actor_stopped",
             EventData::ActorFailed { .. } => "actor_failed",
+            EventData::ProviderStarted { .. } => "provider_started",
+            EventData::ProviderStopped { .. } => "provider_stopped",
+            EventData::LinkPut(_) => "link_put",
+            EventData::LinkDeleted { .. } => "link_deleted",
+            EventData::LinkFailed { .. } => "link_failed",
         }
     }
 
     /// Wraps the body in a CloudEvent from `source`.
-    pub fn into_event(self, source: &HostId) -> Event {
+    pub fn into_event(self, source: &str) -> Event {
         let kind = self.kind().to_string();
         let data = match serde_json::to_value(&self) {
             Ok(serde_json::Value::Object(mut m)) => m.remove("data").unwrap_or_default(),
@@ -133,7 +181,7 @@ mod tests {
             host_id: host.clone(),
             reason: "signal".into(),
         }
-        .into_event(&host);
+        .into_event(host.as_str());
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["type"], "host_stopped");
         assert_eq!(json["source"], "HX");

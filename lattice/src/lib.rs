@@ -9,7 +9,12 @@
 //! * [`ctl`] and [`event`]: the JSON messages of the control plane;
 //! * [`rpc`]: the msgpack envelope of an invocation on the data plane;
 //! * [`digest`]: sha256 content addresses of actor modules;
-//! * [`client`]: a typed client for the control interface, used by the CLI and by tests.
+//! * [`claims`]: what an actor module may do, embedded in a custom section;
+//! * [`link`] and [`contracts`]: links between actors and providers, and the
+//!   msgpack payloads of every capability contract;
+//! * [`client`]: a typed client for the control interface, used by the CLI and by tests
+//!   (feature `client`, on by default; without it the crate is plain types and
+//!   builds for `wasm32-wasip1`).
 //!
 //! The crate deliberately knows nothing of wasmtime or process management.
 //!
@@ -30,15 +35,23 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "client")]
 pub mod artifact;
+pub mod claims;
+#[cfg(feature = "client")]
 pub mod client;
+pub mod contracts;
 pub mod ctl;
 pub mod digest;
 pub mod error;
 pub mod event;
 pub mod id;
+pub mod link;
+#[cfg(feature = "client")]
+pub mod link_store;
 pub mod rpc;
 pub mod subject;
+#[cfg(feature = "client")]
 pub mod trace;
 
 pub use error::Error;

@@ -21,6 +21,9 @@ pub struct Invocation {
     /// The msgpack-encoded argument of the operation.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+    /// For calls to a provider: the link name the actor used (its config applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_name: Option<String>,
 }
 
 /// The answer to an [`Invocation`]: a payload, or an error message.
@@ -116,6 +119,7 @@ mod tests {
             target: "hello".into(),
             operation: "SayHello".into(),
             payload: vec![0xa5, b'w', b'o', b'r', b'l', b'd'],
+            link_name: None,
         };
         let bytes = inv.encode().unwrap();
         assert_eq!(Invocation::decode(&bytes).unwrap(), inv);

@@ -19,6 +19,12 @@ pub const OP_AUCTION_ACTOR: &str = "auction.actor";
 pub const OP_ACTOR_START: &str = "actor.start";
 /// Host-targeted: stop an actor ([`crate::ctl::StopActor`]).
 pub const OP_ACTOR_STOP: &str = "actor.stop";
+/// Lattice-wide: every provider answers with its [`crate::ctl::ProviderDescription`].
+pub const OP_PING_PROVIDERS: &str = "ping.providers";
+/// Host-targeted: start a built-in provider ([`crate::ctl::StartProvider`]).
+pub const OP_PROVIDER_START: &str = "provider.start";
+/// Host-targeted: stop a provider ([`crate::ctl::StopProvider`]).
+pub const OP_PROVIDER_STOP: &str = "provider.stop";
 /// Host-targeted: the host's [`crate::ctl::HostInventory`].
 pub const OP_INVENTORY: &str = "inventory";
 /// Host-targeted: stop the host gracefully.

@@ -160,8 +160,9 @@ mod wasm {
 /// `operation` e.g. `"KeyValue.Get"`, and `payload` the request bytes (msgpack
 /// by convention). Returns the reply bytes, or the host's error.
 ///
-/// Outside a Lattice host (native builds, unit tests) this always returns
-/// [`Error::NoHost`].
+/// Outside a Lattice host (native builds, unit tests) this returns
+/// [`Error::NoHost`], unless a test installed a stand-in with
+/// [`testing::mock_host`](crate::testing::mock_host).
 pub fn host_call(
     binding: &str,
     namespace: &str,
@@ -174,8 +175,7 @@ pub fn host_call(
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let _ = (binding, namespace, operation, payload);
-        Err(Error::NoHost)
+        crate::testing::host_call(binding, namespace, operation, payload)
     }
 }
 

@@ -25,6 +25,9 @@ pub enum Error {
     Encode(String),
     /// Bytes could not be decoded as msgpack into the wanted type.
     Decode(String),
+    /// An HTTP body was not what was asked for: not UTF-8 text, or not JSON
+    /// of the wanted type.
+    InvalidBody(String),
 }
 
 impl fmt::Display for Error {
@@ -38,6 +41,7 @@ impl fmt::Display for Error {
             Error::NoHost => f.write_str("host calls are only available inside a Lattice host"),
             Error::Encode(msg) => write!(f, "could not encode msgpack: {msg}"),
             Error::Decode(msg) => write!(f, "could not decode msgpack: {msg}"),
+            Error::InvalidBody(msg) => write!(f, "invalid body: {msg}"),
         }
     }
 }

@@ -53,20 +53,59 @@
 //! to the host as the call's error, and printed to stderr) and discards the
 //! instance. Return `Err` for failures the caller should handle.
 //!
+//! # Contracts and claims
+//!
+//! Capabilities come from providers through contracts: [`keyvalue`] is a
+//! typed client for `lattice:keyvalue`, [`http`] has the request and response
+//! types of `lattice:httpserver` (whose provider calls the actor's
+//! `HttpServer.HandleRequest`). Other contracts are reachable with [`call`].
+//! An actor may call a contract only when its claims list it and a link for
+//! it exists; declare the claims with [`claims!`]:
+//!
+//! ```
+//! use lattice_actor::http::{self, ResponseExt};
+//! use lattice_actor::keyvalue;
+//!
+//! fn handle(req: http::Request) -> Result<http::Response, String> {
+//!     let hits = keyvalue::increment(&req.path, 1)?;
+//!     Ok(http::Response::text(format!("{hits}\n")))
+//! }
+//!
+//! lattice_actor::actor! {
+//!     http::HANDLE_REQUEST => handle,
+//! }
+//!
+//! lattice_actor::claims! {
+//!     name: "hits",
+//!     version: "0.1.0",
+//!     contracts: ["lattice:keyvalue", "lattice:httpserver"],
+//! }
+//! # fn main() {}
+//! ```
+//!
 //! # Outside a host
 //!
 //! Compiled for a native target (e.g. `cargo test`), the wasm imports are
-//! replaced: [`host_call`] and friends return [`Error::NoHost`], [`log`]
-//! prints to stderr, and handlers can be run with [`dispatch`].
+//! replaced: [`host_call`] and friends return [`Error::NoHost`] (or what a
+//! [`testing::mock_host`] stand-in answers), [`log`] prints to stderr, and
+//! handlers can be run with [`dispatch`].
 
 mod abi;
 mod bytes;
+pub mod claims;
 mod error;
+pub mod http;
+pub mod keyvalue;
 mod registry;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use abi::{host_call, log};
 pub use bytes::Bytes;
 pub use error::Error;
+/// The contracts' ids, operation names and msgpack payload types, from the
+/// `lattice` crate (what [`keyvalue`] and [`http`] are built on).
+pub use lattice::contracts;
 pub use registry::{dispatch, register, register_typed};
 
 use serde::Serialize;

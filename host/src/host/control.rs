@@ -88,6 +88,22 @@ async fn handle(inner: Arc<HostInner>, msg: async_nats::Message) {
             };
             json(&CtlReply::from(r))
         }
+        subject::OP_PROVIDER_START => {
+            drop(_enter);
+            let r = match parse::<lattice::ctl::StartProvider>(&msg.payload) {
+                Ok(cmd) => super::providers::start(&inner, cmd).await,
+                Err(e) => Err(e),
+            };
+            json(&CtlReply::from(r))
+        }
+        subject::OP_PROVIDER_STOP => {
+            drop(_enter);
+            let r = match parse::<lattice::ctl::StopProvider>(&msg.payload) {
+                Ok(cmd) => super::providers::stop(&inner, cmd).await,
+                Err(e) => Err(e),
+            };
+            json(&CtlReply::from(r))
+        }
         subject::OP_HOST_STOP => {
             let _ = inner
                 .stop_requested
@@ -190,6 +206,9 @@ async fn start_actor_inner(
         .get(&cmd.digest)
         .await
         .map_err(|e| format!("could not fetch {what}: {e}"))?;
+    crate::runtime::validate::check_magic(&what, &bytes).map_err(|e| e.to_string())?;
+    let claims =
+        lattice::claims::read(&bytes).map_err(|e| format!("{what} has unreadable claims: {e}"))?;
     let (module, from) = inner
         .runtime
         .load(&what, &cmd.digest, Arc::new(bytes))
@@ -209,6 +228,7 @@ async fn start_actor_inner(
     let (stop, stop_rx) = watch::channel(false);
     let running = Arc::new(RunningActor {
         actor: actor.clone(),
+        claims,
         reference: cmd.reference.clone(),
         stop,
         serve: std::sync::Mutex::new(None),

@@ -6,6 +6,7 @@
 //! in-flight calls, stops actors and publishes `host_stopped`.
 
 mod control;
+pub mod providers;
 mod router;
 mod serve;
 
@@ -18,11 +19,14 @@ use std::{
 use async_nats::Client;
 use lattice::{
     artifact::ArtifactStore,
+    claims::Claims,
     ctl::{ActorDescription, ActorStatus, HostInfo, HostInventory},
     event::EventData,
     id::{ActorId, HostId, LatticeId},
+    link_store::{LinkCache, LinkStore},
     subject,
 };
+use lattice_provider::ProviderRuntime;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
@@ -61,6 +65,8 @@ pub(crate) struct HostInner {
     runtime: Runtime,
     config: HostConfig,
     actors: RwLock<HashMap<ActorId, Arc<RunningActor>>>,
+    providers: RwLock<HashMap<String, ProviderRuntime>>,
+    links: LinkCache,
     artifacts: tokio::sync::OnceCell<ArtifactStore>,
     /// Serialises actor starts and stops on this host so two requests for the
     /// same id cannot race.
@@ -73,6 +79,7 @@ pub(crate) struct HostInner {
 /// An actor as this host runs it: the runtime part and its subscription.
 pub(crate) struct RunningActor {
     actor: Arc<Actor>,
+    claims: Option<Claims>,
     reference: String,
     stop: watch::Sender<bool>,
     serve: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -111,6 +118,10 @@ impl Host {
             }
             labels.insert(k.clone(), v.clone());
         }
+        let links = LinkStore::open(nats.clone(), &lattice)
+            .await?
+            .cache()
+            .await?;
         let (stop_requested, _) = watch::channel(None);
         let inner = Arc::new(HostInner {
             id,
@@ -122,6 +133,8 @@ impl Host {
             runtime,
             config,
             actors: RwLock::new(HashMap::new()),
+            providers: RwLock::new(HashMap::new()),
+            links,
             artifacts: tokio::sync::OnceCell::new(),
             lifecycle: tokio::sync::Mutex::new(()),
             stop_requested,
@@ -230,13 +243,26 @@ impl Host {
             }
         });
         futures::future::join_all(stops).await;
+        let providers: Vec<_> = inner
+            .providers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        futures::future::join_all(providers.iter().map(|p| p.stop("host stopping"))).await;
         inner
             .publish(EventData::HostStopped {
                 host_id: inner.id.clone(),
                 reason: reason.to_string(),
             })
             .await;
-        let _ = inner.nats.flush().await;
+        // Bounded: while NATS is unreachable a flush would wait for the reconnect
+        // forever, and a stopping host must still exit.
+        let flush = tokio::time::timeout(inner.config.drain_timeout, inner.nats.flush()).await;
+        if !matches!(flush, Ok(Ok(()))) {
+            tracing::warn!("could not flush the last events to NATS (is it reachable?)");
+        }
         tracing::info!(host_id = %inner.id, "host stopped");
     }
 }
@@ -252,7 +278,11 @@ impl HostInner {
             version: lattice::VERSION.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             actors: actors.len(),
-            replicas: actors.values().map(|a| u64::from(a.actor.replicas())).sum(),
+            replicas: actors
+                .values()
+                .map(|a| u64::from(a.actor.replicas()))
+                .sum::<u64>()
+                + self.providers_read().len() as u64,
         }
     }
 
@@ -280,7 +310,35 @@ impl HostInner {
             })
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));
-        HostInventory { host, actors: list }
+        HostInventory {
+            host,
+            actors: list,
+            providers: {
+                let mut p: Vec<_> = self
+                    .providers_read()
+                    .values()
+                    .map(ProviderRuntime::description)
+                    .collect();
+                p.sort_by(|a, b| a.id.cmp(&b.id));
+                p
+            },
+        }
+    }
+
+    pub(crate) fn providers_read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, ProviderRuntime>> {
+        self.providers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claims of a local actor: `None` when it is not here, `Some(None)` when it
+    /// has no claims.
+    pub(crate) fn local_claims(&self, id: &str) -> Option<Option<Claims>> {
+        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        actors
+            .iter()
+            .find(|(k, _)| k.as_str() == id)
+            .map(|(_, r)| r.claims.clone())
     }
 
     pub(crate) fn local_actor(&self, id: &str) -> Option<Arc<Actor>> {
@@ -301,7 +359,7 @@ impl HostInner {
     /// reconnecting).
     pub(crate) async fn publish(&self, event: EventData) {
         let kind = event.kind();
-        let body = match serde_json::to_vec(&event.into_event(&self.id)) {
+        let body = match serde_json::to_vec(&event.into_event(self.id.as_str())) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, kind, "could not encode event");

@@ -7,39 +7,52 @@ use lattice::{
     rpc::{Invocation, InvocationResponse},
     trace::TraceContext,
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
 use super::HostInner;
 use crate::runtime::actor::Actor;
 
-/// Reads invocations until told to stop, then drains what the server already sent.
+/// Reads invocations until told to stop, then drains what the server already
+/// sent, and returns only once every call it took has sent its reply: a host
+/// that waits for this task before exiting never drops an in-flight reply.
 pub(super) async fn serve(
     host: Weak<HostInner>,
     actor: Arc<Actor>,
     mut sub: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
+    let mut calls = JoinSet::new();
+    let stopped = loop {
         tokio::select! {
             msg = sub.next() => match msg {
-                Some(msg) => spawn_call(&host, &actor, msg),
-                None => return,
+                Some(msg) => spawn_call(&mut calls, &host, &actor, msg),
+                None => break false,
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => break true,
+            // Reap finished calls so the set does not grow.
+            Some(_) = calls.join_next(), if !calls.is_empty() => {}
+        }
+    };
+    if stopped {
+        // Unsubscribe, then finish every message the server delivered before that.
+        let _ = sub.drain().await;
+        while let Some(msg) = sub.next().await {
+            spawn_call(&mut calls, &host, &actor, msg);
         }
     }
-    // Unsubscribe, then finish every message the server delivered before that.
-    let _ = sub.drain().await;
-    while let Some(msg) = sub.next().await {
-        spawn_call(&host, &actor, msg);
-    }
+    while calls.join_next().await.is_some() {}
 }
 
-fn spawn_call(host: &Weak<HostInner>, actor: &Arc<Actor>, msg: async_nats::Message) {
+fn spawn_call(
+    calls: &mut JoinSet<()>,
+    host: &Weak<HostInner>,
+    actor: &Arc<Actor>,
+    msg: async_nats::Message,
+) {
     let Some(host) = host.upgrade() else { return };
     let actor = actor.clone();
-    tokio::spawn(async move { handle(host, actor, msg).await });
+    calls.spawn(async move { handle(host, actor, msg).await });
 }
 
 async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, msg: async_nats::Message) {

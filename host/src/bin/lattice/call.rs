@@ -64,7 +64,10 @@ pub fn msgpack_to_json(bytes: &[u8]) -> anyhow::Result<serde_json::Value> {
         return Ok(serde_json::Value::Null);
     }
     let mut cursor = bytes;
-    let value = rmpv::decode::read_value(&mut cursor)?;
+    // Through rmp_serde rather than `rmpv::decode::read_value`, which reads the
+    // reserved marker 0xc1 (never valid msgpack) as nil.
+    let value: rmpv::Value =
+        serde::Deserialize::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor))?;
     if !cursor.is_empty() {
         anyhow::bail!("{} trailing bytes after the msgpack value", cursor.len());
     }
@@ -115,6 +118,15 @@ mod tests {
         let m = rmp_serde::to_vec_named(&j).unwrap();
         assert_eq!(msgpack_to_json(&m).unwrap(), j);
         assert!(msgpack_to_json(b"\xc1").is_err());
+        assert!(msgpack_to_json(b"\x91\xc1").is_err());
+        assert_eq!(
+            msgpack_to_json(b"\xd4\x05\x07").unwrap(),
+            serde_json::json!({"ext": 5, "data": [7]})
+        );
+        assert_eq!(
+            msgpack_to_json(b"\xc4\x02hi").unwrap(),
+            serde_json::json!("hi")
+        );
         assert!(msgpack_to_json(b"\x01\x02").is_err());
     }
 }

@@ -26,10 +26,44 @@ pub enum CtlCommand {
         #[command(subcommand)]
         what: StartCommand,
     },
-    /// Stop actors
+    /// Stop actors and providers
     Stop {
         #[command(subcommand)]
         what: StopCommand,
+    },
+    /// Put or delete links between actors and providers
+    Link {
+        #[command(subcommand)]
+        what: LinkCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LinkCommand {
+    /// Link an actor's use of CONTRACT (under a link name) to PROVIDER, with config
+    Put {
+        /// Actor id
+        actor: String,
+        /// Provider id
+        provider: String,
+        /// Contract id, e.g. lattice:keyvalue
+        contract: String,
+        /// Link name
+        #[arg(long, default_value = lattice::link::DEFAULT_LINK_NAME)]
+        link_name: String,
+        /// Config values for the provider, KEY=VALUE
+        #[arg(value_parser = crate::parse_kv, value_name = "KEY=VALUE")]
+        values: Vec<(String, String)>,
+    },
+    /// Delete a link
+    Del {
+        /// Actor id
+        actor: String,
+        /// Contract id
+        contract: String,
+        /// Link name
+        #[arg(long, default_value = lattice::link::DEFAULT_LINK_NAME)]
+        link_name: String,
     },
 }
 
@@ -42,12 +76,30 @@ pub enum GetCommand {
         /// Host id or name
         host: Option<String>,
     },
+    /// Every link in the lattice
+    Links,
+    /// Every provider, built-in or standalone, with health
+    Providers,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum StartCommand {
     /// Start an actor from a .wasm file, a digest or a name:tag in the lattice's store
     Actor(StartActorArgs),
+    /// Start a built-in provider (builtin:httpserver, builtin:keyvalue) inside a host
+    Provider {
+        /// builtin:NAME
+        reference: String,
+        /// Provider id [default: NAME]
+        #[arg(long)]
+        id: Option<String>,
+        /// Start on this host (id or name) [default: the least loaded matching host]
+        #[arg(long)]
+        host: Option<String>,
+        /// Only hosts with this label, KEY=VALUE (repeatable)
+        #[arg(long = "constraint", value_parser = crate::parse_kv)]
+        constraints: Vec<(String, String)>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,6 +130,14 @@ pub enum StopCommand {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Stop a provider running inside a host
+    Provider {
+        /// Provider id
+        id: String,
+        /// Only on this host (id or name)
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 pub async fn run(
@@ -99,6 +159,25 @@ pub async fn run(
         CtlCommand::Stop {
             what: StopCommand::Actor { id, host },
         } => stop_actor(&ctl, connect, out, &id, host.as_deref()).await,
+        CtlCommand::Get {
+            what: GetCommand::Links,
+        } => get_links(&ctl, out).await,
+        CtlCommand::Get {
+            what: GetCommand::Providers,
+        } => get_providers(&ctl, connect, out).await,
+        CtlCommand::Start {
+            what:
+                StartCommand::Provider {
+                    reference,
+                    id,
+                    host,
+                    constraints,
+                },
+        } => start_provider(&ctl, connect, out, &reference, id, host, constraints).await,
+        CtlCommand::Stop {
+            what: StopCommand::Provider { id, host },
+        } => stop_provider(&ctl, connect, out, &id, host.as_deref()).await,
+        CtlCommand::Link { what } => link(&ctl, out, what).await,
     }
 }
 
@@ -353,10 +432,10 @@ async fn start_actor(
 /// What inventories show: a file's name rather than its full local path.
 fn display_reference(reference: &str) -> String {
     let path = Path::new(reference);
-    if path.exists() {
-        if let Some(name) = path.file_name() {
-            return name.to_string_lossy().into_owned();
-        }
+    if path.exists()
+        && let Some(name) = path.file_name()
+    {
+        return name.to_string_lossy().into_owned();
     }
     reference.to_string()
 }
@@ -460,4 +539,281 @@ async fn stop_actor(
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn get_links(ctl: &CtlClient, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let links = ctl.links().await?.list().await?;
+    if out == OutputFormat::Json {
+        print_json(&links)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if links.is_empty() {
+        eprintln!("no links in lattice {:?}", ctl.lattice().as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = links
+        .iter()
+        .map(|l| {
+            vec![
+                l.actor_id.to_string(),
+                l.contract.clone(),
+                l.link_name.clone(),
+                l.provider_id.clone(),
+                l.config
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    print_table(
+        &["actor", "contract", "link name", "provider", "config"],
+        rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn get_providers(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let providers = ctl.ping_providers(crate::gather_window(connect)).await?;
+    if out == OutputFormat::Json {
+        print_json(&providers)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if providers.is_empty() {
+        eprintln!("no providers in lattice {:?}", ctl.lattice().as_str());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = providers
+        .iter()
+        .map(|p| {
+            let failed: Vec<_> = p
+                .links
+                .iter()
+                .filter_map(|l| {
+                    l.error
+                        .as_ref()
+                        .map(|e| format!("{}/{}: {e}", l.actor_id, l.link_name))
+                })
+                .collect();
+            vec![
+                p.id.clone(),
+                p.contract.clone(),
+                p.name.clone(),
+                p.location.clone(),
+                if p.health.healthy {
+                    "healthy".to_string()
+                } else {
+                    format!("unhealthy: {}", p.health.message)
+                },
+                format!("{} ({} failed)", p.links.len(), failed.len()),
+            ]
+        })
+        .collect();
+    print_table(
+        &["id", "contract", "name", "location", "health", "links"],
+        rows,
+    );
+    for p in &providers {
+        for l in p.links.iter().filter(|l| l.error.is_some()) {
+            eprintln!(
+                "link {}/{} on provider {}: {}",
+                l.actor_id,
+                l.link_name,
+                p.id,
+                l.error.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start_provider(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    reference: &str,
+    id: Option<String>,
+    host: Option<String>,
+    constraints: Vec<(String, String)>,
+) -> anyhow::Result<ExitCode> {
+    let Some(name) = reference.strip_prefix("builtin:") else {
+        bail!(
+            "provider reference {reference:?} is not supported: use builtin:httpserver or builtin:keyvalue, or run your own provider process with the lattice-provider SDK"
+        );
+    };
+    let provider_id = id.unwrap_or_else(|| name.to_string());
+    lattice::id::validate("provider id", &provider_id)?;
+    let host_id = match host {
+        Some(h) => resolve_host(ctl, &h).await?,
+        None => {
+            let constraints: BTreeMap<_, _> = constraints.into_iter().collect();
+            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+            hosts
+                .into_iter()
+                .filter(|h| lattice::ctl::labels_match(&h.labels, &constraints))
+                .min_by_key(|h| (h.replicas, h.name.clone()))
+                .map(|h| h.id)
+                .with_context(|| {
+                    let wanted: Vec<_> = constraints
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!(
+                        "no host in lattice {:?} matches the constraints [{}]",
+                        ctl.lattice().as_str(),
+                        wanted.join(", ")
+                    )
+                })?
+        }
+    };
+    let pb = spinner(format!("starting provider {provider_id}"));
+    let ack = ctl
+        .start_provider(
+            &host_id,
+            &lattice::ctl::StartProvider {
+                provider_id: provider_id.clone(),
+                name: name.to_string(),
+            },
+        )
+        .await;
+    pb.finish_and_clear();
+    let ack = ack.with_context(|| format!("could not start provider {provider_id}"))?;
+    if out == OutputFormat::Json {
+        print_json(&ack)?;
+    } else {
+        println!(
+            "started provider {} ({}) on {}",
+            ack.provider_id, ack.contract, ack.host_name
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn stop_provider(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    id: &str,
+    host: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let targets: Vec<HostId> = match host {
+        Some(h) => vec![resolve_host(ctl, h).await?],
+        None => {
+            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+            let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
+            invs.into_iter()
+                .filter_map(Result::ok)
+                .filter(|inv| inv.providers.iter().any(|p| p.id == id))
+                .map(|inv| inv.host.id)
+                .collect()
+        }
+    };
+    if targets.is_empty() {
+        bail!(
+            "provider {id} is not running inside any host of lattice {:?} (a standalone provider process stops with Ctrl-C/SIGTERM)",
+            ctl.lattice().as_str()
+        );
+    }
+    let mut acks = Vec::new();
+    for h in &targets {
+        acks.push(ctl.stop_provider(h, id).await?);
+    }
+    if out == OutputFormat::Json {
+        print_json(&acks)?;
+    } else {
+        for a in &acks {
+            println!("stopped provider {} on {}", a.provider_id, a.host_name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn link(ctl: &CtlClient, out: OutputFormat, what: LinkCommand) -> anyhow::Result<ExitCode> {
+    let store = ctl.links().await?;
+    match what {
+        LinkCommand::Put {
+            actor,
+            provider,
+            contract,
+            link_name,
+            values,
+        } => {
+            let link = lattice::link::LinkDefinition {
+                actor_id: ActorId::new(actor)?,
+                provider_id: provider,
+                contract,
+                link_name,
+                config: values.into_iter().collect(),
+            };
+            store.put(&link).await?;
+            publish_event(ctl, lattice::event::EventData::LinkPut(link.clone())).await;
+            let providers = ctl
+                .ping_providers(lattice::client::DEFAULT_GATHER)
+                .await
+                .unwrap_or_default();
+            match providers.iter().find(|p| p.id == link.provider_id) {
+                None => eprintln!(
+                    "warning: no provider with id {:?} is running in lattice {:?}; calls over this link fail until one starts",
+                    link.provider_id,
+                    ctl.lattice().as_str()
+                ),
+                Some(p) if p.contract != link.contract => eprintln!(
+                    "warning: provider {:?} serves {}, not {}",
+                    p.id, p.contract, link.contract
+                ),
+                Some(_) => {}
+            }
+            if out == OutputFormat::Json {
+                print_json(&link)?;
+            } else {
+                println!(
+                    "linked {} {} (link {:?}) to provider {}",
+                    link.actor_id, link.contract, link.link_name, link.provider_id
+                );
+            }
+        }
+        LinkCommand::Del {
+            actor,
+            contract,
+            link_name,
+        } => {
+            let actor = ActorId::new(actor)?;
+            match store.delete(&actor, &contract, &link_name).await? {
+                Some(link) => {
+                    publish_event(
+                        ctl,
+                        lattice::event::EventData::LinkDeleted {
+                            actor_id: link.actor_id.clone(),
+                            contract: link.contract.clone(),
+                            link_name: link.link_name.clone(),
+                        },
+                    )
+                    .await;
+                    if out == OutputFormat::Json {
+                        print_json(&link)?;
+                    } else {
+                        println!("deleted link {actor} {contract} (link {link_name:?})");
+                    }
+                }
+                None => bail!("there is no link {actor} {contract} with link name {link_name:?}"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn publish_event(ctl: &CtlClient, event: lattice::event::EventData) {
+    let kind = event.kind();
+    if let Ok(body) = serde_json::to_vec(&event.into_event("cli")) {
+        let _ = ctl
+            .nats()
+            .publish(lattice::subject::event(ctl.lattice(), kind), body.into())
+            .await;
+        let _ = ctl.nats().flush().await;
+    }
 }

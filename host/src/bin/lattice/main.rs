@@ -1,9 +1,11 @@
 //! `lattice`: the host agent (`lattice up`) and the command-line client.
 
 mod call;
+mod claims;
 mod ctl;
 mod events;
 mod output;
+mod provider;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -18,7 +20,7 @@ use output::OutputFormat;
 
 /// Lattice: a distributed WebAssembly actor mesh over NATS.
 #[derive(Parser, Debug)]
-#[command(name = "lattice", version, about, propagate_version = true)]
+#[command(name = "lattice", version, about)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -46,7 +48,7 @@ struct GlobalArgs {
     #[serde(skip)]
     config: Option<PathBuf>,
     /// Output format: table for people, json for scripts
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     #[serde(skip)]
     output: OutputFormat,
 }
@@ -64,6 +66,16 @@ enum Command {
     Call(call::CallArgs),
     /// Print lattice events as they happen
     Events(events::EventsArgs),
+    /// Read or write the claims embedded in an actor module
+    Claims {
+        #[command(subcommand)]
+        command: claims::ClaimsCommand,
+    },
+    /// Run a provider as its own process
+    Provider {
+        #[command(subcommand)]
+        command: provider::ProviderCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,8 +90,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
-            let verbose = std::env::var_os("LATTICE_BACKTRACE").is_some()
-                || std::env::var("RUST_BACKTRACE").is_ok_and(|v| v != "0");
+            // Backtraces only on request: RUST_BACKTRACE is often set globally on
+            // developer machines and would bury the message.
+            let verbose = std::env::var("LATTICE_BACKTRACE").is_ok_and(|v| v != "0");
             if verbose {
                 eprintln!("error: {err:?}");
             } else {
@@ -101,6 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             up::run(figment, args).await
         }
+        Command::Provider { command } => {
+            lattice_host::telemetry::init(&log, "info,async_nats=warn");
+            let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
+            provider::run(&connect, command).await
+        }
         command => {
             lattice_host::telemetry::init(&log, "warn");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
@@ -109,7 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Ctl { command } => ctl::run(&connect, out, command).await,
                 Command::Call(args) => call::run(&connect, out, args).await,
                 Command::Events(args) => events::run(&connect, out, args).await,
-                Command::Up(_) => unreachable!("handled above"),
+                Command::Claims { command } => claims::run(out, command),
+                Command::Up(_) | Command::Provider { .. } => unreachable!("handled above"),
             }
         }
     }
@@ -156,4 +175,35 @@ fn default_actor_id(reference: &str) -> anyhow::Result<lattice::id::ActorId> {
 
 fn gather_window(connect: &ConnectConfig) -> Duration {
     lattice::client::DEFAULT_GATHER.min(connect.timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kv_pairs() {
+        assert_eq!(parse_kv("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_kv("novalue").is_err());
+        assert!(parse_kv("=x").is_err());
+    }
+
+    #[test]
+    fn actor_ids_from_references() {
+        assert_eq!(
+            default_actor_id("target/x/hello.wasm").unwrap().as_str(),
+            "hello"
+        );
+        assert_eq!(
+            default_actor_id("kv.counter.wasm").unwrap().as_str(),
+            "kv-counter"
+        );
+        assert_eq!(default_actor_id("hello:v2").unwrap().as_str(), "hello");
+    }
 }

@@ -1,0 +1,168 @@
+//! Providers inside the host: the built-in registry, starting and stopping them,
+//! and how they call actors (in-process first).
+
+use std::sync::{Arc, Weak};
+
+use lattice::{
+    ctl::{ProviderAck, StartProvider, StopProvider},
+    rpc::Invocation,
+    trace::TraceContext,
+};
+use lattice_provider::{
+    ActorCaller, BoxFuture, CallError, Provider, ProviderContext, ProviderRuntime, call_error,
+};
+
+use super::HostInner;
+use crate::error::InvokeError;
+
+/// Names of the providers built into the host, for `builtin:NAME`.
+pub const BUILTINS: &[&str] = &["httpserver", "keyvalue"];
+
+/// A fresh instance of a built-in provider, by name (with or without `builtin:`).
+pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
+    match name.strip_prefix("builtin:").unwrap_or(name) {
+        "httpserver" | "http-server" => Some(Arc::new(
+            lattice_provider_httpserver::HttpServerProvider::new(),
+        )),
+        "keyvalue" | "kv" => Some(Arc::new(lattice_provider_keyvalue::KeyValueProvider::new())),
+        _ => None,
+    }
+}
+
+/// Calls from an in-host provider to actors: this host's replicas in-process,
+/// others over NATS.
+pub(crate) struct HostActorCaller {
+    host: Weak<HostInner>,
+    origin: String,
+}
+
+impl ActorCaller for HostActorCaller {
+    fn call_actor(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        let host = self.host.clone();
+        let (actor, operation, origin) = (
+            actor.to_string(),
+            operation.to_string(),
+            self.origin.clone(),
+        );
+        Box::pin(async move {
+            let host = host
+                .upgrade()
+                .ok_or_else(|| CallError::Failed("the host is shutting down".into()))?;
+            let timeout = host.runtime.config().call_timeout;
+            if let Some(local) = host.local_actor(&actor) {
+                let deadline = tokio::time::Instant::now() + timeout;
+                return local
+                    .invoke(&operation, payload, TraceContext::new_root(), deadline)
+                    .await
+                    .map_err(|e| match e {
+                        InvokeError::Deadline { .. } => CallError::Timeout(actor.clone()),
+                        InvokeError::Stopped { .. } => CallError::NotRunning(actor.clone()),
+                        other => CallError::Failed(other.to_string()),
+                    });
+            }
+            let inv = Invocation {
+                origin,
+                target: actor.clone(),
+                operation,
+                payload,
+                link_name: None,
+            };
+            // A little more than the callee's own deadline, so its deadline error
+            // (not our timeout) reaches the provider.
+            lattice::client::invoke(
+                &host.nats,
+                &host.lattice,
+                &inv,
+                &TraceContext::new_root(),
+                timeout + std::time::Duration::from_secs(1),
+            )
+            .await
+            .map_err(|e| call_error(&actor, e))
+        })
+    }
+}
+
+pub(super) async fn start(
+    inner: &Arc<HostInner>,
+    cmd: StartProvider,
+) -> Result<ProviderAck, String> {
+    let _guard = inner.lifecycle.lock().await;
+    if inner.providers_read().contains_key(&cmd.provider_id) {
+        return Err(format!(
+            "provider {} already runs on host {}",
+            cmd.provider_id, inner.name
+        ));
+    }
+    let provider = builtin(&cmd.name).ok_or_else(|| {
+        format!(
+            "unknown built-in provider {:?}; built-ins are: {}",
+            cmd.name,
+            BUILTINS
+                .iter()
+                .map(|b| format!("builtin:{b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let ctx = ProviderContext {
+        lattice: inner.lattice.clone(),
+        provider_id: cmd.provider_id.clone(),
+        nats: inner.nats.clone(),
+        actors: Arc::new(HostActorCaller {
+            host: Arc::downgrade(inner),
+            origin: cmd.provider_id.clone(),
+        }),
+    };
+    let name = format!(
+        "builtin:{}",
+        cmd.name.strip_prefix("builtin:").unwrap_or(&cmd.name)
+    );
+    let rt = ProviderRuntime::start(
+        provider,
+        ctx,
+        &name,
+        &format!("host {}", inner.name),
+        inner.id.as_str(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let contract = rt.contract().to_string();
+    inner
+        .providers
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(cmd.provider_id.clone(), rt);
+    Ok(ProviderAck {
+        host_id: inner.id.clone(),
+        host_name: inner.name.clone(),
+        provider_id: cmd.provider_id,
+        contract,
+    })
+}
+
+pub(super) async fn stop(inner: &Arc<HostInner>, cmd: StopProvider) -> Result<ProviderAck, String> {
+    let _guard = inner.lifecycle.lock().await;
+    let rt = inner
+        .providers
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&cmd.provider_id)
+        .ok_or_else(|| {
+            format!(
+                "provider {} is not running on host {} ({})",
+                cmd.provider_id, inner.name, inner.id
+            )
+        })?;
+    rt.stop("stop requested").await;
+    Ok(ProviderAck {
+        host_id: inner.id.clone(),
+        host_name: inner.name.clone(),
+        provider_id: cmd.provider_id,
+        contract: rt.contract().to_string(),
+    })
+}

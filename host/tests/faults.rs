@@ -1,0 +1,455 @@
+//! Bad input and faults: each gives the caller a clear error naming what failed,
+//! and the host keeps serving every other actor.
+//!
+//! Real nats-server, real `lattice up` processes, real actors (`hello`, and
+//! `probe-actor`, which misbehaves on request).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use common::{TestLattice, actor_wasm, probe_call, run_cli, wait_for_hosts, wat, write_file};
+use lattice::id::HostId;
+use lattice_harness::{HostProcess, free_port, wait_until};
+
+/// Starts a lattice with one host (`flags` on top of the test defaults)
+/// running `hello`.
+async fn lattice_with_hello(flags: &[(&str, &str)]) -> Result<(TestLattice, HostProcess)> {
+    let hello = actor_wasm("hello")?;
+    let lat = TestLattice::start().await?;
+    let host = lat.host("host-a", flags).await?;
+    lat.start_actor(&host, &hello, "hello", 1).await?;
+    Ok((lat, host))
+}
+
+/// The host still serves: `hello` answers on it.
+async fn hello_still_works(lat: &TestLattice, after: &str) -> Result<()> {
+    let greeting = lat
+        .say_hello(after)
+        .await
+        .with_context(|| format!("hello must keep working after {after}"))?;
+    assert_eq!(greeting, format!("Hello, {after}!"));
+    Ok(())
+}
+
+const GUEST_CALL: &str =
+    r#"(func (export "__guest_call") (param i32 i32) (result i32) i32.const 1)"#;
+
+/// Modules that are not actors are refused at start, with the reason and the
+/// module named; nothing is left running and the host keeps serving.
+#[tokio::test]
+async fn bad_modules_are_refused_with_clear_errors() -> Result<()> {
+    let (lat, host) = lattice_with_hello(&[]).await?;
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "notwasm.wasm",
+            b"this is a text file, not a module\n".to_vec(),
+            vec!["notwasm.wasm", "is not a WebAssembly module", "magic bytes"],
+        ),
+        (
+            "noguest.wasm",
+            wat(r#"(module (memory (export "memory") 1))"#)?,
+            vec![
+                "noguest",
+                "does not follow the Lattice actor ABI",
+                "missing export `__guest_call`",
+            ],
+        ),
+        (
+            "envimport.wasm",
+            wat(&format!(
+                r#"(module (import "env" "foo" (func)) (memory (export "memory") 1) {GUEST_CALL})"#
+            ))?,
+            vec![
+                "envimport",
+                "imports `env::foo`",
+                "only the `wapc` and `wasi_snapshot_preview1`",
+            ],
+        ),
+        (
+            "nope.wasm",
+            wat(&format!(
+                r#"(module (import "wapc" "__nope" (func)) (memory (export "memory") 1) {GUEST_CALL})"#
+            ))?,
+            vec![
+                "nope",
+                "imports `wapc::__nope`",
+                "which the host does not provide",
+            ],
+        ),
+    ];
+    for (file, bytes, expected) in cases {
+        let path = write_file(lat.dir.path(), file, &bytes)?;
+        let out = lat
+            .cli(&[
+                "ctl",
+                "start",
+                "actor",
+                &path.display().to_string(),
+                "--host",
+                "host-a",
+            ])
+            .await?
+            .failure()?;
+        out.stderr_has(&["host-a"])?;
+        out.stderr_has(&expected)?;
+        let inv = lat.inventory(&host).await?;
+        let ids: Vec<_> = inv.actors.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["hello"], "only hello runs after {file}");
+        hello_still_works(&lat, file).await?;
+    }
+    Ok(())
+}
+
+/// A trap (Rust panic in the actor) names the trap and the panic message; the
+/// trapped instance is replaced, so the next call works on a fresh one.
+#[tokio::test]
+async fn trap_is_reported_and_the_instance_replaced() -> Result<()> {
+    let probe = actor_wasm("probe-actor")?;
+    let (lat, host) = lattice_with_hello(&[]).await?;
+    lat.start_actor(&host, &probe, "probe", 1).await?;
+
+    assert_eq!(lat.call::<_, u64>("probe", "Count", &()).await?, 1);
+    assert_eq!(lat.call::<_, u64>("probe", "Count", &()).await?, 2);
+    let err = lat
+        .ctl
+        .call("probe", "Panic", &())
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in ["probe", "trapped in Panic", "probe panicked on purpose"] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    // A fresh instance: its counter starts again.
+    assert_eq!(lat.call::<_, u64>("probe", "Count", &()).await?, 1);
+    hello_still_works(&lat, "a trap").await?;
+
+    // The CLI shows the same, with a non-zero exit.
+    let out = lat.cli(&["call", "probe", "Panic"]).await?.failure()?;
+    out.stderr_has(&[
+        "call probe Panic failed",
+        "trapped",
+        "probe panicked on purpose",
+    ])?;
+    let d = lat.actor_on(&host, "probe").await?.context("probe")?;
+    assert_eq!((d.calls, d.errors), (5, 2));
+    Ok(())
+}
+
+/// An endless loop is interrupted at the call deadline (`--call-timeout 1s`)
+/// with an error that says so; the next call works.
+#[tokio::test]
+async fn endless_loop_is_stopped_at_the_deadline() -> Result<()> {
+    let probe = actor_wasm("probe-actor")?;
+    let (lat, host) = lattice_with_hello(&[("--call-timeout", "1s")]).await?;
+    lat.start_actor(&host, &probe, "probe", 1).await?;
+
+    let began = Instant::now();
+    let err = lat
+        .ctl
+        .call("probe", "Loop", &())
+        .await
+        .unwrap_err()
+        .to_string();
+    let took = began.elapsed();
+    for part in ["probe", "exceeded the call deadline of 1000 ms in Loop"] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "interrupted at the 1 s deadline, took {took:?}"
+    );
+    assert_eq!(lat.call::<_, u64>("probe", "Count", &()).await?, 1);
+    hello_still_works(&lat, "an endless loop").await?;
+    Ok(())
+}
+
+/// Growing memory past `--max-memory-mib` fails the call with an error naming
+/// the limit; the next call works.
+#[tokio::test]
+async fn memory_growth_past_the_limit_is_refused() -> Result<()> {
+    let probe = actor_wasm("probe-actor")?;
+    let (lat, host) = lattice_with_hello(&[("--max-memory-mib", "32")]).await?;
+    lat.start_actor(&host, &probe, "probe", 1).await?;
+
+    let err = lat
+        .ctl
+        .call("probe", "Grow", &64u32)
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in ["probe", "Grow", "memory limit", "32 MiB"] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert_eq!(lat.call::<_, u32>("probe", "Grow", &4u32).await?, 4);
+    hello_still_works(&lat, "memory growth").await?;
+    Ok(())
+}
+
+/// A call to an actor nobody runs fails fast with "no responders", from the
+/// client and from the CLI.
+#[tokio::test]
+async fn call_to_an_unknown_actor_fails_fast() -> Result<()> {
+    let (lat, _host) = lattice_with_hello(&[]).await?;
+    let began = Instant::now();
+    let err = lat.ctl.call("nobody", "Anything", &()).await.unwrap_err();
+    let took = began.elapsed();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no responders") && msg.contains("nobody"),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(1), "fails fast, took {took:?}");
+
+    let out = lat.cli(&["call", "nobody", "Anything"]).await?.failure()?;
+    out.stderr_has(&["no responders", "nobody"])?;
+    hello_still_works(&lat, "an unknown actor").await?;
+    Ok(())
+}
+
+/// A payload that is not valid msgpack for the operation is an error that
+/// names the operation, whether it is JSON of the wrong type or raw garbage.
+#[tokio::test]
+async fn malformed_payload_names_the_operation() -> Result<()> {
+    let (lat, _host) = lattice_with_hello(&[]).await?;
+    let out = lat
+        .cli(&["call", "hello", "SayHello", "123"])
+        .await?
+        .failure()?;
+    out.stderr_has(&["hello", "SayHello", "not valid msgpack"])?;
+
+    let err = lat
+        .ctl
+        .call_raw("hello", "SayHello", vec![0xc1, 0xff, 0x00])
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "actor hello failed SayHello",
+        "SayHello: payload is not valid msgpack",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    let err = lat
+        .ctl
+        .call("hello", "Shout", "x")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown operation \"Shout\""), "{err}");
+    hello_still_works(&lat, "garbage").await?;
+    Ok(())
+}
+
+/// `lattice call` refuses an argument that is not JSON, saying so.
+#[tokio::test]
+async fn invalid_json_argument_is_refused() -> Result<()> {
+    let (lat, host) = lattice_with_hello(&[]).await?;
+    let out = lat
+        .cli(&["call", "hello", "SayHello", "world"])
+        .await?
+        .failure()?;
+    out.stderr_has(&["not valid JSON", "world"])?;
+    let out = lat
+        .cli(&["call", "hello", "SayHello", r#"{"a":"#])
+        .await?
+        .failure()?;
+    out.stderr_has(&["not valid JSON"])?;
+    // Nothing reached the actor.
+    assert_eq!(
+        lat.actor_on(&host, "hello").await?.context("hello")?.calls,
+        0
+    );
+    hello_still_works(&lat, "bad JSON").await?;
+    Ok(())
+}
+
+/// Unknown host ids and names are clear errors with a non-zero exit.
+#[tokio::test]
+async fn unknown_host_is_a_clear_error() -> Result<()> {
+    let hello = actor_wasm("hello")?;
+    let (lat, _host) = lattice_with_hello(&[]).await?;
+    let ghost = HostId::generate();
+    let out = lat
+        .cli(&["ctl", "get", "inventory", ghost.as_str()])
+        .await?
+        .failure()?;
+    out.stderr_has(&["no host with id", ghost.as_str(), &lat.id])?;
+    let out = lat
+        .cli(&["ctl", "get", "inventory", "nope"])
+        .await?
+        .failure()?;
+    out.stderr_has(&["no host with id or name \"nope\""])?;
+    let out = lat
+        .cli(&[
+            "ctl",
+            "start",
+            "actor",
+            &hello.display().to_string(),
+            "--host",
+            "nope",
+        ])
+        .await?
+        .failure()?;
+    out.stderr_has(&["no host with id or name \"nope\""])?;
+    let out = lat
+        .cli(&["ctl", "stop", "actor", "hello", "--host", ghost.as_str()])
+        .await?
+        .failure()?;
+    out.stderr_has(&["no host with id", ghost.as_str()])?;
+    let err = lat.ctl.inventory(&ghost).await.unwrap_err().to_string();
+    assert!(err.contains("no host with id"), "{err}");
+    hello_still_works(&lat, "unknown hosts").await?;
+    Ok(())
+}
+
+/// Invalid actor ids and `--count 0` are refused before anything starts.
+#[tokio::test]
+async fn invalid_actor_id_and_zero_count_are_refused() -> Result<()> {
+    let hello = actor_wasm("hello")?;
+    let wasm = hello.display().to_string();
+    let (lat, host) = lattice_with_hello(&[]).await?;
+    let out = lat
+        .cli(&["ctl", "start", "actor", &wasm, "--id", "a.b"])
+        .await?
+        .failure()?;
+    out.stderr_has(&["invalid actor id \"a.b\"", "'-' and '_'"])?;
+    let out = lat
+        .cli(&[
+            "ctl", "start", "actor", &wasm, "--id", "zero", "--count", "0",
+        ])
+        .await?
+        .failure()?;
+    out.stderr_has(&["--count must be at least 1"])?;
+    let out = lat
+        .cli(&["call", "a.b", "SayHello", "\"x\""])
+        .await?
+        .failure()?;
+    out.stderr_has(&["invalid actor id \"a.b\""])?;
+    let inv = lat.inventory(&host).await?;
+    let ids: Vec<_> = inv.actors.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["hello"]);
+    Ok(())
+}
+
+/// A payload over the server's max payload (1 MiB) is refused with a clear
+/// error before it is sent; smaller ones still work.
+#[tokio::test]
+async fn oversized_payload_is_refused() -> Result<()> {
+    let (lat, _host) = lattice_with_hello(&[]).await?;
+    let max = lat.ctl.nats().server_info().max_payload;
+    assert_eq!(max, 1 << 20, "nats-server's default max payload");
+    let began = Instant::now();
+    let err = lat
+        .ctl
+        .call_raw("hello", "Echo", vec![7; 2 << 20])
+        .await
+        .unwrap_err()
+        .to_string();
+    for part in [
+        "hello",
+        "larger than the server's max payload of 1048576 bytes",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    assert!(began.elapsed() < Duration::from_secs(1));
+    let big = vec![7; 512 << 10];
+    assert_eq!(lat.ctl.call_raw("hello", "Echo", big.clone()).await?, big);
+    hello_still_works(&lat, "an oversized payload").await?;
+    Ok(())
+}
+
+/// With no NATS server at the URL, `lattice up` and the CLI exit non-zero
+/// quickly with a message naming the URL.
+#[tokio::test]
+async fn unreachable_nats_is_reported_quickly() -> Result<()> {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let out = run_cli(
+        &["up", "--nats-url", &url, "--no-cache", "--name", "lonely"],
+        &[],
+    )
+    .await?
+    .failure()?;
+    out.stderr_has(&["could not connect to NATS at", &url])?;
+    ensure!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+
+    let out = run_cli(&["--nats-url", &url, "ctl", "get", "hosts"], &[])
+        .await?
+        .failure()?;
+    out.stderr_has(&["could not connect to NATS at", &url])?;
+    ensure!(
+        out.elapsed < Duration::from_secs(10),
+        "took {:?}",
+        out.elapsed
+    );
+    Ok(())
+}
+
+/// When nats-server restarts under running hosts, they reconnect and keep
+/// their actors (same instances: the probe's counter continues), and calls,
+/// local and across hosts, work again.
+#[tokio::test]
+async fn hosts_survive_a_nats_restart() -> Result<()> {
+    let hello = actor_wasm("hello")?;
+    let probe = actor_wasm("probe-actor")?;
+    let mut lat = TestLattice::start().await?;
+    let a = lat.host("host-a", &[]).await?;
+    let b = lat.host("host-b", &[]).await?;
+    lat.start_actor(&a, &probe, "probe", 1).await?;
+    lat.start_actor(&b, &hello, "hello", 1).await?;
+    assert_eq!(lat.call::<_, u64>("probe", "Count", &()).await?, 1);
+    hello_still_works(&lat, "start").await?;
+
+    lat.nats.restart()?;
+
+    wait_until(
+        "hello to answer after the restart",
+        Duration::from_secs(30),
+        || async { Ok(lat.say_hello("again").await.ok()) },
+    )
+    .await?;
+    wait_until(
+        "probe to answer after the restart",
+        Duration::from_secs(30),
+        || async { Ok(lat.call::<_, u64>("probe", "Count", &()).await.ok()) },
+    )
+    .await
+    .and_then(|n| {
+        ensure!(
+            n == 2,
+            "the probe kept its instance across the restart (Count = {n})"
+        );
+        Ok(())
+    })?;
+    let greet = probe_call("hello", "SayHello", &rmp_serde::to_vec_named("again")?)?;
+    let reply = lat.ctl.call_raw("probe", "Call", greet).await?;
+    assert_eq!(rmp_serde::from_slice::<String>(&reply)?, "Hello, again!");
+
+    wait_for_hosts(&lat.ctl, &["host-a", "host-b"], Duration::from_secs(10)).await?;
+    assert!(lat.actor_on(&a, "probe").await?.is_some());
+    assert!(lat.actor_on(&b, "hello").await?.is_some());
+    Ok(())
+}
+
+/// A host asked to stop while NATS is down still exits, cleanly and in
+/// bounded time, instead of waiting forever to flush its goodbye events.
+#[tokio::test]
+async fn sigterm_while_nats_is_down_still_exits() -> Result<()> {
+    let (mut lat, mut host) = lattice_with_hello(&[("--drain-timeout", "2s")]).await?;
+    hello_still_works(&lat, "start").await?;
+    lat.nats.stop()?;
+    let began = Instant::now();
+    let status = host.terminate().await?;
+    assert_eq!(status.code(), Some(0), "{status}");
+    ensure!(
+        began.elapsed() < Duration::from_secs(8),
+        "took {:?} to exit",
+        began.elapsed()
+    );
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `lattice:keyvalue`: a key-value store per link.
+//!
+//! Keys are any UTF-8 string (providers encode what their backend cannot hold),
+//! values any bytes, including empty. Counters used with `KeyValue.Increment` are
+//! stored as decimal text, so `Get` on a counter returns e.g. `b"42"`.
+
+use serde::{Deserialize, Serialize};
+
+/// The contract id.
+pub const CONTRACT: &str = "lattice:keyvalue";
+
+/// `KeyValue.Get`: [`GetRequest`] → [`GetResponse`].
+pub const GET: &str = "KeyValue.Get";
+/// `KeyValue.Set`: [`SetRequest`] → nil.
+pub const SET: &str = "KeyValue.Set";
+/// `KeyValue.Delete`: [`KeyRequest`] → `bool` (whether the key existed).
+pub const DELETE: &str = "KeyValue.Delete";
+/// `KeyValue.Contains`: [`KeyRequest`] → `bool`.
+pub const CONTAINS: &str = "KeyValue.Contains";
+/// `KeyValue.Increment`: [`IncrementRequest`] → `i64`, the new value. Atomic.
+pub const INCREMENT: &str = "KeyValue.Increment";
+/// `KeyValue.Keys`: [`KeysRequest`] → `[string]`, sorted.
+pub const KEYS: &str = "KeyValue.Keys";
+
+/// Every operation of the contract.
+pub const OPERATIONS: &[&str] = &[GET, SET, DELETE, CONTAINS, INCREMENT, KEYS];
+
+/// Argument of `Get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetRequest {
+    /// The key.
+    pub key: String,
+}
+
+/// Reply of `Get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GetResponse {
+    /// Whether the key exists (an empty `value` with `found` is an empty value).
+    pub found: bool,
+    /// The value; empty when not found.
+    #[serde(with = "serde_bytes", default)]
+    pub value: Vec<u8>,
+}
+
+/// Argument of `Set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRequest {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[serde(with = "serde_bytes", default)]
+    pub value: Vec<u8>,
+    /// Seconds until the key expires; absent or nil: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+}
+
+/// Argument of `Delete` and `Contains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    /// The key.
+    pub key: String,
+}
+
+/// Argument of `Increment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementRequest {
+    /// The key; a missing key counts as 0.
+    pub key: String,
+    /// Added to the value (may be negative).
+    pub delta: i64,
+}
+
+/// Argument of `Keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KeysRequest {
+    /// Only keys starting with this; empty: all keys.
+    #[serde(default)]
+    pub prefix: String,
+}

@@ -1,0 +1,219 @@
+//! Write Lattice capability providers.
+//!
+//! A provider serves one contract (`lattice:keyvalue`, `lattice:httpserver`, ...)
+//! for the actors linked to it. Implement [`Provider`]; the same implementation
+//! runs two ways:
+//!
+//! * **inside a host** (built-in, the fast path): the host calls
+//!   [`ProviderRuntime::handle_local`] directly when an actor on that host calls the
+//!   contract;
+//! * **as its own process** joined over NATS: [`run_standalone`] (what
+//!   `lattice provider run NAME` does, and what any executable built with this SDK
+//!   can call from `main`).
+//!
+//! In both cases [`ProviderRuntime`] watches the lattice's links (JetStream KV) and
+//! tells the provider when links for it come and go, serves calls from other hosts
+//! on `lattice.{lid}.rpc.{provider_id}`, and answers `ping.providers`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use lattice_provider::{BoxFuture, Provider, ProviderCall, ProviderContext, ProviderError};
+//! use lattice::link::LinkDefinition;
+//!
+//! struct Clock;
+//!
+//! impl Provider for Clock {
+//!     fn contract(&self) -> &'static str { "example:clock" }
+//!     fn start(&self, _ctx: ProviderContext) -> BoxFuture<'_, Result<(), ProviderError>> {
+//!         Box::pin(async { Ok(()) })
+//!     }
+//!     fn put_link(&self, _link: LinkDefinition) -> BoxFuture<'_, Result<(), ProviderError>> {
+//!         Box::pin(async { Ok(()) })
+//!     }
+//!     fn delete_link(&self, _link: LinkDefinition) -> BoxFuture<'_, ()> { Box::pin(async {}) }
+//!     fn handle(&self, call: ProviderCall) -> BoxFuture<'_, Result<Vec<u8>, ProviderError>> {
+//!         Box::pin(async move {
+//!             match call.operation.as_str() {
+//!                 "Clock.Now" => Ok(rmp_serde::to_vec(&0u64).unwrap()),
+//!                 _ => Err(ProviderError::unknown_operation(&call.operation, &["Clock.Now"])),
+//!             }
+//!         })
+//!     }
+//!     fn shutdown(&self) -> BoxFuture<'_, ()> { Box::pin(async {}) }
+//! }
+//! ```
+
+mod runtime;
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+pub use lattice::ctl::{Health, LinkStatus};
+use lattice::id::{ActorId, LatticeId};
+pub use lattice::link::LinkDefinition;
+pub use runtime::{NatsActorCaller, ProviderRuntime, call_error, run_standalone};
+
+/// A boxed, sendable future: what [`Provider`] methods return so the trait stays
+/// object safe (`Arc<dyn Provider>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A call from an actor to the provider.
+#[derive(Debug, Clone)]
+pub struct ProviderCall {
+    /// The calling actor.
+    pub actor_id: ActorId,
+    /// The link name it used (`default` when it gave none).
+    pub link_name: String,
+    /// The operation, e.g. `KeyValue.Get`.
+    pub operation: String,
+    /// The msgpack payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a call from a provider to an actor failed; lets an HTTP provider choose
+/// 503 / 504 / 500.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Nobody runs the actor.
+    #[error("actor {0} is not running anywhere in the lattice")]
+    NotRunning(String),
+    /// The actor did not answer in time.
+    #[error("actor {0} did not answer in time")]
+    Timeout(String),
+    /// The actor answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How a provider calls actors (e.g. the HTTP server calling
+/// `HttpServer.HandleRequest`). In a host, calls go in-process to local replicas;
+/// elsewhere over NATS.
+pub trait ActorCaller: Send + Sync + 'static {
+    /// Calls `operation` on `actor` with a msgpack payload.
+    fn call_actor(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+}
+
+/// What a provider gets when it starts.
+#[derive(Clone)]
+pub struct ProviderContext {
+    /// The lattice it serves.
+    pub lattice: LatticeId,
+    /// Its provider id.
+    pub provider_id: String,
+    /// The NATS connection of the host or process it runs in (for JetStream
+    /// backends and the like).
+    pub nats: async_nats::Client,
+    /// How to call actors.
+    pub actors: Arc<dyn ActorCaller>,
+}
+
+/// Errors a provider reports. The message goes back to the calling actor, so it
+/// names what failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The payload could not be decoded for the operation.
+    #[error("{operation}: malformed payload: {reason}")]
+    BadRequest {
+        /// The operation.
+        operation: String,
+        /// Decoder's message.
+        reason: String,
+    },
+    /// The provider does not implement the operation.
+    #[error("unknown operation {operation:?}; this provider handles: {known}")]
+    UnknownOperation {
+        /// What was asked.
+        operation: String,
+        /// What exists, comma separated.
+        known: String,
+    },
+    /// The link's configuration is unusable, or applying it failed.
+    #[error("link {link_name:?} of actor {actor_id}: {reason}")]
+    Link {
+        /// The actor.
+        actor_id: String,
+        /// The link name.
+        link_name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No link (actor, link name) for this provider.
+    #[error("actor {actor_id} has no link named {link_name:?} to this provider")]
+    NotLinked {
+        /// The actor.
+        actor_id: String,
+        /// The link name.
+        link_name: String,
+    },
+    /// The backend failed (store unreachable, ...).
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl ProviderError {
+    /// An [`ProviderError::UnknownOperation`] listing `known`.
+    pub fn unknown_operation(operation: &str, known: &[&str]) -> Self {
+        ProviderError::UnknownOperation {
+            operation: operation.to_string(),
+            known: known.join(", "),
+        }
+    }
+
+    /// Decodes a msgpack payload, or a [`ProviderError::BadRequest`] naming the
+    /// operation.
+    ///
+    /// # Errors
+    /// [`ProviderError::BadRequest`].
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<T, ProviderError> {
+        rmp_serde::from_slice(payload).map_err(|e| ProviderError::BadRequest {
+            operation: operation.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Encodes a reply as msgpack with named fields.
+    ///
+    /// # Errors
+    /// [`ProviderError::Backend`] — practically unreachable for plain data.
+    pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ProviderError> {
+        rmp_serde::to_vec_named(value).map_err(|e| ProviderError::Backend(e.to_string()))
+    }
+}
+
+/// A capability provider.
+///
+/// Methods return [`BoxFuture`]s so `Arc<dyn Provider>` works. Implementations
+/// must be safe to call concurrently: `handle` runs for many calls at once.
+pub trait Provider: Send + Sync + 'static {
+    /// The contract served, e.g. `lattice:keyvalue`.
+    fn contract(&self) -> &'static str;
+
+    /// Called once before any link or call.
+    fn start(&self, ctx: ProviderContext) -> BoxFuture<'_, Result<(), ProviderError>>;
+
+    /// A link to this provider appeared (or changed). An error is reported on the
+    /// link (event `link_failed`, inventory) and does not stop the provider.
+    fn put_link(&self, link: LinkDefinition) -> BoxFuture<'_, Result<(), ProviderError>>;
+
+    /// A link to this provider went away: release what `put_link` took.
+    fn delete_link(&self, link: LinkDefinition) -> BoxFuture<'_, ()>;
+
+    /// Handles a call from a linked actor.
+    fn handle(&self, call: ProviderCall) -> BoxFuture<'_, Result<Vec<u8>, ProviderError>>;
+
+    /// Current health; the default is healthy.
+    fn health(&self) -> Health {
+        Health::ok()
+    }
+
+    /// Stop: close listeners, flush state.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,474 @@
+//! Running a [`Provider`]: links, the rpc subscription, pings, events.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use lattice::{
+    client::CtlClient,
+    ctl::{CtlReply, ProviderDescription},
+    event::EventData,
+    id::{ActorId, LatticeId},
+    link::{DEFAULT_LINK_NAME, LinkDefinition},
+    link_store::{LinkCache, LinkChange, LinkStore},
+    rpc::{Invocation, InvocationResponse},
+    subject,
+    trace::TraceContext,
+};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::{
+    ActorCaller, BoxFuture, CallError, LinkStatus, Provider, ProviderCall, ProviderContext,
+    ProviderError,
+};
+
+/// How long a starting provider listens for another provider with its id.
+const DUPLICATE_CHECK: Duration = Duration::from_millis(300);
+
+/// A started provider: watches links, serves `lattice.{lid}.rpc.{id}`, answers
+/// `ping.providers`. Cheap to clone.
+#[derive(Clone)]
+pub struct ProviderRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    provider: Arc<dyn Provider>,
+    id: String,
+    name: String,
+    location: String,
+    source: String,
+    lattice: LatticeId,
+    nats: async_nats::Client,
+    statuses: RwLock<BTreeMap<String, LinkStatus>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ProviderRuntime {
+    /// Starts `provider` under `ctx.provider_id`.
+    ///
+    /// * `name`: what it is (`builtin:keyvalue`), for listings;
+    /// * `location`: where it runs (`host brave-otter`), for listings;
+    /// * `source`: the id events are published from (the host id, or the process').
+    ///
+    /// # Errors
+    /// [`ProviderError::Backend`] when another provider with the same id already
+    /// answers in the lattice, when `Provider::start` fails, or NATS fails.
+    pub async fn start(
+        provider: Arc<dyn Provider>,
+        ctx: ProviderContext,
+        name: &str,
+        location: &str,
+        source: &str,
+    ) -> Result<Self, ProviderError> {
+        let nats_err = |what: &str, e: &dyn std::fmt::Display| {
+            ProviderError::Backend(format!("provider {}: {what}: {e}", ctx.provider_id))
+        };
+        lattice::id::validate("provider id", &ctx.provider_id)
+            .map_err(|e| ProviderError::Backend(e.to_string()))?;
+        let ctl = CtlClient::new(ctx.nats.clone(), ctx.lattice.clone());
+        let existing = ctl
+            .ping_providers(DUPLICATE_CHECK)
+            .await
+            .map_err(|e| nats_err("ping providers", &e))?;
+        if let Some(other) = existing.iter().find(|p| p.id == ctx.provider_id) {
+            return Err(ProviderError::Backend(format!(
+                "a provider with id {:?} already runs in lattice {:?} ({}, {}); stop it or pick another --id",
+                other.id,
+                ctx.lattice.as_str(),
+                other.name,
+                other.location
+            )));
+        }
+
+        provider.start(ctx.clone()).await?;
+        let links = LinkStore::open(ctx.nats.clone(), &ctx.lattice)
+            .await
+            .map_err(|e| nats_err("open links", &e))?
+            .cache()
+            .await
+            .map_err(|e| nats_err("watch links", &e))?;
+
+        let rt = ProviderRuntime {
+            inner: Arc::new(Inner {
+                provider,
+                id: ctx.provider_id.clone(),
+                name: name.to_string(),
+                location: location.to_string(),
+                source: source.to_string(),
+                lattice: ctx.lattice.clone(),
+                nats: ctx.nats.clone(),
+                statuses: RwLock::new(BTreeMap::new()),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        };
+        rt.spawn_link_follower(links).await;
+        rt.spawn_rpc()
+            .await
+            .map_err(|e| nats_err("subscribe", &e))?;
+        rt.spawn_ping()
+            .await
+            .map_err(|e| nats_err("subscribe", &e))?;
+        // Make sure the server has our subscriptions before we report started.
+        let _ = tokio::time::timeout(Duration::from_secs(5), rt.inner.nats.flush()).await;
+        rt.publish(EventData::ProviderStarted {
+            host_id: source.to_string(),
+            provider_id: rt.inner.id.clone(),
+            contract: rt.inner.provider.contract().to_string(),
+            name: name.to_string(),
+        })
+        .await;
+        tracing::info!(provider = %rt.inner.id, contract = rt.inner.provider.contract(), "provider started");
+        Ok(rt)
+    }
+
+    /// The provider id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The contract it serves.
+    pub fn contract(&self) -> &'static str {
+        self.inner.provider.contract()
+    }
+
+    /// Calls the provider directly: the in-process fast path a host uses for its
+    /// own actors.
+    ///
+    /// # Errors
+    /// Whatever the provider returns.
+    pub async fn handle_local(&self, call: ProviderCall) -> Result<Vec<u8>, ProviderError> {
+        self.inner.provider.handle(call).await
+    }
+
+    /// What `ctl get providers` and inventories show.
+    pub fn description(&self) -> ProviderDescription {
+        self.inner.description()
+    }
+
+    /// Stops serving, shuts the provider down, publishes `provider_stopped`.
+    pub async fn stop(&self, reason: &str) {
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        self.inner.provider.shutdown().await;
+        self.publish(EventData::ProviderStopped {
+            host_id: self.inner.source.clone(),
+            provider_id: self.inner.id.clone(),
+            reason: reason.to_string(),
+        })
+        .await;
+        let _ = self.inner.nats.flush().await;
+    }
+
+    async fn publish(&self, event: EventData) {
+        self.inner.publish(event).await;
+    }
+
+    fn track(&self, t: JoinHandle<()>) {
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+    }
+
+    async fn spawn_link_follower(&self, links: LinkCache) {
+        // Subscribe first, then apply what exists, so no change falls in between.
+        let mut changes = links.subscribe();
+        for link in links.for_provider(&self.inner.id) {
+            self.inner.apply(link).await;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            // Keep the cache (and its watch) alive as long as this task runs.
+            let _links = links;
+            loop {
+                let change = match changes.recv().await {
+                    Ok(c) => c,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "provider fell behind on link changes");
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                let Some(inner) = weak.upgrade() else { break };
+                match change {
+                    LinkChange::Put(l) if l.provider_id == inner.id => inner.apply(l).await,
+                    LinkChange::Deleted(l) if l.provider_id == inner.id => inner.remove(l).await,
+                    // A link moved to another provider: release ours.
+                    LinkChange::Put(l) => {
+                        let key = l.key();
+                        let had = inner
+                            .statuses
+                            .read()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .contains_key(&key);
+                        if had {
+                            inner.remove(l).await;
+                        }
+                    }
+                    LinkChange::Deleted(_) => {}
+                }
+            }
+        });
+        self.track(task);
+    }
+
+    async fn spawn_rpc(&self) -> Result<(), async_nats::SubscribeError> {
+        let subject = subject::rpc(&self.inner.lattice, &self.inner.id);
+        let mut sub = self
+            .inner
+            .nats
+            .queue_subscribe(subject, self.inner.id.clone())
+            .await?;
+        let weak = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                tokio::spawn(async move { inner.serve(msg).await });
+            }
+        });
+        self.track(task);
+        Ok(())
+    }
+
+    async fn spawn_ping(&self) -> Result<(), async_nats::SubscribeError> {
+        let subject = subject::ctl(&self.inner.lattice, subject::OP_PING_PROVIDERS);
+        let mut sub = self.inner.nats.subscribe(subject).await?;
+        let weak = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                if let Some(reply) = msg.reply {
+                    let body =
+                        serde_json::to_vec(&CtlReply::Ok(inner.description())).unwrap_or_default();
+                    let _ = inner.nats.publish(reply, body.into()).await;
+                }
+            }
+        });
+        self.track(task);
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn description(&self) -> ProviderDescription {
+        ProviderDescription {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            contract: self.provider.contract().to_string(),
+            location: self.location.clone(),
+            health: self.provider.health(),
+            links: self
+                .statuses
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+        }
+    }
+
+    async fn publish(&self, event: EventData) {
+        let kind = event.kind();
+        if let Ok(body) = serde_json::to_vec(&event.into_event(&self.source)) {
+            let _ = self
+                .nats
+                .publish(subject::event(&self.lattice, kind), body.into())
+                .await;
+        }
+    }
+
+    async fn apply(&self, link: LinkDefinition) {
+        let key = link.key();
+        let (actor_id, link_name) = (link.actor_id.clone(), link.link_name.clone());
+        let result = self.provider.put_link(link).await;
+        let error = result.err().map(|e| e.to_string());
+        if let Some(error) = &error {
+            tracing::warn!(provider = %self.id, actor = %actor_id, link = %link_name, %error, "link failed");
+            self.publish(EventData::LinkFailed {
+                provider_id: self.id.clone(),
+                actor_id: actor_id.clone(),
+                link_name: link_name.clone(),
+                error: error.clone(),
+            })
+            .await;
+        }
+        self.statuses
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                key,
+                LinkStatus {
+                    actor_id,
+                    link_name,
+                    error,
+                },
+            );
+    }
+
+    async fn remove(&self, link: LinkDefinition) {
+        self.statuses
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&link.key());
+        self.provider.delete_link(link).await;
+    }
+
+    async fn serve(self: Arc<Self>, msg: async_nats::Message) {
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let trace = TraceContext::from_headers(msg.headers.as_ref())
+            .map(|t| t.child())
+            .unwrap_or_else(TraceContext::new_root);
+        let response = match Invocation::decode(&msg.payload) {
+            Err(e) => InvocationResponse::err(format!("provider {}: {e}", self.id)),
+            Ok(inv) => match ActorId::new(inv.origin.as_str()) {
+                Err(e) => InvocationResponse::err(format!(
+                    "provider {} accepts calls from actors only: {e}",
+                    self.id
+                )),
+                Ok(actor_id) => {
+                    let span = tracing::info_span!(
+                        "provider_call",
+                        provider = %self.id,
+                        actor = %actor_id,
+                        operation = %inv.operation,
+                        trace_id = %trace.trace_id,
+                    );
+                    let call = ProviderCall {
+                        actor_id,
+                        link_name: inv
+                            .link_name
+                            .unwrap_or_else(|| DEFAULT_LINK_NAME.to_string()),
+                        operation: inv.operation,
+                        payload: inv.payload,
+                    };
+                    match self.provider.handle(call).instrument(span).await {
+                        Ok(p) => InvocationResponse::ok(p),
+                        Err(e) => InvocationResponse::err(format!("provider {}: {e}", self.id)),
+                    }
+                }
+            },
+        };
+        let body = response.encode().unwrap_or_default();
+        let _ = self.nats.publish(reply, body.into()).await;
+    }
+}
+
+/// Calls actors over NATS: what a provider running as its own process uses.
+pub struct NatsActorCaller {
+    nats: async_nats::Client,
+    lattice: LatticeId,
+    origin: String,
+    timeout: Duration,
+}
+
+impl NatsActorCaller {
+    /// Calls from provider `origin` with a per-call `timeout`.
+    pub fn new(
+        nats: async_nats::Client,
+        lattice: LatticeId,
+        origin: &str,
+        timeout: Duration,
+    ) -> Self {
+        NatsActorCaller {
+            nats,
+            lattice,
+            origin: origin.to_string(),
+            timeout,
+        }
+    }
+}
+
+/// Maps a data-plane error to a [`CallError`].
+pub fn call_error(actor: &str, e: lattice::Error) -> CallError {
+    match e {
+        lattice::Error::NoResponders { .. } => CallError::NotRunning(actor.to_string()),
+        lattice::Error::Timeout { .. } => CallError::Timeout(actor.to_string()),
+        other => CallError::Failed(other.to_string()),
+    }
+}
+
+impl ActorCaller for NatsActorCaller {
+    fn call_actor(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        let inv = Invocation {
+            origin: self.origin.clone(),
+            target: actor.to_string(),
+            operation: operation.to_string(),
+            payload,
+            link_name: None,
+        };
+        let (nats, lattice, timeout) = (self.nats.clone(), self.lattice.clone(), self.timeout);
+        Box::pin(async move {
+            lattice::client::invoke(&nats, &lattice, &inv, &TraceContext::new_root(), timeout)
+                .await
+                .map_err(|e| call_error(&inv.target, e))
+        })
+    }
+}
+
+/// Runs `provider` as its own process joined to `lattice` over `nats`, until
+/// SIGINT/SIGTERM.
+///
+/// # Errors
+/// [`ProviderError`] when it cannot start.
+pub async fn run_standalone(
+    provider: Arc<dyn Provider>,
+    nats: async_nats::Client,
+    lattice: LatticeId,
+    provider_id: &str,
+    name: &str,
+) -> Result<(), ProviderError> {
+    let source = format!("P{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    let ctx = ProviderContext {
+        lattice: lattice.clone(),
+        provider_id: provider_id.to_string(),
+        nats: nats.clone(),
+        actors: Arc::new(NatsActorCaller::new(
+            nats.clone(),
+            lattice,
+            provider_id,
+            Duration::from_secs(30),
+        )),
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let location = format!("process {}@{hostname}", std::process::id());
+    let rt = ProviderRuntime::start(provider, ctx, name, &location, &source).await?;
+    let reason = wait_for_signal().await;
+    rt.stop(&reason).await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT".into(),
+            _ = term.recv() => "SIGTERM".into(),
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT".into()
+        }
+    }
+}
