@@ -40,7 +40,7 @@ pub struct HttpRequest {
 /// The actor's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpResponse {
-    /// Status code, 100–999.
+    /// Status code, 200–999 (1xx cannot be a final response; the HTTP provider answers 500 for them).
     pub status: u16,
     /// Response headers.
     #[serde(default)]
