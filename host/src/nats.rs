@@ -119,7 +119,23 @@ impl EmbeddedNats {
         std::fs::create_dir_all(&store_dir)
             .map_err(|e| embedded(format!("cannot create {}: {e}", store_dir.display())))?;
         let log = store_dir.join("nats-server.log");
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        // The embedded server belongs to this host: if the host dies without
+        // cleaning up (SIGKILL), the kernel stops the server too instead of leaving
+        // it holding port 4222.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag on the child; it
+            // is async-signal-safe and allocates nothing.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args(["-js", "-a", host, "-p", port, "-sd"])
             .arg(&store_dir)
             .arg("-l")

@@ -13,6 +13,7 @@
 //! | `Call` | [`CallRequest`] map | the callee's reply bytes, raw; or its error |
 //! | `Count` | ignored | `u64`: 1 on an instance's first `Count`, then 2, 3, ... |
 //! | `Sleep` | `u32` ms | the same `u32`, after sleeping that long (WASI `poll_oneoff`, no busy loop) |
+//! | `HttpServer.HandleRequest` | HTTP request | by path: `/echo` the body back, `/garbage` bytes that are no response, `/error` an actor error, `/slow` sleeps 30 s, else 200 `probe` |
 //!
 //! Build it with
 //! `cargo build --target wasm32-wasip1 --profile wasm -p probe-actor`
@@ -110,7 +111,33 @@ pub fn sleep(ms: u32) -> Result<u32, String> {
     Ok(ms)
 }
 
+/// `HttpServer.HandleRequest`: misbehaves by path, for HTTP provider tests.
+pub fn handle_http(payload: &[u8]) -> Result<Vec<u8>, String> {
+    use lattice_actor::http::{Request, Response};
+    let req: Request = lattice_actor::decode(payload).map_err(|e| e.to_string())?;
+    let resp = match req.path.as_str() {
+        "/echo" => Response {
+            status: 200,
+            headers: Default::default(),
+            body: req.body,
+        },
+        "/garbage" => return Ok(vec![0xc1, 0x00]),
+        "/error" => return Err("probe refused the request".into()),
+        "/slow" => {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+            Response::default()
+        }
+        _ => Response {
+            status: 200,
+            headers: Default::default(),
+            body: b"probe".to_vec(),
+        },
+    };
+    lattice_actor::encode(&resp).map_err(|e| e.to_string())
+}
+
 lattice_actor::actor! {
+    "HttpServer.HandleRequest" => raw handle_http,
     "Echo" => raw echo,
     "Panic" => raw panic,
     "Loop" => raw spin,

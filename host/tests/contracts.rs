@@ -1,0 +1,620 @@
+//! Capability contracts end to end: claims, links, the built-in HTTP server and
+//! key-value providers (in hosts and as processes), and their faults.
+//!
+//! Real nats-server, real host processes, real wasm actors built from source.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use common::{BIN, TestLattice, actor_wasm, probe_call, write_file};
+use lattice::{
+    claims::{self, Claims},
+    contracts::keyvalue,
+    ctl::ProviderDescription,
+    link::LinkDefinition,
+};
+use lattice_harness::{free_port, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The probe module with claims for `contracts` embedded.
+fn probe_with_claims(t: &TestLattice, contracts: &[&str]) -> Result<std::path::PathBuf> {
+    let bytes = std::fs::read(actor_wasm("probe-actor")?)?;
+    let with = claims::embed(
+        &bytes,
+        &Claims {
+            name: "probe".into(),
+            version: "0.0.1".into(),
+            contracts: contracts.iter().map(|c| c.to_string()).collect(),
+        },
+    )?;
+    write_file(t.dir.path(), "probe-claims.wasm", &with)
+}
+
+/// Calls the probe's `Call` operation with a key-value operation; decodes the reply.
+async fn kv<T: serde::de::DeserializeOwned>(
+    t: &TestLattice,
+    op: &str,
+    arg: &impl serde::Serialize,
+) -> Result<T> {
+    let inner = rmp_serde::to_vec_named(arg)?;
+    let reply = t
+        .ctl
+        .call_raw("probe", "Call", probe_call(keyvalue::CONTRACT, op, &inner)?)
+        .await?;
+    Ok(rmp_serde::from_slice(&reply)?)
+}
+
+async fn increment(t: &TestLattice, key: &str, delta: i64) -> Result<i64> {
+    kv(
+        t,
+        keyvalue::INCREMENT,
+        &keyvalue::IncrementRequest {
+            key: key.into(),
+            delta,
+        },
+    )
+    .await
+}
+
+async fn providers(t: &TestLattice) -> Result<Vec<ProviderDescription>> {
+    Ok(t.ctl.ping_providers(Duration::from_millis(500)).await?)
+}
+
+/// GETs `url` until it answers with `status`, then returns the body.
+async fn get_until(url: &str, status: u16) -> Result<String> {
+    let client = reqwest::Client::new();
+    wait_until(format!("GET {url} to answer {status}"), WAIT, || async {
+        match client.get(url).send().await {
+            Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
+            _ => Ok(None),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kvcounter_over_http_with_providers_on_two_hosts() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("web", &[]).await?;
+    let b = t.host("data", &[]).await?;
+    let wasm = actor_wasm("kvcounter")?;
+    let wasm_s = wasm.display().to_string();
+
+    let claims = t.cli(&["claims", "inspect", &wasm_s]).await?.success()?;
+    ensure!(
+        claims.stdout.contains("lattice:keyvalue") && claims.stdout.contains("lattice:httpserver"),
+        "kvcounter's claims are embedded at build time: {}",
+        claims.stdout
+    );
+
+    t.cli(&["ctl", "start", "actor", &wasm_s, "--count", "2"])
+        .await?
+        .success()?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:httpserver",
+        "--host",
+        "web",
+    ])
+    .await?
+    .success()?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "data",
+    ])
+    .await?
+    .success()?;
+    let port = free_port();
+    let address = format!("address=127.0.0.1:{port}");
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "kvcounter",
+        "httpserver",
+        "lattice:httpserver",
+        &address,
+    ])
+    .await?
+    .success()?;
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "kvcounter",
+        "keyvalue",
+        "lattice:keyvalue",
+    ])
+    .await?
+    .success()?;
+
+    let url = format!("http://127.0.0.1:{port}/hits");
+    let first: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
+    let mut last = first["count"].as_i64().context("count in the reply")?;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client.get(&url).send().await?;
+        ensure!(r.status() == 200, "status {}", r.status());
+        ensure!(
+            r.headers()["content-type"] == "application/json",
+            "content type"
+        );
+        let v: serde_json::Value = r.json().await?;
+        let n = v["count"].as_i64().context("count")?;
+        ensure!(n == last + 1, "counts go up by one: {last} then {n}");
+        last = n;
+    }
+    // Another path is another key.
+    let other: serde_json::Value = client
+        .get(format!("http://127.0.0.1:{port}/other"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(other["count"] == 1, "a new path starts at 1: {other}");
+
+    let links: Vec<LinkDefinition> = serde_json::from_str(
+        &t.cli(&["ctl", "get", "links", "--output", "json"])
+            .await?
+            .success()?
+            .stdout,
+    )?;
+    ensure!(links.len() == 2, "two links: {links:?}");
+    let table = t.cli(&["ctl", "get", "providers"]).await?.success()?;
+    ensure!(
+        table.stdout.contains("httpserver") && table.stdout.contains("keyvalue"),
+        "{}",
+        table.stdout
+    );
+    let ps = providers(&t).await?;
+    ensure!(
+        ps.len() == 2 && ps.iter().all(|p| p.health.healthy),
+        "{ps:?}"
+    );
+    let inv = t.inventory(&a).await?;
+    ensure!(
+        inv.providers.iter().any(|p| p.id == "httpserver"),
+        "the web host lists its provider: {inv:?}"
+    );
+    let inv_b = t.inventory(&b).await?;
+    ensure!(
+        inv_b.providers.iter().any(|p| p.id == "keyvalue"),
+        "{inv_b:?}"
+    );
+
+    // Deleting the key-value link: the actor's call is refused, HTTP says 500.
+    t.cli(&["ctl", "link", "del", "kvcounter", "lattice:keyvalue"])
+        .await?
+        .success()?;
+    let body = get_until(&url, 500).await?;
+    ensure!(
+        body.contains("kvcounter") && body.contains("lattice:keyvalue"),
+        "the refusal names actor and contract: {body}"
+    );
+    // Back, and the count continues: the data is durable in JetStream.
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "kvcounter",
+        "keyvalue",
+        "lattice:keyvalue",
+    ])
+    .await?
+    .success()?;
+    let v: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
+    ensure!(v["count"] == last + 1, "count continues after relink: {v}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_calls_need_claims_and_a_link() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("a", &[]).await?;
+
+    // No claims at all.
+    let plain = actor_wasm("probe-actor")?;
+    t.start_actor(&a, &plain, "probe", 1).await?;
+    let err = increment(&t, "k", 1).await.unwrap_err().to_string();
+    for needle in ["probe", "lattice:keyvalue", "\"default\"", "no claims"] {
+        ensure!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    t.ctl
+        .stop_actor(&lattice::id::HostId::new(a.host_id())?, &"probe".parse()?)
+        .await?;
+
+    // Claims for another contract only.
+    let http_only = probe_with_claims(&t, &["lattice:httpserver"])?;
+    t.start_actor(&a, &http_only, "probe", 1).await?;
+    let err = increment(&t, "k", 1).await.unwrap_err().to_string();
+    ensure!(
+        err.contains("do not list the contract") && err.contains("lattice:httpserver"),
+        "{err}"
+    );
+    t.ctl
+        .stop_actor(&lattice::id::HostId::new(a.host_id())?, &"probe".parse()?)
+        .await?;
+
+    // Claims, but no link.
+    let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    t.start_actor(&a, &with, "probe", 1).await?;
+    let err = increment(&t, "k", 1).await.unwrap_err().to_string();
+    ensure!(
+        err.contains("no such link") && err.contains("lattice ctl link put probe"),
+        "{err}"
+    );
+
+    // A link to a provider that does not exist: refused at once.
+    t.cli(&["ctl", "link", "put", "probe", "ghost", "lattice:keyvalue"])
+        .await?
+        .success()?
+        .stderr_has(&["no provider with id \"ghost\""])?;
+    let started = Instant::now();
+    let err = increment(&t, "k", 1).await.unwrap_err().to_string();
+    ensure!(
+        err.contains("provider ghost") && err.contains("not running anywhere"),
+        "{err}"
+    );
+    ensure!(started.elapsed() < Duration::from_secs(1), "fails fast");
+
+    // The host keeps serving.
+    let n: u64 = t.call("probe", "Count", &()).await?;
+    ensure!(n >= 1);
+    Ok(())
+}
+
+/// A standalone `lattice provider run` process.
+struct ProviderProcess {
+    child: tokio::process::Child,
+}
+
+impl ProviderProcess {
+    async fn spawn(t: &TestLattice, name: &str, id: &str) -> Result<Self> {
+        let mut events = t.events().await?;
+        let url = t.nats.url();
+        let child = tokio::process::Command::new(BIN)
+            .args([
+                "--nats-url",
+                &url,
+                "--lattice",
+                &t.id,
+                "provider",
+                "run",
+                name,
+                "--id",
+                id,
+            ])
+            .env("LATTICE_CONFIG", t.config_file())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning lattice provider run")?;
+        events
+            .wait_for("provider_started", WAIT, |e| {
+                e.kind == "provider_started" && e.data["provider_id"] == id
+            })
+            .await?;
+        Ok(ProviderProcess { child })
+    }
+
+    async fn kill(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_provider_killed_and_restarted() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("a", &[]).await?;
+    let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    t.start_actor(&a, &with, "probe", 1).await?;
+    t.cli(&["ctl", "link", "put", "probe", "kvproc", "lattice:keyvalue"])
+        .await?
+        .success()?;
+
+    let mut provider = ProviderProcess::spawn(&t, "keyvalue", "kvproc").await?;
+    // The process got the link from the KV watch.
+    wait_until("the provider process to apply the link", WAIT, || async {
+        let ps = providers(&t).await?;
+        Ok(ps
+            .iter()
+            .find(|p| p.id == "kvproc" && p.links.len() == 1)
+            .map(|p| p.location.clone()))
+    })
+    .await
+    .map(|loc| assert!(loc.starts_with("process ")))?;
+    ensure!(increment(&t, "visits", 5).await? == 5);
+    ensure!(increment(&t, "visits", 1).await? == 6);
+
+    // A second provider with the same id is refused.
+    let out = common::run_cli(
+        &[
+            "--nats-url",
+            &t.nats.url(),
+            "--lattice",
+            &t.id,
+            "provider",
+            "run",
+            "keyvalue",
+            "--id",
+            "kvproc",
+        ],
+        &[],
+    )
+    .await?
+    .failure()?;
+    out.stderr_has(&["already runs"])?;
+
+    provider.kill().await?;
+    let err = wait_until("calls to fail once the provider is gone", WAIT, || async {
+        Ok(increment(&t, "visits", 1).await.err())
+    })
+    .await?
+    .to_string();
+    ensure!(err.contains("not running anywhere"), "{err}");
+    let started = Instant::now();
+    ensure!(increment(&t, "visits", 1).await.is_err());
+    ensure!(started.elapsed() < Duration::from_secs(1), "fails fast");
+
+    // Back: links are re-sent, data (JetStream) survived.
+    let _provider = ProviderProcess::spawn(&t, "keyvalue", "kvproc").await?;
+    let n = wait_until("calls to work again", WAIT, || async {
+        Ok(increment(&t, "visits", 1).await.ok())
+    })
+    .await?;
+    ensure!(n == 7, "the counter continues at 7, got {n}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_are_atomic_across_hosts_and_keys_may_be_odd() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("a", &[]).await?;
+    let b = t.host("b", &[]).await?;
+    let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    t.start_actor(&a, &with, "probe", 2).await?;
+    t.start_actor(&b, &with, "probe", 2).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "a",
+    ])
+    .await?
+    .success()?;
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "probe",
+        "keyvalue",
+        "lattice:keyvalue",
+    ])
+    .await?
+    .success()?;
+    wait_until("the link to reach both hosts", WAIT, || async {
+        Ok(increment(&t, "warmup", 1).await.ok())
+    })
+    .await?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let ctl = t.ctl.clone();
+        tasks.spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..25 {
+                let inner = rmp_serde::to_vec_named(&keyvalue::IncrementRequest {
+                    key: "shared".into(),
+                    delta: 1,
+                })?;
+                let reply = ctl
+                    .call_raw(
+                        "probe",
+                        "Call",
+                        probe_call(keyvalue::CONTRACT, keyvalue::INCREMENT, &inner)?,
+                    )
+                    .await?;
+                seen.push(rmp_serde::from_slice::<i64>(&reply)?);
+            }
+            anyhow::Ok(seen)
+        });
+    }
+    let mut all = HashSet::new();
+    while let Some(r) = tasks.join_next().await {
+        for n in r?? {
+            ensure!(all.insert(n), "value {n} returned twice: a lost update");
+        }
+    }
+    ensure!(all.len() == 200 && all.iter().all(|n| (1..=200).contains(n)));
+    ensure!(increment(&t, "shared", 0).await? == 200);
+    for host in [&a, &b] {
+        let d = t.actor_on(host, "probe").await?.context("probe runs")?;
+        ensure!(d.calls > 0, "both hosts served calls: {d:?}");
+    }
+
+    // Odd key names and empty values.
+    for key in ["a b", "a.b", ".lead", "trail.", "*", ">", "ünï/cødé", ""] {
+        let _: () = kv(
+            &t,
+            keyvalue::SET,
+            &keyvalue::SetRequest {
+                key: key.into(),
+                value: Vec::new(),
+                ttl_secs: None,
+            },
+        )
+        .await
+        .with_context(|| format!("set {key:?}"))?;
+        let got: keyvalue::GetResponse =
+            kv(&t, keyvalue::GET, &keyvalue::KeyRequest { key: key.into() }).await?;
+        ensure!(got.found && got.value.is_empty(), "{key:?}: {got:?}");
+    }
+    let keys: Vec<String> = kv(
+        &t,
+        keyvalue::KEYS,
+        &keyvalue::KeysRequest {
+            prefix: "ünï".into(),
+        },
+    )
+    .await?;
+    ensure!(keys == ["ünï/cødé"], "{keys:?}");
+    Ok(())
+}
+
+/// Sends raw bytes on a fresh connection and returns the status line.
+async fn raw_http(port: u16, request: &[u8]) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(request).await?;
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await??;
+    Ok(String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_faults_give_clear_statuses_and_the_host_keeps_serving() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("a", &[]).await?;
+    t.start_actor(&a, &actor_wasm("probe-actor")?, "probe", 1)
+        .await?;
+    t.start_actor(&a, &actor_wasm("hello")?, "hello", 1).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:httpserver",
+        "--host",
+        "a",
+    ])
+    .await?
+    .success()?;
+
+    // Port already in use: the link fails, reported; nothing else breaks.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken_addr = format!("address={}", taken.local_addr()?);
+    let mut events = t.events().await?;
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "probe",
+        "httpserver",
+        "lattice:httpserver",
+        &taken_addr,
+    ])
+    .await?
+    .success()?;
+    let failed = events
+        .wait_for("link_failed", WAIT, |e| e.kind == "link_failed")
+        .await?;
+    ensure!(
+        failed.data["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in use"),
+        "{failed:?}"
+    );
+    let listing = t.cli(&["ctl", "get", "providers"]).await?.success()?;
+    ensure!(listing.stderr.contains("in use"), "{listing:?}");
+    ensure!(t.say_hello("still").await? == "Hello, still!");
+
+    // Move the link to a free port, with a small body limit.
+    let port = free_port();
+    let address = format!("address=127.0.0.1:{port}");
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "probe",
+        "httpserver",
+        "lattice:httpserver",
+        &address,
+        "max_body_bytes=1024",
+    ])
+    .await?
+    .success()?;
+    let base = format!("http://127.0.0.1:{port}");
+    ensure!(get_until(&format!("{base}/"), 200).await? == "probe");
+    let client = reqwest::Client::new();
+
+    // Binary bodies round-trip unchanged.
+    let body: Vec<u8> = (0..=255u8).collect();
+    let r = client
+        .post(format!("{base}/echo"))
+        .body(body.clone())
+        .send()
+        .await?;
+    ensure!(r.status() == 200 && r.bytes().await?.to_vec() == body);
+
+    // Over the limit: 413.
+    let r = client
+        .post(format!("{base}/echo"))
+        .body(vec![7u8; 4096])
+        .send()
+        .await?;
+    ensure!(r.status() == 413, "{}", r.status());
+
+    // The actor answers garbage: 500 naming it; an actor error: 500.
+    let r = client.get(format!("{base}/garbage")).send().await?;
+    ensure!(r.status() == 500);
+    ensure!(r.text().await?.contains("malformed"));
+    let r = client.get(format!("{base}/error")).send().await?;
+    ensure!(r.status() == 500);
+    ensure!(r.text().await?.contains("probe refused"));
+
+    // Past the call deadline (2 s in tests): 504, not a hang.
+    let r = client.get(format!("{base}/slow")).send().await?;
+    ensure!(r.status() == 504, "{}", r.status());
+
+    // A malformed request: 400, and the server still serves.
+    let status = raw_http(port, b"GARBAGE\r\n\r\n").await?;
+    ensure!(status.contains("400"), "{status}");
+    ensure!(get_until(&format!("{base}/"), 200).await? == "probe");
+
+    // The actor stops: 503.
+    t.ctl
+        .stop_actor(&lattice::id::HostId::new(a.host_id())?, &"probe".parse()?)
+        .await?;
+    let r = client.get(format!("{base}/")).send().await?;
+    ensure!(r.status() == 503, "{}", r.status());
+    ensure!(t.say_hello("after").await? == "Hello, after!");
+
+    // Two providers with one id are refused.
+    let out = t
+        .cli(&[
+            "ctl",
+            "start",
+            "provider",
+            "builtin:httpserver",
+            "--host",
+            "a",
+        ])
+        .await?;
+    if out.status.success() {
+        bail!("a second httpserver provider with the same id started: {out:?}");
+    }
+    out.stderr_has(&["already"])?;
+    Ok(())
+}
