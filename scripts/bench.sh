@@ -92,7 +92,7 @@ CMD=(cargo run --release --quiet -p lattice-host --example loadgen --
     "$@")
 echo
 echo "Lattice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "command: scripts/bench.sh $* => ${CMD[*]}"
+echo "command: scripts/bench.sh${*:+ $*}  =>  ${CMD[*]}"
 # Its own session/process group, so cleanup can stop it with everything it spawned.
 setsid "${CMD[@]}" &
 LOADGEN_PID=$!

@@ -39,7 +39,7 @@ mkdir -p "$STATE"
 
 echo "==> building lattice and the hello actor (first time: a few minutes)"
 cargo build --release -p lattice-host --bin lattice
-cargo build --release --target wasm32-wasip1 --profile wasm -p hello \
+cargo build --target wasm32-wasip1 --profile wasm -p hello \
     --target-dir "$ROOT/target/actors"
 HELLO="$ROOT/target/actors/wasm32-wasip1/wasm/hello.wasm"
 

@@ -364,6 +364,9 @@ impl Bench {
                 ratio(nats.per_sec(), echo.per_sec()),
             );
         }
+        println!(
+            "ratio (2)/(3): latency p50 and p99 (above 1 = slower than the bare NATS round trip), calls/s (below 1 = fewer)"
+        );
         if !self.args.skip_start {
             let bin = self.lattice_bin()?;
             let dir = tempfile::Builder::new()

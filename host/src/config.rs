@@ -74,6 +74,11 @@ pub struct HostConfig {
     pub nats_server_bin: Option<PathBuf>,
     /// Where the embedded server keeps JetStream data (default: the user's data dir).
     pub data_dir: Option<PathBuf>,
+    /// Take part in reconciling deployed apps (leader-elected; on by default).
+    pub reconcile: bool,
+    /// Time between reconcile passes and reconciler-lease renewals.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
 }
 
 impl Default for HostConfig {
@@ -85,6 +90,8 @@ impl Default for HostConfig {
             drain_timeout: Duration::from_secs(10),
             nats_server_bin: None,
             data_dir: None,
+            reconcile: true,
+            reconcile_interval: Duration::from_secs(1),
         }
     }
 }

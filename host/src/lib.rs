@@ -6,6 +6,7 @@
 //! * [`runtime`]: the wasmtime engine, the waPC ABI, compiled-module caches, actors;
 //! * [`host`]: the host process' life: control requests, the data plane, events;
 //! * [`nats`]: connecting to NATS, and the embedded `nats-server` for one machine;
+//! * [`reconcile`]: the leader-elected loop that keeps deployed apps running;
 //! * [`config`]: layered configuration; [`telemetry`]: logging.
 //!
 //! # Example
@@ -26,5 +27,6 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod nats;
+pub mod reconcile;
 pub mod runtime;
 pub mod telemetry;

@@ -206,6 +206,10 @@ pub struct AuctionRequest {
     /// Labels a host must have (all must match exactly).
     #[serde(default)]
     pub constraints: BTreeMap<String, String>,
+    /// Contracts the actor's claims list; hosts that run a linked provider for
+    /// them in-process say so in their bid and win.
+    #[serde(default)]
+    pub contracts: Vec<String>,
 }
 
 /// A host's answer to an [`AuctionRequest`].
@@ -219,6 +223,10 @@ pub struct Bid {
     pub load: u64,
     /// Replicas of this very actor it already runs.
     pub running: u32,
+    /// How many of the requested contracts this host serves in-process through
+    /// a provider linked to the actor. More wins over less load.
+    #[serde(default)]
+    pub local_contracts: u32,
 }
 
 /// Host-targeted: start (or add) replicas of an actor.
@@ -277,15 +285,17 @@ pub fn labels_match(
     constraints.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Spreads `count` replicas over the bidders: least loaded first, round robin, so
-/// no host gets a second replica before every bidder has one.
+/// Spreads `count` replicas over the bidders: hosts serving more of the actor's
+/// contracts in-process first, then least loaded, round robin, so no host gets a
+/// second replica before every bidder has one.
 ///
 /// Returns `(bid, replicas)` pairs with at least one replica each; empty when
 /// there are no bids or `count` is 0.
 pub fn plan_spread(mut bids: Vec<Bid>, count: u32) -> Vec<(Bid, u32)> {
     bids.sort_by(|a, b| {
-        a.load
-            .cmp(&b.load)
+        b.local_contracts
+            .cmp(&a.local_contracts)
+            .then(a.load.cmp(&b.load))
             .then(a.running.cmp(&b.running))
             .then(a.host_name.cmp(&b.host_name))
             .then(a.host_id.cmp(&b.host_id))
@@ -315,6 +325,7 @@ mod tests {
             host_name: name.into(),
             load,
             running: 0,
+            local_contracts: 0,
         }
     }
 
@@ -333,6 +344,10 @@ mod tests {
             .collect();
         assert_eq!(names, vec![("a", 3), ("b", 2)]);
         assert!(plan_spread(vec![], 3).is_empty());
+        let mut near = bid("z", 9);
+        near.local_contracts = 1;
+        let plan = plan_spread(vec![bid("a", 0), near], 1);
+        assert_eq!(plan[0].0.host_name, "z", "a local provider beats load");
         assert!(plan_spread(vec![bid("a", 0)], 0).is_empty());
     }
 

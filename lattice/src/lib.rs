@@ -35,6 +35,9 @@
 //! # Ok(()) }
 //! ```
 
+pub mod app;
+#[cfg(feature = "client")]
+pub mod app_store;
 #[cfg(feature = "client")]
 pub mod artifact;
 pub mod claims;

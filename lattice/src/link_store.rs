@@ -209,6 +209,17 @@ impl LinkCache {
         v
     }
 
+    /// Every link of `actor`.
+    pub fn for_actor(&self, actor: &ActorId) -> Vec<LinkDefinition> {
+        self.links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|l| &l.actor_id == actor)
+            .cloned()
+            .collect()
+    }
+
     /// Changes from now on. Subscribe before reading [`LinkCache::for_provider`]
     /// so nothing falls between the two.
     pub fn subscribe(&self) -> broadcast::Receiver<LinkChange> {

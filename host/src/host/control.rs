@@ -148,6 +148,19 @@ fn bid(inner: &HostInner, req: &AuctionRequest) -> Bid {
             .unwrap_or_else(|p| p.into_inner())
             .get(&req.actor_id)
             .map_or(0, |r| r.actor.replicas()),
+        local_contracts: {
+            let providers = inner.providers_read();
+            req.contracts
+                .iter()
+                .filter(|c| {
+                    inner
+                        .links
+                        .for_actor(&req.actor_id)
+                        .iter()
+                        .any(|l| &l.contract == *c && providers.contains_key(&l.provider_id))
+                })
+                .count() as u32
+        },
     }
 }
 

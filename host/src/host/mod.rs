@@ -13,7 +13,7 @@ mod serve;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use async_nats::Client;
@@ -74,6 +74,9 @@ pub(crate) struct HostInner {
     /// Set when someone asks the host to stop (ctl `stop`); carries the reason.
     stop_requested: watch::Sender<Option<String>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// Tells the reconciler to give up its lease and stop.
+    reconcile_stop: watch::Sender<bool>,
+    reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 /// An actor as this host runs it: the runtime part and its subscription.
@@ -139,9 +142,24 @@ impl Host {
             lifecycle: tokio::sync::Mutex::new(()),
             stop_requested,
             tasks: std::sync::Mutex::new(Vec::new()),
+            reconcile_stop: watch::channel(false).0,
+            reconciler: std::sync::Mutex::new(None),
         });
         control::subscribe(&inner).await?;
         inner.spawn_heartbeat();
+        if inner.config.reconcile {
+            let task = tokio::spawn(crate::reconcile::run(
+                inner.nats.clone(),
+                inner.lattice.clone(),
+                inner.id.clone(),
+                crate::reconcile::ReconcileConfig {
+                    interval: inner.config.reconcile_interval,
+                    heartbeat_interval: inner.config.heartbeat_interval,
+                },
+                inner.reconcile_stop.subscribe(),
+            ));
+            *inner.reconciler.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         inner
             .publish(EventData::HostStarted {
                 host_id: inner.id.clone(),
@@ -222,6 +240,16 @@ impl Host {
     pub async fn shutdown(&self, reason: &str) {
         let inner = &self.inner;
         tracing::info!(host_id = %inner.id, reason, "host stopping");
+        // First hand the reconciler lease over, so another host takes over at once.
+        let _ = inner.reconcile_stop.send(true);
+        let reconciler = inner
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(r) = reconciler {
+            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+        }
         for t in inner
             .tasks
             .lock()

@@ -325,7 +325,7 @@ async fn start_actor(
         Some(id) => ActorId::new(id.as_str())?,
         None => crate::default_actor_id(&args.reference)?,
     };
-    let digest = push_or_resolve(ctl, &args.reference).await?;
+    let (digest, contracts) = push_or_resolve(ctl, &args.reference).await?;
 
     let plan: Vec<(HostId, String, u32)> = match &args.host {
         Some(h) => {
@@ -339,6 +339,7 @@ async fn start_actor(
                     &AuctionRequest {
                         actor_id: actor_id.clone(),
                         constraints: constraints.clone(),
+                        contracts: contracts.clone(),
                     },
                     crate::gather_window(connect),
                 )
@@ -441,16 +442,29 @@ fn display_reference(reference: &str) -> String {
 }
 
 /// A local file is pushed to the lattice's artifact store (tagged `<stem>:latest`);
-/// anything else must already be there.
-async fn push_or_resolve(ctl: &CtlClient, reference: &str) -> anyhow::Result<Digest> {
+/// anything else must already be there. Also returns the contracts the module's
+/// claims list, for the auction.
+async fn push_or_resolve(
+    ctl: &CtlClient,
+    reference: &str,
+) -> anyhow::Result<(Digest, Vec<String>)> {
     let path = Path::new(reference);
     let looks_like_file = path.exists() || reference.ends_with(".wasm") || reference.contains('/');
     let store = ctl
         .artifacts()
         .await
         .context("could not open the lattice's artifact store")?;
+    let contracts_of = |bytes: &[u8]| {
+        lattice::claims::read(bytes)
+            .ok()
+            .flatten()
+            .map(|c| c.contracts)
+            .unwrap_or_default()
+    };
     if !looks_like_file {
-        return Ok(store.resolve(reference).await?);
+        let digest = store.resolve(reference).await?;
+        let bytes = store.get(&digest).await?;
+        return Ok((digest, contracts_of(&bytes)));
     }
     let bytes = std::fs::read(path).with_context(|| format!("could not read {reference}"))?;
     let stem = crate::default_actor_id(reference)?;
@@ -464,7 +478,7 @@ async fn push_or_resolve(ctl: &CtlClient, reference: &str) -> anyhow::Result<Dig
         .await
         .with_context(|| format!("could not upload {reference}"));
     pb.finish_and_clear();
-    digest
+    Ok((digest?, contracts_of(&bytes)))
 }
 
 #[derive(Serialize)]

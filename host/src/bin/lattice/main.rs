@@ -1,5 +1,6 @@
 //! `lattice`: the host agent (`lattice up`) and the command-line client.
 
+mod app;
 mod call;
 mod claims;
 mod ctl;
@@ -66,6 +67,11 @@ enum Command {
     Call(call::CallArgs),
     /// Print lattice events as they happen
     Events(events::EventsArgs),
+    /// Deploy and inspect declarative apps
+    App {
+        #[command(subcommand)]
+        command: app::AppCommand,
+    },
     /// Read or write the claims embedded in an actor module
     Claims {
         #[command(subcommand)]
@@ -128,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Call(args) => call::run(&connect, out, args).await,
                 Command::Events(args) => events::run(&connect, out, args).await,
                 Command::Claims { command } => claims::run(out, command),
+                Command::App { command } => app::run(&connect, out, command).await,
                 Command::Up(_) | Command::Provider { .. } => unreachable!("handled above"),
             }
         }

@@ -58,6 +58,14 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
+    /// Time between reconcile passes of deployed apps, e.g. 1s
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reconcile_interval: Option<String>,
+    /// Do not take part in reconciling deployed apps
+    #[arg(long)]
+    #[serde(skip)]
+    no_reconcile: bool,
 }
 
 pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -66,7 +74,10 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
         .merge(Serialized::globals(&args))
         .merge(Serialized::global("labels", labels));
     let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
-    let host_cfg: HostConfig = figment.extract().context("invalid host configuration")?;
+    let mut host_cfg: HostConfig = figment.extract().context("invalid host configuration")?;
+    if args.no_reconcile {
+        host_cfg.reconcile = false;
+    }
     let runtime_cfg: RuntimeConfig = figment.extract().context("invalid runtime configuration")?;
 
     // Embedded default: no URL configured and nothing on 127.0.0.1:4222 → start one.

@@ -1,0 +1,3 @@
+module lattice.dev/actor
+
+go 1.24

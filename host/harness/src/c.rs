@@ -1,0 +1,284 @@
+//! Building C actors (the C SDK in `actors/c`) to `wasm32-wasip1` from source
+//! with clang and wasi-libc.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result, anyhow, bail};
+use lattice::claims::{self, Claims};
+
+use crate::actor::workspace_root;
+
+/// The Debian packages of the C toolchain (`scripts/prereqs.sh` installs them).
+pub const C_TOOLCHAIN_PACKAGES: &str = "clang lld wasi-libc libclang-rt-dev-wasm32";
+
+/// Environment variable naming the clang binary to use (default: `clang` on `PATH`).
+pub const CLANG_ENV: &str = "LATTICE_CLANG";
+
+/// Environment variable naming a wasi-libc sysroot directory; without it,
+/// `/usr/share/wasi-sysroot` is used when it exists, else clang's default
+/// search path (where Debian 12's `wasi-libc` installs).
+pub const WASI_SYSROOT_ENV: &str = "WASI_SYSROOT";
+
+/// The clang flags C actors are compiled and linked with (the same as in the
+/// examples' Makefiles), before `-I`, `--sysroot`, `-o` and the sources.
+pub const C_FLAGS: &[&str] = &[
+    "--target=wasm32-wasi",
+    "-mexec-model=reactor",
+    "-Os",
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-Wl,--strip-all",
+];
+
+type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
+
+/// The C SDK directory, `<workspace>/actors/c` (`lattice.h`, `lattice.c`).
+pub fn c_sdk_dir() -> PathBuf {
+    workspace_root().join("actors").join("c")
+}
+
+/// Where C actors are built: `<workspace>/target/actors/c`.
+pub fn c_target_dir() -> PathBuf {
+    workspace_root().join("target").join("actors").join("c")
+}
+
+/// Compiles the C actor in `dir` and returns the path of its module,
+/// `<workspace>/target/actors/c/<dir name>.wasm`.
+///
+/// Every `*.c` file of `dir` is compiled together with the SDK's `lattice.c`
+/// by one clang run ([`C_FLAGS`], `-I actors/c`). When `dir` has a `Makefile`
+/// with `NAME := ...` (and optionally `VERSION := ...` and
+/// `CONTRACTS := a:b c:d`) lines, those claims are embedded in the module
+/// (as `lattice claims put` would); without `NAME` the module has no claims.
+///
+/// Each directory is built at most once per process: concurrent callers wait
+/// for the one build and share its result, including a failure. The module is
+/// written to a temporary file and renamed into place, so another process
+/// building the same actor never sees half a file.
+///
+/// # Errors
+/// When clang or wasi-libc is missing (naming the Debian packages to
+/// install), when the sources do not compile (with clang's output), or when
+/// the claims in the Makefile are invalid.
+pub fn build_c_actor(dir: &Path) -> Result<PathBuf> {
+    static BUILDS: OnceLock<Mutex<HashMap<PathBuf, BuildCell>>> = OnceLock::new();
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("C actor directory {} does not exist", dir.display()))?;
+    let cell = {
+        let mut builds = BUILDS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(builds.entry(dir.clone()).or_default())
+    };
+    cell.get_or_init(|| build_uncached(&dir).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_uncached(dir: &Path) -> Result<PathBuf> {
+    let clang = std::env::var_os(CLANG_ENV)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| OsString::from("clang"));
+    compile(dir, &clang)
+}
+
+fn compile(dir: &Path, clang: &OsStr) -> Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no directory name", dir.display()))?;
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c") && p.is_file())
+        .collect();
+    if sources.is_empty() {
+        bail!("{} has no .c files to build", dir.display());
+    }
+    sources.sort();
+    let sdk = c_sdk_dir();
+    sources.push(sdk.join("lattice.c"));
+
+    let claims = match std::fs::read_to_string(dir.join("Makefile")) {
+        Ok(text) => makefile_claims(&text)
+            .with_context(|| format!("reading the claims in {}/Makefile", dir.display()))?,
+        Err(_) => None,
+    };
+
+    let out_dir = c_target_dir();
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out = out_dir.join(format!("{name}.wasm"));
+    let tmp = out_dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+
+    let mut cmd = Command::new(clang);
+    cmd.args(C_FLAGS).arg("-I").arg(&sdk);
+    if let Some(sysroot) = wasi_sysroot() {
+        cmd.arg(format!("--sysroot={}", sysroot.display()));
+    }
+    cmd.arg("-o").arg(&tmp).args(&sources).current_dir(dir);
+    let output = match cmd.output() {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "cannot build C actor {name}: `{}` not found. Install the C toolchain for \
+             wasm32-wasip1, the Debian packages {C_TOOLCHAIN_PACKAGES} \
+             (`sudo apt-get install {C_TOOLCHAIN_PACKAGES}`, or run scripts/prereqs.sh), \
+             or point ${CLANG_ENV} at a clang",
+            clang.to_string_lossy()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("running {}", clang.to_string_lossy()));
+        }
+    };
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "compiling C actor {name} with {} failed ({}){}; clang said:\n{stderr}",
+            clang.to_string_lossy(),
+            output.status,
+            toolchain_hint(&stderr)
+        );
+    }
+
+    let bytes = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+    let bytes = match &claims {
+        Some(claims) => claims::embed(&bytes, claims)
+            .with_context(|| format!("embedding the claims of {name}"))?,
+        None => bytes,
+    };
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out)
+        .with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
+    Ok(out)
+}
+
+/// The wasi-libc sysroot to pass to clang, if any.
+fn wasi_sysroot() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(WASI_SYSROOT_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let default = Path::new("/usr/share/wasi-sysroot");
+    default.is_dir().then(|| default.to_path_buf())
+}
+
+/// A sentence naming the missing packages when clang's complaint shows a
+/// missing part of the toolchain (wasi-libc headers or libraries, the linker,
+/// compiler-rt), else "".
+fn toolchain_hint(stderr: &str) -> String {
+    const LIBC_HEADERS: &[&str] = &[
+        "stdlib.h", "string.h", "stdio.h", "stdint.h", "stddef.h", "stdarg.h", "unistd.h",
+        "errno.h", "math.h",
+    ];
+    let libc_header_missing = stderr.lines().any(|line| {
+        line.contains("file not found") && LIBC_HEADERS.iter().any(|h| line.contains(h))
+    });
+    let missing = [
+        ("wasi-libc", "crt1-reactor.o"),
+        ("wasi-libc", "unable to find library -lc"),
+        ("lld", "wasm-ld"),
+        ("libclang-rt-dev-wasm32", "libclang_rt.builtins-wasm32"),
+        ("clang", "unknown target triple"),
+    ];
+    let mut packages: Vec<&str> = libc_header_missing
+        .then_some("wasi-libc")
+        .into_iter()
+        .chain(
+            missing
+                .iter()
+                .filter(|(_, needle)| stderr.contains(needle))
+                .map(|(package, _)| *package),
+        )
+        .collect();
+    packages.dedup();
+    if packages.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ". The wasm32 C toolchain looks incomplete (missing: {}): install the Debian \
+             packages {C_TOOLCHAIN_PACKAGES} (scripts/prereqs.sh does), or set \
+             ${WASI_SYSROOT_ENV} to a wasi-libc sysroot",
+            packages.join(", ")
+        )
+    }
+}
+
+/// The claims of a C actor's Makefile: its `NAME`, `VERSION` and `CONTRACTS`
+/// variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
+fn makefile_claims(text: &str) -> Result<Option<Claims>> {
+    let var = |wanted: &str| {
+        text.lines().find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            let key = key.trim_end_matches([':', '?', '+']).trim();
+            (key == wanted).then(|| value.trim().to_owned())
+        })
+    };
+    let Some(name) = var("NAME") else {
+        return Ok(None);
+    };
+    let claims = Claims {
+        name,
+        version: var("VERSION").unwrap_or_default(),
+        contracts: var("CONTRACTS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    };
+    claims.validate()?;
+    Ok(Some(claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_come_from_the_makefile() {
+        let text = "# comment\nNAME      := echo-c\nVERSION ?= 1.2.3\nCONTRACTS := lattice:httpserver  lattice:keyvalue\nCFLAGS := -O2 -DX=1\n";
+        let claims = makefile_claims(text).unwrap().unwrap();
+        assert_eq!(claims.name, "echo-c");
+        assert_eq!(claims.version, "1.2.3");
+        assert_eq!(claims.contracts, ["lattice:httpserver", "lattice:keyvalue"]);
+        assert_eq!(makefile_claims("CFLAGS := -O2\n").unwrap(), None);
+        let err = makefile_claims("NAME := x\nCONTRACTS := keyvalue\n").unwrap_err();
+        assert!(format!("{err:#}").contains("keyvalue"), "{err:#}");
+    }
+
+    #[test]
+    fn missing_toolchain_parts_are_named() {
+        let hint = toolchain_hint("fatal error: 'stdlib.h' file not found");
+        assert!(hint.contains("wasi-libc"), "{hint}");
+        assert!(hint.contains(C_TOOLCHAIN_PACKAGES), "{hint}");
+        let hint = toolchain_hint(
+            "wasm-ld: error: cannot open /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
+        );
+        assert!(hint.contains("libclang-rt-dev-wasm32"), "{hint}");
+        assert_eq!(toolchain_hint("echo.c:3: error: expected ';'"), "");
+        assert_eq!(
+            toolchain_hint("echo.c:1:10: fatal error: 'mine.h' file not found"),
+            ""
+        );
+    }
+
+    #[test]
+    fn missing_clang_names_the_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.c"), "int x;\n").unwrap();
+        let err = compile(dir.path(), OsStr::new("/nonexistent/clang")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains(C_TOOLCHAIN_PACKAGES), "{msg}");
+        assert!(msg.contains("not found"), "{msg}");
+    }
+}

@@ -1,0 +1,302 @@
+//! `lattice app deploy|list|status|undeploy`: declarative apps.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, bail};
+use lattice::{app::Manifest, app_store::AppStore, digest::Digest, id::ActorId};
+use lattice_host::config::ConnectConfig;
+use serde::Serialize;
+
+use crate::output::{OutputFormat, print_json, print_table, spinner};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AppCommand {
+    /// Deploy (or update) an app from a TOML manifest; the lattice converges to it
+    Deploy {
+        /// The manifest file
+        file: PathBuf,
+    },
+    /// Deployed apps
+    List,
+    /// Desired vs actual, per actor and provider
+    Status {
+        /// App name
+        name: String,
+    },
+    /// Remove an app: stop its actors and providers, delete its links
+    Undeploy {
+        /// App name
+        name: String,
+    },
+}
+
+pub async fn run(
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    command: AppCommand,
+) -> anyhow::Result<ExitCode> {
+    let ctl = crate::client(connect).await?;
+    let store = AppStore::open(ctl.nats().clone(), ctl.lattice()).await?;
+    match command {
+        AppCommand::Deploy { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("could not read {}", file.display()))?;
+            let manifest = Manifest::from_toml(&text)
+                .with_context(|| format!("invalid app manifest {}", file.display()))?;
+            let base = file.parent().map(PathBuf::from).unwrap_or_default();
+            let artifacts = ctl.artifacts().await?;
+            let pb = spinner(format!("uploading the modules of {}", manifest.name));
+            let mut digests = BTreeMap::new();
+            for a in &manifest.actors {
+                let r = a.reference.as_deref().unwrap_or_default();
+                let path = base.join(r);
+                let digest: Digest = if r.ends_with(".wasm") || path.exists() {
+                    let bytes = std::fs::read(&path).with_context(|| {
+                        format!("actor {}: could not read {}", a.id, path.display())
+                    })?;
+                    artifacts
+                        .put(&bytes, Some((a.id.as_str(), "latest")))
+                        .await?
+                } else {
+                    artifacts
+                        .resolve(r)
+                        .await
+                        .with_context(|| format!("actor {}: ref {r:?}", a.id))?
+                };
+                digests.insert(a.id.clone(), digest);
+            }
+            pb.finish_and_clear();
+            let app = store.deploy(manifest, digests).await?;
+            if out == OutputFormat::Json {
+                print_json(&app)?;
+            } else {
+                println!(
+                    "deployed app {} revision {} ({} actors, {} providers, {} links); `lattice app status {}` shows progress",
+                    app.manifest.name,
+                    app.revision,
+                    app.manifest.actors.len(),
+                    app.manifest.providers.len(),
+                    app.manifest.links.len(),
+                    app.manifest.name
+                );
+            }
+        }
+        AppCommand::List => {
+            let apps = store.list().await?;
+            if out == OutputFormat::Json {
+                print_json(&apps)?;
+            } else if apps.is_empty() {
+                eprintln!("no apps deployed in lattice {:?}", ctl.lattice().as_str());
+            } else {
+                let rows = apps
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.manifest.name.clone(),
+                            a.revision.to_string(),
+                            a.manifest.actors.len().to_string(),
+                            a.manifest.providers.len().to_string(),
+                            a.manifest.links.len().to_string(),
+                            if a.undeploying {
+                                "undeploying".to_string()
+                            } else {
+                                a.deployed_at.clone()
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &[
+                        "name",
+                        "revision",
+                        "actors",
+                        "providers",
+                        "links",
+                        "deployed",
+                    ],
+                    rows,
+                );
+            }
+        }
+        AppCommand::Status { name } => return status(&ctl, &store, out, &name).await,
+        AppCommand::Undeploy { name } => {
+            let Some(app) = store.mark_undeploying(&name).await? else {
+                bail!(
+                    "no app named {name:?} in lattice {:?}",
+                    ctl.lattice().as_str()
+                );
+            };
+            // The reconciler leader removes what the app runs, then the record.
+            let pb = spinner(format!("undeploying {name}"));
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+            let mut done = false;
+            while tokio::time::Instant::now() < deadline {
+                if store.get(&name).await?.is_none() {
+                    done = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            pb.finish_and_clear();
+            if !done {
+                // No reconciler answered (every host runs with --no-reconcile?):
+                // clean up from here.
+                eprintln!(
+                    "warning: no reconciler removed the app within 15 s; cleaning up from the CLI"
+                );
+                cleanup(&ctl, connect, &app).await?;
+                store.remove(&name).await?;
+            }
+            println!("undeployed app {name} (revision {})", app.revision);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    name: String,
+    revision: u64,
+    converged: bool,
+    actors: Vec<ActorLine>,
+    providers: Vec<lattice::app::ProviderStatusLine>,
+    reconciler: Option<String>,
+    observed_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ActorLine {
+    id: String,
+    desired: u32,
+    actual: u32,
+    problem: Option<String>,
+}
+
+async fn status(
+    ctl: &lattice::client::CtlClient,
+    store: &AppStore,
+    out: OutputFormat,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(app) = store.get(name).await? else {
+        bail!(
+            "no app named {name:?} in lattice {:?}",
+            ctl.lattice().as_str()
+        );
+    };
+    let seen = store.status(name).await?;
+    // Actual counts are read live, not from the reconciler's last pass.
+    let hosts = ctl.ping_hosts(lattice::client::DEFAULT_GATHER).await?;
+    let invs: Vec<_> = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id)))
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let actors: Vec<ActorLine> = app
+        .manifest
+        .actors
+        .iter()
+        .map(|a| {
+            let digest = app.digests.get(&a.id);
+            let actual = invs
+                .iter()
+                .flat_map(|i| i.actors.iter())
+                .filter(|x| x.id.as_str() == a.id && Some(&x.digest) == digest)
+                .map(|x| x.replicas)
+                .sum();
+            let problem = seen
+                .as_ref()
+                .and_then(|s| s.actors.iter().find(|l| l.id == a.id))
+                .and_then(|l| l.problem.clone());
+            ActorLine {
+                id: a.id.clone(),
+                desired: a.replicas.max(0) as u32,
+                actual,
+                problem,
+            }
+        })
+        .collect();
+    let providers = seen
+        .as_ref()
+        .map(|s| s.providers.clone())
+        .unwrap_or_default();
+    let report = StatusReport {
+        name: name.to_string(),
+        revision: app.revision,
+        converged: actors.iter().all(|a| a.actual == a.desired)
+            && providers.iter().all(|p| p.running),
+        actors,
+        providers,
+        reconciler: seen.as_ref().map(|s| s.reconciler.clone()),
+        observed_at: seen.as_ref().map(|s| s.observed_at.clone()),
+    };
+    if out == OutputFormat::Json {
+        print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "app {} revision {}: {}",
+        report.name,
+        report.revision,
+        if report.converged {
+            "converged"
+        } else {
+            "converging"
+        }
+    );
+    let rows = report
+        .actors
+        .iter()
+        .map(|a| {
+            vec![
+                "actor".to_string(),
+                a.id.clone(),
+                a.desired.to_string(),
+                a.actual.to_string(),
+                a.problem.clone().unwrap_or_default(),
+            ]
+        })
+        .chain(report.providers.iter().map(|p| {
+            vec![
+                "provider".to_string(),
+                p.id.clone(),
+                "1".into(),
+                u8::from(p.running).to_string(),
+                p.problem.clone().unwrap_or_default(),
+            ]
+        }))
+        .collect();
+    print_table(&["kind", "id", "desired", "actual", "problem"], rows);
+    match (&report.reconciler, &report.observed_at) {
+        (Some(r), Some(t)) => println!("last reconciled by {r} at {t}"),
+        _ => println!("not reconciled yet (is any host running with reconcile enabled?)"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cleanup(
+    ctl: &lattice::client::CtlClient,
+    connect: &ConnectConfig,
+    app: &lattice::app::DeployedApp,
+) -> anyhow::Result<()> {
+    let links = ctl.links().await?;
+    for l in app.manifest.link_definitions()? {
+        let _ = links.delete(&l.actor_id, &l.contract, &l.link_name).await;
+    }
+    let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+    let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
+    for inv in invs.into_iter().filter_map(Result::ok) {
+        for a in &app.manifest.actors {
+            if inv.actors.iter().any(|x| x.id.as_str() == a.id) {
+                ctl.stop_actor(&inv.host.id, &ActorId::new(a.id.as_str())?)
+                    .await?;
+            }
+        }
+        for p in &app.manifest.providers {
+            if inv.providers.iter().any(|x| x.id == p.id) {
+                ctl.stop_provider(&inv.host.id, &p.id).await?;
+            }
+        }
+    }
+    Ok(())
+}

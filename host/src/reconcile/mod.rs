@@ -1,0 +1,414 @@
+//! The reconciler: converges the lattice to every deployed app.
+//!
+//! Every host runs this loop; only the holder of the KV lease ([`lease`]) acts.
+//! The leader tracks hosts by their heartbeats (a host silent for three
+//! heartbeat intervals is gone), reads each live host's inventory, and per app:
+//! starts missing replicas on matching hosts (hosts without the actor first,
+//! least loaded first), stops extra or outdated ones, starts missing providers,
+//! and puts links that are missing or differ. It writes what it saw to
+//! `appstatus.{app}` for `lattice app status`.
+
+pub mod lease;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use futures::StreamExt;
+use lattice::{
+    app::{ActorSpec, ActorStatusLine, AppStatus, DeployedApp, ProviderStatusLine},
+    app_store::AppStore,
+    client::CtlClient,
+    ctl::{HostInventory, ProviderDescription, StartActor, StartProvider, labels_match},
+    event::Event,
+    id::{ActorId, HostId, LatticeId},
+    link_store::LinkStore,
+    subject,
+};
+use tokio::time::Instant;
+
+/// How the reconciler runs.
+#[derive(Debug, Clone)]
+pub struct ReconcileConfig {
+    /// Time between reconcile passes and lease renewals.
+    pub interval: Duration,
+    /// Heartbeat interval of hosts; three missed beats mean a host is gone.
+    pub heartbeat_interval: Duration,
+}
+
+/// Hosts seen alive, by their last heartbeat (or start) on our monotonic clock.
+#[derive(Clone, Default)]
+struct Liveness(Arc<Mutex<HashMap<HostId, Instant>>>);
+
+impl Liveness {
+    fn seen(&self, host: HostId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host, Instant::now());
+    }
+
+    fn gone(&self, host: &HostId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(host);
+    }
+
+    fn alive(&self, within: Duration) -> Vec<HostId> {
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, t| now.duration_since(*t) <= within);
+        let mut v: Vec<_> = map.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+/// Runs the reconciler loop until the task is aborted.
+pub async fn run(
+    nats: async_nats::Client,
+    lattice: LatticeId,
+    me: HostId,
+    cfg: ReconcileConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(e) = run_inner(nats, lattice, me, cfg, stop).await {
+        tracing::error!(error = %e, "reconciler stopped");
+    }
+}
+
+async fn run_inner(
+    nats: async_nats::Client,
+    lattice: LatticeId,
+    me: HostId,
+    cfg: ReconcileConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), lattice::Error> {
+    let apps = AppStore::open(nats.clone(), &lattice).await?;
+    let links = LinkStore::open(nats.clone(), &lattice).await?;
+    let ctl = CtlClient::new(nats.clone(), lattice.clone()).with_timeout(Duration::from_secs(10));
+    let liveness = Liveness::default();
+    spawn_liveness_tracker(&nats, &lattice, liveness.clone()).await?;
+    let mut lease = lease::Lease::new(apps.kv().clone(), me.clone(), cfg.interval * 3);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                lease.release().await;
+                return Ok(());
+            }
+        }
+        let leader = lease.step().await;
+        if !leader {
+            was_leader = false;
+            continue;
+        }
+        if !was_leader {
+            // A new leader learns the hosts now rather than waiting for beats.
+            if let Ok(hosts) = ctl.ping_hosts(Duration::from_millis(300)).await {
+                for h in hosts {
+                    liveness.seen(h.id);
+                }
+            }
+            was_leader = true;
+        }
+        let pass = Pass {
+            ctl: &ctl,
+            apps: &apps,
+            links: &links,
+            me: &me,
+        };
+        if let Err(e) = pass.run(liveness.alive(cfg.heartbeat_interval * 3)).await {
+            tracing::warn!(error = %e, "reconcile pass failed");
+        }
+    }
+}
+
+async fn spawn_liveness_tracker(
+    nats: &async_nats::Client,
+    lattice: &LatticeId,
+    liveness: Liveness,
+) -> Result<(), lattice::Error> {
+    let mut sub = nats
+        .subscribe(subject::events_all(lattice))
+        .await
+        .map_err(|e| lattice::Error::nats("subscribe to events", e))?;
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let Ok(ev) = serde_json::from_slice::<Event>(&msg.payload) else {
+                continue;
+            };
+            let Ok(host) = HostId::new(ev.source.as_str()) else {
+                continue;
+            };
+            match ev.kind.as_str() {
+                "host_heartbeat" | "host_started" => liveness.seen(host),
+                "host_stopped" => liveness.gone(&host),
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+struct Pass<'a> {
+    ctl: &'a CtlClient,
+    apps: &'a AppStore,
+    links: &'a LinkStore,
+    me: &'a HostId,
+}
+
+impl Pass<'_> {
+    async fn run(&self, alive: Vec<HostId>) -> Result<(), lattice::Error> {
+        let apps = self.apps.list().await?;
+        if apps.is_empty() {
+            return Ok(());
+        }
+        let inventories: Vec<HostInventory> =
+            futures::future::join_all(alive.iter().map(|h| self.ctl.inventory(h)))
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
+        let providers = self
+            .ctl
+            .ping_providers(Duration::from_millis(300))
+            .await
+            .unwrap_or_default();
+        let existing_links: BTreeMap<String, lattice::link::LinkDefinition> = self
+            .links
+            .list()
+            .await?
+            .into_iter()
+            .map(|l| (l.key(), l))
+            .collect();
+        for app in apps {
+            if app.undeploying {
+                self.remove_app(&app, &inventories, &existing_links).await;
+                continue;
+            }
+            let mut status = AppStatus {
+                revision: app.revision,
+                reconciler: self.me.to_string(),
+                observed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                ..Default::default()
+            };
+            for spec in &app.manifest.actors {
+                status
+                    .actors
+                    .push(self.actor(&app, spec, &inventories).await);
+            }
+            for p in &app.manifest.providers {
+                status
+                    .providers
+                    .push(self.provider(p, &providers, &inventories).await);
+            }
+            if let Ok(defs) = app.manifest.link_definitions() {
+                for l in defs {
+                    if existing_links.get(&l.key()) != Some(&l) {
+                        tracing::info!(app = %app.manifest.name, link = %l.key(), "reconciler: putting link");
+                        if let Err(e) = self.links.put(&l).await {
+                            tracing::warn!(error = %e, "reconciler could not put link");
+                        }
+                    }
+                }
+            }
+            if let Err(e) = self.apps.put_status(&app.manifest.name, &status).await {
+                tracing::debug!(error = %e, "could not write app status");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops everything of an app being undeployed, deletes its links, then its
+    /// record. Only the leader writes app resources, so nothing races this.
+    async fn remove_app(
+        &self,
+        app: &DeployedApp,
+        invs: &[HostInventory],
+        links: &BTreeMap<String, lattice::link::LinkDefinition>,
+    ) {
+        let name = &app.manifest.name;
+        if let Ok(defs) = app.manifest.link_definitions() {
+            for l in defs.iter().filter(|l| links.contains_key(&l.key())) {
+                let _ = self
+                    .links
+                    .delete(&l.actor_id, &l.contract, &l.link_name)
+                    .await;
+            }
+        }
+        for inv in invs {
+            for a in &app.manifest.actors {
+                if let Some(x) = inv.actors.iter().find(|x| x.id.as_str() == a.id) {
+                    let _ = self.ctl.stop_actor(&inv.host.id, &x.id).await;
+                }
+            }
+            for p in &app.manifest.providers {
+                if inv.providers.iter().any(|x| x.id == p.id) {
+                    let _ = self.ctl.stop_provider(&inv.host.id, &p.id).await;
+                }
+            }
+        }
+        tracing::info!(app = %name, "reconciler: app undeployed");
+        if let Err(e) = self.apps.remove(name).await {
+            tracing::warn!(error = %e, app = %name, "could not remove app record");
+        }
+    }
+
+    async fn actor(
+        &self,
+        app: &DeployedApp,
+        spec: &ActorSpec,
+        invs: &[HostInventory],
+    ) -> ActorStatusLine {
+        let desired = spec.replicas.max(0) as u32;
+        let mut line = ActorStatusLine {
+            id: spec.id.clone(),
+            desired,
+            actual: 0,
+            problem: None,
+        };
+        let (Ok(actor_id), Some(digest)) =
+            (ActorId::new(spec.id.as_str()), app.digests.get(&spec.id))
+        else {
+            line.problem = Some("the deployed app has no module digest for this actor".into());
+            return line;
+        };
+        // Where it runs now: the right module on a matching host counts; anything
+        // else (old module, host no longer matching) is to be stopped.
+        let mut running: Vec<(&HostInventory, u32)> = Vec::new();
+        let mut to_stop: Vec<&HostInventory> = Vec::new();
+        for inv in invs {
+            if let Some(a) = inv.actors.iter().find(|a| a.id == actor_id) {
+                if &a.digest == digest && labels_match(&inv.host.labels, &spec.constraints) {
+                    running.push((inv, a.replicas));
+                } else {
+                    to_stop.push(inv);
+                }
+            }
+        }
+        let actual: u32 = running.iter().map(|(_, r)| r).sum();
+        line.actual = actual;
+        let matching: Vec<&HostInventory> = invs
+            .iter()
+            .filter(|i| labels_match(&i.host.labels, &spec.constraints))
+            .collect();
+
+        // Too many: stop on the hosts with the most replicas first; a host with
+        // more than the excess is stopped whole and topped up next pass.
+        if actual > desired {
+            let mut excess = actual - desired;
+            running.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
+            for (inv, r) in &running {
+                if excess == 0 {
+                    break;
+                }
+                to_stop.push(inv);
+                excess = excess.saturating_sub(*r);
+            }
+        }
+        for inv in &to_stop {
+            tracing::info!(actor = %actor_id, host = %inv.host.name, "reconciler: stopping");
+            if let Err(e) = self.ctl.stop_actor(&inv.host.id, &actor_id).await {
+                tracing::warn!(error = %e, "reconciler could not stop actor");
+            }
+        }
+        if actual >= desired {
+            return line;
+        }
+        if matching.is_empty() {
+            let wanted: Vec<_> = spec
+                .constraints
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            line.problem = Some(format!(
+                "no live host matches the constraints [{}] ({} hosts alive)",
+                wanted.join(", "),
+                invs.len()
+            ));
+            return line;
+        }
+        // Hosts without a replica first (spread), least loaded first.
+        let mut order: Vec<&HostInventory> = matching.clone();
+        order.sort_by_key(|i| {
+            let has = running.iter().any(|(r, _)| r.host.id == i.host.id);
+            (has, i.host.replicas, i.host.name.clone())
+        });
+        let mut plan: BTreeMap<HostId, u32> = BTreeMap::new();
+        for k in 0..(desired - actual) as usize {
+            let h = order[k % order.len()];
+            *plan.entry(h.host.id.clone()).or_default() += 1;
+        }
+        let starts = plan.into_iter().map(|(host, n)| {
+            let cmd = StartActor {
+                actor_id: actor_id.clone(),
+                digest: digest.clone(),
+                reference: spec.reference.clone().unwrap_or_default(),
+                replicas: n,
+            };
+            async move { (host.clone(), self.ctl.start_actor(&host, &cmd).await) }
+        });
+        let mut problems = Vec::new();
+        for (host, r) in futures::future::join_all(starts).await {
+            match r {
+                Ok(s) => {
+                    tracing::info!(actor = %actor_id, host = %s.host_name, replicas = s.replicas, "reconciler: started")
+                }
+                Err(e) => problems.push(format!("host {host}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            line.problem = Some(problems.join("; "));
+        }
+        line
+    }
+
+    async fn provider(
+        &self,
+        spec: &lattice::app::ProviderSpec,
+        running: &[ProviderDescription],
+        invs: &[HostInventory],
+    ) -> ProviderStatusLine {
+        let mut line = ProviderStatusLine {
+            id: spec.id.clone(),
+            running: running.iter().any(|p| p.id == spec.id),
+            problem: None,
+        };
+        if line.running {
+            return line;
+        }
+        let Some(host) = invs
+            .iter()
+            .filter(|i| labels_match(&i.host.labels, &spec.constraints))
+            .min_by_key(|i| (i.host.replicas, i.host.name.clone()))
+        else {
+            line.problem = Some("no live host matches its constraints".into());
+            return line;
+        };
+        let name = spec
+            .reference
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches("builtin:")
+            .to_string();
+        let cmd = StartProvider {
+            provider_id: spec.id.clone(),
+            name,
+        };
+        match self.ctl.start_provider(&host.host.id, &cmd).await {
+            Ok(_) => {
+                tracing::info!(provider = %spec.id, host = %host.host.name, "reconciler: started provider");
+                line.running = true;
+            }
+            Err(e) => line.problem = Some(e.to_string()),
+        }
+        line
+    }
+}

@@ -1,0 +1,347 @@
+//! Declarative apps and the reconciler: deploy, converge, heal after a host or
+//! the leader dies, bad manifests, concurrent deploys, undeploy.
+//!
+//! Real nats-server, real host processes, real wasm actors built from source.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use common::{TestLattice, actor_wasm, write_file};
+use lattice::{app_store::AppStore, id::HostId};
+use lattice_harness::{HostProcess, free_port, wait_until};
+use lattice_host::reconcile::lease::Lease;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+/// Hosts beat every second here, so a killed host is gone after three.
+const FAST: &[(&str, &str)] = &[("--reconcile-interval", "500ms")];
+
+fn manifest(module: &str, replicas: i64, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+name = "counter"
+description = "kvcounter behind HTTP"
+
+[[actors]]
+id = "kvcounter"
+ref = "{module}"
+replicas = {replicas}
+{extra}
+
+[[providers]]
+id = "httpserver"
+ref = "builtin:httpserver"
+constraints = {{ role = "edge" }}
+
+[[providers]]
+id = "keyvalue"
+ref = "builtin:keyvalue"
+
+[[links]]
+actor = "kvcounter"
+provider = "httpserver"
+contract = "lattice:httpserver"
+config = {{ address = "127.0.0.1:{port}" }}
+
+[[links]]
+actor = "kvcounter"
+provider = "keyvalue"
+contract = "lattice:keyvalue"
+"#
+    )
+}
+
+/// Total replicas of `actor` over the hosts that answer now.
+async fn replicas(t: &TestLattice, actor: &str) -> Result<Vec<(String, u32)>> {
+    let hosts = t.ctl.ping_hosts(Duration::from_millis(300)).await?;
+    let mut out = Vec::new();
+    for h in hosts {
+        if let Ok(inv) = t.ctl.inventory(&h.id).await
+            && let Some(a) = inv.actors.iter().find(|a| a.id.as_str() == actor)
+        {
+            out.push((inv.host.name.clone(), a.replicas));
+        }
+    }
+    Ok(out)
+}
+
+async fn wait_replicas(t: &TestLattice, actor: &str, want: u32) -> Result<Vec<(String, u32)>> {
+    wait_until(format!("{want} replicas of {actor}"), CONVERGE, || async {
+        let r = replicas(t, actor).await?;
+        Ok((r.iter().map(|(_, n)| n).sum::<u32>() == want).then_some(r))
+    })
+    .await
+}
+
+async fn count(port: u16) -> Result<i64> {
+    let url = format!("http://127.0.0.1:{port}/hits");
+    let v: serde_json::Value = wait_until(format!("GET {url}"), CONVERGE, || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status() == 200 => Ok(Some(r.json().await?)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    v["count"].as_i64().context("count")
+}
+
+async fn hosts(t: &TestLattice) -> Result<(HostProcess, HostProcess, HostProcess)> {
+    let edge = t.host("edge", &[FAST[0], ("--label", "role=edge")]).await?;
+    let w1 = t
+        .host("worker-1", &[FAST[0], ("--label", "role=worker")])
+        .await?;
+    let w2 = t
+        .host("worker-2", &[FAST[0], ("--label", "role=worker")])
+        .await?;
+    Ok((edge, w1, w2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_converges_heals_after_a_host_dies_and_updates() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let (_edge, mut w1, _w2) = hosts(&t).await?;
+    let module = actor_wasm("kvcounter")?;
+    std::fs::copy(&module, t.dir.path().join("kvcounter.wasm"))?;
+    let port = free_port();
+    let file = write_file(
+        t.dir.path(),
+        "app.toml",
+        manifest("kvcounter.wasm", 3, port, "").as_bytes(),
+    )?;
+    let file_s = file.display().to_string();
+    t.cli(&["app", "deploy", &file_s]).await?.success()?;
+    let placed = wait_replicas(&t, "kvcounter", 3).await?;
+    ensure!(placed.len() == 3, "one replica per host first: {placed:?}");
+    let before = count(port).await?;
+    ensure!(count(port).await? == before + 1);
+
+    let status = wait_until("status to say converged", CONVERGE, || async {
+        let out = t.cli(&["app", "status", "counter"]).await?;
+        Ok(out.stdout.contains("converged").then_some(out.stdout))
+    })
+    .await?;
+    ensure!(
+        status.contains("kvcounter") && status.contains("httpserver"),
+        "{status}"
+    );
+    let list = t
+        .cli(&["app", "list", "--output", "json"])
+        .await?
+        .success()?;
+    ensure!(list.stdout.contains("\"revision\": 1"), "{}", list.stdout);
+
+    // A worker dies without a goodbye: its replica comes back elsewhere once the
+    // host misses three heartbeats; the data written before is still there.
+    w1.kill()?;
+    let healed = wait_replicas(&t, "kvcounter", 3).await?;
+    ensure!(
+        healed.iter().all(|(h, _)| h != "worker-1"),
+        "nothing left on the dead host: {healed:?}"
+    );
+    ensure!(count(port).await? == before + 2, "key-value kept the count");
+
+    // A changed manifest rolls to revision 2.
+    std::fs::write(&file, manifest("kvcounter.wasm", 1, port, ""))?;
+    let out = t.cli(&["app", "deploy", &file_s]).await?.success()?;
+    ensure!(out.stdout.contains("revision 2"), "{}", out.stdout);
+    wait_replicas(&t, "kvcounter", 1).await?;
+
+    // Undeploy stops everything and removes the links.
+    t.cli(&["app", "undeploy", "counter"]).await?.success()?;
+    ensure!(replicas(&t, "kvcounter").await?.is_empty());
+    let links = t.ctl.links().await?.list().await?;
+    ensure!(links.is_empty(), "{links:?}");
+    t.cli(&["app", "status", "counter"])
+        .await?
+        .failure()?
+        .stderr_has(&["no app named \"counter\""])?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_takes_over_when_the_leader_dies() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let (edge, w1, w2) = hosts(&t).await?;
+    let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
+    let leader_of = || async {
+        let e = store
+            .kv()
+            .entry(lattice_host::reconcile::lease::LEASE_KEY)
+            .await?;
+        Ok::<_, anyhow::Error>(e.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    };
+    let first = wait_until("a reconciler leader", CONVERGE, || async {
+        leader_of().await
+    })
+    .await?;
+    let mut all = vec![edge, w1, w2];
+    let idx = all
+        .iter()
+        .position(|h| h.host_id() == first)
+        .context("the leader is one of our hosts")?;
+    let mut leader = all.remove(idx);
+    leader.kill()?;
+    let second = wait_until("a new leader", CONVERGE, || async {
+        Ok(leader_of().await?.filter(|l| *l != first))
+    })
+    .await?;
+    ensure!(all.iter().any(|h| h.host_id() == second));
+
+    // The new leader reconciles: deploy now, it converges on the survivors.
+    let module = actor_wasm("hello")?;
+    let file = write_file(
+        t.dir.path(),
+        "hello.toml",
+        format!(
+            "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 2\n",
+            module.display()
+        )
+        .as_bytes(),
+    )?;
+    t.cli(&["app", "deploy", &file.display().to_string()])
+        .await?
+        .success()?;
+    wait_replicas(&t, "hello", 2).await?;
+    ensure!(t.say_hello("again").await? == "Hello, again!");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_for_the_lease_yields_one_leader() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
+    let mut leases: Vec<Lease> = (0..4)
+        .map(|_| {
+            Lease::new(
+                store.kv().clone(),
+                HostId::generate(),
+                Duration::from_millis(600),
+            )
+        })
+        .collect();
+    for _ in 0..5 {
+        let results = futures::future::join_all(leases.iter_mut().map(|l| l.step())).await;
+        let leaders = results.iter().filter(|r| **r).count();
+        ensure!(leaders <= 1, "two leaders at once: {results:?}");
+    }
+    ensure!(leases.iter().filter(|l| l.is_leader()).count() == 1);
+    // The leader stops renewing: exactly one follower takes over after the timeout.
+    let old = leases
+        .iter()
+        .position(Lease::is_leader)
+        .context("a leader")?;
+    let mut old_lease = leases.remove(old);
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        let results = futures::future::join_all(leases.iter_mut().map(|l| l.step())).await;
+        let n = results.iter().filter(|r| **r).count();
+        ensure!(n <= 1, "two leaders at once: {results:?}");
+        if n == 1 {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no follower took over the lease"
+        );
+        // Lease steps are paced like the reconciler's ticks.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The old leader notices it lost the lease on its next renewal.
+    ensure!(!old_lease.step().await, "the deposed leader steps down");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_and_concurrent_deploys() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _h = t
+        .host("only", &[FAST[0], ("--label", "role=worker")])
+        .await?;
+    let module = actor_wasm("hello")?;
+    let m = module.display().to_string();
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "unknown field",
+            format!("name = \"x\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\ncolour = \"red\"\n"),
+            "unknown field `colour`",
+        ),
+        (
+            "missing ref",
+            "name = \"x\"\n[[actors]]\nid = \"hello\"\n".to_string(),
+            "has no ref",
+        ),
+        (
+            "undeclared provider",
+            format!(
+                "name = \"x\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\n[[links]]\nactor = \"hello\"\nprovider = \"kv\"\ncontract = \"lattice:keyvalue\"\n"
+            ),
+            "provider \"kv\" is not declared",
+        ),
+        (
+            "negative replicas",
+            format!("name = \"x\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\nreplicas = -2\n"),
+            "replicas must be 0 or more, got -2",
+        ),
+        (
+            "missing file",
+            "name = \"x\"\n[[actors]]\nid = \"hello\"\nref = \"nope.wasm\"\n".to_string(),
+            "nope.wasm",
+        ),
+    ];
+    for (what, text, needle) in cases {
+        let f = write_file(t.dir.path(), "bad.toml", text.as_bytes())?;
+        t.cli(&["app", "deploy", &f.display().to_string()])
+            .await?
+            .failure()
+            .with_context(|| format!("case {what}"))?
+            .stderr_has(&[needle])
+            .with_context(|| format!("case {what}"))?;
+    }
+
+    // Constraints no host meets: the status says why it does not converge.
+    let f = write_file(
+        t.dir.path(),
+        "stuck.toml",
+        format!(
+            "name = \"stuck\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\nconstraints = {{ zone = \"mars\" }}\n"
+        )
+        .as_bytes(),
+    )?;
+    t.cli(&["app", "deploy", &f.display().to_string()])
+        .await?
+        .success()?;
+    wait_until("status to explain", CONVERGE, || async {
+        let out = t.cli(&["app", "status", "stuck"]).await?;
+        Ok(out
+            .stdout
+            .contains("no live host matches the constraints [zone=mars]")
+            .then_some(()))
+    })
+    .await?;
+    t.cli(&["app", "undeploy", "stuck"]).await?.success()?;
+
+    // The same app deployed twice at once: both succeed, one after the other.
+    let f = write_file(
+        t.dir.path(),
+        "twice.toml",
+        format!("name = \"twice\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\nreplicas = 1\n")
+            .as_bytes(),
+    )?;
+    let fs = f.display().to_string();
+    let args = ["app", "deploy", fs.as_str()];
+    let (a, b) = tokio::join!(t.cli(&args), t.cli(&args));
+    let (a, b) = (a?.success()?, b?.success()?);
+    let revs: Vec<bool> = [&a, &b]
+        .iter()
+        .map(|o| o.stdout.contains("revision 1"))
+        .collect();
+    ensure!(
+        revs.iter().filter(|r| **r).count() == 1,
+        "one deploy got revision 1, the other 2: {} / {}",
+        a.stdout,
+        b.stdout
+    );
+    wait_replicas(&t, "hello", 1).await?;
+    Ok(())
+}

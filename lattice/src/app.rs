@@ -1,0 +1,347 @@
+//! Declarative apps: a manifest names actors, providers and links; the lattice's
+//! reconciler keeps them running.
+//!
+//! Manifests are TOML (schema in `docs/apps.md`):
+//!
+//! ```toml
+//! name = "shop"
+//!
+//! [[actors]]
+//! id = "kvcounter"
+//! ref = "kvcounter.wasm"          # a file next to the manifest, sha256:…, or name:tag
+//! replicas = 2
+//! constraints = { zone = "a" }    # optional: labels a host must have
+//!
+//! [[providers]]
+//! id = "httpserver"
+//! ref = "builtin:httpserver"
+//!
+//! [[links]]
+//! actor = "kvcounter"
+//! provider = "httpserver"
+//! contract = "lattice:httpserver"
+//! config = { address = "0.0.0.0:8080" }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error, claims::validate_contract_id, digest::Digest, id::ActorId, link::LinkDefinition,
+};
+
+/// Most replicas one actor of an app may ask for.
+pub const MAX_REPLICAS: i64 = 1000;
+
+/// An app manifest as the user writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// App name, a valid id.
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Actors to run.
+    #[serde(default)]
+    pub actors: Vec<ActorSpec>,
+    /// Providers to run.
+    #[serde(default)]
+    pub providers: Vec<ProviderSpec>,
+    /// Links to keep.
+    #[serde(default)]
+    pub links: Vec<LinkSpec>,
+}
+
+/// One actor of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSpec {
+    /// Actor id.
+    pub id: String,
+    /// A `.wasm` file (relative to the manifest), `sha256:…` or `name:tag`.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// Replicas across the lattice (0 keeps it declared but stopped).
+    #[serde(default = "one")]
+    pub replicas: i64,
+    /// Labels a host must have.
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// One provider of an app (built-ins only, run inside a host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Provider id.
+    pub id: String,
+    /// `builtin:httpserver` or `builtin:keyvalue`.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// Labels a host must have.
+    #[serde(default)]
+    pub constraints: BTreeMap<String, String>,
+}
+
+/// One link of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Actor id (declared in this app).
+    pub actor: String,
+    /// Provider id (declared in this app).
+    pub provider: String,
+    /// Contract id.
+    pub contract: String,
+    /// Link name.
+    #[serde(default = "default_link_name")]
+    pub link_name: String,
+    /// Provider config.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_link_name() -> String {
+    crate::link::DEFAULT_LINK_NAME.to_string()
+}
+
+fn invalid(reason: String) -> Error {
+    Error::Remote(reason)
+}
+
+impl Manifest {
+    /// Parses TOML and checks it ([`Manifest::validate`]).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] for TOML errors (unknown fields included, with the line),
+    /// [`Error::Remote`] for invalid content, naming the item.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let m: Manifest = toml::from_str(text).map_err(|e| Error::Codec {
+            action: "parse",
+            what: "app manifest".into(),
+            reason: e.to_string(),
+        })?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks ids, references, replica counts, and that links refer to actors and
+    /// providers the app declares.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] / [`Error::InvalidId`] naming what is wrong.
+    pub fn validate(&self) -> Result<(), Error> {
+        crate::id::validate("app name", &self.name)?;
+        let mut actors = BTreeSet::new();
+        for a in &self.actors {
+            ActorId::new(a.id.as_str())?;
+            if !actors.insert(a.id.as_str()) {
+                return Err(invalid(format!("actor {:?} is declared twice", a.id)));
+            }
+            match a.reference.as_deref() {
+                None | Some("") => {
+                    return Err(invalid(format!(
+                        "actor {:?} has no ref: give a .wasm file, sha256:… or name:tag",
+                        a.id
+                    )));
+                }
+                Some(_) => {}
+            }
+            if a.replicas < 0 {
+                return Err(invalid(format!(
+                    "actor {:?}: replicas must be 0 or more, got {}",
+                    a.id, a.replicas
+                )));
+            }
+            if a.replicas > MAX_REPLICAS {
+                return Err(invalid(format!(
+                    "actor {:?}: replicas must be at most {MAX_REPLICAS}, got {}",
+                    a.id, a.replicas
+                )));
+            }
+        }
+        let mut providers = BTreeSet::new();
+        for p in &self.providers {
+            crate::id::validate("provider id", &p.id)?;
+            if !providers.insert(p.id.as_str()) {
+                return Err(invalid(format!("provider {:?} is declared twice", p.id)));
+            }
+            match p.reference.as_deref() {
+                Some(r) if r.starts_with("builtin:") => {}
+                Some(r) => {
+                    return Err(invalid(format!(
+                        "provider {:?}: ref {r:?} is not supported in apps; use builtin:httpserver or builtin:keyvalue",
+                        p.id
+                    )));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "provider {:?} has no ref (e.g. builtin:keyvalue)",
+                        p.id
+                    )));
+                }
+            }
+        }
+        for l in &self.links {
+            if !actors.contains(l.actor.as_str()) {
+                return Err(invalid(format!(
+                    "link {} → {}: actor {:?} is not declared in app {:?}",
+                    l.actor, l.provider, l.actor, self.name
+                )));
+            }
+            if !providers.contains(l.provider.as_str()) {
+                return Err(invalid(format!(
+                    "link {} → {}: provider {:?} is not declared in app {:?}",
+                    l.actor, l.provider, l.provider, self.name
+                )));
+            }
+            validate_contract_id(&l.contract)?;
+            crate::id::validate("link name", &l.link_name)?;
+        }
+        Ok(())
+    }
+
+    /// The links as link definitions.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] for a bad actor id (already excluded by `validate`).
+    pub fn link_definitions(&self) -> Result<Vec<LinkDefinition>, Error> {
+        self.links
+            .iter()
+            .map(|l| {
+                Ok(LinkDefinition {
+                    actor_id: ActorId::new(l.actor.as_str())?,
+                    provider_id: l.provider.clone(),
+                    contract: l.contract.clone(),
+                    link_name: l.link_name.clone(),
+                    config: l.config.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A deployed app, as stored in the lattice KV under `app.{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployedApp {
+    /// The manifest as given.
+    pub manifest: Manifest,
+    /// The module digest each actor resolves to (refs resolved at deploy time).
+    pub digests: BTreeMap<String, Digest>,
+    /// Deploy revision, 1 for the first deploy, +1 for each change.
+    pub revision: u64,
+    /// RFC 3339 time of the deploy.
+    pub deployed_at: String,
+    /// Set by `app undeploy`: the reconciler stops everything of the app, deletes
+    /// its links and then the record.
+    #[serde(default)]
+    pub undeploying: bool,
+}
+
+/// What the reconciler last saw of an app, stored under `appstatus.{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppStatus {
+    /// Revision the status is about.
+    pub revision: u64,
+    /// Host id of the reconciler that wrote it.
+    pub reconciler: String,
+    /// RFC 3339 time of the observation.
+    pub observed_at: String,
+    /// Per actor.
+    pub actors: Vec<ActorStatusLine>,
+    /// Per provider.
+    pub providers: Vec<ProviderStatusLine>,
+}
+
+/// Desired vs actual for one actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorStatusLine {
+    /// Actor id.
+    pub id: String,
+    /// Replicas wanted.
+    pub desired: u32,
+    /// Replicas running the deployed module on live hosts.
+    pub actual: u32,
+    /// Why it is not converging, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Whether one provider runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatusLine {
+    /// Provider id.
+    pub id: String,
+    /// Whether it answers.
+    pub running: bool,
+    /// Why not, when not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "shop"
+[[actors]]
+id = "front"
+ref = "front.wasm"
+replicas = 2
+constraints = { zone = "a" }
+[[providers]]
+id = "http"
+ref = "builtin:httpserver"
+[[links]]
+actor = "front"
+provider = "http"
+contract = "lattice:httpserver"
+config = { address = "0.0.0.0:8080" }
+"#;
+
+    #[test]
+    fn parses_a_good_manifest() {
+        let m = Manifest::from_toml(GOOD).unwrap();
+        assert_eq!(m.actors[0].replicas, 2);
+        assert_eq!(m.links[0].link_name, "default");
+        assert_eq!(
+            m.link_definitions().unwrap()[0].config["address"],
+            "0.0.0.0:8080"
+        );
+    }
+
+    fn err(text: &str) -> String {
+        Manifest::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_manifests_name_the_problem() {
+        assert!(
+            err(&GOOD.replace("replicas = 2", "replicas = 2\ncolour = \"red\""))
+                .contains("unknown field `colour`")
+        );
+        assert!(
+            err(&GOOD.replace("ref = \"front.wasm\"\n", "")).contains("actor \"front\" has no ref")
+        );
+        assert!(
+            err(&GOOD.replace("replicas = 2", "replicas = -1"))
+                .contains("replicas must be 0 or more, got -1")
+        );
+        assert!(
+            err(&GOOD.replace("provider = \"http\"", "provider = \"nope\""))
+                .contains("provider \"nope\" is not declared")
+        );
+        assert!(
+            err(&GOOD.replace("name = \"shop\"", "name = \"a.b\"")).contains("invalid app name")
+        );
+        assert!(err(&GOOD.replace("builtin:httpserver", "oci://x")).contains("not supported"));
+        assert!(err("name = ").contains("could not parse app manifest"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Deployed apps and their status in the lattice's KV bucket.
+
+use std::time::SystemTime;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+
+use crate::{
+    Error,
+    app::{AppStatus, DeployedApp, Manifest},
+    artifact::open_state_bucket,
+    digest::Digest,
+    id::LatticeId,
+};
+
+const APP_PREFIX: &str = "app.";
+const STATUS_PREFIX: &str = "appstatus.";
+
+/// Reads and writes apps.
+#[derive(Clone)]
+pub struct AppStore {
+    kv: kv::Store,
+}
+
+fn codec(action: &'static str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Codec {
+        action,
+        what: what.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl AppStore {
+    /// Opens (creating when missing) the lattice's state bucket.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when JetStream is unavailable.
+    pub async fn open(nats: async_nats::Client, lattice: &LatticeId) -> Result<Self, Error> {
+        let js = jetstream::new(nats);
+        Ok(AppStore {
+            kv: open_state_bucket(&js, lattice).await?,
+        })
+    }
+
+    /// Stores a new revision of an app. Concurrent deploys of one app are
+    /// serialised with compare-and-set on the KV revision: each gets its own
+    /// revision number and the last one written wins.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn deploy(
+        &self,
+        manifest: Manifest,
+        digests: std::collections::BTreeMap<String, Digest>,
+    ) -> Result<DeployedApp, Error> {
+        let key = format!("{APP_PREFIX}{}", manifest.name);
+        for _ in 0..100 {
+            let entry = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| Error::nats(format!("read app {}", manifest.name), e))?;
+            let (kv_revision, previous) = match &entry {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    e.revision,
+                    serde_json::from_slice::<DeployedApp>(&e.value)
+                        .map(|a| a.revision)
+                        .unwrap_or(0),
+                ),
+                Some(e) => (e.revision, 0),
+                None => (0, 0),
+            };
+            let app = DeployedApp {
+                manifest: manifest.clone(),
+                digests: digests.clone(),
+                revision: previous + 1,
+                deployed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                undeploying: false,
+            };
+            let body = serde_json::to_vec(&app).map_err(|e| codec("encode", "app", e))?;
+            let written = if kv_revision == 0 {
+                self.kv
+                    .create(&key, body.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                self.kv
+                    .update(&key, body.into(), kv_revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            };
+            match written {
+                Ok(()) => return Ok(app),
+                // Someone else deployed in between: read again and go on top.
+                Err(_) => continue,
+            }
+        }
+        Err(Error::Remote(format!(
+            "app {} is being deployed by too many clients at once; try again",
+            manifest.name
+        )))
+    }
+
+    /// One app.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn get(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
+        let v = self
+            .kv
+            .get(format!("{APP_PREFIX}{name}"))
+            .await
+            .map_err(|e| Error::nats(format!("read app {name}"), e))?;
+        v.map(|b| serde_json::from_slice(&b).map_err(|e| codec("decode", "app", e)))
+            .transpose()
+    }
+
+    /// Every deployed app, sorted by name.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn list(&self) -> Result<Vec<DeployedApp>, Error> {
+        let mut names: Vec<String> = match self.kv.keys().await {
+            Ok(s) => {
+                s.filter_map(|k| async move { k.ok() })
+                    .filter_map(|k| async move { k.strip_prefix(APP_PREFIX).map(str::to_string) })
+                    .collect()
+                    .await
+            }
+            Err(e) => return Err(Error::nats("list apps", e)),
+        };
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(a) = self.get(&n).await? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks an app for removal (the reconciler then removes what it runs and
+    /// the record); returns the app.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn mark_undeploying(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
+        let key = format!("{APP_PREFIX}{name}");
+        for _ in 0..100 {
+            let Some(entry) = self
+                .kv
+                .entry(&key)
+                .await
+                .map_err(|e| Error::nats(format!("read app {name}"), e))?
+                .filter(|e| e.operation == kv::Operation::Put)
+            else {
+                return Ok(None);
+            };
+            let mut app: DeployedApp =
+                serde_json::from_slice(&entry.value).map_err(|e| codec("decode", "app", e))?;
+            app.undeploying = true;
+            let body = serde_json::to_vec(&app).map_err(|e| codec("encode", "app", e))?;
+            if self
+                .kv
+                .update(&key, body.into(), entry.revision)
+                .await
+                .is_ok()
+            {
+                return Ok(Some(app));
+            }
+        }
+        Err(Error::Remote(format!(
+            "app {name} is changing too fast to undeploy; try again"
+        )))
+    }
+
+    /// Deletes an app's record and status; returns what was deployed.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn remove(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
+        let app = self.get(name).await?;
+        if app.is_some() {
+            self.kv
+                .delete(format!("{APP_PREFIX}{name}"))
+                .await
+                .map_err(|e| Error::nats(format!("delete app {name}"), e))?;
+            let _ = self.kv.delete(format!("{STATUS_PREFIX}{name}")).await;
+        }
+        Ok(app)
+    }
+
+    /// Writes the reconciler's view of an app.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn put_status(&self, name: &str, status: &AppStatus) -> Result<(), Error> {
+        let body = serde_json::to_vec(status).map_err(|e| codec("encode", "app status", e))?;
+        self.kv
+            .put(format!("{STATUS_PREFIX}{name}"), body.into())
+            .await
+            .map_err(|e| Error::nats(format!("write status of app {name}"), e))?;
+        Ok(())
+    }
+
+    /// The reconciler's last view of an app.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] on store failures.
+    pub async fn status(&self, name: &str) -> Result<Option<AppStatus>, Error> {
+        let v = self
+            .kv
+            .get(format!("{STATUS_PREFIX}{name}"))
+            .await
+            .map_err(|e| Error::nats(format!("read status of app {name}"), e))?;
+        v.map(|b| serde_json::from_slice(&b).map_err(|e| codec("decode", "app status", e)))
+            .transpose()
+    }
+
+    /// The underlying KV store (the reconciler keeps its lease there).
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+}
