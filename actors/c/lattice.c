@@ -606,7 +606,7 @@ static bool read_integer(lattice_reader *r, const char *expected, bool *neg, uin
     lattice_mp_type t = lattice_read_peek(r);
     if (t != LATTICE_MP_UINT && t != LATTICE_MP_INT) return fail_expected(r, expected);
     uint8_t m = *r->pos;
-    uint64_t raw;
+    uint64_t raw = 0;
     *neg = false;
     if (m <= 0x7f) {
         *v = m;
@@ -686,7 +686,7 @@ bool lattice_read_f64(lattice_reader *r, double *out) {
         return true;
     }
     if (t != LATTICE_MP_FLOAT) return fail_expected(r, "float");
-    uint64_t raw;
+    uint64_t raw = 0;
     if (*r->pos == 0xca) {
         if (!take_be(r, "float32", 4, &raw)) return false;
         uint32_t bits = (uint32_t)raw;
@@ -768,7 +768,7 @@ static bool skip_depth(lattice_reader *r, int depth) {
     if (depth > 64) return lattice_read_fail(r, "msgpack: values nested more than 64 deep");
     lattice_mp_type t = lattice_read_peek(r);
     uint8_t m = r->pos < r->end ? *r->pos : 0;
-    uint64_t n;
+    uint64_t n = 0;
     lattice_bytes ignored;
     bool b;
     double d;
@@ -1075,7 +1075,7 @@ static void kv_key_request(lattice_buf *b, const char *key) {
 lattice_err lattice_kv_get(const char *link, const char *key, bool *found, lattice_bytes *value) {
     static const char *const fields[] = {"found", "value"};
     lattice_buf req = LATTICE_BUF_INIT;
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     kv_key_request(&req, key);
     lattice_err err = kv_call(link, LATTICE_KV_GET, &req, &r);
     if (err) return err;
@@ -1102,7 +1102,7 @@ lattice_err lattice_kv_get(const char *link, const char *key, bool *found, latti
 static lattice_err kv_set(const char *link, const char *key, lattice_bytes value, bool ttl,
                           uint64_t ttl_secs) {
     lattice_buf req = LATTICE_BUF_INIT;
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     lattice_write_map(&req, ttl ? 3 : 2);
     lattice_write_cstr(&req, "key");
     lattice_write_cstr(&req, key);
@@ -1126,7 +1126,7 @@ lattice_err lattice_kv_set_ttl(const char *link, const char *key, lattice_bytes 
 
 static lattice_err kv_bool(const char *link, const char *op, const char *key, bool *out) {
     lattice_buf req = LATTICE_BUF_INIT;
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     kv_key_request(&req, key);
     lattice_err err = kv_call(link, op, &req, &r);
     if (err) return err;
@@ -1148,7 +1148,7 @@ lattice_err lattice_kv_contains(const char *link, const char *key, bool *exists)
 lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delta,
                                  int64_t *value) {
     lattice_buf req = LATTICE_BUF_INIT;
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     lattice_write_map(&req, 2);
     lattice_write_cstr(&req, "key");
     lattice_write_cstr(&req, key);
@@ -1165,7 +1165,7 @@ lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delt
 
 lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys) {
     lattice_buf req = LATTICE_BUF_INIT;
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     lattice_write_map(&req, 1);
     lattice_write_cstr(&req, "prefix");
     lattice_write_cstr(&req, prefix ? prefix : "");
@@ -1226,7 +1226,7 @@ static void read_headers(lattice_reader *r, lattice_buf *list) {
 
 lattice_err lattice_http_decode_request(lattice_bytes payload, lattice_http_request *req) {
     static const char *const fields[] = {"method", "path", "query", "headers", "body"};
-    lattice_reader r;
+    lattice_reader r = {NULL, NULL, NULL, NULL};
     lattice_buf headers = LATTICE_BUF_INIT;
     struct_cursor c;
     bool seen[5] = {false, false, false, false, false};

@@ -141,7 +141,9 @@ typedef lattice_err (*lattice_handler)(lattice_bytes payload, lattice_buf *reply
 
 /* waPC initialisation. Define it in your actor and register your handlers
  * there; it is exported, and the host runs it once per instance, before the
- * first call (after `_initialize`, which runs C constructors). */
+ * first call (after `_initialize`, which runs C constructors). An actor that
+ * registers from a `__attribute__((constructor))` function instead may leave
+ * it undefined. */
 LATTICE_EXPORT("wapc_init") void wapc_init(void);
 
 /* Registers `handler` for `operation` (copied). Registering an operation again

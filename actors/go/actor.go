@@ -68,10 +68,10 @@
 // with nothing left to run ends in Go's deadlock error, which traps the
 // instance.
 //
-// A panic in a handler traps the instance: the SDK writes the panic value and
-// stack to stderr (the host's log), ends with a line naming the operation
-// (which the host adds to the caller's error), and exits, so the host discards
-// the instance and the next call gets a fresh one. Return an error for
+// A panic in a handler traps the instance: the SDK logs the panic value and
+// the stack, writes "panic in the handler for OP: VALUE" to stderr (the host
+// adds the last stderr lines to the caller's error), and exits, so the host
+// discards the instance and the next call gets a fresh one. Return an error for
 // failures the caller should handle; it reaches the caller as the call's
 // error message.
 //
@@ -280,16 +280,21 @@ func guestCall(op string, payload []byte) (reply []byte, err error) {
 	return Dispatch(op, payload)
 }
 
-// handlerPanicked reports a handler's panic and ends the instance: the stack
-// goes to stderr (the host's log), then one line naming the operation, which
-// is what the host's trap message quotes (it keeps the last stderr bytes).
+// handlerPanicked reports a handler's panic and ends the instance. The panic
+// value and the stack go to the host's log (through __console_log); one line
+// naming the operation goes to stderr, which the host quotes in the caller's
+// error (it keeps the last stderr bytes of a trapped call). Exiting traps the
+// instance, so the host discards it.
 func handlerPanicked(op string, value any) {
 	msg := fmt.Sprint(value)
 	if err, ok := value.(error); ok {
 		msg = err.Error()
 	}
-	setGuestError(fmt.Sprintf("handler for %s panicked: %s", op, msg))
-	fmt.Fprintf(os.Stderr, "panic: %s\n\n%s\n", msg, debug.Stack())
-	fmt.Fprintf(os.Stderr, "lattice actor: the handler for %s panicked: %s\n", op, msg)
+	line := "panic in the handler for " + op + ": " + msg
+	if stack := debug.Stack(); len(stack) > 0 {
+		consoleLog(line + "\n" + string(stack))
+	}
+	setGuestError(line)
+	fmt.Fprintln(os.Stderr, line)
 	os.Exit(2)
 }

@@ -9,8 +9,10 @@
 //   - Call: payload a map {target: str, operation: str, payload: bin}; calls
 //     that operation on another actor (any language, any host) and replies
 //     with the callee's reply bytes, or its error.
+//   - Count: replies with a msgpack integer, how many times Count has run in
+//     this instance (1, 2, 3, ...): state lives as long as the instance.
 //   - Panic: panics, which traps the instance (the host reports it and the next
-//     call gets a fresh instance). For the integration tests.
+//     call gets a fresh instance, whose Count starts again at 1).
 //
 // Build (see the Makefile):
 //
@@ -32,6 +34,7 @@ func init() {
 	actor.HandleTyped("SayHello", sayHello)
 	actor.Handle("Echo", echo)
 	actor.Handle("Call", call)
+	actor.HandleTyped("Count", count)
 	actor.Handle("Panic", func([]byte) ([]byte, error) { panic(PanicMessage) })
 }
 
@@ -45,6 +48,14 @@ func greeting(name string) string { return "Hello, " + name + "!" }
 func sayHello(name string) (string, error) { return greeting(name), nil }
 
 func echo(payload []byte) ([]byte, error) { return payload, nil }
+
+// calls counts the Count calls of this instance.
+var calls int64
+
+func count(any) (int64, error) {
+	calls++
+	return calls, nil
+}
 
 // callRequest is the payload of Call.
 type callRequest struct {

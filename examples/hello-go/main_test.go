@@ -20,8 +20,18 @@ func TestSayHelloAndEcho(t *testing.T) {
 		t.Errorf("% x %v", reply, err)
 	}
 	_, err = actor.Dispatch("Bye", nil)
-	if err == nil || err.Error() != `unknown operation "Bye"; this actor handles: SayHello, Echo, Call, Panic` {
+	if err == nil || err.Error() != `unknown operation "Bye"; this actor handles: SayHello, Echo, Call, Count, Panic` {
 		t.Errorf("%v", err)
+	}
+}
+
+func TestCountCountsPerInstance(t *testing.T) {
+	for want := int64(1); want <= 2; want++ {
+		reply, err := actor.Dispatch("Count", nil)
+		var n int64
+		if err != nil || msgpack.Unmarshal(reply, &n) != nil || n != want {
+			t.Errorf("%d %v", n, err)
+		}
 	}
 }
 

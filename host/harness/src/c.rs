@@ -124,7 +124,8 @@ fn compile(dir: &Path, clang: &OsStr) -> Result<PathBuf> {
 
     let mut cmd = Command::new(clang);
     cmd.args(C_FLAGS).arg("-I").arg(&sdk);
-    if let Some(sysroot) = wasi_sysroot() {
+    let sysroot = wasi_sysroot();
+    if let Some(sysroot) = &sysroot {
         cmd.arg(format!("--sysroot={}", sysroot.display()));
     }
     cmd.arg("-o").arg(&tmp).args(&sources).current_dir(dir);
@@ -148,7 +149,7 @@ fn compile(dir: &Path, clang: &OsStr) -> Result<PathBuf> {
             "compiling C actor {name} with {} failed ({}){}; clang said:\n{stderr}",
             clang.to_string_lossy(),
             output.status,
-            toolchain_hint(&stderr)
+            toolchain_hint(&stderr, clang, sysroot.as_deref())
         );
     }
 
@@ -173,45 +174,89 @@ fn wasi_sysroot() -> Option<PathBuf> {
     default.is_dir().then(|| default.to_path_buf())
 }
 
-/// A sentence naming the missing packages when clang's complaint shows a
-/// missing part of the toolchain (wasi-libc headers or libraries, the linker,
-/// compiler-rt), else "".
-fn toolchain_hint(stderr: &str) -> String {
+/// After a failed build: a sentence naming the Debian packages of the
+/// toolchain that are missing, judged from clang's complaint and by looking
+/// for wasi-libc's `libc.a` and compiler-rt's wasm32 builtins; else "".
+fn toolchain_hint(stderr: &str, clang: &OsStr, sysroot: Option<&Path>) -> String {
+    let mut packages = missing_from_stderr(stderr);
+    if !wasi_libc_present(sysroot) {
+        packages.push("wasi-libc");
+    }
+    if builtins_present(clang, sysroot) == Some(false) {
+        packages.push("libclang-rt-dev-wasm32");
+    }
+    hint_sentence(packages)
+}
+
+fn hint_sentence(mut packages: Vec<&str>) -> String {
+    packages.sort_unstable();
+    packages.dedup();
+    if packages.is_empty() {
+        return String::new();
+    }
+    format!(
+        ". The wasm32 C toolchain looks incomplete (missing: {}): install the Debian \
+         packages {C_TOOLCHAIN_PACKAGES} (scripts/prereqs.sh does), or set \
+         ${WASI_SYSROOT_ENV} to a wasi-libc sysroot",
+        packages.join(", ")
+    )
+}
+
+/// Packages whose absence clang's output shows.
+fn missing_from_stderr(stderr: &str) -> Vec<&'static str> {
+    // Without wasi-libc, clang falls back to the build machine's glibc headers
+    // (`bits/libc-header-start.h` not found) or finds no libc header at all.
     const LIBC_HEADERS: &[&str] = &[
         "stdlib.h", "string.h", "stdio.h", "stdint.h", "stddef.h", "stdarg.h", "unistd.h",
-        "errno.h", "math.h",
+        "errno.h", "math.h", "bits/",
     ];
-    let libc_header_missing = stderr.lines().any(|line| {
-        line.contains("file not found") && LIBC_HEADERS.iter().any(|h| line.contains(h))
-    });
-    let missing = [
+    const NEEDLES: &[(&str, &str)] = &[
         ("wasi-libc", "crt1-reactor.o"),
         ("wasi-libc", "unable to find library -lc"),
         ("lld", "wasm-ld"),
         ("libclang-rt-dev-wasm32", "libclang_rt.builtins-wasm32"),
         ("clang", "unknown target triple"),
     ];
-    let mut packages: Vec<&str> = libc_header_missing
+    let libc_header_missing = stderr.lines().any(|line| {
+        line.contains("file not found") && LIBC_HEADERS.iter().any(|h| line.contains(h))
+    });
+    libc_header_missing
         .then_some("wasi-libc")
         .into_iter()
         .chain(
-            missing
+            NEEDLES
                 .iter()
                 .filter(|(_, needle)| stderr.contains(needle))
                 .map(|(package, _)| *package),
         )
+        .collect()
+}
+
+/// Whether wasi-libc's `libc.a` is in the sysroot or where Debian puts it.
+fn wasi_libc_present(sysroot: Option<&Path>) -> bool {
+    let roots: Vec<PathBuf> = sysroot
+        .map(|s| s.join("lib"))
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib")])
         .collect();
-    packages.dedup();
-    if packages.is_empty() {
-        String::new()
-    } else {
-        format!(
-            ". The wasm32 C toolchain looks incomplete (missing: {}): install the Debian \
-             packages {C_TOOLCHAIN_PACKAGES} (scripts/prereqs.sh does), or set \
-             ${WASI_SYSROOT_ENV} to a wasi-libc sysroot",
-            packages.join(", ")
-        )
+    roots.iter().any(|root| {
+        ["wasm32-wasi", "wasm32-wasip1"]
+            .iter()
+            .any(|triple| root.join(triple).join("libc.a").is_file())
+    })
+}
+
+/// Whether the compiler-rt builtins clang links wasm32 modules with exist;
+/// `None` when clang cannot say.
+fn builtins_present(clang: &OsStr, sysroot: Option<&Path>) -> Option<bool> {
+    let mut cmd = Command::new(clang);
+    cmd.args(["--target=wasm32-wasi", "-print-libgcc-file-name"]);
+    if let Some(sysroot) = sysroot {
+        cmd.arg(format!("--sysroot={}", sysroot.display()));
     }
+    let out = cmd.output().ok().filter(|o| o.status.success())?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!path.is_empty()).then(|| Path::new(&path).is_file())
 }
 
 /// The claims of a C actor's Makefile: its `NAME`, `VERSION` and `CONTRACTS`
@@ -258,18 +303,24 @@ mod tests {
 
     #[test]
     fn missing_toolchain_parts_are_named() {
-        let hint = toolchain_hint("fatal error: 'stdlib.h' file not found");
-        assert!(hint.contains("wasi-libc"), "{hint}");
-        assert!(hint.contains(C_TOOLCHAIN_PACKAGES), "{hint}");
-        let hint = toolchain_hint(
+        let found = missing_from_stderr("fatal error: 'stdlib.h' file not found");
+        assert_eq!(found, ["wasi-libc"]);
+        let found = missing_from_stderr(
+            "/usr/include/stdint.h:26:10: fatal error: 'bits/libc-header-start.h' file not found",
+        );
+        assert_eq!(found, ["wasi-libc"]);
+        let found = missing_from_stderr(
             "wasm-ld: error: cannot open /usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
         );
-        assert!(hint.contains("libclang-rt-dev-wasm32"), "{hint}");
-        assert_eq!(toolchain_hint("echo.c:3: error: expected ';'"), "");
-        assert_eq!(
-            toolchain_hint("echo.c:1:10: fatal error: 'mine.h' file not found"),
-            ""
+        assert!(found.contains(&"libclang-rt-dev-wasm32"), "{found:?}");
+        assert!(missing_from_stderr("echo.c:3: error: expected ';'").is_empty());
+        assert!(
+            missing_from_stderr("echo.c:1:10: fatal error: 'mine.h' file not found").is_empty()
         );
+        let hint = hint_sentence(vec!["wasi-libc", "lld", "wasi-libc"]);
+        assert!(hint.contains("missing: lld, wasi-libc)"), "{hint}");
+        assert!(hint.contains(C_TOOLCHAIN_PACKAGES), "{hint}");
+        assert_eq!(hint_sentence(Vec::new()), "");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! tests of what happens when one server of the mesh is lost.
 
 use std::collections::BTreeSet;
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -19,8 +18,11 @@ use crate::util::{file_tail, free_port, wait_until_blocking};
 /// How long [`NatsCluster::start`] and [`NatsCluster::restart`] wait for the
 /// cluster to be ready (every server healthy, JetStream meta leader elected).
 ///
-/// Forming a 3-node cluster usually takes well under 2 s on loopback; the
-/// generous deadline is for loaded CI machines.
+/// On loopback a 3-server cluster forms in 0.5 to 5 s (the first JetStream
+/// meta leader election sometimes waits out a raft election timeout), and a
+/// restarted server rejoins in 0.7 to 4 s (its `/healthz` waits until every
+/// replicated stream it holds has caught up); the deadline leaves room for
+/// loaded CI machines.
 pub const CLUSTER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `--cluster_name` every [`NatsCluster`] uses.
@@ -65,9 +67,11 @@ struct Node {
 /// Like [`crate::NatsServer`] the API is synchronous and blocks while waiting.
 /// The cluster is *ready* when, for every running server: its process is alive
 /// and logged `Server is ready`, `GET /healthz` answers 200 (in a cluster that
-/// means JetStream is enabled *and* current with an elected meta leader), its
-/// `/jsz` names the meta leader, and its `/routez` shows routes to every other
-/// running server.
+/// means JetStream is enabled, current with an elected meta leader, and every
+/// replicated stream it holds is current), its `/jsz` names a *running* meta
+/// leader (survivors keep naming a killed one for a while), all running
+/// servers agree on it, and its `/routez` shows routes to every other running
+/// server.
 ///
 /// Dropping it kills every server (SIGKILL), reaps them and removes the
 /// temporary directory; if the thread is panicking, the tail of each server's
@@ -317,7 +321,7 @@ impl NatsCluster {
             if last_state.is_empty() {
                 e
             } else {
-                e.context(format!("not ready: {last_state}"))
+                anyhow::anyhow!("{e:#} (still not ready: {last_state})")
             }
         })
     }
@@ -530,7 +534,7 @@ fn find_nats_server() -> Result<PathBuf> {
         }
         return Ok(bin);
     }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_else(OsString::new))
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join("nats-server"))
         .find(|p| {
             p.metadata()

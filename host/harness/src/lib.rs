@@ -42,6 +42,7 @@
 mod actor;
 mod c;
 mod cluster;
+mod go;
 mod host;
 mod nats;
 mod util;
@@ -49,6 +50,10 @@ mod util;
 pub use actor::{WASM_PROFILE, WASM_TARGET, actor_target_dir, build_actor, workspace_root};
 pub use c::{C_FLAGS, C_TOOLCHAIN_PACKAGES, build_c_actor, c_sdk_dir, c_target_dir};
 pub use cluster::{CLUSTER_NAME, CLUSTER_READY_TIMEOUT, NatsCluster};
+pub use go::{
+    GO_ENV, GO_INSTALL_HINT, GoBuild, GoCompiler, TINYGO_ENV, build_go_actor, build_go_actor_with,
+    go_binary, go_cache_dir, go_command, go_sdk_dir, go_target_dir, set_go_env, tinygo_binary,
+};
 pub use host::{HOST_READY_TIMEOUT, HOST_TERMINATE_TIMEOUT, HostOptions, HostProcess};
 pub use nats::{NATS_READY_TIMEOUT, NATS_SERVER_ENV, NatsServer};
 pub use util::{free_port, unique_lattice_id, wait_until};

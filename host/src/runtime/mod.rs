@@ -112,6 +112,7 @@ impl Runtime {
             return Ok((m.clone(), LoadedFrom::Memory));
         }
         validate::check_magic(what, &bytes)?;
+        validate::check_go_reactor(what, &bytes)?;
         let this = self.clone();
         let (what_owned, digest_owned) = (what.to_string(), digest.clone());
         let (module, from) = tokio::task::spawn_blocking(move || {

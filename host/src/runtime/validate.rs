@@ -120,6 +120,102 @@ pub fn check_abi(what: &str, module: &Module) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Refuses a module built by the standard Go toolchain as a WASI *command*
+/// (`go build` without `-buildmode=c-shared`): it exports `_start` and no
+/// `_initialize`, and Go's runtime exits when `main` returns, so its exported
+/// functions cannot be called afterwards. Checked on the raw bytes, before
+/// compiling: Go marks its modules with a `go:buildid` custom section (TinyGo
+/// does not, and a TinyGo or C command is left to the usual `_start` path).
+///
+/// # Errors
+/// [`RuntimeError::BadAbi`] saying how to rebuild the module.
+pub fn check_go_reactor(what: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let mut go = false;
+    let (mut start, mut initialize) = (false, false);
+    for (id, body) in sections(bytes) {
+        match id {
+            0 => go |= custom_section_name(body) == Some(b"go:buildid".as_slice()),
+            7 => {
+                for name in export_names(body) {
+                    start |= name == b"_start";
+                    initialize |= name == b"_initialize";
+                }
+            }
+            _ => {}
+        }
+    }
+    if go && start && !initialize {
+        return Err(RuntimeError::BadAbi {
+            what: what.into(),
+            reason: "it is a Go module built without -buildmode=c-shared: it exports `_start` \
+                     (a WASI command, whose runtime exits when main returns) instead of \
+                     `_initialize`, so its exported functions cannot be called. Rebuild it as a \
+                     reactor: GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o NAME.wasm ."
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The top-level sections of a module as (id, body); stops quietly at the
+/// first malformed one (compilation reports those).
+fn sections(bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut pos = 8;
+    std::iter::from_fn(move || {
+        let id = *bytes.get(pos)?;
+        pos += 1;
+        let len = read_leb_u32(bytes, &mut pos)? as usize;
+        let body = bytes.get(pos..pos.checked_add(len)?)?;
+        pos += len;
+        Some((id, body))
+    })
+}
+
+fn custom_section_name(body: &[u8]) -> Option<&[u8]> {
+    let mut pos = 0;
+    let len = read_leb_u32(body, &mut pos)? as usize;
+    body.get(pos..pos.checked_add(len)?)
+}
+
+/// The names in an export section body.
+fn export_names(body: &[u8]) -> Vec<&[u8]> {
+    let mut names = Vec::new();
+    let mut pos = 0;
+    let Some(count) = read_leb_u32(body, &mut pos) else {
+        return names;
+    };
+    for _ in 0..count {
+        let Some(len) = read_leb_u32(body, &mut pos) else {
+            break;
+        };
+        let Some(name) = pos
+            .checked_add(len as usize)
+            .and_then(|end| body.get(pos..end))
+        else {
+            break;
+        };
+        pos += len as usize + 1; // the name, then the export kind byte
+        if read_leb_u32(body, &mut pos).is_none() {
+            break; // the index
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn read_leb_u32(bytes: &[u8], pos: &mut usize) -> Option<u32> {
+    let mut value: u32 = 0;
+    for shift in (0..35).step_by(7) {
+        let byte = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u32::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +240,47 @@ mod tests {
                 .to_string()
                 .contains("component")
         );
+    }
+
+    /// A minimal module: exports (function 0 for each name) and optionally
+    /// the `go:buildid` custom section Go writes.
+    fn module(exports: &[&str], go: bool) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        if go {
+            let name = b"go:buildid";
+            let mut body = vec![name.len() as u8];
+            body.extend_from_slice(name);
+            body.extend_from_slice(b"\xff Go build ID");
+            m.push(0);
+            m.push(body.len() as u8);
+            m.extend_from_slice(&body);
+        }
+        let mut body = vec![exports.len() as u8];
+        for e in exports {
+            body.push(e.len() as u8);
+            body.extend_from_slice(e.as_bytes());
+            body.extend_from_slice(&[0, 0]);
+        }
+        m.push(7);
+        m.push(body.len() as u8);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn go_command_modules_are_refused() {
+        let cmd = module(&["_start", "__guest_call", "memory"], true);
+        let err = check_go_reactor("actor x (x.wasm)", &cmd)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("-buildmode=c-shared"), "{err}");
+        assert!(err.contains("`_start`"), "{err}");
+        assert!(err.starts_with("actor x (x.wasm) does not follow"), "{err}");
+        // Go reactors, and commands from other toolchains, pass.
+        let reactor = module(&["_initialize", "__guest_call", "memory"], true);
+        assert!(check_go_reactor("r", &reactor).is_ok());
+        assert!(check_go_reactor("t", &module(&["_start", "__guest_call"], false)).is_ok());
+        // Garbage is left to the compiler.
+        assert!(check_go_reactor("g", b"\0asm\x01\0\0\0\x07\xff").is_ok());
     }
 }
