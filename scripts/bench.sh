@@ -91,7 +91,8 @@ CMD=(cargo run --release --quiet -p lattice-host --example loadgen --
     --concurrency "${BENCH_CONCURRENCY:-1,16}"
     "$@")
 echo
-echo "Lattice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
+echo "Lattice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)'), load average $(loadavg)"
 echo "command: scripts/bench.sh${*:+ $*}  =>  ${CMD[*]}"
 # Its own session/process group, so cleanup can stop it with everything it spawned.
 setsid "${CMD[@]}" &
@@ -100,4 +101,5 @@ set +e
 wait "$LOADGEN_PID"
 status=$?
 set -e
+echo "load average after the run: $(loadavg) (other work on this machine skews the numbers)"
 exit "$status"

