@@ -71,9 +71,10 @@
 // A panic in a handler traps the instance: the SDK logs the panic value and
 // the stack, writes "panic in the handler for OP: VALUE" to stderr (the host
 // adds the last stderr lines to the caller's error), and exits, so the host
-// discards the instance and the next call gets a fresh one. Return an error for
-// failures the caller should handle; it reaches the caller as the call's
-// error message.
+// discards the instance and the next call gets a fresh one. (TinyGo cannot
+// recover on wasm: there the instance traps with TinyGo's own "panic: VALUE"
+// on stderr.) Return an error for failures the caller should handle; it
+// reaches the caller as the call's error message.
 //
 // # Outside a host
 //

@@ -2,7 +2,6 @@
 //! source with the standard Go toolchain, or with TinyGo.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -338,10 +337,7 @@ fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
                 let path = std::env::var_os("PATH").unwrap_or_default();
                 let mut dirs = vec![bin.to_path_buf()];
                 dirs.extend(std::env::split_paths(&path));
-                cmd.env(
-                    "PATH",
-                    std::env::join_paths(dirs).unwrap_or_else(|_| OsString::from(path)),
-                );
+                cmd.env("PATH", std::env::join_paths(dirs).unwrap_or(path));
             }
             cmd.args(["build", "-target=wasip1"]);
             if build.c_shared {

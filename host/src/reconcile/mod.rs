@@ -12,7 +12,10 @@ pub mod lease;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -92,7 +95,31 @@ async fn run_inner(
     let ctl = CtlClient::new(nats.clone(), lattice.clone()).with_timeout(Duration::from_secs(10));
     let liveness = Liveness::default();
     spawn_liveness_tracker(&nats, &lattice, liveness.clone()).await?;
-    let mut lease = lease::Lease::new(apps.kv().clone(), me.clone(), cfg.interval * 3);
+    // The lease is renewed on its own task, so a long pass (compiling a large
+    // module) cannot let it lapse while this host still acts as leader.
+    let leading = Arc::new(AtomicBool::new(false));
+    let lease_task = {
+        let mut lease = lease::Lease::new(apps.kv().clone(), me.clone(), cfg.interval * 3);
+        let leading = leading.clone();
+        let mut stop = stop.clone();
+        let interval = cfg.interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => {
+                        leading.store(false, Ordering::SeqCst);
+                        lease.release().await;
+                        return;
+                    }
+                }
+                let now = lease.step().await;
+                leading.store(now, Ordering::SeqCst);
+            }
+        })
+    };
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_leader = false;
@@ -100,12 +127,11 @@ async fn run_inner(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => {
-                lease.release().await;
+                let _ = lease_task.await;
                 return Ok(());
             }
         }
-        let leader = lease.step().await;
-        if !leader {
+        if !leading.load(Ordering::SeqCst) {
             was_leader = false;
             continue;
         }
@@ -123,6 +149,7 @@ async fn run_inner(
             apps: &apps,
             links: &links,
             me: &me,
+            leading: &leading,
         };
         if let Err(e) = pass.run(liveness.alive(cfg.heartbeat_interval * 3)).await {
             tracing::warn!(error = %e, "reconcile pass failed");
@@ -162,9 +189,16 @@ struct Pass<'a> {
     apps: &'a AppStore,
     links: &'a LinkStore,
     me: &'a HostId,
+    /// Cleared by the lease task the moment this host loses the lease; every
+    /// action checks it, so a deposed leader stops acting mid-pass.
+    leading: &'a AtomicBool,
 }
 
 impl Pass<'_> {
+    fn still_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
     async fn run(&self, alive: Vec<HostId>) -> Result<(), lattice::Error> {
         let apps = self.apps.list().await?;
         if apps.is_empty() {
@@ -189,6 +223,9 @@ impl Pass<'_> {
             .map(|l| (l.key(), l))
             .collect();
         for app in apps {
+            if !self.still_leading() {
+                return Ok(());
+            }
             if app.undeploying {
                 self.remove_app(&app, &inventories, &existing_links).await;
                 continue;
@@ -313,6 +350,9 @@ impl Pass<'_> {
                 excess = excess.saturating_sub(*r);
             }
         }
+        if !self.still_leading() {
+            return line;
+        }
         for inv in &to_stop {
             tracing::info!(actor = %actor_id, host = %inv.host.name, "reconciler: stopping");
             if let Err(e) = self.ctl.stop_actor(&inv.host.id, &actor_id).await {
@@ -341,6 +381,9 @@ impl Pass<'_> {
             let has = running.iter().any(|(r, _)| r.host.id == i.host.id);
             (has, i.host.replicas, i.host.name.clone())
         });
+        if !self.still_leading() {
+            return line;
+        }
         let mut plan: BTreeMap<HostId, u32> = BTreeMap::new();
         for k in 0..(desired - actual) as usize {
             let h = order[k % order.len()];
@@ -402,6 +445,9 @@ impl Pass<'_> {
             provider_id: spec.id.clone(),
             name,
         };
+        if !self.still_leading() {
+            return line;
+        }
         match self.ctl.start_provider(&host.host.id, &cmd).await {
             Ok(_) => {
                 tracing::info!(provider = %spec.id, host = %host.host.name, "reconciler: started provider");

@@ -223,7 +223,11 @@ async fn status(
     let report = StatusReport {
         name: name.to_string(),
         revision: app.revision,
+        // Converged only once the reconciler has looked at this very revision:
+        // before its first pass, no provider is listed at all.
         converged: actors.iter().all(|a| a.actual == a.desired)
+            && seen.as_ref().is_some_and(|s| s.revision == app.revision)
+            && providers.len() == app.manifest.providers.len()
             && providers.iter().all(|p| p.running),
         actors,
         providers,
