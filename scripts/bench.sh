@@ -94,8 +94,10 @@ echo
 loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
 echo "Lattice benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)'), load average $(loadavg)"
 echo "command: scripts/bench.sh${*:+ $*}  =>  ${CMD[*]}"
-# Its own session/process group, so cleanup can stop it with everything it spawned.
-setsid "${CMD[@]}" &
+# Its own session/process group, so cleanup can stop it with everything it
+# spawned; its temporary files (host logs, compile caches) live under $WORK.
+mkdir -p "$WORK/tmp"
+TMPDIR="$WORK/tmp" setsid "${CMD[@]}" &
 LOADGEN_PID=$!
 set +e
 wait "$LOADGEN_PID"

@@ -14,7 +14,9 @@
 //!
 //! Rows 1–3 run a bounded number of calls (`--calls`, `--max-time`) with
 //! `--concurrency` calls in flight, after `--warmup` calls that are not counted;
-//! latencies go into an HDR histogram.
+//! latencies go into an HDR histogram. The three rows take turns in `--rounds`
+//! rounds, so other load on the machine falls on all of them alike and the
+//! ratio (2)/(3) stays fair.
 //!
 //! Usually run by `scripts/bench.sh`; by hand:
 //!
