@@ -200,6 +200,17 @@ impl CtlClient {
             .await
     }
 
+    /// The inventory of every host that answers a ping within `window`; hosts
+    /// that stop answering in between are left out.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the ping cannot be sent.
+    pub async fn inventories(&self, window: Duration) -> Result<Vec<HostInventory>, Error> {
+        let hosts = self.ping_hosts(window).await?;
+        let all = futures::future::join_all(hosts.iter().map(|h| self.inventory(&h.id))).await;
+        Ok(all.into_iter().filter_map(Result::ok).collect())
+    }
+
     /// Starts replicas of an actor on one host and waits until it is ready.
     ///
     /// # Errors

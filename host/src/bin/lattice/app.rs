@@ -186,12 +186,7 @@ async fn status(
     };
     let seen = store.status(name).await?;
     // Actual counts are read live, not from the reconciler's last pass.
-    let hosts = ctl.ping_hosts(lattice::client::DEFAULT_GATHER).await?;
-    let invs: Vec<_> = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id)))
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .collect();
+    let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
     let actors: Vec<ActorLine> = app
         .manifest
         .actors
@@ -287,9 +282,7 @@ async fn cleanup(
     for l in app.manifest.link_definitions()? {
         let _ = links.delete(&l.actor_id, &l.contract, &l.link_name).await;
     }
-    let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-    let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
-    for inv in invs.into_iter().filter_map(Result::ok) {
+    for inv in ctl.inventories(crate::gather_window(connect)).await? {
         for a in &app.manifest.actors {
             if inv.actors.iter().any(|x| x.id.as_str() == a.id) {
                 ctl.stop_actor(&inv.host.id, &ActorId::new(a.id.as_str())?)

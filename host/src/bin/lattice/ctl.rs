@@ -241,11 +241,7 @@ async fn get_inventory(
             let id = resolve_host(ctl, h).await?;
             vec![ctl.inventory(&id).await?]
         }
-        None => {
-            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-            let all = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
-            all.into_iter().filter_map(Result::ok).collect()
-        }
+        None => ctl.inventories(crate::gather_window(connect)).await?,
     };
     if out == OutputFormat::Json {
         print_json(&inventories)?;
@@ -498,15 +494,13 @@ async fn stop_actor(
     let actor = ActorId::new(id)?;
     let targets: Vec<(HostId, String)> = match host {
         Some(h) => vec![(resolve_host(ctl, h).await?, h.to_string())],
-        None => {
-            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-            let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
-            invs.into_iter()
-                .filter_map(Result::ok)
-                .filter(|inv| inv.actors.iter().any(|a| a.id == actor))
-                .map(|inv| (inv.host.id, inv.host.name))
-                .collect()
-        }
+        None => ctl
+            .inventories(crate::gather_window(connect))
+            .await?
+            .into_iter()
+            .filter(|inv| inv.actors.iter().any(|a| a.id == actor))
+            .map(|inv| (inv.host.id, inv.host.name))
+            .collect(),
     };
     if targets.is_empty() {
         bail!(
@@ -717,15 +711,13 @@ async fn stop_provider(
 ) -> anyhow::Result<ExitCode> {
     let targets: Vec<HostId> = match host {
         Some(h) => vec![resolve_host(ctl, h).await?],
-        None => {
-            let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-            let invs = futures::future::join_all(hosts.iter().map(|h| ctl.inventory(&h.id))).await;
-            invs.into_iter()
-                .filter_map(Result::ok)
-                .filter(|inv| inv.providers.iter().any(|p| p.id == id))
-                .map(|inv| inv.host.id)
-                .collect()
-        }
+        None => ctl
+            .inventories(crate::gather_window(connect))
+            .await?
+            .into_iter()
+            .filter(|inv| inv.providers.iter().any(|p| p.id == id))
+            .map(|inv| inv.host.id)
+            .collect(),
     };
     if targets.is_empty() {
         bail!(
