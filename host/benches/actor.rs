@@ -58,6 +58,7 @@ fn start_hello(rt: &tokio::runtime::Runtime) -> Arc<Actor> {
             digest,
             &module,
             1,
+            Default::default(),
             Arc::new(NoHostCalls),
         )
         .await

@@ -73,6 +73,7 @@ async fn setup(url: &str) -> anyhow::Result<Setup> {
             digest,
             reference: "hello.wasm".into(),
             replicas: 1,
+            config: Default::default(),
         },
     )
     .await?;

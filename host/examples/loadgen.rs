@@ -298,6 +298,7 @@ impl Bench {
                 digest,
                 reference: "hello.wasm".into(),
                 replicas: args.replicas.max(1),
+                config: Default::default(),
             },
         )
         .await?;

@@ -345,3 +345,28 @@ async fn bad_manifests_and_concurrent_deploys() -> Result<()> {
     wait_replicas(&t, "hello", 1).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_config_reaches_the_actor_as_environment() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _h = t.host("only", &[FAST[0]]).await?;
+    let probe = actor_wasm("probe-actor")?;
+    let f = write_file(
+        t.dir.path(),
+        "cfg.toml",
+        format!(
+            "name = \"cfg\"\n[[actors]]\nid = \"probe\"\nref = \"{}\"\nconfig = {{ GREETING = \"hola\" }}\n",
+            probe.display()
+        )
+        .as_bytes(),
+    )?;
+    t.cli(&["app", "deploy", &f.display().to_string()])
+        .await?
+        .success()?;
+    wait_replicas(&t, "probe", 1).await?;
+    let v: Option<String> = t.call("probe", "Env", "GREETING").await?;
+    ensure!(v.as_deref() == Some("hola"), "{v:?}");
+    let none: Option<String> = t.call("probe", "Env", "NOT_SET").await?;
+    ensure!(none.is_none());
+    Ok(())
+}

@@ -682,6 +682,7 @@ async fn measure_c_vs_rust() -> Result<()> {
             digest,
             &module,
             1,
+            Default::default(),
             Arc::new(NoHostCalls),
         )
         .await?;

@@ -618,3 +618,54 @@ async fn http_faults_give_clear_statuses_and_the_host_keeps_serving() -> Result<
     out.stderr_has(&["already"])?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auction_prefers_a_host_with_the_linked_provider_in_process() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _empty = t.host("empty", &[]).await?;
+    let with_kv = t.host("with-kv", &[]).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "with-kv",
+    ])
+    .await?
+    .success()?;
+    t.cli(&[
+        "ctl",
+        "link",
+        "put",
+        "probe",
+        "keyvalue",
+        "lattice:keyvalue",
+    ])
+    .await?
+    .success()?;
+    // "empty" is less loaded, but "with-kv" serves the probe's contract in-process.
+    let module = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    let out = t
+        .cli(&[
+            "ctl",
+            "start",
+            "actor",
+            &module.display().to_string(),
+            "--id",
+            "probe",
+            "--output",
+            "json",
+        ])
+        .await?
+        .success()?;
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    ensure!(
+        report["started"][0]["host_name"] == "with-kv",
+        "placed on {}",
+        report["started"][0]["host_name"]
+    );
+    ensure!(t.actor_on(&with_kv, "probe").await?.is_some());
+    ensure!(increment(&t, "n", 2).await? == 2);
+    Ok(())
+}

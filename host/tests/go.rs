@@ -548,6 +548,7 @@ async fn in_process(bytes: &[u8]) -> Result<InProcess> {
         digest,
         &module,
         1,
+        Default::default(),
         Arc::new(NoHostCalls),
     )
     .await?;

@@ -69,6 +69,9 @@ pub struct ActorSpec {
     /// Labels a host must have.
     #[serde(default)]
     pub constraints: BTreeMap<String, String>,
+    /// Configuration the actor sees as WASI environment variables.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 fn one() -> i64 {

@@ -240,6 +240,9 @@ pub struct StartActor {
     pub reference: String,
     /// Replicas to add on this host (at least 1).
     pub replicas: u32,
+    /// Configuration the actor sees as WASI environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
 }
 
 /// Reply to [`StartActor`].

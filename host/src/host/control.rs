@@ -234,6 +234,7 @@ async fn start_actor_inner(
         cmd.digest.clone(),
         &module,
         cmd.replicas,
+        cmd.config.clone(),
         router,
     )
     .await

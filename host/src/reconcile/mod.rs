@@ -395,6 +395,7 @@ impl Pass<'_> {
                 digest: digest.clone(),
                 reference: spec.reference.clone().unwrap_or_default(),
                 replicas: n,
+                config: spec.config.clone(),
             };
             async move { (host.clone(), self.ctl.start_actor(&host, &cmd).await) }
         });

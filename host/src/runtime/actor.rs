@@ -40,6 +40,8 @@ pub struct Actor {
     warm: Mutex<Vec<WarmInstance>>,
     permits: Arc<Semaphore>,
     replicas: AtomicU32,
+    /// Per-actor configuration, seen by the guest as environment variables.
+    config: std::collections::BTreeMap<String, String>,
     calls: AtomicU64,
     errors: AtomicU64,
 }
@@ -56,6 +58,7 @@ impl Actor {
         digest: Digest,
         module: &Module,
         replicas: u32,
+        config: std::collections::BTreeMap<String, String>,
         router: Arc<dyn HostCalls>,
     ) -> Result<Arc<Self>, RuntimeError> {
         let pre =
@@ -77,6 +80,7 @@ impl Actor {
             warm: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new((replicas * per_replica) as usize)),
             replicas: AtomicU32::new(replicas),
+            config,
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         });
@@ -276,7 +280,7 @@ impl Actor {
                 Some(stderr.clone()),
             ))
             .arg(self.id.as_str());
-        for (k, v) in &cfg.actor_env {
+        for (k, v) in cfg.actor_env.iter().chain(self.config.iter()) {
             wasi.env(k, v);
         }
         let data = StoreData {

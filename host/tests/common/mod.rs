@@ -161,6 +161,7 @@ impl TestLattice {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             replicas,
+            config: Default::default(),
         };
         self.ctl
             .start_actor(host, &cmd)

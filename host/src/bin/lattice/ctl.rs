@@ -118,6 +118,9 @@ pub struct StartActorArgs {
     /// Only hosts with this label, KEY=VALUE (repeatable)
     #[arg(long = "constraint", value_parser = crate::parse_kv)]
     constraints: Vec<(String, String)>,
+    /// Configuration the actor sees as environment variables, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_parser = crate::parse_kv)]
+    env_vars: Vec<(String, String)>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -371,6 +374,7 @@ async fn start_actor(
             digest: digest.clone(),
             reference: display_reference(&args.reference),
             replicas: *n,
+            config: args.env_vars.iter().cloned().collect(),
         };
         async move {
             ctl.start_actor(host, &cmd).await.map_err(|e| StartFailure {

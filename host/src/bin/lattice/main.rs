@@ -194,6 +194,74 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Global flags are merged into subcommands at parse time; an argument id
+    /// clash only shows up then (as a panic), so parse one line of each command.
+    #[test]
+    fn every_command_parses() {
+        let lines: &[&[&str]] = &[
+            &["up", "--name", "a", "--label", "k=v", "--no-reconcile"],
+            &["ctl", "get", "hosts", "--output", "json"],
+            &["ctl", "get", "inventory", "h"],
+            &["ctl", "get", "links"],
+            &["ctl", "get", "providers"],
+            &[
+                "ctl",
+                "start",
+                "actor",
+                "x.wasm",
+                "--count",
+                "2",
+                "--constraint",
+                "a=b",
+                "--env",
+                "K=V",
+            ],
+            &["ctl", "stop", "actor", "x", "--host", "h"],
+            &["ctl", "start", "provider", "builtin:keyvalue", "--id", "kv"],
+            &["ctl", "stop", "provider", "kv"],
+            &[
+                "ctl",
+                "link",
+                "put",
+                "a",
+                "p",
+                "lattice:keyvalue",
+                "--link-name",
+                "n",
+                "k=v",
+            ],
+            &["ctl", "link", "del", "a", "lattice:keyvalue"],
+            &["call", "hello", "SayHello", "\"x\"", "--raw"],
+            &["events", "--no-heartbeats", "--count", "1"],
+            &["app", "deploy", "a.toml"],
+            &["app", "status", "a"],
+            &[
+                "claims",
+                "put",
+                "x.wasm",
+                "--name",
+                "n",
+                "--contract",
+                "lattice:keyvalue",
+                "-o",
+                "y.wasm",
+            ],
+            &["claims", "inspect", "x.wasm"],
+            &["provider", "run", "keyvalue", "--id", "kv"],
+        ];
+        for line in lines {
+            let argv = std::iter::once("lattice")
+                .chain(["--config", "c.toml", "--timeout", "1s"])
+                .chain(line.iter().copied());
+            let parsed = Cli::try_parse_from(argv);
+            assert!(
+                parsed.is_ok(),
+                "{line:?}: {}",
+                parsed.err().map(|e| e.to_string()).unwrap_or_default()
+            );
+        }
+    }
+
     #[test]
     fn kv_pairs() {
         assert_eq!(parse_kv("a=b=c").unwrap(), ("a".into(), "b=c".into()));

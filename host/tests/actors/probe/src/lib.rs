@@ -13,6 +13,7 @@
 //! | `Call` | [`CallRequest`] map | the callee's reply bytes, raw; or its error |
 //! | `Count` | ignored | `u64`: 1 on an instance's first `Count`, then 2, 3, ... |
 //! | `Sleep` | `u32` ms | the same `u32`, after sleeping that long (WASI `poll_oneoff`, no busy loop) |
+//! | `Env` | `String` name | the environment variable's value (actor config), or nil |
 //! | `HttpServer.HandleRequest` | HTTP request | by path: `/echo` the body back, `/garbage` bytes that are no response, `/error` an actor error, `/slow` sleeps 30 s, else 200 `probe` |
 //!
 //! Build it with
@@ -136,7 +137,13 @@ pub fn handle_http(payload: &[u8]) -> Result<Vec<u8>, String> {
     lattice_actor::encode(&resp).map_err(|e| e.to_string())
 }
 
+/// `Env`: the value of an environment variable (actor config), or nil.
+pub fn env(name: String) -> Result<Option<String>, String> {
+    Ok(std::env::var(name).ok())
+}
+
 lattice_actor::actor! {
+    "Env" => env,
     "HttpServer.HandleRequest" => raw handle_http,
     "Echo" => raw echo,
     "Panic" => raw panic,
