@@ -9,6 +9,8 @@
 #       (every request is a NATS request-reply to the host)
 #   (3) `wasmtime serve` with a minimal wasi:http 0.2 hello component
 #       (bench/wasi-http-hello; wasmtime's defaults: a fresh instance per request)
+#  (3b) the same, with instances reused (--max-instance-reuse-count), as Lattice
+#       reuses warm actor instances: not in the issue's target, shown for context
 #   (4) a plain hyper hello server (bench/hyper-hello): the native limit
 #   (5) KeyValue.Increment on the jetstream backend, 8 concurrent callers:
 #       kvcounter behind the in-process httpserver provider, builtin:keyvalue
@@ -204,6 +206,7 @@ wait_for "the host to join" 60 grep -q "joined lattice" "$WORK/host.log"
 PORT_INPROC="$(free_port)"
 PORT_STANDALONE="$(free_port)"
 PORT_WASMTIME="$(free_port)"
+PORT_WASMTIME_REUSE="$(free_port)"
 PORT_HYPER="$(free_port)"
 PORT_KV="$(free_port)"
 
@@ -222,6 +225,11 @@ wait_for "(2) on port $PORT_STANDALONE" 30 http_ok "http://127.0.0.1:$PORT_STAND
 # interfaces beyond the wasi:http/proxy world; the handler never calls them.
 start wasmtime-serve "$WASMTIME" serve -Scli --addr "127.0.0.1:$PORT_WASMTIME" "$COMPONENT"
 wait_for "(3) on port $PORT_WASMTIME" 60 http_ok "http://127.0.0.1:$PORT_WASMTIME/"
+# (3b) the same with instance reuse (the default for WASIp2 components is 1: a
+# fresh instance for every request)
+start wasmtime-serve-reuse "$WASMTIME" serve -Scli --max-instance-reuse-count 1000000 \
+    --addr "127.0.0.1:$PORT_WASMTIME_REUSE" "$COMPONENT"
+wait_for "(3b) on port $PORT_WASMTIME_REUSE" 60 http_ok "http://127.0.0.1:$PORT_WASMTIME_REUSE/"
 
 # (4) plain hyper
 start hyper-hello "$HYPER_HELLO" "127.0.0.1:$PORT_HYPER"
@@ -236,7 +244,7 @@ wait_for "(5) on port $PORT_KV" 30 http_ok "http://127.0.0.1:$PORT_KV/ready"
 
 # Every row answers what it should before anything is measured.
 for url in "http://127.0.0.1:$PORT_INPROC/" "http://127.0.0.1:$PORT_STANDALONE/" \
-    "http://127.0.0.1:$PORT_WASMTIME/" "http://127.0.0.1:$PORT_HYPER/"; do
+    "http://127.0.0.1:$PORT_WASMTIME/" "http://127.0.0.1:$PORT_WASMTIME_REUSE/" "http://127.0.0.1:$PORT_HYPER/"; do
     body="$(curl -s --max-time 2 "$url")"
     [ "$body" = "Hello, world!" ] || { echo "error: $url answered '$body', not 'Hello, world!'" >&2; exit 1; }
 done
@@ -259,6 +267,7 @@ ROWS=(
     "1|hello-http, httpserver in-process (builtin)|$CONNS|http://127.0.0.1:$PORT_INPROC/|"
     "2|hello-http, httpserver separate process (NATS)|$CONNS|http://127.0.0.1:$PORT_STANDALONE/|"
     "3|wasmtime serve $("$WASMTIME" --version | cut -d' ' -f2), wasi:http hello component|$CONNS|http://127.0.0.1:$PORT_WASMTIME/|"
+    "3b|wasmtime serve, the same, instances reused|$CONNS|http://127.0.0.1:$PORT_WASMTIME_REUSE/|"
     "4|hyper hello (native)|$CONNS|http://127.0.0.1:$PORT_HYPER/|"
     "5a|KV Increment (jetstream) via kvcounter, 1 shared key|$KV_CONNS|http://127.0.0.1:$PORT_KV/kv-1key|"
     "5b|KV Increment (jetstream) via kvcounter, 8 keys|$KV_CONNS|http://127.0.0.1:$PORT_KV/|$WORK/eight-keys.lua"
@@ -276,7 +285,7 @@ for round in $(seq 1 "$ROUNDS"); do
         out="$WORK/wrk-$key-$round.txt"
         echo "\$ wrk ${args[*]} -d$DURATION --latency $url" >&2
         wrk "${args[@]}" -d"$DURATION" --latency "$url" | tee "$out" >&2
-        printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$out" "wrk ${args[*]} -d$DURATION --latency" \
+        printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$out" "wrk ${args[*]} -d$DURATION --latency $url" \
             "$WORK/warmup-$key-$round.txt" >>"$RESULTS"
     done
 done
@@ -362,6 +371,7 @@ def ratio(a, b):
     return rows[a]["rps"] / rows[b]["rps"]
 r13, r14, r21 = ratio("1", "3"), ratio("1", "4"), ratio("2", "1")
 print(f"(1)/(3) req/s {r13:.2f}  (in-process Lattice vs wasmtime serve; target >= 1.00: {'met' if r13 >= 1 else 'NOT met'}); p50 {rows['1']['p50']:.2f} vs {rows['3']['p50']:.2f} ms")
+print(f"(1)/(3b) req/s {ratio('1', '3b'):.2f} (vs wasmtime serve reusing instances, as Lattice does)")
 print(f"(1)/(4) req/s {r14:.2f}  (in-process Lattice vs plain hyper)")
 print(f"(2)/(1) req/s {r21:.2f}  (provider as a separate process, over NATS, vs in-process)")
 counts = {}
@@ -373,11 +383,13 @@ for k, body in zip(keys, kv_counts.split("\n")):
         counts[k] = None
 one = counts["kv-1key"]
 eight = None if None in [counts[k] for k in keys[1:]] else sum(counts[k] for k in keys[1:])
-sent_one = sum(r["requests"] for r in runs["5a"]) + warmups["5a"]
-sent_eight = sum(r["requests"] for r in runs["5b"]) + warmups["5b"]
-print(f"(5) check: each request is one Increment: the counters read {one} (1 key) and {eight} (8 keys) after "
-      f"{sent_one} and {sent_eight} answered requests (warm-ups included), plus up to {kv_conns} per wrk run "
-      f"still in flight when it stopped, plus this read")
+def check(label, key, count, reads):
+    sent = sum(r["requests"] for r in runs[key]) + warmups[key]
+    slack = int(kv_conns) * 2 * len(runs[key]) + reads  # in flight when a wrk run stopped, + the reads
+    verdict = "consistent" if count is not None and sent <= count <= sent + slack else "MISMATCH"
+    return f"{label}: counter {count} after {sent} answered requests (+ up to {slack} in flight or reads): {verdict}"
+print("(5) each request is one Increment:",
+      check("1 key", "5a", one, 1) + ";", check("8 keys", "5b", eight, 8))
 print()
 print("commands:")
 for key in runs:
