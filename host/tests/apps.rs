@@ -370,3 +370,70 @@ async fn actor_config_reaches_the_actor_as_environment() -> Result<()> {
     ensure!(none.is_none());
     Ok(())
 }
+
+/// libfaketime shifts a process' wall clock (not its monotonic clock). The lease
+/// and liveness use only monotonic time, so a host 30 days ahead leads like any
+/// other.
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
+    if !std::path::Path::new(FAKETIME_LIB).exists() {
+        // scripts/prereqs.sh installs it; say so loudly rather than pass silently.
+        anyhow::bail!(
+            "{FAKETIME_LIB} is missing: apt-get install faketime (scripts/prereqs.sh does)"
+        );
+    }
+    let t = TestLattice::start().await?;
+    let opts = t
+        .host_options("skewed", &[FAST[0]])
+        .env_var("LD_PRELOAD", FAKETIME_LIB)
+        .env_var("FAKETIME", "+30d")
+        .env_var("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    let skewed = HostProcess::spawn(common::BIN, &opts).await?;
+    let started = skewed.started_event()["time"]
+        .as_str()
+        .context("event time")?
+        .to_string();
+    let when = humantime::parse_rfc3339_weak(started.trim_end_matches('Z'))
+        .or_else(|_| humantime::parse_rfc3339(&started))?;
+    let ahead = when
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    ensure!(
+        ahead > Duration::from_secs(29 * 86400),
+        "the skewed host's clock is 30 days ahead: {started}"
+    );
+    let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
+    let leader = wait_until("a reconciler leader", CONVERGE, || async {
+        let e = store
+            .kv()
+            .entry(lattice_host::reconcile::lease::LEASE_KEY)
+            .await?;
+        Ok(e.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    })
+    .await?;
+    ensure!(leader == skewed.host_id(), "the only host leads");
+    let mut normal = t.host("normal", &[FAST[0]]).await?;
+    let module = actor_wasm("hello")?;
+    let f = write_file(
+        t.dir.path(),
+        "skew.toml",
+        format!(
+            "name = \"skew\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 2\n",
+            module.display()
+        )
+        .as_bytes(),
+    )?;
+    t.cli(&["app", "deploy", &f.display().to_string()])
+        .await?
+        .success()?;
+    let placed = wait_replicas(&t, "hello", 2).await?;
+    ensure!(placed.len() == 2, "spread over both hosts: {placed:?}");
+    // The normal host dies; the skewed leader notices (monotonic liveness) and heals.
+    normal.kill()?;
+    let healed = wait_replicas(&t, "hello", 2).await?;
+    ensure!(healed.iter().all(|(h, _)| h == "skewed"), "{healed:?}");
+    ensure!(t.say_hello("skew").await? == "Hello, skew!");
+    Ok(())
+}
