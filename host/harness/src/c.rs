@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
-use lattice::claims::{self, Claims};
 
 use crate::actor::workspace_root;
+use crate::module::{finish_module, read_makefile_claims};
 
 /// The Debian packages of the C toolchain (`scripts/prereqs.sh` installs them).
 pub const C_TOOLCHAIN_PACKAGES: &str = "clang lld wasi-libc libclang-rt-dev-wasm32";
@@ -107,11 +107,7 @@ fn compile(dir: &Path, clang: &OsStr) -> Result<PathBuf> {
     let sdk = c_sdk_dir();
     sources.push(sdk.join("lattice.c"));
 
-    let claims = match std::fs::read_to_string(dir.join("Makefile")) {
-        Ok(text) => makefile_claims(&text)
-            .with_context(|| format!("reading the claims in {}/Makefile", dir.display()))?,
-        Err(_) => None,
-    };
+    let claims = read_makefile_claims(dir)?;
 
     let out_dir = c_target_dir();
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -153,16 +149,7 @@ fn compile(dir: &Path, clang: &OsStr) -> Result<PathBuf> {
         );
     }
 
-    let bytes = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
-    let bytes = match &claims {
-        Some(claims) => claims::embed(&bytes, claims)
-            .with_context(|| format!("embedding the claims of {name}"))?,
-        None => bytes,
-    };
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out)
-        .with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
-    Ok(out)
+    finish_module(&name, &tmp, out, claims.as_ref())
 }
 
 /// The wasi-libc sysroot to pass to clang, if any.
@@ -259,47 +246,9 @@ fn builtins_present(clang: &OsStr, sysroot: Option<&Path>) -> Option<bool> {
     (!path.is_empty()).then(|| Path::new(&path).is_file())
 }
 
-/// The claims of a C actor's Makefile: its `NAME`, `VERSION` and `CONTRACTS`
-/// variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
-fn makefile_claims(text: &str) -> Result<Option<Claims>> {
-    let var = |wanted: &str| {
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            let key = key.trim_end_matches([':', '?', '+']).trim();
-            (key == wanted).then(|| value.trim().to_owned())
-        })
-    };
-    let Some(name) = var("NAME") else {
-        return Ok(None);
-    };
-    let claims = Claims {
-        name,
-        version: var("VERSION").unwrap_or_default(),
-        contracts: var("CONTRACTS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    };
-    claims.validate()?;
-    Ok(Some(claims))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claims_come_from_the_makefile() {
-        let text = "# comment\nNAME      := echo-c\nVERSION ?= 1.2.3\nCONTRACTS := lattice:httpserver  lattice:keyvalue\nCFLAGS := -O2 -DX=1\n";
-        let claims = makefile_claims(text).unwrap().unwrap();
-        assert_eq!(claims.name, "echo-c");
-        assert_eq!(claims.version, "1.2.3");
-        assert_eq!(claims.contracts, ["lattice:httpserver", "lattice:keyvalue"]);
-        assert_eq!(makefile_claims("CFLAGS := -O2\n").unwrap(), None);
-        let err = makefile_claims("NAME := x\nCONTRACTS := keyvalue\n").unwrap_err();
-        assert!(format!("{err:#}").contains("keyvalue"), "{err:#}");
-    }
 
     #[test]
     fn missing_toolchain_parts_are_named() {

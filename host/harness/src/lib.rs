@@ -44,6 +44,7 @@ mod c;
 mod cluster;
 mod go;
 mod host;
+mod module;
 mod nats;
 mod util;
 

@@ -255,7 +255,7 @@ impl Drop for NatsServer {
 }
 
 /// Finds the nats-server binary: `$LATTICE_NATS_SERVER`, else `nats-server` on PATH.
-fn find_nats_server() -> Result<PathBuf> {
+pub(crate) fn find_nats_server() -> Result<PathBuf> {
     locate_nats_server(std::env::var_os(NATS_SERVER_ENV), std::env::var_os("PATH"))
 }
 
@@ -291,7 +291,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// The text of `path` from byte `offset` on (lossy), or "" if unreadable.
-fn read_from(path: &Path, offset: u64) -> String {
+pub(crate) fn read_from(path: &Path, offset: u64) -> String {
     use std::io::{Seek, SeekFrom};
     let mut buf = Vec::new();
     if let Ok(mut f) = File::open(path)
