@@ -211,6 +211,48 @@ impl CtlClient {
         Ok(all.into_iter().filter_map(Result::ok).collect())
     }
 
+    /// Deletes the links of `app` and stops its actors and providers on the hosts
+    /// of `inventories`: what undeploying an app removes. Best effort: every
+    /// step is tried; the failures are returned, each naming what failed.
+    pub async fn remove_app_resources(
+        &self,
+        app: &crate::app::DeployedApp,
+        inventories: &[HostInventory],
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        match (self.links().await, app.manifest.link_definitions()) {
+            (Ok(links), Ok(defs)) => {
+                for l in defs {
+                    if let Err(e) = links.delete(&l.actor_id, &l.contract, &l.link_name).await {
+                        failures.push(format!("delete link {}: {e}", l.key()));
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => failures.push(format!("delete links: {e}")),
+        }
+        for inv in inventories {
+            for a in inv
+                .actors
+                .iter()
+                .filter(|x| app.manifest.actors.iter().any(|a| a.id == x.id.as_str()))
+            {
+                if let Err(e) = self.stop_actor(&inv.host.id, &a.id).await {
+                    failures.push(format!("stop actor {} on {}: {e}", a.id, inv.host.name));
+                }
+            }
+            for p in inv
+                .providers
+                .iter()
+                .filter(|x| app.manifest.providers.iter().any(|p| p.id == x.id))
+            {
+                if let Err(e) = self.stop_provider(&inv.host.id, &p.id).await {
+                    failures.push(format!("stop provider {} on {}: {e}", p.id, inv.host.name));
+                }
+            }
+        }
+        failures
+    }
+
     /// Starts replicas of an actor on one host and waits until it is ready.
     ///
     /// # Errors

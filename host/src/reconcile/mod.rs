@@ -227,7 +227,7 @@ impl Pass<'_> {
                 return Ok(());
             }
             if app.undeploying {
-                self.remove_app(&app, &inventories, &existing_links).await;
+                self.remove_app(&app, &inventories).await;
                 continue;
             }
             let mut status = AppStatus {
@@ -265,32 +265,10 @@ impl Pass<'_> {
 
     /// Stops everything of an app being undeployed, deletes its links, then its
     /// record. Only the leader writes app resources, so nothing races this.
-    async fn remove_app(
-        &self,
-        app: &DeployedApp,
-        invs: &[HostInventory],
-        links: &BTreeMap<String, lattice::link::LinkDefinition>,
-    ) {
+    async fn remove_app(&self, app: &DeployedApp, invs: &[HostInventory]) {
         let name = &app.manifest.name;
-        if let Ok(defs) = app.manifest.link_definitions() {
-            for l in defs.iter().filter(|l| links.contains_key(&l.key())) {
-                let _ = self
-                    .links
-                    .delete(&l.actor_id, &l.contract, &l.link_name)
-                    .await;
-            }
-        }
-        for inv in invs {
-            for a in &app.manifest.actors {
-                if let Some(x) = inv.actors.iter().find(|x| x.id.as_str() == a.id) {
-                    let _ = self.ctl.stop_actor(&inv.host.id, &x.id).await;
-                }
-            }
-            for p in &app.manifest.providers {
-                if inv.providers.iter().any(|x| x.id == p.id) {
-                    let _ = self.ctl.stop_provider(&inv.host.id, &p.id).await;
-                }
-            }
+        for failure in self.ctl.remove_app_resources(app, invs).await {
+            tracing::warn!(app = %name, %failure, "reconciler: undeploy step failed");
         }
         tracing::info!(app = %name, "reconciler: app undeployed");
         if let Err(e) = self.apps.remove(name).await {

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, bail};
-use lattice::{app::Manifest, app_store::AppStore, digest::Digest, id::ActorId};
+use lattice::{app::Manifest, app_store::AppStore, digest::Digest};
 use lattice_host::config::ConnectConfig;
 use serde::Serialize;
 
@@ -144,7 +144,11 @@ pub async fn run(
                 eprintln!(
                     "warning: no reconciler removed the app within 15 s; cleaning up from the CLI"
                 );
-                cleanup(&ctl, connect, &app).await?;
+                let inventories = ctl.inventories(crate::gather_window(connect)).await?;
+                let failures = ctl.remove_app_resources(&app, &inventories).await;
+                if !failures.is_empty() {
+                    bail!("could not undeploy app {name}: {}", failures.join("; "));
+                }
                 store.remove(&name).await?;
             }
             println!("undeployed app {name} (revision {})", app.revision);
@@ -271,29 +275,4 @@ async fn status(
         _ => println!("not reconciled yet (is any host running with reconcile enabled?)"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn cleanup(
-    ctl: &lattice::client::CtlClient,
-    connect: &ConnectConfig,
-    app: &lattice::app::DeployedApp,
-) -> anyhow::Result<()> {
-    let links = ctl.links().await?;
-    for l in app.manifest.link_definitions()? {
-        let _ = links.delete(&l.actor_id, &l.contract, &l.link_name).await;
-    }
-    for inv in ctl.inventories(crate::gather_window(connect)).await? {
-        for a in &app.manifest.actors {
-            if inv.actors.iter().any(|x| x.id.as_str() == a.id) {
-                ctl.stop_actor(&inv.host.id, &ActorId::new(a.id.as_str())?)
-                    .await?;
-            }
-        }
-        for p in &app.manifest.providers {
-            if inv.providers.iter().any(|x| x.id == p.id) {
-                ctl.stop_provider(&inv.host.id, &p.id).await?;
-            }
-        }
-    }
-    Ok(())
 }
