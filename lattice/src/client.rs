@@ -430,7 +430,8 @@ pub async fn request(
     timeout: Duration,
     what: &str,
 ) -> Result<async_nats::Message, Error> {
-    let max = nats.server_info().max_payload;
+    // `max_payload` reads one field; `server_info()` would clone the whole INFO.
+    let max = nats.max_payload();
     if max > 0 && body.len() > max {
         return Err(Error::TooLarge {
             what: format!("request to {what}"),

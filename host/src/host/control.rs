@@ -150,12 +150,11 @@ fn bid(inner: &HostInner, req: &AuctionRequest) -> Bid {
             .map_or(0, |r| r.actor.replicas()),
         local_contracts: {
             let providers = inner.providers_read();
+            let links = inner.links.for_actor(&req.actor_id);
             req.contracts
                 .iter()
                 .filter(|c| {
-                    inner
-                        .links
-                        .for_actor(&req.actor_id)
+                    links
                         .iter()
                         .any(|l| &l.contract == *c && providers.contains_key(&l.provider_id))
                 })
@@ -242,7 +241,7 @@ async fn start_actor_inner(
     let (stop, stop_rx) = watch::channel(false);
     let running = Arc::new(RunningActor {
         actor: actor.clone(),
-        claims,
+        claims: claims.map(Arc::new),
         reference: cmd.reference.clone(),
         stop,
         serve: std::sync::Mutex::new(None),

@@ -82,7 +82,9 @@ pub(crate) struct HostInner {
 /// An actor as this host runs it: the runtime part and its subscription.
 pub(crate) struct RunningActor {
     actor: Arc<Actor>,
-    claims: Option<Claims>,
+    /// Shared, so the router's capability check on every contract call does not
+    /// copy the contract list.
+    claims: Option<Arc<Claims>>,
     reference: String,
     stop: watch::Sender<bool>,
     serve: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -361,7 +363,7 @@ impl HostInner {
 
     /// The claims of a local actor: `None` when it is not here, `Some(None)` when it
     /// has no claims.
-    pub(crate) fn local_claims(&self, id: &str) -> Option<Option<Claims>> {
+    pub(crate) fn local_claims(&self, id: &str) -> Option<Option<Arc<Claims>>> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
         actors
             .iter()

@@ -96,7 +96,7 @@ async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, msg: async_nats::Messag
             .encode()
             .unwrap_or_default(),
     };
-    let max = host.nats.server_info().max_payload;
+    let max = host.nats.max_payload();
     let body = if max > 0 && body.len() > max {
         InvocationResponse::err(format!(
             "actor {} returned {} bytes, more than the NATS max payload of {max} bytes",
