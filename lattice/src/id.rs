@@ -96,6 +96,14 @@ macro_rules! id_type {
                 &self.0
             }
         }
+
+        // Hashes and compares exactly like the inner `String`, so maps keyed by
+        // the id can be looked up with a plain `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
     };
 }
 

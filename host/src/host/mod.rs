@@ -365,18 +365,15 @@ impl HostInner {
     /// has no claims.
     pub(crate) fn local_claims(&self, id: &str) -> Option<Option<Arc<Claims>>> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
-        actors
-            .iter()
-            .find(|(k, _)| k.as_str() == id)
-            .map(|(_, r)| r.claims.clone())
+        actors.get(id).map(|r| r.claims.clone())
     }
 
     pub(crate) fn local_actor(&self, id: &str) -> Option<Arc<Actor>> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
         actors
-            .iter()
-            .find(|(k, r)| k.as_str() == id && !*r.stop.borrow())
-            .map(|(_, r)| r.actor.clone())
+            .get(id)
+            .filter(|r| !*r.stop.borrow())
+            .map(|r| r.actor.clone())
     }
 
     async fn artifacts(&self) -> Result<&ArtifactStore, lattice::Error> {
