@@ -280,6 +280,19 @@ pub struct ActorStopped {
     pub replicas: u32,
 }
 
+/// `k=v` pairs joined by `sep`, for labels, constraints and link config in
+/// tables and messages.
+pub fn format_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a String, &'a String)>,
+    sep: &str,
+) -> String {
+    pairs
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// Checks that a host with `labels` satisfies every constraint.
 pub fn labels_match(
     labels: &BTreeMap<String, String>,

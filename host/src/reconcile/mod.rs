@@ -341,14 +341,9 @@ impl Pass<'_> {
             return line;
         }
         if matching.is_empty() {
-            let wanted: Vec<_> = spec
-                .constraints
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
             line.problem = Some(format!(
                 "no live host matches the constraints [{}] ({} hosts alive)",
-                wanted.join(", "),
+                lattice::ctl::format_pairs(&spec.constraints, ", "),
                 invs.len()
             ));
             return line;

@@ -225,12 +225,12 @@ async fn get_hosts(
 }
 
 fn format_labels(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "os" | "arch" | "hostname"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    lattice::ctl::format_pairs(
+        labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "os" | "arch" | "hostname")),
+        ",",
+    )
 }
 
 async fn get_inventory(
@@ -350,14 +350,10 @@ async fn start_actor(
                         ctl.lattice().as_str()
                     );
                 }
-                let wanted: Vec<_> = constraints
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
                 bail!(
                     "no host in lattice {:?} matches the constraints {}",
                     ctl.lattice().as_str(),
-                    wanted.join(", ")
+                    lattice::ctl::format_pairs(&constraints, ", ")
                 );
             }
             plan_spread(bids, args.count)
@@ -571,11 +567,7 @@ async fn get_links(ctl: &CtlClient, out: OutputFormat) -> anyhow::Result<ExitCod
                 l.contract.clone(),
                 l.link_name.clone(),
                 l.provider_id.clone(),
-                l.config
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                lattice::ctl::format_pairs(&l.config, ","),
             ]
         })
         .collect();
@@ -671,14 +663,10 @@ async fn start_provider(
                 .min_by_key(|h| (h.replicas, h.name.clone()))
                 .map(|h| h.id)
                 .with_context(|| {
-                    let wanted: Vec<_> = constraints
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
                     format!(
                         "no host in lattice {:?} matches the constraints [{}]",
                         ctl.lattice().as_str(),
-                        wanted.join(", ")
+                        lattice::ctl::format_pairs(&constraints, ", ")
                     )
                 })?
         }
