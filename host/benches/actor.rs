@@ -15,26 +15,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
 use lattice_host::{
     config::RuntimeConfig,
-    runtime::{
-        Runtime,
-        abi::{BoxFuture, HostCall, HostCalls},
-        actor::Actor,
-    },
+    runtime::{Runtime, abi::NoHostCalls, actor::Actor},
 };
-
-/// `hello` makes no host calls; any that came would be refused.
-struct NoHostCalls;
-
-impl HostCalls for NoHostCalls {
-    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, String>> {
-        Box::pin(async move {
-            Err(format!(
-                "the benchmark serves no host calls ({} {})",
-                call.namespace, call.operation
-            ))
-        })
-    }
-}
 
 /// Builds `hello`, compiles it (no disk cache) and starts it with one replica.
 fn start_hello(rt: &tokio::runtime::Runtime) -> Arc<Actor> {

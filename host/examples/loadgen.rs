@@ -557,6 +557,7 @@ impl Bench {
                         host.call_local("hello", "SayHello", payload)
                             .await
                             .map(drop)
+                            .map_err(|e| e.to_string())
                     }
                 })
                 .await

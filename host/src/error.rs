@@ -85,3 +85,75 @@ pub enum InvokeError {
     #[error("{0}")]
     Instantiate(String),
 }
+
+/// Why an actor's host call (`__host_call`) failed. The message is handed to the
+/// guest as is, so each names the calling actor and what it called.
+#[derive(Debug, thiserror::Error)]
+pub enum HostCallError {
+    /// The namespace is neither a contract id (`namespace:name`) nor an actor id.
+    #[error(
+        "actor {origin} called {namespace:?}, which is neither a contract id (namespace:name) nor a valid actor id: {reason}"
+    )]
+    BadTarget {
+        /// The calling actor.
+        origin: String,
+        /// What it passed as namespace.
+        namespace: String,
+        /// Why neither parse accepted it.
+        reason: String,
+    },
+    /// The claims or links of the caller do not allow the contract call.
+    #[error("actor {actor} may not call contract {contract} through link {link:?}: {reason}")]
+    ContractRefused {
+        /// The calling actor.
+        actor: String,
+        /// The contract it called.
+        contract: String,
+        /// The link name it used.
+        link: String,
+        /// What is missing, with the command that adds it.
+        reason: String,
+    },
+    /// A provider running in this host failed the call.
+    #[error("provider {provider}: {source}")]
+    Provider {
+        /// The provider id.
+        provider: String,
+        /// The provider's error.
+        #[source]
+        source: lattice_provider::ProviderError,
+    },
+    /// The linked provider runs nowhere in the lattice.
+    #[error(
+        "provider {provider} for contract {contract} (link {link:?} of actor {actor}) is not running anywhere in the lattice"
+    )]
+    ProviderNotRunning {
+        /// The provider id.
+        provider: String,
+        /// The contract.
+        contract: String,
+        /// The link name.
+        link: String,
+        /// The calling actor.
+        actor: String,
+    },
+    /// An actor running in this host failed the call.
+    #[error(transparent)]
+    Actor(#[from] InvokeError),
+    /// The call went over NATS and failed there, or the callee answered an error.
+    #[error(transparent)]
+    Remote(#[from] lattice::Error),
+    /// The host is shutting down.
+    #[error("the host is shutting down")]
+    ShuttingDown,
+    /// This runtime serves no host calls (benchmarks, tests of one actor).
+    #[error("actor {origin} called {namespace} {operation}, but this runtime serves no host calls")]
+    Unsupported {
+        /// The calling actor.
+        origin: String,
+        /// What it called.
+        namespace: String,
+        /// The operation.
+        operation: String,
+    },
+}

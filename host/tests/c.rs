@@ -630,19 +630,8 @@ async fn measure_c_vs_rust() -> Result<()> {
     use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
     use lattice_host::{
         config::RuntimeConfig,
-        runtime::{
-            Runtime,
-            abi::{BoxFuture, HostCall, HostCalls},
-            actor::Actor,
-        },
+        runtime::{Runtime, actor::Actor},
     };
-
-    struct NoHostCalls;
-    impl HostCalls for NoHostCalls {
-        fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, String>> {
-            Box::pin(async move { Err(format!("no host calls here ({})", call.operation)) })
-        }
-    }
 
     fn percentile(sorted: &[Duration], p: f64) -> Duration {
         sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -683,7 +672,7 @@ async fn measure_c_vs_rust() -> Result<()> {
             &module,
             1,
             Default::default(),
-            Arc::new(NoHostCalls),
+            Arc::new(lattice_host::runtime::abi::NoHostCalls),
         )
         .await?;
         let reply = actor

@@ -501,16 +501,6 @@ struct InProcess {
 }
 
 /// No host calls: the hello actors make none while measured.
-struct NoHostCalls;
-
-impl lattice_host::runtime::abi::HostCalls for NoHostCalls {
-    fn host_call(
-        &self,
-        call: lattice_host::runtime::abi::HostCall,
-    ) -> lattice_host::runtime::abi::BoxFuture<Result<Vec<u8>, String>> {
-        Box::pin(async move { Err(format!("no host calls here ({})", call.namespace)) })
-    }
-}
 
 /// The wasm side alone, as `benches/actor.rs` measures it: compile, a fresh
 /// instance with its init functions, and `SayHello` on a warm instance.
@@ -549,7 +539,7 @@ async fn in_process(bytes: &[u8]) -> Result<InProcess> {
         &module,
         1,
         Default::default(),
-        Arc::new(NoHostCalls),
+        Arc::new(lattice_host::runtime::abi::NoHostCalls),
     )
     .await?;
     let mut cold = Vec::new();

@@ -55,19 +55,7 @@ impl Claims {
 /// # Errors
 /// [`Error::InvalidId`].
 pub fn validate_contract_id(id: &str) -> Result<(), Error> {
-    let ok_part = |p: &str| {
-        !p.is_empty()
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    };
-    match id.split_once(':') {
-        Some((ns, name)) if ok_part(ns) && ok_part(name) => Ok(()),
-        _ => Err(Error::InvalidId {
-            kind: "contract id",
-            value: id.to_string(),
-            reason: "must look like namespace:name, e.g. lattice:keyvalue (lowercase letters, digits, '-', '_')",
-        }),
-    }
+    crate::id::ContractId::new(id).map(|_| ())
 }
 
 fn not_wasm(reason: impl Into<String>) -> Error {

@@ -1,11 +1,12 @@
-//! A typed client for the control interface and the data plane of one lattice.
+//! A typed client for the control interface of one lattice, and calls of actors
+//! from outside it.
 //!
-//! Used by the `lattice` CLI, by hosts for remote calls, and by tests.
+//! Used by the `lattice` CLI and by tests. Sending invocations lives in
+//! [`crate::rpc::remote`].
 
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, RequestErrorKind};
-use bytes::Bytes;
+use async_nats::{Client, HeaderMap};
 use futures::StreamExt;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -18,7 +19,7 @@ use crate::{
     },
     id::{ActorId, HostId, LatticeId},
     link_store::LinkStore,
-    rpc::{Invocation, InvocationResponse},
+    rpc::{Invocation, Target, remote},
     subject,
     trace::TraceContext,
 };
@@ -319,16 +320,12 @@ impl CtlClient {
         operation: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
-        let invocation = Invocation {
-            origin: "cli".into(),
-            target: actor.to_string(),
-            operation: operation.to_string(),
-            payload,
-            link_name: None,
-        };
-        invoke(
+        let target = Target::Actor(ActorId::new(actor)?);
+        let invocation = Invocation::new("cli", &target, operation, payload);
+        remote::invoke(
             &self.nats,
             &self.lattice,
+            &target,
             &invocation,
             &TraceContext::new_root(),
             self.timeout,
@@ -357,7 +354,7 @@ impl CtlClient {
         let subject = subject::host_ctl(&self.lattice, host, op);
         let body = serde_json::to_vec(body).map_err(|e| json_err("encode", op, e))?;
         let what = format!("host {host:?} ({op})");
-        let msg = request(
+        let msg = remote::request(
             &self.nats,
             subject,
             HeaderMap::new(),
@@ -416,74 +413,4 @@ fn json_err(action: &'static str, what: &str, e: serde_json::Error) -> Error {
         what: format!("control message {what}"),
         reason: e.to_string(),
     }
-}
-
-/// Sends a NATS request and maps failures to [`Error`] variants that name `what`.
-///
-/// # Errors
-/// [`Error::NoResponders`], [`Error::Timeout`], [`Error::TooLarge`] or [`Error::Nats`].
-pub async fn request(
-    nats: &Client,
-    subject: String,
-    headers: HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-    what: &str,
-) -> Result<async_nats::Message, Error> {
-    // `max_payload` reads one field; `server_info()` would clone the whole INFO.
-    let max = nats.max_payload();
-    if max > 0 && body.len() > max {
-        return Err(Error::TooLarge {
-            what: format!("request to {what}"),
-            size: body.len(),
-            max,
-        });
-    }
-    let req = async_nats::Request::new()
-        .payload(body)
-        .headers(headers)
-        .timeout(Some(timeout));
-    nats.send_request(subject.clone(), req)
-        .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => Error::NoResponders {
-                what: what.to_string(),
-                subject,
-            },
-            RequestErrorKind::TimedOut => Error::Timeout {
-                what: what.to_string(),
-                timeout,
-            },
-            _ => Error::nats(format!("request to {what}"), e),
-        })
-}
-
-/// Sends an invocation over the data plane and returns the reply payload.
-///
-/// This is the one place remote calls are made, by the CLI and by hosts routing an
-/// actor's `__host_call` to a target on another host.
-///
-/// # Errors
-/// [`Error::NoResponders`] when nobody serves the target, [`Error::Remote`] with the
-/// callee's error, [`Error::Timeout`], [`Error::TooLarge`].
-pub async fn invoke(
-    nats: &Client,
-    lattice: &LatticeId,
-    invocation: &Invocation,
-    trace: &TraceContext,
-    timeout: Duration,
-) -> Result<Vec<u8>, Error> {
-    let mut headers = HeaderMap::new();
-    trace.inject(&mut headers);
-    let what = format!("actor {:?}", invocation.target);
-    let msg = request(
-        nats,
-        subject::rpc(lattice, &invocation.target),
-        headers,
-        invocation.encode()?.into(),
-        timeout,
-        &what,
-    )
-    .await?;
-    InvocationResponse::decode(&msg.payload)?.into_result()
 }

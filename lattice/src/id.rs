@@ -1,4 +1,4 @@
-//! Names of lattices, hosts and actors.
+//! Names of lattices, hosts, actors, providers and contracts.
 //!
 //! Ids become NATS subject tokens (`lattice.{lid}.rpc.{actor}`), so they must not
 //! contain `.`, `*`, `>` or whitespace. We go further and allow only
@@ -124,6 +124,174 @@ id_type!(
     "actor id"
 );
 
+id_type!(
+    /// The id of a running provider (`kv`, `http`): links name it, and every
+    /// instance of it in the lattice shares its rpc subject and queue group.
+    ProviderId,
+    "provider id"
+);
+id_type!(
+    /// The name of a link (`default`, `cache`), so one actor can use two
+    /// providers of the same contract.
+    LinkName,
+    "link name"
+);
+
+impl LinkName {
+    /// The link name used when none is given (and for `""` in `__host_call`).
+    pub fn default_name() -> Self {
+        LinkName(crate::link::DEFAULT_LINK_NAME.to_string())
+    }
+}
+
+/// A capability contract id, `namespace:name` (`lattice:keyvalue`): what an actor's
+/// claims list and a provider serves.
+///
+/// Both parts are `[a-z0-9_-]+`; the `:` is what tells a contract from an actor id,
+/// which may not contain one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ContractId(String);
+
+impl ContractId {
+    /// Validates and wraps a contract id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] unless the value looks like `namespace:name`.
+    pub fn new(value: impl Into<String>) -> Result<Self, Error> {
+        let value = value.into();
+        let ok_part = |p: &str| {
+            !p.is_empty()
+                && p.len() <= MAX_ID_LEN
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        match value.split_once(':') {
+            Some((ns, name)) if ok_part(ns) && ok_part(name) => Ok(ContractId(value)),
+            _ => Err(Error::InvalidId {
+                kind: "contract id",
+                value,
+                reason: "must look like namespace:name, e.g. lattice:keyvalue (lowercase letters, digits, '-', '_')",
+            }),
+        }
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContractId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ContractId {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Error> {
+        Self::new(value)
+    }
+}
+
+impl std::str::FromStr for ContractId {
+    type Err = Error;
+    fn from_str(value: &str) -> Result<Self, Error> {
+        Self::new(value)
+    }
+}
+
+impl From<ContractId> for String {
+    fn from(id: ContractId) -> String {
+        id.0
+    }
+}
+
+impl AsRef<str> for ContractId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ContractId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What provider implementation to start: today a provider built into the host,
+/// written `builtin:NAME` (`builtin:keyvalue`). Parsed here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderRef {
+    name: String,
+}
+
+impl ProviderRef {
+    /// The prefix of built-in provider references.
+    pub const BUILTIN_PREFIX: &'static str = "builtin:";
+
+    /// Parses `builtin:NAME`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] when the reference has no `builtin:` prefix or the name
+    /// is not a valid id.
+    pub fn parse(reference: &str) -> Result<Self, Error> {
+        match reference.strip_prefix(Self::BUILTIN_PREFIX) {
+            Some(name) => Self::builtin(name),
+            None => Err(Error::InvalidId {
+                kind: "provider reference",
+                value: reference.to_string(),
+                reason: "is not supported: use builtin:httpserver or builtin:keyvalue, or run your own provider process with the lattice-provider SDK",
+            }),
+        }
+    }
+
+    /// A built-in provider by its bare name, `builtin:` prefix optional.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`] when the name is not a valid id.
+    pub fn builtin(name: &str) -> Result<Self, Error> {
+        let name = name.strip_prefix(Self::BUILTIN_PREFIX).unwrap_or(name);
+        validate("built-in provider name", name)?;
+        Ok(ProviderRef {
+            name: name.to_string(),
+        })
+    }
+
+    /// The bare built-in name (`keyvalue`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Display for ProviderRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", Self::BUILTIN_PREFIX, self.name)
+    }
+}
+
+impl TryFrom<String> for ProviderRef {
+    type Error = Error;
+    fn try_from(value: String) -> Result<Self, Error> {
+        Self::builtin(&value)
+    }
+}
+
+impl std::str::FromStr for ProviderRef {
+    type Err = Error;
+    fn from_str(value: &str) -> Result<Self, Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<ProviderRef> for String {
+    fn from(r: ProviderRef) -> String {
+        r.to_string()
+    }
+}
+
 impl Default for LatticeId {
     fn default() -> Self {
         LatticeId("default".to_string())
@@ -190,6 +358,41 @@ mod tests {
         assert_ne!(a, b);
         assert!(HostId::new(a.as_str()).is_ok());
         assert_eq!(a.short().len(), 9);
+    }
+
+    #[test]
+    fn contract_ids() {
+        assert!(ContractId::new("lattice:keyvalue").is_ok());
+        for bad in [
+            "keyvalue",
+            "lattice:",
+            ":kv",
+            "Lattice:kv",
+            "a:b:c",
+            "a.b:c",
+        ] {
+            let err = ContractId::new(bad).unwrap_err().to_string();
+            assert!(err.contains("invalid contract id"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn provider_refs() {
+        let r = ProviderRef::parse("builtin:keyvalue").unwrap();
+        assert_eq!(r.name(), "keyvalue");
+        assert_eq!(r.to_string(), "builtin:keyvalue");
+        assert_eq!(ProviderRef::builtin("keyvalue").unwrap(), r);
+        assert_eq!(ProviderRef::builtin("builtin:keyvalue").unwrap(), r);
+        let err = ProviderRef::parse("oci://x").unwrap_err().to_string();
+        assert!(err.contains("not supported"), "{err}");
+        assert!(ProviderRef::parse("builtin:a.b").is_err());
+        // On the wire it is the string, prefix optional when read.
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, "\"builtin:keyvalue\"");
+        assert_eq!(
+            serde_json::from_str::<ProviderRef>("\"keyvalue\"").unwrap(),
+            r
+        );
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! | `lattice.{lid}.ctl.{op}` | lattice-wide control requests (ping, auctions): scatter-gather |
 //! | `lattice.{lid}.ctl.host.{host}.{op}` | requests to one host (start/stop actor, inventory, stop host) |
 //! | `lattice.{lid}.evt.{type}` | events, JSON CloudEvents |
-//! | `lattice.{lid}.rpc.{target}` | invocations of an actor or provider, msgpack; queue group = target |
+//! | `lattice.{lid}.rpc.actor.{actor}` | invocations of an actor, msgpack; queue group = actor id |
+//! | `lattice.{lid}.rpc.provider.{provider}` | invocations of a provider, msgpack; queue group = provider id |
+//!
+//! Actors and providers have separate rpc prefixes so an actor can never answer
+//! for a provider (or the reverse) by picking its id, and NATS permissions can
+//! let a role call actors without reaching providers.
 //!
 //! Everything takes already validated ids, so the subjects are always well formed.
 
-use crate::id::{ActorId, HostId, LatticeId};
+use crate::id::{ActorId, HostId, LatticeId, ProviderId};
 
 /// Lattice-wide: every host answers with its [`crate::ctl::HostInfo`].
 pub const OP_PING_HOSTS: &str = "ping.hosts";
@@ -55,9 +60,16 @@ pub fn events_all(lattice: &LatticeId) -> String {
     format!("lattice.{lattice}.evt.>")
 }
 
-/// `lattice.{lid}.rpc.{target}`: where every replica of `target` listens, queue group `target`.
-pub fn rpc(lattice: &LatticeId, target: &str) -> String {
-    format!("lattice.{lattice}.rpc.{target}")
+/// `lattice.{lid}.rpc.actor.{actor}`: where every replica of `actor` listens,
+/// queue group [`rpc_queue_group`].
+pub fn actor_rpc(lattice: &LatticeId, actor: &ActorId) -> String {
+    format!("lattice.{lattice}.rpc.actor.{actor}")
+}
+
+/// `lattice.{lid}.rpc.provider.{provider}`: where every instance of a provider
+/// listens, queue group = the provider id.
+pub fn provider_rpc(lattice: &LatticeId, provider: &ProviderId) -> String {
+    format!("lattice.{lattice}.rpc.provider.{provider}")
 }
 
 /// The queue group replicas of an actor share, so NATS spreads calls across hosts.
@@ -89,7 +101,14 @@ mod tests {
             "lattice.prod.ctl.host.HABC.actor.start"
         );
         assert_eq!(event(&l, "host_started"), "lattice.prod.evt.host_started");
-        assert_eq!(rpc(&l, "hello"), "lattice.prod.rpc.hello");
+        assert_eq!(
+            actor_rpc(&l, &ActorId::new("hello").unwrap()),
+            "lattice.prod.rpc.actor.hello"
+        );
+        assert_eq!(
+            provider_rpc(&l, &ProviderId::new("kv").unwrap()),
+            "lattice.prod.rpc.provider.kv"
+        );
         assert_eq!(artifact_bucket(&l), "LATTICE_prod_artifacts");
     }
 }

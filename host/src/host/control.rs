@@ -249,7 +249,7 @@ async fn start_actor_inner(
     let sub = inner
         .nats
         .queue_subscribe(
-            subject::rpc(&inner.lattice, cmd.actor_id.as_str()),
+            subject::actor_rpc(&inner.lattice, &cmd.actor_id),
             subject::rpc_queue_group(&cmd.actor_id),
         )
         .await

@@ -6,6 +6,7 @@
 //! in-flight calls, stops actors and publishes `host_stopped`.
 
 mod control;
+mod invoke;
 pub mod providers;
 mod router;
 mod serve;
@@ -24,6 +25,7 @@ use lattice::{
     event::EventData,
     id::{ActorId, HostId, LatticeId},
     link_store::{LinkCache, LinkStore},
+    rpc::Target,
     subject,
 };
 use lattice_provider::ProviderRuntime;
@@ -31,7 +33,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     config::{HostConfig, RuntimeConfig},
-    error::RuntimeError,
+    error::{HostCallError, RuntimeError},
     runtime::{Runtime, actor::Actor},
 };
 
@@ -48,6 +50,16 @@ pub enum HostError {
     #[error("invalid host configuration: {0}")]
     Config(String),
 }
+
+/// How much longer than its drain timeout a host's shutdown may take before it
+/// is cut short.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a stopping host waits to flush its last events to NATS.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long publishing one event may wait for the NATS client.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A host running in this process. Cheap to clone; all clones are the same host.
 #[derive(Clone)]
@@ -196,30 +208,33 @@ impl Host {
     }
 
     /// Calls an actor running on this host directly, without NATS (used by
-    /// benchmarks and by the router).
+    /// benchmarks and tests).
     ///
     /// # Errors
-    /// A message naming the actor when it is not running here or the call fails.
+    /// [`HostCallError::Remote`] naming the actor when it is not running here,
+    /// else the actor's own error.
     pub async fn call_local(
         &self,
         actor: &str,
         operation: &str,
         payload: Vec<u8>,
-    ) -> Result<Vec<u8>, String> {
-        let actor = self
-            .inner
-            .local_actor(actor)
-            .ok_or_else(|| format!("actor {actor:?} does not run on this host"))?;
-        let deadline = tokio::time::Instant::now() + self.inner.runtime.config().call_timeout;
-        actor
-            .invoke(
-                operation,
+    ) -> Result<Vec<u8>, HostCallError> {
+        if self.inner.local_actor(actor).is_none() {
+            return Err(HostCallError::Remote(lattice::Error::Remote(format!(
+                "actor {actor:?} does not run on this host"
+            ))));
+        }
+        let target = Target::Actor(ActorId::new(actor)?);
+        self.inner
+            .invoke(invoke::Call {
+                origin: "host".into(),
+                target,
+                operation: operation.to_string(),
                 payload,
-                lattice::trace::TraceContext::new_root(),
-                deadline,
-            )
+                trace: lattice::trace::TraceContext::new_root(),
+                deadline: tokio::time::Instant::now() + self.inner.runtime.config().call_timeout,
+            })
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Resolves when someone asks this host to stop through the control
@@ -237,11 +252,30 @@ impl Host {
     }
 
     /// Stops gracefully: stops answering control requests, drains in-flight calls
-    /// (bounded by the drain timeout), stops every actor and publishes
-    /// `host_stopped`.
+    /// (bounded by the drain timeout), stops every actor and provider and
+    /// publishes `host_stopped`.
+    ///
+    /// Always ends: every step that talks to NATS is bounded, and the whole
+    /// shutdown is cut short [`SHUTDOWN_GRACE`] after the drain timeout, so a
+    /// host whose NATS server is gone still exits.
     pub async fn shutdown(&self, reason: &str) {
         let inner = &self.inner;
         tracing::info!(host_id = %inner.id, reason, "host stopping");
+        let limit = inner.config.drain_timeout + SHUTDOWN_GRACE;
+        if tokio::time::timeout(limit, self.shutdown_steps(reason))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                host_id = %inner.id,
+                "shutdown took longer than {limit:?} (is NATS reachable?); stopping anyway"
+            );
+        }
+        tracing::info!(host_id = %inner.id, "host stopped");
+    }
+
+    async fn shutdown_steps(&self, reason: &str) {
+        let inner = &self.inner;
         // First hand the reconciler lease over, so another host takes over at once.
         let _ = inner.reconcile_stop.send(true);
         let reconciler = inner
@@ -289,11 +323,10 @@ impl Host {
             .await;
         // Bounded: while NATS is unreachable a flush would wait for the reconnect
         // forever, and a stopping host must still exit.
-        let flush = tokio::time::timeout(inner.config.drain_timeout, inner.nats.flush()).await;
+        let flush = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, inner.nats.flush()).await;
         if !matches!(flush, Ok(Ok(()))) {
             tracing::warn!("could not flush the last events to NATS (is it reachable?)");
         }
-        tracing::info!(host_id = %inner.id, "host stopped");
     }
 }
 
@@ -368,6 +401,10 @@ impl HostInner {
         actors.get(id).map(|r| r.claims.clone())
     }
 
+    pub(crate) fn local_provider(&self, id: &str) -> Option<ProviderRuntime> {
+        self.providers_read().get(id).cloned()
+    }
+
     pub(crate) fn local_actor(&self, id: &str) -> Option<Arc<Actor>> {
         let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
         actors
@@ -393,12 +430,18 @@ impl HostInner {
                 return;
             }
         };
-        if let Err(e) = self
+        let publish = self
             .nats
-            .publish(subject::event(&self.lattice, kind), body.into())
-            .await
-        {
-            tracing::debug!(error = %e, kind, "could not publish event");
+            .publish(subject::event(&self.lattice, kind), body.into());
+        // Bounded: while NATS is away the client's buffer can fill, and an event
+        // must never hold up a call or a shutdown.
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, kind, "could not publish event"),
+            Err(_) => tracing::debug!(
+                kind,
+                "gave up publishing an event: NATS is not taking messages"
+            ),
         }
     }
 

@@ -5,15 +5,16 @@ use std::sync::{Arc, Weak};
 
 use lattice::{
     ctl::{ProviderAck, StartProvider, StopProvider},
-    rpc::Invocation,
+    id::ActorId,
+    rpc::Target,
     trace::TraceContext,
 };
 use lattice_provider::{
     ActorCaller, BoxFuture, CallError, Provider, ProviderContext, ProviderRuntime, call_error,
 };
 
-use super::HostInner;
-use crate::error::InvokeError;
+use super::{HostInner, invoke::Call};
+use crate::error::{HostCallError, InvokeError};
 
 /// Names of the providers built into the host, for `builtin:NAME`.
 pub const BUILTINS: &[&str] = &["httpserver", "keyvalue"];
@@ -29,8 +30,8 @@ pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
     }
 }
 
-/// Calls from an in-host provider to actors: this host's replicas in-process,
-/// others over NATS.
+/// Calls from an in-host provider to actors, through [`HostInner::invoke`]:
+/// this host's replicas in-process, others over NATS.
 pub(crate) struct HostActorCaller {
     host: Weak<HostInner>,
     origin: String,
@@ -44,45 +45,33 @@ impl ActorCaller for HostActorCaller {
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
         let host = self.host.clone();
+        let target = ActorId::new(actor);
         let (actor, operation, origin) = (
             actor.to_string(),
             operation.to_string(),
             self.origin.clone(),
         );
         Box::pin(async move {
+            let target = target.map_err(|e| CallError::Failed(e.to_string()))?;
             let host = host
                 .upgrade()
                 .ok_or_else(|| CallError::Failed("the host is shutting down".into()))?;
-            let timeout = host.runtime.config().call_timeout;
-            if let Some(local) = host.local_actor(&actor) {
-                let deadline = tokio::time::Instant::now() + timeout;
-                return local
-                    .invoke(&operation, payload, TraceContext::new_root(), deadline)
-                    .await
-                    .map_err(|e| match e {
-                        InvokeError::Deadline { .. } => CallError::Timeout(actor.clone()),
-                        InvokeError::Stopped { .. } => CallError::NotRunning(actor.clone()),
-                        other => CallError::Failed(other.to_string()),
-                    });
-            }
-            let inv = Invocation {
+            let deadline = tokio::time::Instant::now() + host.runtime.config().call_timeout;
+            host.invoke(Call {
                 origin,
-                target: actor.clone(),
+                target: Target::Actor(target),
                 operation,
                 payload,
-                link_name: None,
-            };
-            // A little more than the callee's own deadline, so its deadline error
-            // (not our timeout) reaches the provider.
-            lattice::client::invoke(
-                &host.nats,
-                &host.lattice,
-                &inv,
-                &TraceContext::new_root(),
-                timeout + std::time::Duration::from_secs(1),
-            )
+                trace: TraceContext::new_root(),
+                deadline,
+            })
             .await
-            .map_err(|e| call_error(&actor, e))
+            .map_err(|e| match e {
+                HostCallError::Actor(InvokeError::Deadline { .. }) => CallError::Timeout(actor),
+                HostCallError::Actor(InvokeError::Stopped { .. }) => CallError::NotRunning(actor),
+                HostCallError::Remote(e) => call_error(&actor, e),
+                other => CallError::Failed(other.to_string()),
+            })
         })
     }
 }

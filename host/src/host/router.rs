@@ -1,19 +1,30 @@
-//! Where an actor's `__host_call` goes.
+//! Where an actor's `__host_call` goes, and whether it may go there.
 //!
-//! * namespace with a `:` is a contract (`lattice:keyvalue`): allowed only when the
-//!   actor's claims list the contract and a link (actor, contract, link name)
-//!   exists; it goes to the linked provider in-process when this host runs it,
-//!   else over NATS. A refusal names the actor, the contract and the link name.
-//! * anything else is an actor id: in-process when this host runs it, else a NATS
-//!   request on `lattice.{lid}.rpc.{id}`.
+//! The namespace is parsed once into a [`Target`]: a contract id
+//! (`namespace:name`, the only ids with a `:`) or an actor id. Then:
+//!
+//! * a contract is allowed only when the actor's claims list it and a link
+//!   (actor, contract, link name) exists; it goes to the linked provider;
+//! * an actor id goes to that actor (claims do not list actors yet).
+//!
+//! A refusal names the actor, the target and the reason. Allowed calls go
+//! through [`HostInner::invoke`] (in-process first, else NATS). Actors and
+//! providers have separate rpc subjects, so naming a provider's id as an actor
+//! reaches no provider.
 
 use std::sync::{Arc, Weak};
 
-use lattice::{client::invoke, id::ActorId, rpc::Invocation};
-use lattice_provider::ProviderCall;
+use lattice::{
+    claims::Claims,
+    id::{ActorId, ContractId, LinkName},
+    rpc::Target,
+};
 
-use super::HostInner;
-use crate::runtime::abi::{BoxFuture, HostCall, HostCalls};
+use super::{HostInner, invoke::Call};
+use crate::{
+    error::HostCallError,
+    runtime::abi::{BoxFuture, HostCall, HostCalls},
+};
 
 /// The host's [`HostCalls`] implementation.
 pub(crate) struct Router {
@@ -29,104 +40,92 @@ impl Router {
 }
 
 impl HostCalls for Router {
-    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, String>> {
+    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>> {
         let host = self.host.clone();
         Box::pin(async move {
-            let host = host
-                .upgrade()
-                .ok_or_else(|| "the host is shutting down".to_string())?;
-            route(&host, call).await
-        })
-    }
-}
-
-async fn route(host: &HostInner, call: HostCall) -> Result<Vec<u8>, String> {
-    if call.namespace.contains(':') {
-        return route_contract(host, call).await;
-    }
-    let target = ActorId::new(call.namespace.as_str()).map_err(|e| {
-        format!(
-            "actor {} called {:?}, which is neither a contract id nor a valid actor id: {e}",
-            call.origin, call.namespace
-        )
-    })?;
-    if let Some(actor) = host.local_actor(target.as_str()) {
-        return actor
-            .invoke(&call.operation, call.payload, call.trace, call.deadline)
-            .await
-            .map_err(|e| e.to_string());
-    }
-    let timeout = call
-        .deadline
-        .saturating_duration_since(tokio::time::Instant::now());
-    let invocation = Invocation {
-        origin: call.origin.to_string(),
-        target: target.to_string(),
-        operation: call.operation,
-        payload: call.payload,
-        link_name: None,
-    };
-    invoke(&host.nats, &host.lattice, &invocation, &call.trace, timeout)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn route_contract(host: &HostInner, call: HostCall) -> Result<Vec<u8>, String> {
-    let (actor, contract, link_name) = (&*call.origin, &call.namespace, &call.binding);
-    let refuse = |why: String| {
-        Err(format!(
-            "actor {actor} may not call contract {contract} through link {link_name:?}: {why}"
-        ))
-    };
-    match host.local_claims(actor) {
-        Some(Some(claims)) if claims.allows(contract) => {}
-        Some(Some(claims)) => {
-            return refuse(format!(
-                "its claims do not list the contract (they list: {})",
-                if claims.contracts.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    claims.contracts.join(", ")
-                }
-            ));
-        }
-        _ => return refuse("it has no claims (add them with `lattice claims put`)".into()),
-    }
-    let actor_id = ActorId::new(actor).map_err(|e| e.to_string())?;
-    let Some(link) = host.links.get(&actor_id, contract, link_name) else {
-        return refuse(format!(
-            "there is no such link (create one with `lattice ctl link put {actor} PROVIDER {contract} --link-name {link_name}`)"
-        ));
-    };
-    let local = host.providers_read().get(&link.provider_id).cloned();
-    if let Some(provider) = local {
-        return provider
-            .handle_local(ProviderCall {
-                actor_id,
-                link_name: link_name.clone(),
+            let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
+            let target = resolve(&host, &call)?;
+            host.invoke(Call {
+                origin: call.origin.to_string(),
+                target,
                 operation: call.operation,
                 payload: call.payload,
+                trace: call.trace,
+                deadline: call.deadline,
             })
             .await
-            .map_err(|e| format!("provider {}: {e}", link.provider_id));
-    }
-    let timeout = call
-        .deadline
-        .saturating_duration_since(tokio::time::Instant::now());
-    let invocation = Invocation {
-        origin: actor.to_string(),
-        target: link.provider_id.clone(),
-        operation: call.operation,
-        payload: call.payload,
-        link_name: Some(link_name.clone()),
-    };
-    invoke(&host.nats, &host.lattice, &invocation, &call.trace, timeout)
-        .await
-        .map_err(|e| match e {
-            lattice::Error::NoResponders { .. } => format!(
-                "provider {} for contract {contract} (link {link_name:?} of actor {actor}) is not running anywhere in the lattice",
-                link.provider_id
-            ),
-            other => other.to_string(),
         })
+    }
+}
+
+/// Parses the call's namespace into a [`Target`] and checks the caller may call it.
+fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
+    let origin = &*call.origin;
+    if call.namespace.contains(':') {
+        let claims = host.local_claims(origin).flatten();
+        let contract =
+            ContractId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
+                origin: origin.to_string(),
+                namespace: call.namespace.clone(),
+                reason: e.to_string(),
+            })?;
+        return resolve_contract(host, origin, claims.as_deref(), contract, &call.binding);
+    }
+    let target = ActorId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
+        origin: origin.to_string(),
+        namespace: call.namespace.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Target::Actor(target))
+}
+
+fn resolve_contract(
+    host: &HostInner,
+    actor: &str,
+    claims: Option<&Claims>,
+    contract: ContractId,
+    link_name: &str,
+) -> Result<Target, HostCallError> {
+    let refuse = |reason: String| HostCallError::ContractRefused {
+        actor: actor.to_string(),
+        contract: contract.to_string(),
+        link: link_name.to_string(),
+        reason,
+    };
+    match claims {
+        Some(c) if c.allows(contract.as_str()) => {}
+        Some(c) => {
+            return Err(refuse(format!(
+                "its claims do not list the contract (they list: {})",
+                list(&c.contracts)
+            )));
+        }
+        None => {
+            return Err(refuse(
+                "it has no claims (add them with `lattice claims put`)".into(),
+            ));
+        }
+    }
+    let link = LinkName::new(link_name).map_err(|e| refuse(e.to_string()))?;
+    let actor_id = ActorId::new(actor).map_err(|e| refuse(e.to_string()))?;
+    let Some(def) = host.links.get(&actor_id, contract.as_str(), link.as_str()) else {
+        return Err(refuse(format!(
+            "there is no such link (create one with `lattice ctl link put {actor} PROVIDER {contract} --link-name {link}`)"
+        )));
+    };
+    let provider = lattice::id::ProviderId::new(def.provider_id.as_str())
+        .map_err(|e| refuse(format!("the link names an unusable provider: {e}")))?;
+    Ok(Target::Provider {
+        provider,
+        contract,
+        link,
+    })
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "nothing".to_string()
+    } else {
+        items.join(", ")
+    }
 }

@@ -1,14 +1,11 @@
-//! Serving an actor's queue subscription on `lattice.{lid}.rpc.{actor}`.
+//! Serving an actor's queue subscription on `lattice.{lid}.rpc.actor.{actor}`;
+//! each message goes through [`serve_invocation`], as providers' do.
 
 use std::sync::{Arc, Weak};
 
 use futures::StreamExt;
-use lattice::{
-    rpc::{Invocation, InvocationResponse},
-    trace::TraceContext,
-};
+use lattice::rpc::serve::serve_invocation;
 use tokio::{sync::watch, task::JoinSet};
-use tracing::Instrument;
 
 use super::HostInner;
 use crate::runtime::actor::Actor;
@@ -56,59 +53,18 @@ fn spawn_call(
 }
 
 async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, msg: async_nats::Message) {
-    let Some(reply) = msg.reply.clone() else {
-        return;
-    };
-    let trace = TraceContext::from_headers(msg.headers.as_ref())
-        .map(|t| t.child())
-        .unwrap_or_else(TraceContext::new_root);
-    let response = match Invocation::decode(&msg.payload) {
-        Err(e) => InvocationResponse::err(format!(
-            "host {} could not read the invocation for actor {}: {e}",
-            host.name,
-            actor.id()
-        )),
-        Ok(inv) => {
-            let span = tracing::info_span!(
-                "invoke",
-                actor = %actor.id(),
-                operation = %inv.operation,
-                origin = %inv.origin,
-                trace_id = %trace.trace_id,
-            );
-            let deadline = tokio::time::Instant::now() + host.runtime.config().call_timeout;
-            let result = actor
-                .invoke(&inv.operation, inv.payload, trace, deadline)
-                .instrument(span.clone())
-                .await;
-            match result {
-                Ok(payload) => InvocationResponse::ok(payload),
-                Err(e) => {
-                    span.in_scope(|| tracing::debug!(error = %e, "call failed"));
-                    InvocationResponse::err(e.to_string())
-                }
-            }
-        }
-    };
-    let body = match response.encode() {
-        Ok(b) => b,
-        Err(e) => InvocationResponse::err(e.to_string())
-            .encode()
-            .unwrap_or_default(),
-    };
-    let max = host.nats.max_payload();
-    let body = if max > 0 && body.len() > max {
-        InvocationResponse::err(format!(
-            "actor {} returned {} bytes, more than the NATS max payload of {max} bytes",
-            actor.id(),
-            body.len()
-        ))
-        .encode()
-        .unwrap_or_default()
-    } else {
-        body
-    };
-    if let Err(e) = host.nats.publish(reply, body.into()).await {
-        tracing::warn!(actor = %actor.id(), error = %e, "could not send reply");
-    }
+    let what = format!("actor {} on host {}", actor.id(), host.name);
+    let deadline = host.runtime.config().call_timeout;
+    serve_invocation(
+        &host.nats,
+        msg,
+        &what,
+        deadline,
+        |inv, trace, until| async move {
+            actor
+                .invoke(&inv.operation, inv.payload, trace, until)
+                .await
+        },
+    )
+    .await;
 }

@@ -16,6 +16,7 @@ use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
 use super::stdio::StderrTail;
+use crate::error::HostCallError;
 
 /// A call an actor makes through `__host_call`.
 #[derive(Debug, Clone)]
@@ -41,9 +42,25 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Where `__host_call`s go: the host's router (local actors, NATS, providers).
 pub trait HostCalls: Send + Sync + 'static {
-    /// Performs the call; the error string is handed to the guest as is, so it
-    /// must say what failed.
-    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, String>>;
+    /// Performs the call; the error's message is handed to the guest as is, so
+    /// it must say what failed.
+    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>>;
+}
+
+/// Refuses every host call: for running one actor on its own (benchmarks,
+/// tests), where there is nothing to route to.
+pub struct NoHostCalls;
+
+impl HostCalls for NoHostCalls {
+    fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>> {
+        Box::pin(async move {
+            Err(HostCallError::Unsupported {
+                origin: call.origin.to_string(),
+                namespace: call.namespace,
+                operation: call.operation,
+            })
+        })
+    }
 }
 
 /// Caps an instance's linear memory; past the cap, `memory.grow` traps with a
@@ -317,8 +334,8 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
                         state.host_response = Some(bytes);
                         1
                     }
-                    Err(msg) => {
-                        state.host_error = Some(msg);
+                    Err(e) => {
+                        state.host_error = Some(e.to_string());
                         0
                     }
                 })

@@ -11,20 +11,26 @@ use lattice::{
     client::CtlClient,
     ctl::{CtlReply, ProviderDescription},
     event::EventData,
-    id::{ActorId, LatticeId},
+    id::{ActorId, LatticeId, ProviderId},
     link::{DEFAULT_LINK_NAME, LinkDefinition},
     link_store::{LinkCache, LinkChange, LinkStore},
-    rpc::{Invocation, InvocationResponse},
+    rpc::{Invocation, Target, remote, serve::serve_invocation},
     subject,
     trace::TraceContext,
 };
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::{
     ActorCaller, BoxFuture, CallError, LinkStatus, Provider, ProviderCall, ProviderContext,
     ProviderError,
 };
+
+/// How long each step of stopping a provider (its shutdown, the final flush,
+/// publishing an event) may take.
+pub const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a provider may take to answer one call from another host.
+const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long a starting provider listens for another provider with its id.
 const DUPLICATE_CHECK: Duration = Duration::from_millis(300);
@@ -39,6 +45,7 @@ pub struct ProviderRuntime {
 struct Inner {
     provider: Arc<dyn Provider>,
     id: String,
+    provider_id: ProviderId,
     name: String,
     location: String,
     source: String,
@@ -68,7 +75,7 @@ impl ProviderRuntime {
         let nats_err = |what: &str, e: &dyn std::fmt::Display| {
             ProviderError::Backend(format!("provider {}: {what}: {e}", ctx.provider_id))
         };
-        lattice::id::validate("provider id", &ctx.provider_id)
+        let provider_id = ProviderId::new(ctx.provider_id.as_str())
             .map_err(|e| ProviderError::Backend(e.to_string()))?;
         let ctl = CtlClient::new(ctx.nats.clone(), ctx.lattice.clone());
         let existing = ctl
@@ -97,6 +104,7 @@ impl ProviderRuntime {
             inner: Arc::new(Inner {
                 provider,
                 id: ctx.provider_id.clone(),
+                provider_id,
                 name: name.to_string(),
                 location: location.to_string(),
                 source: source.to_string(),
@@ -151,6 +159,9 @@ impl ProviderRuntime {
     }
 
     /// Stops serving, shuts the provider down, publishes `provider_stopped`.
+    ///
+    /// Bounded: the provider's own shutdown and the final flush each get
+    /// [`STOP_STEP_TIMEOUT`], so a provider whose NATS server is gone still stops.
     pub async fn stop(&self, reason: &str) {
         for t in self
             .inner
@@ -161,14 +172,24 @@ impl ProviderRuntime {
         {
             t.abort();
         }
-        self.inner.provider.shutdown().await;
+        if tokio::time::timeout(STOP_STEP_TIMEOUT, self.inner.provider.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(provider = %self.inner.id, "provider shutdown did not finish in {STOP_STEP_TIMEOUT:?}");
+        }
         self.publish(EventData::ProviderStopped {
             host_id: self.inner.source.clone(),
             provider_id: self.inner.id.clone(),
             reason: reason.to_string(),
         })
         .await;
-        let _ = self.inner.nats.flush().await;
+        if !matches!(
+            tokio::time::timeout(STOP_STEP_TIMEOUT, self.inner.nats.flush()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(provider = %self.inner.id, "could not flush the last events to NATS (is it reachable?)");
+        }
     }
 
     async fn publish(&self, event: EventData) {
@@ -226,7 +247,7 @@ impl ProviderRuntime {
     }
 
     async fn spawn_rpc(&self) -> Result<(), async_nats::SubscribeError> {
-        let subject = subject::rpc(&self.inner.lattice, &self.inner.id);
+        let subject = subject::provider_rpc(&self.inner.lattice, &self.inner.provider_id);
         let mut sub = self
             .inner
             .nats
@@ -283,10 +304,10 @@ impl Inner {
     async fn publish(&self, event: EventData) {
         let kind = event.kind();
         if let Ok(body) = serde_json::to_vec(&event.into_event(&self.source)) {
-            let _ = self
+            let publish = self
                 .nats
-                .publish(subject::event(&self.lattice, kind), body.into())
-                .await;
+                .publish(subject::event(&self.lattice, kind), body.into());
+            let _ = tokio::time::timeout(STOP_STEP_TIMEOUT, publish).await;
         }
     }
 
@@ -327,44 +348,50 @@ impl Inner {
     }
 
     async fn serve(self: Arc<Self>, msg: async_nats::Message) {
-        let Some(reply) = msg.reply.clone() else {
-            return;
+        let what = format!("provider {}", self.id);
+        serve_invocation(
+            &self.nats,
+            msg,
+            &what,
+            CALL_DEADLINE,
+            |inv, _trace, _until| self.handle_remote(inv),
+        )
+        .await;
+    }
+
+    /// A call from an actor on another host. The caller's host checked its claims
+    /// and links; the provider checks again that it holds a link for
+    /// (origin, contract, link name), so a raw publish naming any origin cannot
+    /// reach data the provider keeps for an actor without a link.
+    async fn handle_remote(&self, inv: Invocation) -> Result<Vec<u8>, String> {
+        let actor_id = ActorId::new(inv.origin.as_str())
+            .map_err(|e| format!("provider {} accepts calls from actors only: {e}", self.id))?;
+        let link_name = inv
+            .link_name
+            .unwrap_or_else(|| DEFAULT_LINK_NAME.to_string());
+        let key = lattice::link::key(&actor_id, self.provider.contract(), &link_name);
+        let linked = self
+            .statuses
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key);
+        if !linked {
+            return Err(format!(
+                "provider {} refuses a call from actor {actor_id} through link {link_name:?}: it holds no such link for contract {}",
+                self.id,
+                self.provider.contract()
+            ));
+        }
+        let call = ProviderCall {
+            actor_id,
+            link_name,
+            operation: inv.operation,
+            payload: inv.payload,
         };
-        let trace = TraceContext::from_headers(msg.headers.as_ref())
-            .map(|t| t.child())
-            .unwrap_or_else(TraceContext::new_root);
-        let response = match Invocation::decode(&msg.payload) {
-            Err(e) => InvocationResponse::err(format!("provider {}: {e}", self.id)),
-            Ok(inv) => match ActorId::new(inv.origin.as_str()) {
-                Err(e) => InvocationResponse::err(format!(
-                    "provider {} accepts calls from actors only: {e}",
-                    self.id
-                )),
-                Ok(actor_id) => {
-                    let span = tracing::info_span!(
-                        "provider_call",
-                        provider = %self.id,
-                        actor = %actor_id,
-                        operation = %inv.operation,
-                        trace_id = %trace.trace_id,
-                    );
-                    let call = ProviderCall {
-                        actor_id,
-                        link_name: inv
-                            .link_name
-                            .unwrap_or_else(|| DEFAULT_LINK_NAME.to_string()),
-                        operation: inv.operation,
-                        payload: inv.payload,
-                    };
-                    match self.provider.handle(call).instrument(span).await {
-                        Ok(p) => InvocationResponse::ok(p),
-                        Err(e) => InvocationResponse::err(format!("provider {}: {e}", self.id)),
-                    }
-                }
-            },
-        };
-        let body = response.encode().unwrap_or_default();
-        let _ = self.nats.publish(reply, body.into()).await;
+        self.provider
+            .handle(call)
+            .await
+            .map_err(|e| format!("provider {}: {e}", self.id))
     }
 }
 
@@ -409,18 +436,26 @@ impl ActorCaller for NatsActorCaller {
         operation: &str,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        let inv = Invocation {
-            origin: self.origin.clone(),
-            target: actor.to_string(),
-            operation: operation.to_string(),
-            payload,
-            link_name: None,
-        };
+        let target = ActorId::new(actor).map(Target::Actor);
         let (nats, lattice, timeout) = (self.nats.clone(), self.lattice.clone(), self.timeout);
+        let (origin, actor, operation) = (
+            self.origin.clone(),
+            actor.to_string(),
+            operation.to_string(),
+        );
         Box::pin(async move {
-            lattice::client::invoke(&nats, &lattice, &inv, &TraceContext::new_root(), timeout)
-                .await
-                .map_err(|e| call_error(&inv.target, e))
+            let target = target.map_err(|e| CallError::Failed(e.to_string()))?;
+            let inv = Invocation::new(origin, &target, operation, payload);
+            remote::invoke(
+                &nats,
+                &lattice,
+                &target,
+                &inv,
+                &TraceContext::new_root(),
+                timeout,
+            )
+            .await
+            .map_err(|e| call_error(&actor, e))
         })
     }
 }

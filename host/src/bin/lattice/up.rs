@@ -126,7 +126,15 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
         r = shutdown_signal() => r,
         r = host.stop_requested() => r,
     };
-    host.shutdown(&reason).await;
+    // A second SIGINT/SIGTERM while draining stops at once.
+    tokio::select! {
+        () = host.shutdown(&reason) => {}
+        again = shutdown_signal() => {
+            eprintln!("{again} during shutdown: stopping at once");
+            drop(_embedded);
+            return Ok(std::process::ExitCode::from(130));
+        }
+    }
     drop(_embedded);
     Ok(std::process::ExitCode::SUCCESS)
 }

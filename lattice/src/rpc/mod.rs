@@ -1,13 +1,79 @@
-//! The data plane: invocations of actors (and later providers) as msgpack.
+//! The data plane: invocations of actors and providers as msgpack.
 //!
-//! A call is a NATS request on `lattice.{lid}.rpc.{target}` whose body is an
-//! [`Invocation`] and whose reply is an [`InvocationResponse`], both msgpack maps
-//! with named fields so SDKs in any language can read them. The trace context rides
-//! in the `traceparent` header (see [`crate::trace`]).
+//! A call is a NATS request on the subject of its [`Target`]
+//! (`lattice.{lid}.rpc.actor.{id}` or `lattice.{lid}.rpc.provider.{id}`) whose
+//! body is an [`Invocation`] and whose reply is an [`InvocationResponse`], both
+//! msgpack maps with named fields so SDKs in any language can read them. The trace
+//! context rides in the `traceparent` header (see [`crate::trace`]).
+//!
+//! * [`remote`]: sending an invocation over NATS (the CLI, hosts, providers);
+//! * [`serve`]: answering invocations from a subscription, for actors and
+//!   providers alike.
+
+#[cfg(feature = "client")]
+pub mod remote;
+#[cfg(feature = "client")]
+pub mod serve;
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{
+    Error,
+    id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
+    subject,
+};
+
+/// What an invocation is for, resolved once where the call enters the lattice.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// An actor, by id: any of its replicas in the lattice may answer.
+    Actor(ActorId),
+    /// A provider serving `contract` for the calling actor through its link `link`.
+    Provider {
+        /// The provider the link names.
+        provider: ProviderId,
+        /// The contract called.
+        contract: ContractId,
+        /// The caller's link name.
+        link: LinkName,
+    },
+}
+
+impl Target {
+    /// The subject the invocation is sent to.
+    pub fn subject(&self, lattice: &LatticeId) -> String {
+        match self {
+            Target::Actor(a) => subject::actor_rpc(lattice, a),
+            Target::Provider { provider, .. } => subject::provider_rpc(lattice, provider),
+        }
+    }
+
+    /// The id of the actor or provider.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::Actor(a) => a.as_str(),
+            Target::Provider { provider, .. } => provider.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Actor(a) => write!(f, "actor {a:?}"),
+            Target::Provider {
+                provider,
+                contract,
+                link,
+            } => write!(
+                f,
+                "provider {provider} for contract {contract} (link {link:?})"
+            ),
+        }
+    }
+}
 
 /// One call of an operation on a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +104,25 @@ pub struct InvocationResponse {
 }
 
 impl Invocation {
+    /// An invocation of `target` from `origin`.
+    pub fn new(
+        origin: impl Into<String>,
+        target: &Target,
+        operation: impl Into<String>,
+        payload: Vec<u8>,
+    ) -> Self {
+        Invocation {
+            origin: origin.into(),
+            target: target.id().to_string(),
+            operation: operation.into(),
+            payload,
+            link_name: match target {
+                Target::Actor(_) => None,
+                Target::Provider { link, .. } => Some(link.to_string()),
+            },
+        }
+    }
+
     /// Encodes as msgpack with named fields.
     ///
     /// # Errors

@@ -1,0 +1,118 @@
+//! Answering invocations: what every actor replica and every provider instance
+//! does with a message from its rpc subscription.
+//!
+//! [`serve_invocation`] is the single serving path, so actors and providers share
+//! payload limits, deadlines, tracing and error mapping: the reply is always an
+//! [`InvocationResponse`], an undecodable request or an oversized reply become
+//! error replies that say so, and a handler that outlives the deadline is
+//! answered with a deadline error rather than left for the caller's timeout.
+
+use std::{future::Future, time::Duration};
+
+use tracing::Instrument;
+
+use super::{Invocation, InvocationResponse};
+use crate::trace::TraceContext;
+
+/// Serves one request message: decodes the [`Invocation`], runs `handle` within
+/// `deadline` inside a span carrying the caller's trace id, and publishes the
+/// reply. `what` names the callee in every error (`actor "hello" on host h1`).
+///
+/// Messages without a reply subject are ignored: nobody could read the answer.
+pub async fn serve_invocation<F, Fut, E>(
+    nats: &async_nats::Client,
+    msg: async_nats::Message,
+    what: &str,
+    deadline: Duration,
+    handle: F,
+) where
+    F: FnOnce(Invocation, TraceContext, tokio::time::Instant) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>, E>>,
+    E: std::fmt::Display,
+{
+    let Some(reply) = msg.reply.clone() else {
+        return;
+    };
+    let trace = TraceContext::from_headers(msg.headers.as_ref())
+        .map(|t| t.child())
+        .unwrap_or_else(TraceContext::new_root);
+    let response = match Invocation::decode(&msg.payload) {
+        Err(e) => InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
+        Ok(inv) => {
+            let span = tracing::info_span!(
+                "serve",
+                target = %what,
+                operation = %inv.operation,
+                origin = %inv.origin,
+                trace_id = %trace.trace_id,
+            );
+            let operation = inv.operation.clone();
+            let until = tokio::time::Instant::now() + deadline;
+            // A little slack past the deadline: handlers that enforce it
+            // themselves (actors, through epoch interruption) report their own,
+            // more precise error first.
+            let slack = deadline + Duration::from_millis(250);
+            let result = tokio::time::timeout(slack, handle(inv, trace, until))
+                .instrument(span.clone())
+                .await;
+            match result {
+                Ok(Ok(payload)) => InvocationResponse::ok(payload),
+                Ok(Err(e)) => {
+                    span.in_scope(|| tracing::debug!(error = %e, "call failed"));
+                    InvocationResponse::err(e.to_string())
+                }
+                Err(_) => InvocationResponse::err(format!(
+                    "{what} exceeded the call deadline of {} ms in {operation}",
+                    deadline.as_millis()
+                )),
+            }
+        }
+    };
+    let body = encode_within(nats.max_payload(), response, what);
+    if let Err(e) = nats.publish(reply, body.into()).await {
+        tracing::warn!(target = %what, error = %e, "could not send reply");
+    }
+}
+
+/// Encodes a response; one that would not fit in `max` bytes becomes an error
+/// response naming both sizes, so the caller hears why instead of timing out.
+fn encode_within(max: usize, response: InvocationResponse, what: &str) -> Vec<u8> {
+    let body = match response.encode() {
+        Ok(b) => b,
+        Err(e) => InvocationResponse::err(e.to_string())
+            .encode()
+            .unwrap_or_default(),
+    };
+    if max > 0 && body.len() > max {
+        InvocationResponse::err(format!(
+            "{what} returned {} bytes, more than the NATS max payload of {max} bytes",
+            body.len()
+        ))
+        .encode()
+        .unwrap_or_default()
+    } else {
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_replies_become_errors() {
+        let big = InvocationResponse::ok(vec![0; 100]);
+        let body = encode_within(50, big, "actor \"x\"");
+        let r = InvocationResponse::decode(&body).unwrap();
+        let err = r.error.unwrap();
+        assert!(
+            err.contains("actor \"x\" returned") && err.contains("max payload of 50"),
+            "{err}"
+        );
+        let small = encode_within(0, InvocationResponse::ok(vec![1; 100]), "x");
+        assert_eq!(
+            InvocationResponse::decode(&small).unwrap().payload.len(),
+            100
+        );
+    }
+}
