@@ -1,9 +1,11 @@
-//! Small helpers shared by the harness and by tests: ids, ports, deadline polling.
+//! Small helpers shared by the harness and by tests: ids, ports, deadline
+//! polling, finding executables.
 
+use std::ffi::OsStr;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -100,6 +102,26 @@ pub(crate) fn wait_until_blocking<T>(
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// The first executable file called `name` in the directories of `$PATH`.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    find_in_path(name, &std::env::var_os("PATH")?)
+}
+
+/// The first executable file called `name` in the directories of `path`, a
+/// list in the form of `$PATH`.
+pub(crate) fn find_in_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// The last `n` lines of a text file (lossy UTF-8), or a note saying why not.
