@@ -23,8 +23,9 @@ pub const CLANG_ENV: &str = "LATTICE_CLANG";
 /// search path (where Debian 12's `wasi-libc` installs).
 pub const WASI_SYSROOT_ENV: &str = "WASI_SYSROOT";
 
-/// The clang flags C actors are compiled and linked with (the same as in the
-/// examples' Makefiles), before `-I`, `--sysroot`, `-o` and the sources.
+/// The clang flags C actors are compiled and linked with, before `-I`,
+/// `--sysroot`, `-o` and the sources: `C_ACTOR_FLAGS` of `actors/c/lattice.mk`,
+/// the build the C examples' Makefiles include.
 pub const C_FLAGS: &[&str] = &[
     "--target=wasm32-wasi",
     "-mexec-model=reactor",
@@ -249,6 +250,20 @@ fn builtins_present(clang: &OsStr, sysroot: Option<&Path>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::module::makefile_var;
+
+    #[test]
+    fn flags_are_those_of_the_makefile_fragment() {
+        let mk = c_sdk_dir().join("lattice.mk");
+        let text = std::fs::read_to_string(&mk).unwrap();
+        let flags = makefile_var(&text, "C_ACTOR_FLAGS").expect("C_ACTOR_FLAGS in lattice.mk");
+        assert_eq!(
+            flags.split_whitespace().collect::<Vec<_>>(),
+            C_FLAGS,
+            "{}",
+            mk.display()
+        );
+    }
 
     #[test]
     fn missing_toolchain_parts_are_named() {

@@ -11,6 +11,7 @@ use lattice::claims::Claims;
 
 use crate::actor::workspace_root;
 use crate::module::{finish_module, read_makefile_claims};
+use crate::util::find_on_path;
 
 /// Environment variable naming the `go` binary to use (default: `go` on `PATH`).
 pub const GO_ENV: &str = "LATTICE_GO";
@@ -196,13 +197,6 @@ pub fn tinygo_binary() -> Option<PathBuf> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| find_on_path("tinygo"))
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Sets the environment every Go command of the harness runs with: caches in

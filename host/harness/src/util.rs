@@ -1,9 +1,12 @@
-//! Small helpers shared by the harness and by tests: ids, ports, deadline polling.
+//! Small helpers shared by the harness and by tests: ids, ports, deadline
+//! polling, stopping child processes, finding executables.
 
+use std::ffi::OsStr;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -102,6 +105,72 @@ pub(crate) fn wait_until_blocking<T>(
     }
 }
 
+/// Asks `child` to shut down (SIGTERM) and waits up to `grace` for it to exit,
+/// returning its exit status. If it does not exit in time it is killed
+/// (SIGKILL) and reaped, and the error names `what` and the timeout. A child
+/// that has already exited just reports its status.
+pub async fn terminate_child(
+    child: &mut Child,
+    what: impl Display,
+    grace: Duration,
+) -> Result<ExitStatus> {
+    if let Some(status) = child
+        .try_wait()
+        .with_context(|| format!("polling {what}"))?
+    {
+        return Ok(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).with_context(|| format!("pid of {what}"))?;
+    // SAFETY: kill(2) has no memory-safety preconditions. The pid is that of
+    // our un-reaped child, so it cannot have been reused by another process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("sending SIGTERM to {what} (pid {pid}): {err}");
+    }
+    wait_for_child_exit(child, what, grace).await
+}
+
+/// Waits up to `timeout` for `child` to exit on its own and returns its exit
+/// status. On timeout it is killed (SIGKILL) and reaped, and the error names
+/// `what` and the timeout.
+pub async fn wait_for_child_exit(
+    child: &mut Child,
+    what: impl Display,
+    timeout: Duration,
+) -> Result<ExitStatus> {
+    let waited = wait_until(format!("{what} to exit"), timeout, || {
+        let status = child.try_wait().context("polling the process");
+        async move { status }
+    })
+    .await;
+    if waited.is_err() {
+        // An error here means it exited meanwhile; the wait reaps it either way.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    waited
+}
+
+/// The first executable file called `name` in the directories of `$PATH`.
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    find_in_path(name, &std::env::var_os("PATH")?)
+}
+
+/// The first executable file called `name` in the directories of `path`, a
+/// list in the form of `$PATH`.
+pub(crate) fn find_in_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
 /// The last `n` lines of a text file (lossy UTF-8), or a note saying why not.
 pub(crate) fn file_tail(path: &Path, n: usize) -> String {
     match std::fs::read(path) {
@@ -127,6 +196,38 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         );
+    }
+
+    #[tokio::test]
+    async fn terminate_child_sends_sigterm_then_kills() {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::{Command, Stdio};
+        let spawn = |script: &str| {
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        // Exits on SIGTERM: its status says so.
+        let mut child = spawn("exec sleep 30");
+        let status = terminate_child(&mut child, "sleep", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+        // Already exited: just its status.
+        let again = terminate_child(&mut child, "sleep", Duration::from_secs(10)).await;
+        assert_eq!(again.unwrap(), status);
+
+        // Ignores SIGTERM: killed after the grace period, and reaped.
+        let mut child = spawn("trap '' TERM; echo ready; while :; do sleep 0.05; done");
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
+        let err = terminate_child(&mut child, "stubborn", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("stubborn to exit"), "{err:#}");
+        assert!(child.try_wait().unwrap().is_some(), "killed and reaped");
     }
 
     #[tokio::test]

@@ -1,0 +1,193 @@
+//! `lattice ctl start actor` (upload or resolve the module, place the
+//! replicas, start them) and `lattice ctl stop actor`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use lattice::{
+    client::CtlClient,
+    ctl::{ActorStarted, StartActor},
+    digest::Digest,
+    id::{ActorId, HostId},
+};
+use lattice_host::config::ConnectConfig;
+use serde::Serialize;
+
+use super::{
+    args::StartActorArgs,
+    artifact::{display_reference, push_or_resolve},
+    placement::{actor_replicas, hosts_running},
+};
+use crate::output::{OutputFormat, print_json, print_table, spinner};
+
+#[derive(Serialize)]
+struct StartReport {
+    actor_id: ActorId,
+    digest: Digest,
+    reference: String,
+    started: Vec<ActorStarted>,
+    failed: Vec<StartFailure>,
+}
+
+#[derive(Serialize)]
+struct StartFailure {
+    host: String,
+    error: String,
+}
+
+pub(super) async fn start(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    args: StartActorArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let actor_id = match &args.id {
+        Some(id) => ActorId::new(id.as_str())?,
+        None => crate::default_actor_id(&args.reference)?,
+    };
+    let (digest, contracts) = push_or_resolve(ctl, &args.reference).await?;
+    let plan = actor_replicas(
+        ctl,
+        connect,
+        &actor_id,
+        contracts,
+        args.host.as_deref(),
+        args.count,
+        &args.constraints,
+    )
+    .await?;
+
+    let pb = spinner(format!("starting {actor_id} on {} host(s)", plan.len()));
+    let starts = plan.iter().map(|(host, name, n)| {
+        let cmd = StartActor {
+            actor_id: actor_id.clone(),
+            digest: digest.clone(),
+            reference: display_reference(&args.reference),
+            replicas: *n,
+            config: args.env_vars.iter().cloned().collect(),
+        };
+        async move {
+            ctl.start_actor(host, &cmd).await.map_err(|e| StartFailure {
+                host: name.clone(),
+                error: e.to_string(),
+            })
+        }
+    });
+    let results = futures::future::join_all(starts).await;
+    pb.finish_and_clear();
+    let (mut started, mut failed) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(s) => started.push(s),
+            Err(f) => failed.push(f),
+        }
+    }
+    let ok = failed.is_empty();
+    let report = StartReport {
+        actor_id,
+        digest,
+        reference: args.reference,
+        started,
+        failed,
+    };
+    if out == OutputFormat::Json {
+        print_json(&report)?;
+    } else {
+        if !report.started.is_empty() {
+            let rows = report
+                .started
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.actor_id.to_string(),
+                        s.host_name.clone(),
+                        s.replicas.to_string(),
+                        if s.compiled { "compiled" } else { "cached" }.to_string(),
+                        format!("{} ms", s.elapsed_ms),
+                    ]
+                })
+                .collect();
+            print_table(&["actor", "host", "replicas", "module", "time"], rows);
+        }
+        for f in &report.failed {
+            eprintln!("error: host {}: {}", f.host, f.error);
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Serialize)]
+struct StopReport {
+    host_id: HostId,
+    host_name: String,
+    replicas: u32,
+}
+
+pub(super) async fn stop(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    id: &str,
+    host: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let actor = ActorId::new(id)?;
+    let targets = hosts_running(
+        ctl,
+        connect,
+        host,
+        |inv| inv.actors.iter().any(|a| a.id == actor),
+        || {
+            format!(
+                "actor {actor} is not running on any host in lattice {:?}",
+                ctl.lattice().as_str()
+            )
+        },
+    )
+    .await?;
+    let pb = spinner(format!("stopping {actor}"));
+    let results = futures::future::join_all(targets.iter().map(|(h, name)| {
+        let actor = actor.clone();
+        async move {
+            ctl.stop_actor(h, &actor).await.map(|s| StopReport {
+                host_id: s.host_id,
+                host_name: name.clone(),
+                replicas: s.replicas,
+            })
+        }
+    }))
+    .await;
+    pb.finish_and_clear();
+    let mut stopped = Vec::new();
+    let mut ok = true;
+    for r in results {
+        match r {
+            Ok(s) => stopped.push(s),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if out == OutputFormat::Json {
+        print_json(&stopped)?;
+    } else {
+        for s in &stopped {
+            println!(
+                "stopped {actor} on {} ({} replicas)",
+                s.host_name, s.replicas
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

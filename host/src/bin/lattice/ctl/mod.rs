@@ -1,0 +1,56 @@
+//! `lattice ctl ...`: inspect and control the lattice.
+//!
+//! - [`args`]: the clap types of the subcommands.
+//! - [`get`]: `get hosts|inventory|links|providers`, as tables or JSON.
+//! - [`actor`]: `start actor` (upload, placement, start) and `stop actor`.
+//! - [`provider`]: `start provider` and `stop provider` (built-ins inside hosts).
+//! - [`link`]: `link put|del`.
+//! - [`placement`]: which hosts a command acts on (host names, auctions, spread).
+//! - [`artifact`]: a module reference as the artifact store knows it.
+
+mod actor;
+mod args;
+mod artifact;
+mod get;
+mod link;
+mod placement;
+mod provider;
+
+use std::process::ExitCode;
+
+use lattice_host::config::ConnectConfig;
+
+pub use args::CtlCommand;
+use args::{StartCommand, StopCommand};
+
+use crate::output::OutputFormat;
+
+pub async fn run(
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    command: CtlCommand,
+) -> anyhow::Result<ExitCode> {
+    let ctl = crate::client(connect).await?;
+    match command {
+        CtlCommand::Get { what } => get::run(&ctl, connect, out, what).await,
+        CtlCommand::Start {
+            what: StartCommand::Actor(args),
+        } => actor::start(&ctl, connect, out, args).await,
+        CtlCommand::Start {
+            what:
+                StartCommand::Provider {
+                    reference,
+                    id,
+                    host,
+                    constraints,
+                },
+        } => provider::start(&ctl, connect, out, &reference, id, host, constraints).await,
+        CtlCommand::Stop {
+            what: StopCommand::Actor { id, host },
+        } => actor::stop(&ctl, connect, out, &id, host.as_deref()).await,
+        CtlCommand::Stop {
+            what: StopCommand::Provider { id, host },
+        } => provider::stop(&ctl, connect, out, &id, host.as_deref()).await,
+        CtlCommand::Link { what } => link::run(&ctl, out, what).await,
+    }
+}

@@ -1,0 +1,122 @@
+//! Which hosts a command acts on: a host named on the command line, the
+//! winners of an auction with replicas spread over them, or the least loaded
+//! host matching constraints.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use lattice::{
+    client::CtlClient,
+    ctl::{AuctionRequest, HostInventory, plan_spread},
+    id::{ActorId, HostId},
+};
+use lattice_host::config::ConnectConfig;
+
+/// Accepts a host id as is (an unknown one fails on use with "no host with id"),
+/// and looks names up.
+pub(super) async fn resolve_host(ctl: &CtlClient, id_or_name: &str) -> anyhow::Result<HostId> {
+    if id_or_name.starts_with('H') && id_or_name.len() == 33 {
+        return Ok(HostId::new(id_or_name)?);
+    }
+    Ok(ctl.resolve_host(id_or_name).await?)
+}
+
+/// Where `count` replicas of `actor_id` start, as (host id, host name as
+/// shown, replicas): all on `host` when one is given, else spread over the
+/// hosts that bid in an auction (matching `constraints`, able to serve
+/// `contracts`).
+pub(super) async fn actor_replicas(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    actor_id: &ActorId,
+    contracts: Vec<String>,
+    host: Option<&str>,
+    count: u32,
+    constraints: &[(String, String)],
+) -> anyhow::Result<Vec<(HostId, String, u32)>> {
+    if let Some(h) = host {
+        let id = resolve_host(ctl, h).await?;
+        return Ok(vec![(id, h.to_string(), count)]);
+    }
+    let constraints: BTreeMap<_, _> = constraints.iter().cloned().collect();
+    let bids = ctl
+        .auction_actor(
+            &AuctionRequest {
+                actor_id: actor_id.clone(),
+                constraints: constraints.clone(),
+                contracts,
+            },
+            crate::gather_window(connect),
+        )
+        .await?;
+    if bids.is_empty() {
+        if constraints.is_empty() {
+            bail!(
+                "no hosts answered the auction in lattice {:?} (start one with `lattice up`)",
+                ctl.lattice().as_str()
+            );
+        }
+        bail!(
+            "no host in lattice {:?} matches the constraints {}",
+            ctl.lattice().as_str(),
+            lattice::ctl::format_pairs(&constraints, ", ")
+        );
+    }
+    Ok(plan_spread(bids, count)
+        .into_iter()
+        .map(|(b, n)| (b.host_id, b.host_name, n))
+        .collect())
+}
+
+/// The host a built-in provider starts on: `host` when given, else the least
+/// loaded (fewest replicas) host whose labels match `constraints`.
+pub(super) async fn provider_host(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    host: Option<&str>,
+    constraints: Vec<(String, String)>,
+) -> anyhow::Result<HostId> {
+    if let Some(h) = host {
+        return resolve_host(ctl, h).await;
+    }
+    let constraints: BTreeMap<_, _> = constraints.into_iter().collect();
+    let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
+    hosts
+        .into_iter()
+        .filter(|h| lattice::ctl::labels_match(&h.labels, &constraints))
+        .min_by_key(|h| (h.replicas, h.name.clone()))
+        .map(|h| h.id)
+        .with_context(|| {
+            format!(
+                "no host in lattice {:?} matches the constraints [{}]",
+                ctl.lattice().as_str(),
+                lattice::ctl::format_pairs(&constraints, ", ")
+            )
+        })
+}
+
+/// The hosts to stop something on, as (host id, host name as shown): `host`
+/// when given, else every host whose inventory `runs` says has it; the error
+/// `not_running` when that is none.
+pub(super) async fn hosts_running(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    host: Option<&str>,
+    runs: impl Fn(&HostInventory) -> bool,
+    not_running: impl FnOnce() -> String,
+) -> anyhow::Result<Vec<(HostId, String)>> {
+    let targets: Vec<_> = match host {
+        Some(h) => vec![(resolve_host(ctl, h).await?, h.to_string())],
+        None => ctl
+            .inventories(crate::gather_window(connect))
+            .await?
+            .into_iter()
+            .filter(|inv| runs(inv))
+            .map(|inv| (inv.host.id, inv.host.name))
+            .collect(),
+    };
+    if targets.is_empty() {
+        bail!("{}", not_running());
+    }
+    Ok(targets)
+}
