@@ -176,7 +176,7 @@ impl Manifest {
                 return Err(invalid(format!("provider {:?} is declared twice", p.id)));
             }
             match p.reference.as_deref() {
-                Some(r) if r.starts_with("builtin:") => {}
+                Some(r) if crate::id::ProviderRef::parse(r).is_ok() => {}
                 Some(r) => {
                     return Err(invalid(format!(
                         "provider {:?}: ref {r:?} is not supported in apps; use builtin:httpserver or builtin:keyvalue",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Error,
     digest::Digest,
-    id::{ActorId, HostId, LatticeId},
+    id::{ActorId, HostId, LatticeId, ProviderId, ProviderRef},
 };
 
 /// The reply to every control request.
@@ -173,9 +173,10 @@ pub struct ProviderDescription {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartProvider {
     /// Id to run it under.
-    pub provider_id: String,
-    /// The built-in's name, e.g. `keyvalue` or `httpserver`.
-    pub name: String,
+    pub provider_id: ProviderId,
+    /// What to start: `builtin:keyvalue` (on the wire a string; the `builtin:`
+    /// prefix is optional when read).
+    pub name: ProviderRef,
 }
 
 /// Reply to [`StartProvider`] and [`StopProvider`].

@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 
 use lattice::{
     ctl::{ProviderAck, StartProvider, StopProvider},
-    id::ActorId,
+    id::{ActorId, ProviderRef},
     rpc::Target,
     trace::TraceContext,
 };
@@ -19,9 +19,9 @@ use crate::error::{HostCallError, InvokeError};
 /// Names of the providers built into the host, for `builtin:NAME`.
 pub const BUILTINS: &[&str] = &["httpserver", "keyvalue"];
 
-/// A fresh instance of a built-in provider, by name (with or without `builtin:`).
-pub fn builtin(name: &str) -> Option<Arc<dyn Provider>> {
-    match name.strip_prefix("builtin:").unwrap_or(name) {
+/// A fresh instance of a built-in provider.
+pub fn builtin(reference: &ProviderRef) -> Option<Arc<dyn Provider>> {
+    match reference.name() {
         "httpserver" | "http-server" => Some(Arc::new(
             lattice_provider_httpserver::HttpServerProvider::new(),
         )),
@@ -81,7 +81,10 @@ pub(super) async fn start(
     cmd: StartProvider,
 ) -> Result<ProviderAck, String> {
     let _guard = inner.lifecycle.lock().await;
-    if inner.providers_read().contains_key(&cmd.provider_id) {
+    if inner
+        .providers_read()
+        .contains_key(cmd.provider_id.as_str())
+    {
         return Err(format!(
             "provider {} already runs on host {}",
             cmd.provider_id, inner.name
@@ -89,7 +92,7 @@ pub(super) async fn start(
     }
     let provider = builtin(&cmd.name).ok_or_else(|| {
         format!(
-            "unknown built-in provider {:?}; built-ins are: {}",
+            "unknown built-in provider {}; built-ins are: {}",
             cmd.name,
             BUILTINS
                 .iter()
@@ -100,21 +103,17 @@ pub(super) async fn start(
     })?;
     let ctx = ProviderContext {
         lattice: inner.lattice.clone(),
-        provider_id: cmd.provider_id.clone(),
+        provider_id: cmd.provider_id.to_string(),
         nats: inner.nats.clone(),
         actors: Arc::new(HostActorCaller {
             host: Arc::downgrade(inner),
-            origin: cmd.provider_id.clone(),
+            origin: cmd.provider_id.to_string(),
         }),
     };
-    let name = format!(
-        "builtin:{}",
-        cmd.name.strip_prefix("builtin:").unwrap_or(&cmd.name)
-    );
     let rt = ProviderRuntime::start(
         provider,
         ctx,
-        &name,
+        &cmd.name.to_string(),
         &format!("host {}", inner.name),
         inner.id.as_str(),
     )
@@ -125,11 +124,11 @@ pub(super) async fn start(
         .providers
         .write()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(cmd.provider_id.clone(), rt);
+        .insert(cmd.provider_id.to_string(), rt);
     Ok(ProviderAck {
         host_id: inner.id.clone(),
         host_name: inner.name.clone(),
-        provider_id: cmd.provider_id,
+        provider_id: cmd.provider_id.to_string(),
         contract,
     })
 }

@@ -409,15 +409,17 @@ impl Pass<'_> {
             line.problem = Some("no live host matches its constraints".into());
             return line;
         };
-        let name = spec
-            .reference
-            .as_deref()
-            .unwrap_or_default()
-            .trim_start_matches("builtin:")
-            .to_string();
-        let cmd = StartProvider {
-            provider_id: spec.id.clone(),
-            name,
+        // Manifests are validated when deployed; one edited in KV behind our
+        // back is reported here, not started.
+        let cmd = match (
+            lattice::id::ProviderId::new(spec.id.as_str()),
+            lattice::id::ProviderRef::parse(spec.reference.as_deref().unwrap_or_default()),
+        ) {
+            (Ok(provider_id), Ok(name)) => StartProvider { provider_id, name },
+            (Err(e), _) | (_, Err(e)) => {
+                line.problem = Some(e.to_string());
+                return line;
+            }
         };
         if !self.still_leading() {
             return line;

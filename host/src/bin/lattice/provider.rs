@@ -19,17 +19,17 @@ pub enum ProviderCommand {
 
 pub async fn run(connect: &ConnectConfig, command: ProviderCommand) -> anyhow::Result<ExitCode> {
     let ProviderCommand::Run { name, id } = command;
-    let bare = name.strip_prefix("builtin:").unwrap_or(&name).to_string();
-    let provider = providers::builtin(&bare).with_context(|| {
+    let reference = lattice::id::ProviderRef::builtin(&name)?;
+    let provider = providers::builtin(&reference).with_context(|| {
         format!(
             "unknown built-in provider {name:?}; built-ins are: {}",
             providers::BUILTINS.join(", ")
         )
     })?;
-    let id = id.unwrap_or_else(|| bare.clone());
+    let id = id.unwrap_or_else(|| reference.name().to_string());
     let ctl = crate::client(connect).await?;
     eprintln!(
-        "provider {id} (builtin:{bare}) joining lattice {:?}; Ctrl-C to stop",
+        "provider {id} ({reference}) joining lattice {:?}; Ctrl-C to stop",
         connect.lattice.as_str()
     );
     lattice_provider::run_standalone(
@@ -37,7 +37,7 @@ pub async fn run(connect: &ConnectConfig, command: ProviderCommand) -> anyhow::R
         ctl.nats().clone(),
         connect.lattice.clone(),
         &id,
-        &format!("builtin:{bare}"),
+        &reference.to_string(),
     )
     .await
     .with_context(|| format!("provider {id} failed"))?;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use lattice::client::CtlClient;
 use lattice_host::config::ConnectConfig;
 
@@ -19,13 +19,9 @@ pub(super) async fn start(
     host: Option<String>,
     constraints: Vec<(String, String)>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(name) = reference.strip_prefix("builtin:") else {
-        bail!(
-            "provider reference {reference:?} is not supported: use builtin:httpserver or builtin:keyvalue, or run your own provider process with the lattice-provider SDK"
-        );
-    };
-    let provider_id = id.unwrap_or_else(|| name.to_string());
-    lattice::id::validate("provider id", &provider_id)?;
+    let reference = lattice::id::ProviderRef::parse(reference)?;
+    let provider_id =
+        lattice::id::ProviderId::new(id.unwrap_or_else(|| reference.name().to_string()))?;
     let host_id = provider_host(ctl, connect, host.as_deref(), constraints).await?;
     let pb = spinner(format!("starting provider {provider_id}"));
     let ack = ctl
@@ -33,7 +29,7 @@ pub(super) async fn start(
             &host_id,
             &lattice::ctl::StartProvider {
                 provider_id: provider_id.clone(),
-                name: name.to_string(),
+                name: reference,
             },
         )
         .await;
