@@ -7,8 +7,6 @@
 //! (`scripts/prereqs.sh` installs them); a missing toolchain fails the tests
 //! with a message naming them.
 
-mod common;
-
 use std::{
     path::PathBuf,
     process::Command,
@@ -17,10 +15,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{TestLattice, actor_wasm, find_actor, probe_call};
 use lattice::contracts::httpserver::HttpRequest;
 use lattice_harness::{build_c_actor, free_port, wait_until, workspace_root};
 use rmpv::Value;
+
+use crate::common::{TestLattice, actor_wasm, find_actor, probe_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -16,8 +16,6 @@
 //! * `inventory_vet_and_unit_tests`: `go vet` and `go test` of the Go actor.
 //! * `shipped_manifest_is_valid`: `app.toml` parses and matches `deploy.sh`.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -25,12 +23,13 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use common::{TestLattice, actor_wasm, write_file};
 use lattice::{app::Manifest, claims};
 use lattice_harness::{
     build_c_actor, build_go_actor, free_port, go_command, wait_until, workspace_root,
 };
 use serde_json::json;
+
+use crate::common::{TestLattice, actor_wasm, write_file};
 
 /// Deploy to converged: three modules compiled on each host (no module cache
 /// in tests), a Go module among them, on a shared 2-core machine.

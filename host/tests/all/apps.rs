@@ -3,15 +3,14 @@
 //!
 //! Real nats-server, real host processes, real wasm actors built from source.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{TestLattice, actor_wasm, write_file};
 use lattice::{app_store::AppStore, id::HostId};
 use lattice_harness::{HostProcess, free_port, wait_until};
 use lattice_host::reconcile::lease::Lease;
+
+use crate::common::{TestLattice, actor_wasm, write_file};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 /// Hosts beat every second here, so a killed host is gone after three.
@@ -390,7 +389,7 @@ async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
         .env_var("LD_PRELOAD", FAKETIME_LIB)
         .env_var("FAKETIME", "+30d")
         .env_var("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let skewed = HostProcess::spawn(common::BIN, &opts).await?;
+    let skewed = HostProcess::spawn(crate::common::BIN, &opts).await?;
     let started = skewed.started_event()["time"]
         .as_str()
         .context("event time")?

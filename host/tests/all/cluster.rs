@@ -3,16 +3,15 @@
 //! the reconciler leader killed, a NATS server killed. The deployed app converges
 //! back and key-value data written before each fault is still there.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{BIN, actor_wasm, write_file};
 use lattice::{app_store::AppStore, client::CtlClient, id::LatticeId};
 use lattice_harness::{
     HostOptions, HostProcess, NatsCluster, free_port, unique_lattice_id, wait_until,
 };
+
+use crate::common::{BIN, actor_wasm, write_file};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -144,7 +143,7 @@ contract = "lattice:keyvalue"
         module.display()
     );
     let file = write_file(c.dir.path(), "app.toml", manifest.as_bytes())?;
-    let out = common::run_cli(
+    let out = crate::common::run_cli(
         &[
             "--nats-url",
             &c.nats.url(0),

@@ -7,8 +7,6 @@
 //! measures module size, cold start and warm call latency of the Go and Rust
 //! hello actors: `cargo test -p lattice-host --test go -- --ignored --nocapture`.
 
-mod common;
-
 use std::{
     path::PathBuf,
     process::Command,
@@ -17,12 +15,13 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{TestLattice, actor_wasm, probe_call};
 use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
 use lattice_harness::{
     GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary, wait_until,
     workspace_root,
 };
+
+use crate::common::{TestLattice, actor_wasm, probe_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -2,21 +2,20 @@
 //! host processes of the built `lattice` binary (and an in-process host), real
 //! actors built from source, and the CLI run as a subprocess.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{
-    BIN, TestLattice, actor_wasm, digest_of, find_actor, probe_call, run_cli, wait_for_hosts, wat,
-    write_file,
-};
 use lattice::{
     ctl::{HostInfo, HostInventory},
     event::EventData,
     id::{HostId, LatticeId},
 };
 use lattice_harness::wait_until;
+
+use crate::common::{
+    BIN, TestLattice, actor_wasm, digest_of, find_actor, probe_call, run_cli, wait_for_hosts, wat,
+    write_file,
+};
 
 /// (1) `ctl start actor FILE --count 2` puts one replica on each of two hosts;
 /// calls work through the CLI and are served by both; `ctl get` tables and

@@ -5,9 +5,6 @@
 //! `host_started` (see [`HostProcess::spawn`]), events are awaited with a
 //! deadline, and everything else is polled with [`wait_until`].
 
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code, unreachable_pub)]
-
 use std::{
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},

@@ -3,8 +3,6 @@
 //!
 //! Real nats-server, real host processes, real wasm actors built from source.
 
-mod common;
-
 use std::{
     collections::HashSet,
     process::Stdio,
@@ -12,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{BIN, TestLattice, actor_wasm, probe_call, write_file};
 use lattice::{
     claims::{self, Claims},
     contracts::keyvalue,
@@ -21,6 +18,8 @@ use lattice::{
 };
 use lattice_harness::{free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{BIN, TestLattice, actor_wasm, probe_call, write_file};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -344,7 +343,7 @@ async fn standalone_provider_killed_and_restarted() -> Result<()> {
     ensure!(increment(&t, "visits", 1).await? == 6);
 
     // A second provider with the same id is refused.
-    let out = common::run_cli(
+    let out = crate::common::run_cli(
         &[
             "--nats-url",
             &t.nats.url(),
