@@ -15,10 +15,10 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use lattice::contracts::httpserver::HttpRequest;
-use lattice_harness::{build_c_actor, free_port, wait_until, workspace_root};
+use lattice_harness::{build_c_actor, free_port, wait_until};
 use rmpv::Value;
 
-use crate::common::{TestLattice, actor_wasm, find_actor, probe_call};
+use crate::common::{TestLattice, actor_wasm, example_dir, find_actor, get_until, probe_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -27,7 +27,7 @@ const ECHO_C_OPS: &str = "HttpServer.HandleRequest, Echo, Fail, Call, KeyValue, 
 
 /// `examples/echo-c` built to `target/actors/c/echo-c.wasm`, claims included.
 fn echo_c() -> Result<PathBuf> {
-    build_c_actor(&workspace_root().join("examples").join("echo-c"))
+    build_c_actor(&example_dir("echo-c"))
 }
 
 fn msgpack(value: &Value) -> Result<Vec<u8>> {
@@ -215,29 +215,11 @@ async fn echo_c_serves_http() -> Result<()> {
         .success()?;
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "echo-c",
-        "httpserver",
-        "lattice:httpserver",
-        &address,
-    ])
-    .await?
-    .success()?;
+    t.link_put("echo-c", "httpserver", "lattice:httpserver", &[&address])
+        .await?;
     let base = format!("http://127.0.0.1:{port}");
+    get_until(&format!("{base}/ready"), 200).await?;
     let client = reqwest::Client::new();
-    wait_until("the HTTP server to answer", WAIT, || async {
-        Ok(client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ()))
-    })
-    .await?;
 
     let body = all_bytes(64 * 1024);
     let r = client
@@ -464,17 +446,13 @@ async fn echo_c_uses_keyvalue() -> Result<()> {
     t.cli(&["ctl", "start", "provider", "builtin:keyvalue"])
         .await?
         .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
+    t.link_put(
         "echo-c",
         "keyvalue",
         "lattice:keyvalue",
-        "backend=memory",
-    ])
-    .await?
-    .success()?;
+        &["backend=memory"],
+    )
+    .await?;
     let value = vec![0u8, 1, 2, 0xc1, 0xff];
     let tour = msgpack(&Value::Map(vec![
         (Value::from("key"), Value::from("tour")),

@@ -8,27 +8,22 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, ensure};
 use lattice_harness::{
-    GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary, wait_until,
+    GoBuild, build_go_actor, build_go_actor_with, free_port, tinygo_binary, wait_until,
     workspace_root,
 };
 
-use crate::common::{TestLattice, actor_wasm, probe_call};
+use crate::common::{TestLattice, actor_wasm, example_dir, get_until, go_vet_and_test, probe_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn example(name: &str) -> PathBuf {
-    workspace_root().join("examples").join(name)
-}
-
 /// `examples/hello-go` built with `go build -buildmode=c-shared`.
 fn hello_go() -> Result<PathBuf> {
-    build_go_actor(&example("hello-go")).context("building examples/hello-go")
+    build_go_actor(&example_dir("hello-go")).context("building examples/hello-go")
 }
 
 /// Calls `hello-go`'s `SayHello` through the lattice.
@@ -38,44 +33,16 @@ async fn go_hello(t: &TestLattice, actor: &str, name: &str) -> Result<String> {
         .with_context(|| format!("calling {actor} SayHello"))
 }
 
-/// Runs a prepared `go` command and fails with its output unless it succeeds.
-fn run_go(mut cmd: Command, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    ensure!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// `go vet` (for the build machine and for wasip1) and `go test` of the SDK
 /// and both examples.
 #[test]
 fn go_sdk_and_examples_vet_and_unit_tests() -> Result<()> {
     for dir in [
         workspace_root().join("actors").join("go"),
-        example("hello-go"),
-        example("kvcounter-go"),
+        example_dir("hello-go"),
+        example_dir("kvcounter-go"),
     ] {
-        let name = dir.display().to_string();
-        let mut vet = go_command(&dir)?;
-        vet.args(["vet", "./..."]);
-        run_go(vet, &format!("go vet ./... in {name}"))?;
-        let mut vet_wasm = go_command(&dir)?;
-        vet_wasm
-            .env("GOOS", "wasip1")
-            .env("GOARCH", "wasm")
-            .args(["vet", "./..."]);
-        run_go(
-            vet_wasm,
-            &format!("GOOS=wasip1 GOARCH=wasm go vet ./... in {name}"),
-        )?;
-        let mut test = go_command(&dir)?;
-        test.args(["test", "./..."]);
-        run_go(test, &format!("go test ./... in {name}"))?;
+        go_vet_and_test(&dir)?;
     }
     Ok(())
 }
@@ -219,7 +186,7 @@ async fn go_and_rust_actors_call_each_other_across_two_hosts() -> Result<()> {
 /// key-value link it answers 500 naming the actor and the contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
-    let wasm = build_go_actor(&example("kvcounter-go")).context("building kvcounter-go")?;
+    let wasm = build_go_actor(&example_dir("kvcounter-go")).context("building kvcounter-go")?;
     let t = TestLattice::start().await?;
     let _host = t.host("web", &[]).await?;
     let wasm_s = wasm.display().to_string();
@@ -243,31 +210,19 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
     }
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
+    t.link_put(
         "kvcounter-go",
         "httpserver",
         "lattice:httpserver",
-        &address,
-    ])
-    .await?
-    .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter-go",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+        &[&address],
+    )
+    .await?;
+    t.link_put("kvcounter-go", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hits");
-    let first = get_until(&client, &url, 200).await?;
+    let first = get_until(&url, 200).await?;
     let first: serde_json::Value = serde_json::from_str(&first)?;
     let mut last = first["count"].as_i64().context("count in the reply")?;
     ensure!(last == 1, "a fresh store starts at 1: {first}");
@@ -296,35 +251,16 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
     t.cli(&["ctl", "link", "del", "kvcounter-go", "lattice:keyvalue"])
         .await?
         .success()?;
-    let body = get_until(&client, &url, 500).await?;
+    let body = get_until(&url, 500).await?;
     ensure!(
         body.contains("kvcounter-go") && body.contains("lattice:keyvalue"),
         "the refusal names actor and contract: {body}"
     );
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter-go",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
-    let v: serde_json::Value = serde_json::from_str(&get_until(&client, &url, 200).await?)?;
+    t.link_put("kvcounter-go", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
     ensure!(v["count"] == last + 1, "count continues after relink: {v}");
     Ok(())
-}
-
-/// GETs `url` until it answers with `status`, then returns the body.
-async fn get_until(client: &reqwest::Client, url: &str, status: u16) -> Result<String> {
-    wait_until(format!("GET {url} to answer {status}"), WAIT, || async {
-        match client.get(url).send().await {
-            Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
-            _ => Ok(None),
-        }
-    })
-    .await
 }
 
 /// A panic in a Go handler traps the instance: the caller's error names the
@@ -370,7 +306,7 @@ async fn go_panic_traps_and_the_next_call_works() -> Result<()> {
 /// refused at start with an error that says how to rebuild it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_module_without_c_shared_is_refused_at_start() -> Result<()> {
-    let cmd = build_go_actor_with(&example("hello-go"), &GoBuild::command())
+    let cmd = build_go_actor_with(&example_dir("hello-go"), &GoBuild::command())
         .context("building hello-go as a command")?;
     let t = TestLattice::start().await?;
     let a = t.host("a", &[]).await?;
@@ -414,7 +350,7 @@ async fn tinygo_hello_when_tinygo_is_installed() -> Result<()> {
         return Ok(());
     };
     println!("building hello-go with {}", tinygo.display());
-    let wasm = build_go_actor_with(&example("hello-go"), &GoBuild::tinygo())
+    let wasm = build_go_actor_with(&example_dir("hello-go"), &GoBuild::tinygo())
         .context("building hello-go with TinyGo")?;
     let t = TestLattice::start().await?;
     let a = t.host("a", &[]).await?;

@@ -14,7 +14,7 @@ use lattice_harness::wait_until;
 
 use crate::common::{
     BIN, TestLattice, actor_wasm, digest_of, find_actor, probe_call, run_cli, wait_for_hosts, wat,
-    write_file,
+    without_lattice_env, write_file,
 };
 
 /// (1) `ctl start actor FILE --count 2` puts one replica on each of two hosts;
@@ -773,11 +773,7 @@ impl EmbeddedHost {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path)?);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LATTICE_") {
-                cmd.env_remove(k);
-            }
-        }
+        without_lattice_env(&mut cmd);
         let mut child = cmd.spawn().context("spawning lattice up")?;
         let out = child.stdout.take().context("stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
