@@ -14,7 +14,7 @@
 #
 # Usage: scripts/bench.sh [extra loadgen flags, e.g. --calls 50000 --max-time 5s --start-runs 5]
 # Env:   BENCH_CONCURRENCY  calls in flight, comma-separated levels (default: 1,16)
-# The criterion micro-benchmarks are separate: cargo bench -p lattice-host
+# The criterion micro-benchmarks and the Rust/C/Go comparison are separate: cargo bench -p lattice-host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"

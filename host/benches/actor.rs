@@ -9,13 +9,15 @@
 //! The `hello` actor is built from source (`lattice_harness::build_actor`).
 //! Run with `cargo bench -p lattice-host --bench actor`.
 
+mod common;
+
 use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
+use lattice::{digest::Digest, trace::TraceContext};
 use lattice_host::{
     config::RuntimeConfig,
-    runtime::{Runtime, abi::NoHostCalls, actor::Actor},
+    runtime::{Runtime, actor::Actor},
 };
 
 /// Builds `hello`, compiles it (no disk cache) and starts it with one replica.
@@ -34,17 +36,9 @@ fn start_hello(rt: &tokio::runtime::Runtime) -> Arc<Actor> {
             .load("actor hello (bench)", &digest, Arc::new(bytes))
             .await
             .expect("compiling hello");
-        Actor::start(
-            &runtime,
-            ActorId::new("hello").expect("actor id"),
-            digest,
-            &module,
-            1,
-            Default::default(),
-            Arc::new(NoHostCalls),
-        )
-        .await
-        .expect("starting hello")
+        common::start_actor(&runtime, "hello", digest, &module)
+            .await
+            .expect("starting hello")
     })
 }
 

@@ -3,7 +3,7 @@
  * arena, and the contract clients against a mock host.
  *
  * This program plays the host: it defines the `lattice_wapc_*` functions that
- * are wasm imports in an actor. Build and run (host/tests/c.rs does this, with
+ * are wasm imports in an actor. Build and run (host/tests/all/c.rs does this, with
  * -fsanitize=address,undefined when the compiler supports it):
  *
  *     cc -std=c11 -Wall -Wextra -Werror -I actors/c \

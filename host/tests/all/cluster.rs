@@ -3,15 +3,16 @@
 //! the reconciler leader killed, a NATS server killed. The deployed app converges
 //! back and key-value data written before each fault is still there.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{BIN, actor_wasm, write_file};
 use lattice::{app_store::AppStore, client::CtlClient, id::LatticeId};
 use lattice_harness::{
     HostOptions, HostProcess, NatsCluster, free_port, unique_lattice_id, wait_until,
+};
+
+use crate::common::{
+    BIN, actor_wasm, kvcounter_app, kvcounter_hits, reconciler_leader, replicas_by_host, write_file,
 };
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -41,19 +42,8 @@ impl Cluster {
     }
 
     async fn replicas(&self, actor: &str) -> Result<u32> {
-        let hosts = self.ctl.ping_hosts(Duration::from_millis(300)).await?;
-        let mut n = 0;
-        for h in hosts {
-            if let Ok(inv) = self.ctl.inventory(&h.id).await {
-                n += inv
-                    .actors
-                    .iter()
-                    .filter(|a| a.id.as_str() == actor)
-                    .map(|a| a.replicas)
-                    .sum::<u32>();
-            }
-        }
-        Ok(n)
+        let by_host = replicas_by_host(&self.ctl, actor).await?;
+        Ok(by_host.iter().map(|(_, n)| n).sum())
     }
 
     async fn converged(&self, actor: &str, want: u32, what: &str) -> Result<()> {
@@ -67,28 +57,13 @@ impl Cluster {
 
     async fn leader(&self) -> Result<Option<String>> {
         let store = AppStore::open(self.ctl.nats().clone(), &self.lattice.parse()?).await?;
-        let e = store
-            .kv()
-            .entry(lattice_host::reconcile::lease::LEASE_KEY)
-            .await?;
-        Ok(
-            e.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-                .map(|e| String::from_utf8_lossy(&e.value).into_owned()),
-        )
+        reconciler_leader(&store).await
     }
 }
 
 /// GETs the counter until it answers; returns the count.
 async fn hit(port: u16) -> Result<i64> {
-    let url = format!("http://127.0.0.1:{port}/hits");
-    let v: serde_json::Value = wait_until(format!("GET {url}"), CONVERGE, || async {
-        match reqwest::get(&url).await {
-            Ok(r) if r.status() == 200 => Ok(Some(r.json().await?)),
-            _ => Ok(None),
-        }
-    })
-    .await?;
-    v["count"].as_i64().context("count")
+    kvcounter_hits(port, CONVERGE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,33 +93,9 @@ async fn app_survives_host_leader_and_nats_server_failures() -> Result<()> {
     ];
     let module = actor_wasm("kvcounter")?;
     let port = free_port();
-    let manifest = format!(
-        r#"
-name = "counter"
-[[actors]]
-id = "kvcounter"
-ref = "{}"
-replicas = 3
-[[providers]]
-id = "httpserver"
-ref = "builtin:httpserver"
-[[providers]]
-id = "keyvalue"
-ref = "builtin:keyvalue"
-[[links]]
-actor = "kvcounter"
-provider = "httpserver"
-contract = "lattice:httpserver"
-config = {{ address = "127.0.0.1:{port}" }}
-[[links]]
-actor = "kvcounter"
-provider = "keyvalue"
-contract = "lattice:keyvalue"
-"#,
-        module.display()
-    );
+    let manifest = kvcounter_app(&module.display().to_string(), 3, port, "");
     let file = write_file(c.dir.path(), "app.toml", manifest.as_bytes())?;
-    let out = common::run_cli(
+    let out = crate::common::run_cli(
         &[
             "--nats-url",
             &c.nats.url(0),

@@ -16,8 +16,6 @@
 //! * `inventory_vet_and_unit_tests`: `go vet` and `go test` of the Go actor.
 //! * `shipped_manifest_is_valid`: `app.toml` parses and matches `deploy.sh`.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -25,12 +23,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, ensure};
-use common::{TestLattice, actor_wasm, write_file};
 use lattice::{app::Manifest, claims};
-use lattice_harness::{
-    build_c_actor, build_go_actor, free_port, go_command, wait_until, workspace_root,
-};
+use lattice_harness::{build_c_actor, build_go_actor, free_port, wait_until};
 use serde_json::json;
+
+use crate::common::{TestLattice, actor_wasm, example_dir, go_vet_and_test, write_file};
 
 /// Deploy to converged: three modules compiled on each host (no module cache
 /// in tests), a Go module among them, on a shared 2-core machine.
@@ -52,7 +49,7 @@ struct Modules {
 }
 
 fn shop_dir() -> PathBuf {
-    workspace_root().join("examples").join("polyglot-shop")
+    example_dir("polyglot-shop")
 }
 
 fn build_modules() -> Result<Modules> {
@@ -539,29 +536,7 @@ async fn shop_on_one_host() -> Result<()> {
 /// tests with a stand-in key-value store).
 #[test]
 fn inventory_vet_and_unit_tests() -> Result<()> {
-    let dir = shop_dir().join("inventory");
-    let wasip1: &[(&str, &str)] = &[("GOOS", "wasip1"), ("GOARCH", "wasm")];
-    let runs = [
-        (["vet", "./..."], &[][..]),
-        (["vet", "./..."], wasip1),
-        (["test", "./..."], &[][..]),
-    ];
-    for (args, env) in runs {
-        let mut cmd = go_command(&dir)?;
-        cmd.args(args).envs(env.iter().copied());
-        let out = cmd
-            .output()
-            .with_context(|| format!("running go {args:?}"))?;
-        ensure!(
-            out.status.success(),
-            "go {args:?} {env:?} in {} failed ({}):\n{}{}",
-            dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    go_vet_and_test(&shop_dir().join("inventory"))
 }
 
 /// The shipped manifest parses and has the shape the tests deploy: the three

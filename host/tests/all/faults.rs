@@ -4,14 +4,15 @@
 //! Real nats-server, real `lattice up` processes, real actors (`hello`, and
 //! `probe-actor`, which misbehaves on request).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{TestLattice, actor_wasm, probe_call, run_cli, wait_for_hosts, wat, write_file};
 use lattice::id::HostId;
 use lattice_harness::{HostProcess, free_port, wait_until};
+
+use crate::common::{
+    TestLattice, actor_wasm, probe_call, run_cli, wait_for_hosts, wat, write_file,
+};
 
 /// Starts a lattice with one host (`flags` on top of the test defaults)
 /// running `hello`.

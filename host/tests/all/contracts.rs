@@ -3,8 +3,6 @@
 //!
 //! Real nats-server, real host processes, real wasm actors built from source.
 
-mod common;
-
 use std::{
     collections::HashSet,
     process::Stdio,
@@ -12,7 +10,6 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{BIN, TestLattice, actor_wasm, probe_call, write_file};
 use lattice::{
     claims::{self, Claims},
     contracts::keyvalue,
@@ -21,6 +18,8 @@ use lattice::{
 };
 use lattice_harness::{free_port, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{BIN, TestLattice, actor_wasm, get_until, probe_call, write_file};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -68,18 +67,6 @@ async fn providers(t: &TestLattice) -> Result<Vec<ProviderDescription>> {
     Ok(t.ctl.ping_providers(Duration::from_millis(500)).await?)
 }
 
-/// GETs `url` until it answers with `status`, then returns the body.
-async fn get_until(url: &str, status: u16) -> Result<String> {
-    let client = reqwest::Client::new();
-    wait_until(format!("GET {url} to answer {status}"), WAIT, || async {
-        match client.get(url).send().await {
-            Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
-            _ => Ok(None),
-        }
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvcounter_over_http_with_providers_on_two_hosts() -> Result<()> {
     let t = TestLattice::start().await?;
@@ -120,27 +107,10 @@ async fn kvcounter_over_http_with_providers_on_two_hosts() -> Result<()> {
     .success()?;
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter",
-        "httpserver",
-        "lattice:httpserver",
-        &address,
-    ])
-    .await?
-    .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+    t.link_put("kvcounter", "httpserver", "lattice:httpserver", &[&address])
+        .await?;
+    t.link_put("kvcounter", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
 
     let url = format!("http://127.0.0.1:{port}/hits");
     let first: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
@@ -206,16 +176,8 @@ async fn kvcounter_over_http_with_providers_on_two_hosts() -> Result<()> {
         "the refusal names actor and contract: {body}"
     );
     // Back, and the count continues: the data is durable in JetStream.
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+    t.link_put("kvcounter", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
     let v: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
     ensure!(v["count"] == last + 1, "count continues after relink: {v}");
     Ok(())
@@ -259,9 +221,8 @@ async fn contract_calls_need_claims_and_a_link() -> Result<()> {
     );
 
     // A link to a provider that does not exist: refused at once.
-    t.cli(&["ctl", "link", "put", "probe", "ghost", "lattice:keyvalue"])
+    t.link_put("probe", "ghost", "lattice:keyvalue", &[])
         .await?
-        .success()?
         .stderr_has(&["no provider with id \"ghost\""])?;
     let started = Instant::now();
     let err = increment(&t, "k", 1).await.unwrap_err().to_string();
@@ -325,9 +286,8 @@ async fn standalone_provider_killed_and_restarted() -> Result<()> {
     let a = t.host("a", &[]).await?;
     let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
     t.start_actor(&a, &with, "probe", 1).await?;
-    t.cli(&["ctl", "link", "put", "probe", "kvproc", "lattice:keyvalue"])
-        .await?
-        .success()?;
+    t.link_put("probe", "kvproc", "lattice:keyvalue", &[])
+        .await?;
 
     let mut provider = ProviderProcess::spawn(&t, "keyvalue", "kvproc").await?;
     // The process got the link from the KV watch.
@@ -344,7 +304,7 @@ async fn standalone_provider_killed_and_restarted() -> Result<()> {
     ensure!(increment(&t, "visits", 1).await? == 6);
 
     // A second provider with the same id is refused.
-    let out = common::run_cli(
+    let out = crate::common::run_cli(
         &[
             "--nats-url",
             &t.nats.url(),
@@ -401,16 +361,8 @@ async fn increments_are_atomic_across_hosts_and_keys_may_be_odd() -> Result<()> 
     ])
     .await?
     .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "probe",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+    t.link_put("probe", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
     wait_until("the link to reach both hosts", WAIT, || async {
         Ok(increment(&t, "warmup", 1).await.ok())
     })
@@ -515,17 +467,8 @@ async fn http_faults_give_clear_statuses_and_the_host_keeps_serving() -> Result<
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
     let taken_addr = format!("address={}", taken.local_addr()?);
     let mut events = t.events().await?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "probe",
-        "httpserver",
-        "lattice:httpserver",
-        &taken_addr,
-    ])
-    .await?
-    .success()?;
+    t.link_put("probe", "httpserver", "lattice:httpserver", &[&taken_addr])
+        .await?;
     let failed = events
         .wait_for("link_failed", WAIT, |e| e.kind == "link_failed")
         .await?;
@@ -543,18 +486,13 @@ async fn http_faults_give_clear_statuses_and_the_host_keeps_serving() -> Result<
     // Move the link to a free port, with a small body limit.
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
+    t.link_put(
         "probe",
         "httpserver",
         "lattice:httpserver",
-        &address,
-        "max_body_bytes=1024",
-    ])
-    .await?
-    .success()?;
+        &[&address, "max_body_bytes=1024"],
+    )
+    .await?;
     let base = format!("http://127.0.0.1:{port}");
     ensure!(get_until(&format!("{base}/"), 200).await? == "probe");
     let client = reqwest::Client::new();
@@ -634,16 +572,8 @@ async fn auction_prefers_a_host_with_the_linked_provider_in_process() -> Result<
     ])
     .await?
     .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "probe",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+    t.link_put("probe", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
     // "empty" is less loaded, but "with-kv" serves the probe's contract in-process.
     let module = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
     let out = t

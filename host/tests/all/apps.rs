@@ -3,87 +3,39 @@
 //!
 //! Real nats-server, real host processes, real wasm actors built from source.
 
-mod common;
-
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{TestLattice, actor_wasm, write_file};
 use lattice::{app_store::AppStore, id::HostId};
 use lattice_harness::{HostProcess, free_port, wait_until};
 use lattice_host::reconcile::lease::Lease;
+
+use crate::common::{
+    TestLattice, actor_wasm, kvcounter_app, kvcounter_hits, reconciler_leader, replicas_by_host,
+    write_file,
+};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 /// Hosts beat every second here, so a killed host is gone after three.
 const FAST: &[(&str, &str)] = &[("--reconcile-interval", "500ms")];
 
-fn manifest(module: &str, replicas: i64, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-name = "counter"
-description = "kvcounter behind HTTP"
-
-[[actors]]
-id = "kvcounter"
-ref = "{module}"
-replicas = {replicas}
-{extra}
-
-[[providers]]
-id = "httpserver"
-ref = "builtin:httpserver"
-constraints = {{ role = "edge" }}
-
-[[providers]]
-id = "keyvalue"
-ref = "builtin:keyvalue"
-
-[[links]]
-actor = "kvcounter"
-provider = "httpserver"
-contract = "lattice:httpserver"
-config = {{ address = "127.0.0.1:{port}" }}
-
-[[links]]
-actor = "kvcounter"
-provider = "keyvalue"
-contract = "lattice:keyvalue"
-"#
-    )
-}
-
-/// Total replicas of `actor` over the hosts that answer now.
-async fn replicas(t: &TestLattice, actor: &str) -> Result<Vec<(String, u32)>> {
-    let hosts = t.ctl.ping_hosts(Duration::from_millis(300)).await?;
-    let mut out = Vec::new();
-    for h in hosts {
-        if let Ok(inv) = t.ctl.inventory(&h.id).await
-            && let Some(a) = inv.actors.iter().find(|a| a.id.as_str() == actor)
-        {
-            out.push((inv.host.name.clone(), a.replicas));
-        }
-    }
-    Ok(out)
-}
-
+/// Waits until `want` replicas of `actor` run in all; returns them per host.
 async fn wait_replicas(t: &TestLattice, actor: &str, want: u32) -> Result<Vec<(String, u32)>> {
     wait_until(format!("{want} replicas of {actor}"), CONVERGE, || async {
-        let r = replicas(t, actor).await?;
+        let r = replicas_by_host(&t.ctl, actor).await?;
         Ok((r.iter().map(|(_, n)| n).sum::<u32>() == want).then_some(r))
     })
     .await
 }
 
+/// The kvcounter app's count, once it answers.
 async fn count(port: u16) -> Result<i64> {
-    let url = format!("http://127.0.0.1:{port}/hits");
-    let v: serde_json::Value = wait_until(format!("GET {url}"), CONVERGE, || async {
-        match reqwest::get(&url).await {
-            Ok(r) if r.status() == 200 => Ok(Some(r.json().await?)),
-            _ => Ok(None),
-        }
-    })
-    .await?;
-    v["count"].as_i64().context("count")
+    kvcounter_hits(port, CONVERGE).await
+}
+
+/// The kvcounter app with `replicas`, its HTTP server on the edge host.
+fn manifest(replicas: u32, port: u16) -> String {
+    kvcounter_app("kvcounter.wasm", replicas, port, r#"{ role = "edge" }"#)
 }
 
 async fn hosts(t: &TestLattice) -> Result<(HostProcess, HostProcess, HostProcess)> {
@@ -104,11 +56,7 @@ async fn app_converges_heals_after_a_host_dies_and_updates() -> Result<()> {
     let module = actor_wasm("kvcounter")?;
     std::fs::copy(&module, t.dir.path().join("kvcounter.wasm"))?;
     let port = free_port();
-    let file = write_file(
-        t.dir.path(),
-        "app.toml",
-        manifest("kvcounter.wasm", 3, port, "").as_bytes(),
-    )?;
+    let file = write_file(t.dir.path(), "app.toml", manifest(3, port).as_bytes())?;
     let file_s = file.display().to_string();
     t.cli(&["app", "deploy", &file_s]).await?.success()?;
     let placed = wait_replicas(&t, "kvcounter", 3).await?;
@@ -142,14 +90,14 @@ async fn app_converges_heals_after_a_host_dies_and_updates() -> Result<()> {
     ensure!(count(port).await? == before + 2, "key-value kept the count");
 
     // A changed manifest rolls to revision 2.
-    std::fs::write(&file, manifest("kvcounter.wasm", 1, port, ""))?;
+    std::fs::write(&file, manifest(1, port))?;
     let out = t.cli(&["app", "deploy", &file_s]).await?.success()?;
     ensure!(out.stdout.contains("revision 2"), "{}", out.stdout);
     wait_replicas(&t, "kvcounter", 1).await?;
 
     // Undeploy stops everything and removes the links.
     t.cli(&["app", "undeploy", "counter"]).await?.success()?;
-    ensure!(replicas(&t, "kvcounter").await?.is_empty());
+    ensure!(replicas_by_host(&t.ctl, "kvcounter").await?.is_empty());
     let links = t.ctl.links().await?.list().await?;
     ensure!(links.is_empty(), "{links:?}");
     t.cli(&["app", "status", "counter"])
@@ -164,15 +112,8 @@ async fn another_host_takes_over_when_the_leader_dies() -> Result<()> {
     let t = TestLattice::start().await?;
     let (edge, w1, w2) = hosts(&t).await?;
     let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
-    let leader_of = || async {
-        let e = store
-            .kv()
-            .entry(lattice_host::reconcile::lease::LEASE_KEY)
-            .await?;
-        Ok::<_, anyhow::Error>(e.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
-    };
-    let first = wait_until("a reconciler leader", CONVERGE, || async {
-        leader_of().await
+    let first = wait_until("a reconciler leader", CONVERGE, || {
+        reconciler_leader(&store)
     })
     .await?;
     let mut all = vec![edge, w1, w2];
@@ -183,7 +124,7 @@ async fn another_host_takes_over_when_the_leader_dies() -> Result<()> {
     let mut leader = all.remove(idx);
     leader.kill()?;
     let second = wait_until("a new leader", CONVERGE, || async {
-        Ok(leader_of().await?.filter(|l| *l != first))
+        Ok(reconciler_leader(&store).await?.filter(|l| *l != first))
     })
     .await?;
     ensure!(all.iter().any(|h| h.host_id() == second));
@@ -390,7 +331,7 @@ async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
         .env_var("LD_PRELOAD", FAKETIME_LIB)
         .env_var("FAKETIME", "+30d")
         .env_var("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-    let skewed = HostProcess::spawn(common::BIN, &opts).await?;
+    let skewed = HostProcess::spawn(crate::common::BIN, &opts).await?;
     let started = skewed.started_event()["time"]
         .as_str()
         .context("event time")?
@@ -405,12 +346,8 @@ async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
         "the skewed host's clock is 30 days ahead: {started}"
     );
     let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
-    let leader = wait_until("a reconciler leader", CONVERGE, || async {
-        let e = store
-            .kv()
-            .entry(lattice_host::reconcile::lease::LEASE_KEY)
-            .await?;
-        Ok(e.map(|e| String::from_utf8_lossy(&e.value).into_owned()))
+    let leader = wait_until("a reconciler leader", CONVERGE, || {
+        reconciler_leader(&store)
     })
     .await?;
     ensure!(leader == skewed.host_id(), "the only host leads");

@@ -7,20 +7,18 @@
 //! (`scripts/prereqs.sh` installs them); a missing toolchain fails the tests
 //! with a message naming them.
 
-mod common;
-
 use std::{
     path::PathBuf,
     process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail, ensure};
-use common::{TestLattice, actor_wasm, find_actor, probe_call};
+use anyhow::{Context, Result, ensure};
 use lattice::contracts::httpserver::HttpRequest;
-use lattice_harness::{build_c_actor, free_port, wait_until, workspace_root};
+use lattice_harness::{build_c_actor, free_port, wait_until};
 use rmpv::Value;
+
+use crate::common::{TestLattice, actor_wasm, example_dir, find_actor, get_until, probe_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -29,7 +27,7 @@ const ECHO_C_OPS: &str = "HttpServer.HandleRequest, Echo, Fail, Call, KeyValue, 
 
 /// `examples/echo-c` built to `target/actors/c/echo-c.wasm`, claims included.
 fn echo_c() -> Result<PathBuf> {
-    build_c_actor(&workspace_root().join("examples").join("echo-c"))
+    build_c_actor(&example_dir("echo-c"))
 }
 
 fn msgpack(value: &Value) -> Result<Vec<u8>> {
@@ -217,29 +215,11 @@ async fn echo_c_serves_http() -> Result<()> {
         .success()?;
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
-        "echo-c",
-        "httpserver",
-        "lattice:httpserver",
-        &address,
-    ])
-    .await?
-    .success()?;
+    t.link_put("echo-c", "httpserver", "lattice:httpserver", &[&address])
+        .await?;
     let base = format!("http://127.0.0.1:{port}");
+    get_until(&format!("{base}/ready"), 200).await?;
     let client = reqwest::Client::new();
-    wait_until("the HTTP server to answer", WAIT, || async {
-        Ok(client
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ()))
-    })
-    .await?;
 
     let body = all_bytes(64 * 1024);
     let r = client
@@ -466,17 +446,13 @@ async fn echo_c_uses_keyvalue() -> Result<()> {
     t.cli(&["ctl", "start", "provider", "builtin:keyvalue"])
         .await?
         .success()?;
-    t.cli(&[
-        "ctl",
-        "link",
-        "put",
+    t.link_put(
         "echo-c",
         "keyvalue",
         "lattice:keyvalue",
-        "backend=memory",
-    ])
-    .await?
-    .success()?;
+        &["backend=memory"],
+    )
+    .await?;
     let value = vec![0u8, 1, 2, 0xc1, 0xff];
     let tour = msgpack(&Value::Map(vec![
         (Value::from("key"), Value::from("tour")),
@@ -618,169 +594,4 @@ impl Calls<'_> {
     async fn stats(&self) -> Result<Value> {
         unpack(&self.t.ctl.call_raw("echo-c", "Stats", Vec::new()).await?)
     }
-}
-
-/// Size, cold start and warm call latency of the C echo actor next to the Rust
-/// `hello`, in-process (wasmtime only, no NATS) and through a lattice. Prints
-/// a table; run with
-/// `cargo test -p lattice-host --test c -- --ignored --nocapture measure`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, not a check; run it on demand"]
-async fn measure_c_vs_rust() -> Result<()> {
-    use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
-    use lattice_host::{
-        config::RuntimeConfig,
-        runtime::{Runtime, actor::Actor},
-    };
-
-    fn percentile(sorted: &[Duration], p: f64) -> Duration {
-        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-    }
-    fn us(d: Duration) -> String {
-        format!("{:.1} µs", d.as_secs_f64() * 1e6)
-    }
-    fn ms(d: Duration) -> String {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    }
-
-    let modules = [
-        ("echo-c (C)", echo_c()?),
-        ("hello (Rust)", actor_wasm("hello")?),
-    ];
-    let payload = b"sixteen bytes!!!".to_vec();
-    let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut rows = Vec::new();
-    for (label, path) in &modules {
-        let bytes = std::fs::read(path)?;
-        let size = bytes.len();
-        let digest = Digest::of(&bytes);
-        let runtime = Runtime::new(RuntimeConfig {
-            no_cache: true,
-            cache_dir: None,
-            ..RuntimeConfig::default()
-        })?;
-        let began = Instant::now();
-        let (module, _) = runtime
-            .load(&format!("actor {label}"), &digest, Arc::new(bytes))
-            .await?;
-        let compile = began.elapsed();
-        let began = Instant::now();
-        let actor = Actor::start(
-            &runtime,
-            ActorId::new("m")?,
-            digest,
-            &module,
-            1,
-            Default::default(),
-            Arc::new(lattice_host::runtime::abi::NoHostCalls),
-        )
-        .await?;
-        let reply = actor
-            .invoke(
-                "Echo",
-                payload.clone(),
-                TraceContext::new_root(),
-                deadline(),
-            )
-            .await?;
-        let first_call = began.elapsed();
-        ensure!(reply == payload);
-        let mut inst = Vec::new();
-        for _ in 0..200 {
-            let began = Instant::now();
-            actor.instantiate_cold().await?;
-            inst.push(began.elapsed());
-        }
-        inst.sort();
-        let mut warm = Vec::new();
-        for _ in 0..5000 {
-            let began = Instant::now();
-            actor
-                .invoke(
-                    "Echo",
-                    payload.clone(),
-                    TraceContext::new_root(),
-                    deadline(),
-                )
-                .await?;
-            warm.push(began.elapsed());
-        }
-        warm.sort();
-        actor.stop(Duration::from_secs(5)).await;
-        rows.push((
-            label.to_string(),
-            size,
-            compile,
-            first_call,
-            percentile(&inst, 0.5),
-            percentile(&warm, 0.5),
-            percentile(&warm, 0.99),
-        ));
-    }
-
-    // Through a lattice: `ctl start actor` (upload, compile on a --no-cache
-    // host, eager instance) until the first call answers, then warm calls
-    // over NATS.
-    let t = TestLattice::start().await?;
-    let host = t.host("m", &[]).await?;
-    let mut lattice_rows = Vec::new();
-    for (label, path) in &modules {
-        let id = if label.starts_with("echo") {
-            "echo-c"
-        } else {
-            "hello"
-        };
-        let began = Instant::now();
-        t.start_actor(&host, path, id, 1).await?;
-        let reply = t.ctl.call_raw(id, "Echo", payload.clone()).await?;
-        let cold = began.elapsed();
-        ensure!(reply == payload);
-        let mut warm = Vec::new();
-        for _ in 0..500 {
-            let began = Instant::now();
-            t.ctl.call_raw(id, "Echo", payload.clone()).await?;
-            warm.push(began.elapsed());
-        }
-        warm.sort();
-        lattice_rows.push((
-            label.to_string(),
-            cold,
-            percentile(&warm, 0.5),
-            percentile(&warm, 0.99),
-        ));
-    }
-
-    println!("\nin-process (wasmtime, debug host build unless run with --release):");
-    println!(
-        "{:<14} {:>10} {:>10} {:>16} {:>14} {:>12} {:>12}",
-        "actor", "size", "compile", "start+1st call", "instantiate", "Echo p50", "Echo p99"
-    );
-    for (label, size, compile, first, inst, p50, p99) in &rows {
-        println!(
-            "{label:<14} {:>10} {:>10} {:>16} {:>14} {:>12} {:>12}",
-            format!("{size} B"),
-            ms(*compile),
-            ms(*first),
-            us(*inst),
-            us(*p50),
-            us(*p99)
-        );
-    }
-    println!("\nthrough a lattice (one host process, calls over NATS):");
-    println!(
-        "{:<14} {:>22} {:>12} {:>12}",
-        "actor", "start → 1st reply", "Echo p50", "Echo p99"
-    );
-    for (label, cold, p50, p99) in &lattice_rows {
-        println!(
-            "{label:<14} {:>22} {:>12} {:>12}",
-            ms(*cold),
-            us(*p50),
-            us(*p99)
-        );
-    }
-    if rows.is_empty() {
-        bail!("nothing measured");
-    }
-    Ok(())
 }

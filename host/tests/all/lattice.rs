@@ -2,21 +2,20 @@
 //! host processes of the built `lattice` binary (and an in-process host), real
 //! actors built from source, and the CLI run as a subprocess.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{
-    BIN, TestLattice, actor_wasm, digest_of, find_actor, probe_call, run_cli, wait_for_hosts, wat,
-    write_file,
-};
 use lattice::{
     ctl::{HostInfo, HostInventory},
     event::EventData,
     id::{HostId, LatticeId},
 };
 use lattice_harness::wait_until;
+
+use crate::common::{
+    BIN, TestLattice, actor_wasm, digest_of, find_actor, probe_call, run_cli, wait_for_hosts, wat,
+    without_lattice_env, write_file,
+};
 
 /// (1) `ctl start actor FILE --count 2` puts one replica on each of two hosts;
 /// calls work through the CLI and are served by both; `ctl get` tables and
@@ -774,11 +773,7 @@ impl EmbeddedHost {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path)?);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("LATTICE_") {
-                cmd.env_remove(k);
-            }
-        }
+        without_lattice_env(&mut cmd);
         let mut child = cmd.spawn().context("spawning lattice up")?;
         let out = child.stdout.take().context("stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();

@@ -5,9 +5,6 @@
 //! `host_started` (see [`HostProcess::spawn`]), events are awaited with a
 //! deadline, and everything else is polled with [`wait_until`].
 
-// Each test binary uses a different subset of these helpers.
-#![allow(dead_code, unreachable_pub)]
-
 use std::{
     path::{Path, PathBuf},
     process::{ExitStatus, Stdio},
@@ -17,19 +14,25 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use futures::StreamExt;
 use lattice::{
+    app_store::AppStore,
     client::CtlClient,
     ctl::{ActorDescription, ActorStarted, HostInventory, StartActor},
     digest::Digest,
     event::Event,
     id::{ActorId, HostId, LatticeId},
 };
-use lattice_harness::{HostOptions, HostProcess, NatsServer, unique_lattice_id, wait_until};
+use lattice_harness::{
+    HostOptions, HostProcess, NatsServer, go_command, unique_lattice_id, wait_until, workspace_root,
+};
 
 /// The `lattice` binary built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_lattice");
 
 /// How long a CLI invocation may take before the test gives up on it.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long [`get_until`] polls an HTTP server.
+pub const HTTP_WAIT: Duration = Duration::from_secs(20);
 
 /// Flags every test host gets unless the test overrides them: short intervals
 /// and deadlines so faults show quickly, no shared on-disk module cache.
@@ -43,6 +46,11 @@ pub const HOST_DEFAULTS: &[(&str, &str)] = &[
 pub fn actor_wasm(package: &str) -> Result<PathBuf> {
     lattice_harness::build_actor(package)
         .with_context(|| format!("building actor package {package}"))
+}
+
+/// `examples/NAME` of the workspace.
+pub fn example_dir(name: &str) -> PathBuf {
+    workspace_root().join("examples").join(name)
 }
 
 /// One lattice of its own on a nats-server of its own, plus a client for it.
@@ -122,6 +130,20 @@ impl TestLattice {
         ];
         full.extend_from_slice(args);
         run_cli(&full, &[]).await
+    }
+
+    /// Runs `lattice ctl link put ACTOR PROVIDER CONTRACT [K=V]...`, which
+    /// must succeed.
+    pub async fn link_put(
+        &self,
+        actor: &str,
+        provider: &str,
+        contract: &str,
+        config: &[&str],
+    ) -> Result<CliOutput> {
+        let mut args = vec!["ctl", "link", "put", actor, provider, contract];
+        args.extend_from_slice(config);
+        self.cli(&args).await?.success()
     }
 
     /// Uploads a module to the lattice's artifact store and starts it with
@@ -343,11 +365,7 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Result<CliOutput> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("LATTICE_") {
-            cmd.env_remove(k);
-        }
-    }
+    without_lattice_env(cmd.as_std_mut());
     cmd.envs(env.iter().copied());
     let started = Instant::now();
     let output = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
@@ -361,6 +379,16 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Result<CliOutput> {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         elapsed: started.elapsed(),
     })
+}
+
+/// Keeps the `LATTICE_*` variables of the test's own environment away from
+/// a `lattice` process.
+pub fn without_lattice_env(cmd: &mut std::process::Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LATTICE_") {
+            cmd.env_remove(k);
+        }
+    }
 }
 
 /// Writes `bytes` to `dir/name` and returns the path.
@@ -407,4 +435,136 @@ pub async fn wait_for_hosts(ctl: &CtlClient, names: &[&str], timeout: Duration) 
         },
     )
     .await
+}
+
+/// Replicas of `actor` on each host that answers a ping now, as
+/// (host name, replicas).
+pub async fn replicas_by_host(ctl: &CtlClient, actor: &str) -> Result<Vec<(String, u32)>> {
+    let hosts = ctl.ping_hosts(Duration::from_millis(300)).await?;
+    let mut out = Vec::new();
+    for h in hosts {
+        if let Ok(inv) = ctl.inventory(&h.id).await
+            && let Some(a) = find_actor(&inv, actor)
+        {
+            out.push((inv.host.name.clone(), a.replicas));
+        }
+    }
+    Ok(out)
+}
+
+/// The id of the host holding the reconciler lease, if one does.
+pub async fn reconciler_leader(store: &AppStore) -> Result<Option<String>> {
+    let e = store
+        .kv()
+        .entry(lattice_host::reconcile::lease::LEASE_KEY)
+        .await?;
+    Ok(
+        e.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+    )
+}
+
+/// The manifest of app `counter`: `replicas` of `kvcounter` from `module`
+/// behind the built-in HTTP server on `127.0.0.1:port`, counting in the
+/// built-in key-value store. `httpserver_constraints` places the HTTP server
+/// (an inline TOML table such as `{ role = "edge" }`; empty for anywhere).
+pub fn kvcounter_app(
+    module: &str,
+    replicas: u32,
+    port: u16,
+    httpserver_constraints: &str,
+) -> String {
+    let constraints = if httpserver_constraints.is_empty() {
+        String::new()
+    } else {
+        format!("constraints = {httpserver_constraints}\n")
+    };
+    format!(
+        r#"
+name = "counter"
+description = "kvcounter behind HTTP"
+
+[[actors]]
+id = "kvcounter"
+ref = "{module}"
+replicas = {replicas}
+
+[[providers]]
+id = "httpserver"
+ref = "builtin:httpserver"
+{constraints}
+[[providers]]
+id = "keyvalue"
+ref = "builtin:keyvalue"
+
+[[links]]
+actor = "kvcounter"
+provider = "httpserver"
+contract = "lattice:httpserver"
+config = {{ address = "127.0.0.1:{port}" }}
+
+[[links]]
+actor = "kvcounter"
+provider = "keyvalue"
+contract = "lattice:keyvalue"
+"#
+    )
+}
+
+/// GETs `/hits` of the kvcounter app on `port` until it answers (within
+/// `timeout`); returns the count.
+pub async fn kvcounter_hits(port: u16, timeout: Duration) -> Result<i64> {
+    let url = format!("http://127.0.0.1:{port}/hits");
+    let v: serde_json::Value = wait_until(format!("GET {url}"), timeout, || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status() == 200 => Ok(Some(r.json().await?)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    v["count"].as_i64().context("count")
+}
+
+/// GETs `url` until it answers with `status` (within [`HTTP_WAIT`]), then
+/// returns the body.
+pub async fn get_until(url: &str, status: u16) -> Result<String> {
+    let client = reqwest::Client::new();
+    wait_until(
+        format!("GET {url} to answer {status}"),
+        HTTP_WAIT,
+        || async {
+            match client.get(url).send().await {
+                Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
+                _ => Ok(None),
+            }
+        },
+    )
+    .await
+}
+
+/// `go vet ./...` for the build machine and for wasip1, then `go test ./...`,
+/// in the Go module at `dir`; fails with the output of the first that fails.
+pub fn go_vet_and_test(dir: &Path) -> Result<()> {
+    let wasip1: &[(&str, &str)] = &[("GOOS", "wasip1"), ("GOARCH", "wasm")];
+    let runs = [
+        (["vet", "./..."], &[][..]),
+        (["vet", "./..."], wasip1),
+        (["test", "./..."], &[][..]),
+    ];
+    for (args, env) in runs {
+        let mut cmd = go_command(dir)?;
+        cmd.args(args).envs(env.iter().copied());
+        let out = cmd
+            .output()
+            .with_context(|| format!("running go {args:?} in {}", dir.display()))?;
+        ensure!(
+            out.status.success(),
+            "go {args:?} {env:?} in {} failed ({}):\n{}{}",
+            dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
