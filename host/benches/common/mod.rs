@@ -4,11 +4,7 @@
 use std::sync::Arc;
 
 use lattice::{digest::Digest, id::ActorId};
-use lattice_host::runtime::{
-    Runtime,
-    abi::NoHostCalls,
-    actor::Actor,
-};
+use lattice_host::runtime::{Runtime, abi::NoHostCalls, actor::Actor};
 
 /// Starts a compiled module as actor `id` with one replica, no configuration
 /// and [`NoHostCalls`]: one eager instance, as a host's start does.

@@ -599,3 +599,86 @@ async fn auction_prefers_a_host_with_the_linked_provider_in_process() -> Result<
     ensure!(increment(&t, "n", 2).await? == 2);
     Ok(())
 }
+
+/// An actor cannot reach a provider by naming its bare id (actors and providers
+/// have separate rpc subjects), an actor whose id is a provider's id does not
+/// receive that provider's calls, and a raw request to a provider naming an
+/// origin it holds no link for is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let a = t.host("a", &[]).await?;
+    t.cli(&["ctl", "start", "provider", "builtin:keyvalue", "--id", "kv"])
+        .await?
+        .success()?;
+    // The probe has a link to kv but its claims do not list lattice:keyvalue.
+    let http_only = probe_with_claims(&t, &["lattice:httpserver"])?;
+    t.start_actor(&a, &http_only, "probe", 1).await?;
+    t.link_put("probe", "kv", keyvalue::CONTRACT, &[]).await?;
+
+    // The bare provider id as an actor target reaches no provider.
+    let get = rmp_serde::to_vec_named(&keyvalue::GetRequest { key: "k".into() })?;
+    let err = t
+        .ctl
+        .call_raw("probe", "Call", probe_call("kv", keyvalue::GET, &get)?)
+        .await
+        .unwrap_err()
+        .to_string();
+    ensure!(
+        err.contains("no responders") && err.contains("actor \"kv\""),
+        "the bare id must not reach the provider: {err}"
+    );
+
+    // An actor started under the provider's id gets no contract calls: a
+    // properly claimed and linked caller still reaches the real provider.
+    t.start_actor(&a, &actor_wasm("hello")?, "kv", 1).await?;
+    let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    t.ctl
+        .stop_actor(&lattice::id::HostId::new(a.host_id())?, &"probe".parse()?)
+        .await?;
+    t.start_actor(&a, &with, "probe", 1).await?;
+    ensure!(increment(&t, "k", 2).await? == 2);
+    ensure!(increment(&t, "k", 3).await? == 5);
+
+    // A raw request to the provider's subject with a forged origin that has no
+    // link is refused, naming provider, origin and link.
+    let lid = lattice::id::LatticeId::new(t.id.as_str())?;
+    let target = lattice::rpc::Target::Provider {
+        provider: "kv".parse()?,
+        contract: keyvalue::CONTRACT.parse()?,
+        link: lattice::id::LinkName::default_name(),
+    };
+    let inv = lattice::rpc::Invocation::new("kvcounter", &target, keyvalue::GET, get.clone());
+    let err = lattice::rpc::remote::invoke(
+        t.ctl.nats(),
+        &lid,
+        &target,
+        &inv,
+        &lattice::trace::TraceContext::new_root(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    for needle in [
+        "provider kv refuses",
+        "actor kvcounter",
+        "\"default\"",
+        "no such link",
+    ] {
+        ensure!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    // The linked origin is served over NATS too.
+    let inv = lattice::rpc::Invocation::new("probe", &target, keyvalue::GET, get);
+    lattice::rpc::remote::invoke(
+        t.ctl.nats(),
+        &lid,
+        &target,
+        &inv,
+        &lattice::trace::TraceContext::new_root(),
+        Duration::from_secs(5),
+    )
+    .await
+    .context("a linked origin is served")?;
+    Ok(())
+}

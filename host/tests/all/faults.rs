@@ -454,3 +454,31 @@ async fn sigterm_while_nats_is_down_still_exits() -> Result<()> {
     );
     Ok(())
 }
+
+/// The reported hang: with providers and links running, NATS goes away and
+/// SIGTERM must still end the host (within its drain timeout plus a few
+/// seconds; the harness gives it 10 s).
+#[tokio::test]
+async fn sigterm_with_providers_while_nats_is_down_still_exits() -> Result<()> {
+    let (mut lat, mut host) = lattice_with_hello(&[("--drain-timeout", "2s")]).await?;
+    for provider in ["builtin:keyvalue", "builtin:httpserver"] {
+        lat.cli(&["ctl", "start", "provider", provider])
+            .await?
+            .success()?;
+    }
+    let port = lattice_harness::free_port();
+    lat.link_put("hello", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    lat.link_put(
+        "hello",
+        "httpserver",
+        "lattice:httpserver",
+        &[&format!("address=127.0.0.1:{port}")],
+    )
+    .await?;
+    hello_still_works(&lat, "providers").await?;
+    lat.nats.stop()?;
+    let status = host.terminate().await?;
+    assert_eq!(status.code(), Some(0), "{status}");
+    Ok(())
+}

@@ -62,7 +62,7 @@ impl Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Actor(a) => write!(f, "actor {a:?}"),
+            Target::Actor(a) => write!(f, "actor {:?}", a.as_str()),
             Target::Provider {
                 provider,
                 contract,
@@ -210,6 +210,28 @@ mod tests {
         assert_eq!(Invocation::decode(&bytes).unwrap(), inv);
         // named fields: the map carries the key "operation"
         assert!(bytes.windows(9).any(|w| w == b"operation"));
+    }
+
+    #[test]
+    fn targets_name_their_subject_and_kind() {
+        let l = LatticeId::new("prod").unwrap();
+        let actor = Target::Actor(ActorId::new("kv").unwrap());
+        let provider = Target::Provider {
+            provider: ProviderId::new("kv").unwrap(),
+            contract: ContractId::new("lattice:keyvalue").unwrap(),
+            link: LinkName::default_name(),
+        };
+        // The same id, two subjects: an actor named like a provider is not it.
+        assert_eq!(actor.subject(&l), "lattice.prod.rpc.actor.kv");
+        assert_eq!(provider.subject(&l), "lattice.prod.rpc.provider.kv");
+        assert_eq!(actor.to_string(), "actor \"kv\"");
+        assert_eq!(
+            provider.to_string(),
+            "provider kv for contract lattice:keyvalue (link \"default\")"
+        );
+        let inv = Invocation::new("probe", &provider, "KeyValue.Get", vec![]);
+        assert_eq!(inv.link_name.as_deref(), Some("default"));
+        assert_eq!(Invocation::new("cli", &actor, "X", vec![]).link_name, None);
     }
 
     #[test]
