@@ -69,7 +69,8 @@ impl fmt::Display for Target {
                 link,
             } => write!(
                 f,
-                "provider {provider} for contract {contract} (link {link:?})"
+                "provider {provider} for contract {contract} (link {:?})",
+                link.as_str()
             ),
         }
     }
