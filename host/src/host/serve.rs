@@ -20,10 +20,15 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut calls = JoinSet::new();
+    // Named once per actor, not per call: errors and spans say which replica set.
+    let what: Arc<str> = match host.upgrade() {
+        Some(h) => format!("actor {} on host {}", actor.id(), h.name).into(),
+        None => return,
+    };
     let stopped = loop {
         tokio::select! {
             msg = sub.next() => match msg {
-                Some(msg) => spawn_call(&mut calls, &host, &actor, msg),
+                Some(msg) => spawn_call(&mut calls, &host, &actor, &what, msg),
                 None => break false,
             },
             _ = stop.changed() => break true,
@@ -35,7 +40,7 @@ pub(super) async fn serve(
         // Unsubscribe, then finish every message the server delivered before that.
         let _ = sub.drain().await;
         while let Some(msg) = sub.next().await {
-            spawn_call(&mut calls, &host, &actor, msg);
+            spawn_call(&mut calls, &host, &actor, &what, msg);
         }
     }
     while calls.join_next().await.is_some() {}
@@ -45,15 +50,15 @@ fn spawn_call(
     calls: &mut JoinSet<()>,
     host: &Weak<HostInner>,
     actor: &Arc<Actor>,
+    what: &Arc<str>,
     msg: async_nats::Message,
 ) {
     let Some(host) = host.upgrade() else { return };
-    let actor = actor.clone();
-    calls.spawn(async move { handle(host, actor, msg).await });
+    let (actor, what) = (actor.clone(), what.clone());
+    calls.spawn(async move { handle(host, actor, what, msg).await });
 }
 
-async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, msg: async_nats::Message) {
-    let what = format!("actor {} on host {}", actor.id(), host.name);
+async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, what: Arc<str>, msg: async_nats::Message) {
     let deadline = host.runtime.config().call_timeout;
     serve_invocation(
         &host.nats,

@@ -46,6 +46,8 @@ struct Inner {
     provider: Arc<dyn Provider>,
     id: String,
     provider_id: ProviderId,
+    /// `provider {id}`, for replies and spans.
+    what: String,
     name: String,
     location: String,
     source: String,
@@ -104,6 +106,7 @@ impl ProviderRuntime {
             inner: Arc::new(Inner {
                 provider,
                 id: ctx.provider_id.clone(),
+                what: format!("provider {provider_id}"),
                 provider_id,
                 name: name.to_string(),
                 location: location.to_string(),
@@ -348,11 +351,10 @@ impl Inner {
     }
 
     async fn serve(self: Arc<Self>, msg: async_nats::Message) {
-        let what = format!("provider {}", self.id);
         serve_invocation(
             &self.nats,
             msg,
-            &what,
+            &self.what,
             CALL_DEADLINE,
             |inv, _trace, _until| self.handle_remote(inv),
         )
