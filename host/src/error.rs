@@ -143,6 +143,20 @@ pub enum HostCallError {
     /// The call went over NATS and failed there, or the callee answered an error.
     #[error(transparent)]
     Remote(#[from] lattice::Error),
+    /// A caller that is not an actor called a contract; only actors hold links.
+    #[error("only actors call providers; {origin:?} is not an actor id: {reason}")]
+    NotAnActor {
+        /// The caller.
+        origin: String,
+        /// Why its name is not an actor id.
+        reason: String,
+    },
+    /// [`crate::Host::call_local`] named an actor this host does not run.
+    #[error("actor {actor:?} does not run on this host")]
+    NotHere {
+        /// The actor id asked for.
+        actor: String,
+    },
     /// The host is shutting down.
     #[error("the host is shutting down")]
     ShuttingDown,

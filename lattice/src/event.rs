@@ -170,6 +170,44 @@ impl Event {
     }
 }
 
+/// How long [`publish`] waits for the NATS client to take one event.
+#[cfg(feature = "client")]
+pub const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Publishes `event` from `source` (a host id, a provider process id, `cli`) on
+/// `lattice.{lid}.evt.{type}`.
+///
+/// Best effort and bounded: events inform, they never hold up the work that
+/// caused them. An event that cannot be sent, or that the NATS client does not
+/// take within [`PUBLISH_TIMEOUT`] (its buffer fills while the server is away),
+/// is logged at debug level and dropped; one that cannot be encoded (a bug) at
+/// error level.
+#[cfg(feature = "client")]
+pub async fn publish(
+    nats: &async_nats::Client,
+    lattice: &crate::id::LatticeId,
+    source: &str,
+    event: EventData,
+) {
+    let kind = event.kind();
+    let body = match serde_json::to_vec(&event.into_event(source)) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, kind, "could not encode event");
+            return;
+        }
+    };
+    let send = nats.publish(crate::subject::event(lattice, kind), body.into());
+    match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, kind, "could not publish event"),
+        Err(_) => tracing::debug!(
+            kind,
+            "gave up publishing an event: NATS is not taking messages"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,9 @@
 //! The one way a host invokes anything: in-process when this host runs the
 //! target (an actor replica, or a provider inside the host), else over NATS.
 //!
-//! The router (actors' host calls), in-host providers calling actors and
-//! [`crate::Host::call_local`] all come through [`HostInner::invoke`]; what is
-//! allowed is decided before, by the router.
+//! The router (actors' host calls) and in-host providers calling actors come
+//! through [`HostInner::invoke`]; what is allowed is decided before, by the
+//! router. [`crate::Host::call_local`] is its in-process leg alone.
 
 use std::time::Duration;
 
@@ -24,7 +24,8 @@ const REMOTE_SLACK: Duration = Duration::from_millis(250);
 
 /// One invocation, with its target already resolved and allowed.
 pub(crate) struct Call {
-    /// Who calls: an actor id, a provider id, or `cli`.
+    /// Who calls: an actor id (host calls) or a provider id (providers calling
+    /// actors).
     pub origin: String,
     /// What is called.
     pub target: Target,
@@ -51,7 +52,12 @@ impl HostInner {
             }
             Target::Provider { provider, link, .. } => {
                 if let Some(local) = self.local_provider(provider.as_str()) {
-                    let actor_id = ActorId::new(call.origin.as_str())?;
+                    let actor_id = ActorId::new(call.origin.as_str()).map_err(|e| {
+                        HostCallError::NotAnActor {
+                            origin: call.origin.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                     return local
                         .handle_local(ProviderCall {
                             actor_id,

@@ -25,8 +25,6 @@ use lattice::{
     event::EventData,
     id::{ActorId, HostId, LatticeId},
     link_store::{LinkCache, LinkStore},
-    rpc::Target,
-    subject,
 };
 use lattice_provider::ProviderRuntime;
 use tokio::{sync::watch, task::JoinHandle};
@@ -57,9 +55,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a stopping host waits to flush its last events to NATS.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// How long publishing one event may wait for the NATS client.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A host running in this process. Cheap to clone; all clones are the same host.
 #[derive(Clone)]
@@ -208,33 +203,32 @@ impl Host {
     }
 
     /// Calls an actor running on this host directly, without NATS (used by
-    /// benchmarks and tests).
+    /// benchmarks and tests): the in-process leg of [`HostInner::invoke`] alone.
     ///
     /// # Errors
-    /// [`HostCallError::Remote`] naming the actor when it is not running here,
-    /// else the actor's own error.
+    /// [`HostCallError::NotHere`] when the actor does not run on this host, else
+    /// the actor's own error.
     pub async fn call_local(
         &self,
         actor: &str,
         operation: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, HostCallError> {
-        if self.inner.local_actor(actor).is_none() {
-            return Err(HostCallError::Remote(lattice::Error::Remote(format!(
-                "actor {actor:?} does not run on this host"
-            ))));
-        }
-        let target = Target::Actor(ActorId::new(actor)?);
-        self.inner
-            .invoke(invoke::Call {
-                origin: "host".into(),
-                target,
-                operation: operation.to_string(),
+        let local = self
+            .inner
+            .local_actor(actor)
+            .ok_or_else(|| HostCallError::NotHere {
+                actor: actor.to_string(),
+            })?;
+        let deadline = tokio::time::Instant::now() + self.inner.runtime.config().call_timeout;
+        Ok(local
+            .invoke(
+                operation,
                 payload,
-                trace: lattice::trace::TraceContext::new_root(),
-                deadline: tokio::time::Instant::now() + self.inner.runtime.config().call_timeout,
-            })
-            .await
+                lattice::trace::TraceContext::new_root(),
+                deadline,
+            )
+            .await?)
     }
 
     /// Resolves when someone asks this host to stop through the control
@@ -422,27 +416,7 @@ impl HostInner {
     /// Publishes an event; failures are logged, never fatal (NATS may be
     /// reconnecting).
     pub(crate) async fn publish(&self, event: EventData) {
-        let kind = event.kind();
-        let body = match serde_json::to_vec(&event.into_event(self.id.as_str())) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, kind, "could not encode event");
-                return;
-            }
-        };
-        let publish = self
-            .nats
-            .publish(subject::event(&self.lattice, kind), body.into());
-        // Bounded: while NATS is away the client's buffer can fill, and an event
-        // must never hold up a call or a shutdown.
-        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, kind, "could not publish event"),
-            Err(_) => tracing::debug!(
-                kind,
-                "gave up publishing an event: NATS is not taking messages"
-            ),
-        }
+        lattice::event::publish(&self.nats, &self.lattice, self.id.as_str(), event).await;
     }
 
     fn spawn_heartbeat(self: &Arc<Self>) {

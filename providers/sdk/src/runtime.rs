@@ -25,8 +25,8 @@ use crate::{
     ProviderError,
 };
 
-/// How long each step of stopping a provider (its shutdown, the final flush,
-/// publishing an event) may take.
+/// How long each step of stopping a provider (its shutdown, the final flush)
+/// may take.
 pub const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a provider may take to answer one call from another host.
@@ -44,8 +44,7 @@ pub struct ProviderRuntime {
 
 struct Inner {
     provider: Arc<dyn Provider>,
-    id: String,
-    provider_id: ProviderId,
+    id: ProviderId,
     /// `provider {id}`, for replies and spans.
     what: String,
     name: String,
@@ -105,9 +104,8 @@ impl ProviderRuntime {
         let rt = ProviderRuntime {
             inner: Arc::new(Inner {
                 provider,
-                id: ctx.provider_id.clone(),
                 what: format!("provider {provider_id}"),
-                provider_id,
+                id: provider_id,
                 name: name.to_string(),
                 location: location.to_string(),
                 source: source.to_string(),
@@ -128,7 +126,7 @@ impl ProviderRuntime {
         let _ = tokio::time::timeout(Duration::from_secs(5), rt.inner.nats.flush()).await;
         rt.publish(EventData::ProviderStarted {
             host_id: source.to_string(),
-            provider_id: rt.inner.id.clone(),
+            provider_id: rt.inner.id.to_string(),
             contract: rt.inner.provider.contract().to_string(),
             name: name.to_string(),
         })
@@ -139,7 +137,7 @@ impl ProviderRuntime {
 
     /// The provider id.
     pub fn id(&self) -> &str {
-        &self.inner.id
+        self.inner.id.as_str()
     }
 
     /// The contract it serves.
@@ -183,7 +181,7 @@ impl ProviderRuntime {
         }
         self.publish(EventData::ProviderStopped {
             host_id: self.inner.source.clone(),
-            provider_id: self.inner.id.clone(),
+            provider_id: self.inner.id.to_string(),
             reason: reason.to_string(),
         })
         .await;
@@ -210,7 +208,7 @@ impl ProviderRuntime {
     async fn spawn_link_follower(&self, links: LinkCache) {
         // Subscribe first, then apply what exists, so no change falls in between.
         let mut changes = links.subscribe();
-        for link in links.for_provider(&self.inner.id) {
+        for link in links.for_provider(self.inner.id.as_str()) {
             self.inner.apply(link).await;
         }
         let weak = Arc::downgrade(&self.inner);
@@ -228,8 +226,12 @@ impl ProviderRuntime {
                 };
                 let Some(inner) = weak.upgrade() else { break };
                 match change {
-                    LinkChange::Put(l) if l.provider_id == inner.id => inner.apply(l).await,
-                    LinkChange::Deleted(l) if l.provider_id == inner.id => inner.remove(l).await,
+                    LinkChange::Put(l) if l.provider_id == inner.id.as_str() => {
+                        inner.apply(l).await
+                    }
+                    LinkChange::Deleted(l) if l.provider_id == inner.id.as_str() => {
+                        inner.remove(l).await
+                    }
                     // A link moved to another provider: release ours.
                     LinkChange::Put(l) => {
                         let key = l.key();
@@ -250,11 +252,11 @@ impl ProviderRuntime {
     }
 
     async fn spawn_rpc(&self) -> Result<(), async_nats::SubscribeError> {
-        let subject = subject::provider_rpc(&self.inner.lattice, &self.inner.provider_id);
+        let subject = subject::provider_rpc(&self.inner.lattice, &self.inner.id);
         let mut sub = self
             .inner
             .nats
-            .queue_subscribe(subject, self.inner.id.clone())
+            .queue_subscribe(subject, self.inner.id.to_string())
             .await?;
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
@@ -289,7 +291,7 @@ impl ProviderRuntime {
 impl Inner {
     fn description(&self) -> ProviderDescription {
         ProviderDescription {
-            id: self.id.clone(),
+            id: self.id.to_string(),
             name: self.name.clone(),
             contract: self.provider.contract().to_string(),
             location: self.location.clone(),
@@ -305,13 +307,7 @@ impl Inner {
     }
 
     async fn publish(&self, event: EventData) {
-        let kind = event.kind();
-        if let Ok(body) = serde_json::to_vec(&event.into_event(&self.source)) {
-            let publish = self
-                .nats
-                .publish(subject::event(&self.lattice, kind), body.into());
-            let _ = tokio::time::timeout(STOP_STEP_TIMEOUT, publish).await;
-        }
+        lattice::event::publish(&self.nats, &self.lattice, &self.source, event).await;
     }
 
     async fn apply(&self, link: LinkDefinition) {
@@ -322,7 +318,7 @@ impl Inner {
         if let Some(error) = &error {
             tracing::warn!(provider = %self.id, actor = %actor_id, link = %link_name, %error, "link failed");
             self.publish(EventData::LinkFailed {
-                provider_id: self.id.clone(),
+                provider_id: self.id.to_string(),
                 actor_id: actor_id.clone(),
                 link_name: link_name.clone(),
                 error: error.clone(),

@@ -111,12 +111,6 @@ async fn del(
 
 /// Announces a change on the lattice's event subject, best effort.
 async fn publish_event(ctl: &CtlClient, event: EventData) {
-    let kind = event.kind();
-    if let Ok(body) = serde_json::to_vec(&event.into_event("cli")) {
-        let _ = ctl
-            .nats()
-            .publish(lattice::subject::event(ctl.lattice(), kind), body.into())
-            .await;
-        let _ = ctl.nats().flush().await;
-    }
+    lattice::event::publish(ctl.nats(), ctl.lattice(), "cli", event).await;
+    let _ = ctl.nats().flush().await;
 }
