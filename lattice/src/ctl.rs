@@ -294,79 +294,9 @@ pub fn format_pairs<'a>(
         .join(sep)
 }
 
-/// Checks that a host with `labels` satisfies every constraint.
-pub fn labels_match(
-    labels: &BTreeMap<String, String>,
-    constraints: &BTreeMap<String, String>,
-) -> bool {
-    constraints.iter().all(|(k, v)| labels.get(k) == Some(v))
-}
-
-/// Spreads `count` replicas over the bidders: hosts serving more of the actor's
-/// contracts in-process first, then least loaded, round robin, so no host gets a
-/// second replica before every bidder has one.
-///
-/// Returns `(bid, replicas)` pairs with at least one replica each; empty when
-/// there are no bids or `count` is 0.
-pub fn plan_spread(mut bids: Vec<Bid>, count: u32) -> Vec<(Bid, u32)> {
-    bids.sort_by(|a, b| {
-        b.local_contracts
-            .cmp(&a.local_contracts)
-            .then(a.load.cmp(&b.load))
-            .then(a.running.cmp(&b.running))
-            .then(a.host_name.cmp(&b.host_name))
-            .then(a.host_id.cmp(&b.host_id))
-    });
-    bids.dedup_by(|a, b| a.host_id == b.host_id);
-    if bids.is_empty() || count == 0 {
-        return Vec::new();
-    }
-    let n = bids.len() as u32;
-    bids.into_iter()
-        .enumerate()
-        .map(|(i, bid)| {
-            let i = i as u32;
-            (bid, count / n + u32::from(i < count % n))
-        })
-        .filter(|(_, r)| *r > 0)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bid(name: &str, load: u64) -> Bid {
-        Bid {
-            host_id: HostId::new(format!("H{name}")).unwrap(),
-            host_name: name.into(),
-            load,
-            running: 0,
-            local_contracts: 0,
-        }
-    }
-
-    #[test]
-    fn spread_prefers_least_loaded_and_round_robins() {
-        let plan = plan_spread(vec![bid("a", 5), bid("b", 0), bid("c", 2)], 2);
-        let names: Vec<_> = plan
-            .iter()
-            .map(|(b, r)| (b.host_name.as_str(), *r))
-            .collect();
-        assert_eq!(names, vec![("b", 1), ("c", 1)]);
-        let plan = plan_spread(vec![bid("a", 0), bid("b", 0)], 5);
-        let names: Vec<_> = plan
-            .iter()
-            .map(|(b, r)| (b.host_name.as_str(), *r))
-            .collect();
-        assert_eq!(names, vec![("a", 3), ("b", 2)]);
-        assert!(plan_spread(vec![], 3).is_empty());
-        let mut near = bid("z", 9);
-        near.local_contracts = 1;
-        let plan = plan_spread(vec![bid("a", 0), near], 1);
-        assert_eq!(plan[0].0.host_name, "z", "a local provider beats load");
-        assert!(plan_spread(vec![bid("a", 0)], 0).is_empty());
-    }
 
     #[test]
     fn reply_shapes() {
@@ -375,16 +305,5 @@ mod tests {
         let err: CtlReply<u32> = Err::<u32, _>("nope").into();
         assert_eq!(serde_json::to_string(&err).unwrap(), r#"{"error":"nope"}"#);
         assert_eq!(err.into_result().unwrap_err().to_string(), "nope");
-    }
-
-    #[test]
-    fn constraints() {
-        let labels: BTreeMap<_, _> = [("zone".to_string(), "a".to_string())].into();
-        let mut c = BTreeMap::new();
-        assert!(labels_match(&labels, &c));
-        c.insert("zone".to_string(), "a".to_string());
-        assert!(labels_match(&labels, &c));
-        c.insert("gpu".to_string(), "yes".to_string());
-        assert!(!labels_match(&labels, &c));
     }
 }

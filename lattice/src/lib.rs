@@ -8,6 +8,7 @@
 //! * [`subject`]: the NATS subjects of the control interface, events and the data plane;
 //! * [`ctl`] and [`event`]: the JSON messages of the control plane;
 //! * [`rpc`]: the msgpack envelope of an invocation on the data plane;
+//! * [`placement`]: which hosts take new actor replicas and providers;
 //! * [`digest`]: sha256 content addresses of actor modules;
 //! * [`claims`]: what an actor module may do, embedded in a custom section;
 //! * [`link`] and [`contracts`]: links between actors and providers, and the
@@ -52,6 +53,7 @@ pub mod id;
 pub mod link;
 #[cfg(feature = "client")]
 pub mod link_store;
+pub mod placement;
 pub mod rpc;
 pub mod subject;
 #[cfg(feature = "client")]

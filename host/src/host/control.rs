@@ -7,10 +7,7 @@ use std::{
 
 use futures::StreamExt;
 use lattice::{
-    ctl::{
-        ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, StartActor, StopActor,
-        labels_match,
-    },
+    ctl::{ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, StartActor, StopActor},
     event::EventData,
     subject,
 };
@@ -67,7 +64,7 @@ async fn handle(inner: Arc<HostInner>, msg: async_nats::Message) {
         subject::OP_PING_HOSTS => json(&CtlReply::Ok(inner.info())),
         subject::OP_AUCTION_ACTOR => match parse::<AuctionRequest>(&msg.payload) {
             // Hosts that do not match stay silent: the auction only hears bidders.
-            Ok(req) if !labels_match(&inner.labels, &req.constraints) => return,
+            Ok(req) if !lattice::placement::labels_match(&inner.labels, &req.constraints) => return,
             Ok(req) => json(&CtlReply::Ok(bid(&inner, &req))),
             Err(e) => json(&CtlReply::<Bid>::Error(e)),
         },

@@ -24,10 +24,11 @@ use lattice::{
     app::{ActorSpec, ActorStatusLine, AppStatus, DeployedApp, ProviderStatusLine},
     app_store::AppStore,
     client::CtlClient,
-    ctl::{HostInventory, ProviderDescription, StartActor, StartProvider, labels_match},
+    ctl::{HostInventory, ProviderDescription, StartActor, StartProvider},
     event::Event,
     id::{ActorId, HostId, LatticeId},
     link_store::LinkStore,
+    placement::{self, Candidate, labels_match},
     subject,
 };
 use tokio::time::Instant;
@@ -204,12 +205,7 @@ impl Pass<'_> {
         if apps.is_empty() {
             return Ok(());
         }
-        let inventories: Vec<HostInventory> =
-            futures::future::join_all(alive.iter().map(|h| self.ctl.inventory(h)))
-                .await
-                .into_iter()
-                .filter_map(Result::ok)
-                .collect();
+        let mut inventories = self.inventories(&alive).await;
         let providers = self
             .ctl
             .ping_providers(Duration::from_millis(300))
@@ -236,15 +232,21 @@ impl Pass<'_> {
                 observed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 ..Default::default()
             };
+            // Providers first, so the actors' placement sees where their linked
+            // providers run (and prefers those hosts).
+            let mut started = false;
+            for p in &app.manifest.providers {
+                let (line, now) = self.provider(p, &providers, &inventories).await;
+                started |= now;
+                status.providers.push(line);
+            }
+            if started {
+                inventories = self.inventories(&alive).await;
+            }
             for spec in &app.manifest.actors {
                 status
                     .actors
                     .push(self.actor(&app, spec, &inventories).await);
-            }
-            for p in &app.manifest.providers {
-                status
-                    .providers
-                    .push(self.provider(p, &providers, &inventories).await);
             }
             if let Ok(defs) = app.manifest.link_definitions() {
                 for l in defs {
@@ -348,20 +350,32 @@ impl Pass<'_> {
             ));
             return line;
         }
-        // Hosts without a replica first (spread), least loaded first.
-        let mut order: Vec<&HostInventory> = matching.clone();
-        order.sort_by_key(|i| {
-            let has = running.iter().any(|(r, _)| r.host.id == i.host.id);
-            (has, i.host.replicas, i.host.name.clone())
-        });
+        // Rank like every placement: linked in-process providers, then spread,
+        // then load. Only hosts running the right module count as running it.
+        let links: Vec<(&str, &str)> = app
+            .manifest
+            .links
+            .iter()
+            .filter(|l| l.actor == spec.id)
+            .map(|l| (l.contract.as_str(), l.provider.as_str()))
+            .collect();
+        let candidates = matching
+            .iter()
+            .map(|inv| {
+                let mut c = Candidate::from_inventory(inv, &actor_id, &links);
+                c.running = running
+                    .iter()
+                    .find(|(r, _)| r.host.id == inv.host.id)
+                    .map_or(0, |(_, n)| *n);
+                c
+            })
+            .collect();
         if !self.still_leading() {
             return line;
         }
-        let mut plan: BTreeMap<HostId, u32> = BTreeMap::new();
-        for k in 0..(desired - actual) as usize {
-            let h = order[k % order.len()];
-            *plan.entry(h.host.id.clone()).or_default() += 1;
-        }
+        let plan = placement::spread(candidates, desired - actual)
+            .into_iter()
+            .map(|(c, n)| (c.host_id, n));
         let starts = plan.into_iter().map(|(host, n)| {
             let cmd = StartActor {
                 actor_id: actor_id.clone(),
@@ -387,27 +401,39 @@ impl Pass<'_> {
         line
     }
 
+    /// The inventories of the `alive` hosts that answer.
+    async fn inventories(&self, alive: &[HostId]) -> Vec<HostInventory> {
+        futures::future::join_all(alive.iter().map(|h| self.ctl.inventory(h)))
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// Starts the provider of `spec` unless it runs; returns its status line
+    /// and whether it was started now.
     async fn provider(
         &self,
         spec: &lattice::app::ProviderSpec,
         running: &[ProviderDescription],
         invs: &[HostInventory],
-    ) -> ProviderStatusLine {
+    ) -> (ProviderStatusLine, bool) {
         let mut line = ProviderStatusLine {
             id: spec.id.clone(),
             running: running.iter().any(|p| p.id == spec.id),
             problem: None,
         };
         if line.running {
-            return line;
+            return (line, false);
         }
-        let Some(host) = invs
+        let candidates = invs
             .iter()
             .filter(|i| labels_match(&i.host.labels, &spec.constraints))
-            .min_by_key(|i| (i.host.replicas, i.host.name.clone()))
-        else {
+            .map(|i| Candidate::from_host(&i.host))
+            .collect();
+        let Some(host) = placement::best(candidates) else {
             line.problem = Some("no live host matches its constraints".into());
-            return line;
+            return (line, false);
         };
         // Manifests are validated when deployed; one edited in KV behind our
         // back is reported here, not started.
@@ -418,19 +444,20 @@ impl Pass<'_> {
             (Ok(provider_id), Ok(name)) => StartProvider { provider_id, name },
             (Err(e), _) | (_, Err(e)) => {
                 line.problem = Some(e.to_string());
-                return line;
+                return (line, false);
             }
         };
         if !self.still_leading() {
-            return line;
+            return (line, false);
         }
-        match self.ctl.start_provider(&host.host.id, &cmd).await {
+        match self.ctl.start_provider(&host.host_id, &cmd).await {
             Ok(_) => {
-                tracing::info!(provider = %spec.id, host = %host.host.name, "reconciler: started provider");
+                tracing::info!(provider = %spec.id, host = %host.host_name, "reconciler: started provider");
                 line.running = true;
+                return (line, true);
             }
             Err(e) => line.problem = Some(e.to_string()),
         }
-        line
+        (line, false)
     }
 }

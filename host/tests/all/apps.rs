@@ -107,6 +107,40 @@ async fn app_converges_heals_after_a_host_dies_and_updates() -> Result<()> {
     Ok(())
 }
 
+/// The reconciler places like `ctl start actor` does: a host running the
+/// actor's linked providers in-process wins over hosts that sort before it and
+/// carry the same load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_places_actors_beside_their_linked_providers() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _a = t.host("a-worker", &[FAST[0]]).await?;
+    let _b = t.host("b-worker", &[FAST[0]]).await?;
+    let _edge = t
+        .host("z-edge", &[FAST[0], ("--label", "role=edge")])
+        .await?;
+    std::fs::copy(
+        actor_wasm("kvcounter")?,
+        t.dir.path().join("kvcounter.wasm"),
+    )?;
+    let port = free_port();
+    let both_on_edge = manifest(1, port).replace(
+        "ref = \"builtin:keyvalue\"\n",
+        "ref = \"builtin:keyvalue\"\nconstraints = { role = \"edge\" }\n",
+    );
+    ensure!(both_on_edge.matches("role = \"edge\"").count() == 2);
+    let file = write_file(t.dir.path(), "app.toml", both_on_edge.as_bytes())?;
+    t.cli(&["app", "deploy", &file.display().to_string()])
+        .await?
+        .success()?;
+    let placed = wait_replicas(&t, "kvcounter", 1).await?;
+    ensure!(
+        placed.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>() == ["z-edge"],
+        "the actor runs beside its providers: {placed:?}"
+    );
+    ensure!(count(port).await? >= 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_host_takes_over_when_the_leader_dies() -> Result<()> {
     let t = TestLattice::start().await?;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use anyhow::{Context, bail};
 use lattice::{
     client::CtlClient,
-    ctl::{AuctionRequest, HostInventory, plan_spread},
+    ctl::{AuctionRequest, HostInventory},
     id::{ActorId, HostId},
+    placement::{self, Candidate},
 };
 use lattice_host::config::ConnectConfig;
 
@@ -62,10 +63,12 @@ pub(super) async fn actor_replicas(
             lattice::ctl::format_pairs(&constraints, ", ")
         );
     }
-    Ok(plan_spread(bids, count)
-        .into_iter()
-        .map(|(b, n)| (b.host_id, b.host_name, n))
-        .collect())
+    Ok(
+        placement::spread(bids.into_iter().map(Candidate::from).collect(), count)
+            .into_iter()
+            .map(|(c, n)| (c.host_id, c.host_name, n))
+            .collect(),
+    )
 }
 
 /// The host a built-in provider starts on: `host` when given, else the least
@@ -81,11 +84,13 @@ pub(super) async fn provider_host(
     }
     let constraints: BTreeMap<_, _> = constraints.into_iter().collect();
     let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-    hosts
-        .into_iter()
-        .filter(|h| lattice::ctl::labels_match(&h.labels, &constraints))
-        .min_by_key(|h| (h.replicas, h.name.clone()))
-        .map(|h| h.id)
+    let candidates = hosts
+        .iter()
+        .filter(|h| placement::labels_match(&h.labels, &constraints))
+        .map(Candidate::from_host)
+        .collect();
+    placement::best(candidates)
+        .map(|c| c.host_id)
         .with_context(|| {
             format!(
                 "no host in lattice {:?} matches the constraints [{}]",
