@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const ECHO_C_OPS: &str = "HttpServer.HandleRequest, Echo, Fail, Call, KeyValue, Stats, Leak";
 
 /// `examples/echo-c` built to `target/actors/c/echo-c.wasm`, claims included.
-fn echo_c() -> Result<PathBuf> {
+pub(crate) fn echo_c() -> Result<PathBuf> {
     build_c_actor(&example_dir("echo-c"))
 }
 

@@ -22,7 +22,7 @@ use crate::common::{TestLattice, actor_wasm, example_dir, get_until, go_vet_and_
 const WAIT: Duration = Duration::from_secs(20);
 
 /// `examples/hello-go` built with `go build -buildmode=c-shared`.
-fn hello_go() -> Result<PathBuf> {
+pub(crate) fn hello_go() -> Result<PathBuf> {
     build_go_actor(&example_dir("hello-go")).context("building examples/hello-go")
 }
 

@@ -13,6 +13,7 @@ mod apps;
 mod c;
 mod cluster;
 mod contracts;
+mod decoders;
 mod faults;
 mod go;
 mod lattice;
