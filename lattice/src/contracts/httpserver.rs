@@ -18,6 +18,14 @@ pub const HANDLE_REQUEST: &str = "HttpServer.HandleRequest";
 pub const CONFIG_ADDRESS: &str = "address";
 /// Link config key: largest request body accepted, in bytes (413 beyond).
 pub const CONFIG_MAX_BODY: &str = "max_body_bytes";
+/// Link config key: connections the listener keeps open at once (more get 503).
+pub const CONFIG_MAX_CONNECTIONS: &str = "max_connections";
+/// Link config key: how long a client has to send a request's headers (and to
+/// start speaking HTTP at all), e.g. `10s`.
+pub const CONFIG_HEADER_TIMEOUT: &str = "header_timeout";
+/// Link config key: how long a connection may stay open with no request in
+/// flight, e.g. `60s`.
+pub const CONFIG_IDLE_TIMEOUT: &str = "idle_timeout";
 
 /// An HTTP request, as the actor sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

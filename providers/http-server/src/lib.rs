@@ -13,13 +13,18 @@
 //! | key | meaning | default |
 //! |---|---|---|
 //! | `address` | where to listen, `HOST:PORT` (`:PORT` = all interfaces, port `0` = any free port, see [`HttpServerProvider::bound_address`]) | required |
-//! | `max_body_bytes` | largest request body accepted; larger ones get 413 | [`DEFAULT_MAX_BODY_BYTES`] |
+//! | `max_body_bytes` | largest request body accepted, at most [`MAX_BODY_BYTES_LIMIT`]; larger bodies get 413 | [`DEFAULT_MAX_BODY_BYTES`] |
+//! | `max_connections` | connections open at once, at most [`MAX_CONNECTIONS_LIMIT`]; past it a new connection gets 503 with `retry-after` and is closed | [`DEFAULT_MAX_CONNECTIONS`] |
+//! | `header_timeout` | time a new connection has to start speaking HTTP, and an HTTP/1 request to send its headers (`10s`, `500ms`) | [`DEFAULT_HEADER_TIMEOUT`] |
+//! | `idle_timeout` | time a connection (HTTP/1 keep-alive or HTTP/2) may stay open with no request in flight | [`DEFAULT_IDLE_TIMEOUT`] |
 //!
 //! What the HTTP client sees when things go wrong:
 //!
 //! | situation | status |
 //! |---|---|
 //! | request body over `max_body_bytes` | 413 |
+//! | `max_connections` connections already open | 503 with `retry-after: 1`, connection closed |
+//! | nothing sent within `header_timeout`, or idle past `idle_timeout` | connection closed |
 //! | malformed HTTP | 400 (from hyper; the server keeps serving) |
 //! | actor not running anywhere | 503 |
 //! | actor did not answer in time, or the provider's request timeout passed | 504 |
@@ -69,9 +74,11 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use lattice::{
-    contracts::httpserver::{CONFIG_ADDRESS, CONFIG_MAX_BODY, CONTRACT},
+    contracts::httpserver::{
+        CONFIG_ADDRESS, CONFIG_HEADER_TIMEOUT, CONFIG_IDLE_TIMEOUT, CONFIG_MAX_BODY,
+        CONFIG_MAX_CONNECTIONS, CONTRACT,
+    },
     id::ActorId,
 };
 use lattice_provider::{
@@ -81,10 +88,22 @@ use lattice_provider::{
 use tokio::{sync::oneshot, task::JoinHandle};
 use tracing::{info, warn};
 
-use server::Route;
+use server::{Limits, Route};
 
 /// The request body limit when a link sets no `max_body_bytes`: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The largest `max_body_bytes` a link may set: 64 MiB. Bodies are buffered
+/// whole and travel as one message, so this bounds the memory one request takes.
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+/// Connections one listener keeps open when a link sets no `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The largest `max_connections` a link may set. Every connection is a file
+/// descriptor of the process that also holds the host's NATS connection.
+pub const MAX_CONNECTIONS_LIMIT: usize = 65_536;
+/// Time to start speaking HTTP and to send HTTP/1 headers, by default: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay open with no request in flight, by default: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default overall deadline for one request (reading the body, the actor
 /// call, decoding the reply): 30 s, then 504. A backstop behind the actor call's
@@ -101,7 +120,6 @@ type LinkKey = (ActorId, String);
 /// dropped). See the [crate docs](crate) for the link config and error mapping.
 pub struct HttpServerProvider {
     request_timeout: Duration,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     actors: Mutex<Option<Arc<dyn ActorCaller>>>,
     state: Mutex<State>,
 }
@@ -165,7 +183,6 @@ impl HttpServerProvider {
     pub fn new() -> Self {
         HttpServerProvider {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            builder: Arc::new(server::builder()),
             actors: Mutex::new(None),
             state: Mutex::new(State::default()),
         }
@@ -284,6 +301,7 @@ impl HttpServerProvider {
             let mut state = self.state();
             if let Some(l) = state.listeners.get(&key)
                 && l.requested == config.address
+                && l.route.limits == config.limits
                 && Arc::ptr_eq(&l.route.actors, &actors)
             {
                 l.route
@@ -294,8 +312,8 @@ impl HttpServerProvider {
             }
             state.listeners.remove(&key)
         };
-        // A changed address: free the old one first (the new one may overlap it,
-        // e.g. 127.0.0.1:8080 → 0.0.0.0:8080).
+        // A changed address or limits: free the old listener first (the new
+        // address may overlap it, e.g. 127.0.0.1:8080 → 0.0.0.0:8080).
         if let Some(old) = old {
             self.stop_listener(old).await;
         }
@@ -315,13 +333,14 @@ impl HttpServerProvider {
                 actors,
                 max_body: AtomicUsize::new(config.max_body_bytes),
                 request_timeout: self.request_timeout,
+                limits: config.limits,
             });
             let (stop, stop_rx) = oneshot::channel();
             let (closed_tx, closed) = oneshot::channel();
             let task = tokio::spawn(server::run(
                 listener,
                 route.clone(),
-                self.builder.clone(),
+                Arc::new(server::builder(&config.limits)),
                 stop_rx,
                 closed_tx,
                 self.request_timeout + Duration::from_secs(1),
@@ -413,6 +432,7 @@ impl HttpServerProvider {
 struct LinkConfig {
     address: SocketAddr,
     max_body_bytes: usize,
+    limits: Limits,
 }
 
 impl LinkConfig {
@@ -423,16 +443,46 @@ impl LinkConfig {
             ));
         };
         let address = parse_address(raw).await?;
-        let max_body_bytes = match link.config.get(CONFIG_MAX_BODY) {
-            None => DEFAULT_MAX_BODY_BYTES,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| format!("config {CONFIG_MAX_BODY}={v:?} is not a number of bytes"))?,
+        let count = |key: &str, default: usize, max: usize, what: &str| match link.config.get(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                Ok(_) => Err(format!(
+                    "config {key}={v:?} is out of range: 1 to {max} {what}"
+                )),
+                Err(_) => Err(format!("config {key}={v:?} is not a number of {what}")),
+            },
+        };
+        let duration = |key: &str, default: Duration| match link.config.get(key) {
+            None => Ok(default),
+            Some(v) => match humantime::parse_duration(v.trim()) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(24 * 3600) => Ok(d),
+                Ok(_) => Err(format!(
+                    "config {key}={v:?} is out of range: more than 0 and at most 24h"
+                )),
+                Err(e) => Err(format!(
+                    "config {key}={v:?} is not a duration such as 10s or 500ms: {e}"
+                )),
+            },
         };
         Ok(LinkConfig {
             address,
-            max_body_bytes,
+            max_body_bytes: count(
+                CONFIG_MAX_BODY,
+                DEFAULT_MAX_BODY_BYTES,
+                MAX_BODY_BYTES_LIMIT,
+                "bytes",
+            )?,
+            limits: Limits {
+                max_connections: count(
+                    CONFIG_MAX_CONNECTIONS,
+                    DEFAULT_MAX_CONNECTIONS,
+                    MAX_CONNECTIONS_LIMIT,
+                    "connections",
+                )?,
+                header_timeout: duration(CONFIG_HEADER_TIMEOUT, DEFAULT_HEADER_TIMEOUT)?,
+                idle_timeout: duration(CONFIG_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT)?,
+            },
         })
     }
 }

@@ -1,4 +1,5 @@
-//! One listener per link: accept loop, per-connection hyper tasks, and the
+//! One listener per link: accept loop, per-connection hyper tasks with their
+//! limits (connection cap, protocol-detection and idle timeouts), and the
 //! request → actor call → response path.
 
 use std::{
@@ -10,7 +11,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -25,13 +26,14 @@ use hyper::{
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use lattice::contracts::httpserver::HANDLE_REQUEST;
 use lattice_provider::{ActorCaller, CallError};
 use tokio::{
-    net::{TcpListener, TcpSocket},
-    sync::oneshot,
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{Semaphore, oneshot, watch},
     task::JoinSet,
 };
 use tracing::{debug, warn};
@@ -41,20 +43,43 @@ use crate::codec::{self, HeadersRef, RequestRef};
 /// The response body type.
 type ResBody = Full<Bytes>;
 
-/// How long the server waits for a client to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Listen backlog.
 const BACKLOG: u32 = 1024;
+/// Requests one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 256;
+/// How long a client refused for the connection cap gets to read its 503.
+const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// What an HTTP/2 prior-knowledge client sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The HTTP/1 + HTTP/2 (prior knowledge) connection builder, shared by all
-/// listeners of a provider.
-pub(crate) fn builder() -> auto::Builder<TokioExecutor> {
+/// The limits of one listener, from its link config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Connections open at once; past it a new one gets 503 and is closed.
+    pub(crate) max_connections: usize,
+    /// How long a client has to say which protocol it speaks and, on HTTP/1, to
+    /// send a request's headers.
+    pub(crate) header_timeout: Duration,
+    /// How long a connection may stay open with no request in flight (HTTP/1
+    /// keep-alive and HTTP/2 alike) before it is closed.
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The HTTP/1 + HTTP/2 (prior knowledge) connection builder of one listener.
+pub(crate) fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    b.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_timeout);
+    // Pings find peers that vanished without a FIN; idle but live peers are
+    // closed by the connection's idle timer.
+    let ping = (limits.idle_timeout / 2).max(Duration::from_secs(1));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(ping)
+        .keep_alive_timeout(ping);
     b
 }
 
@@ -65,6 +90,7 @@ pub(crate) struct Route {
     /// Largest body accepted; updated in place when the link is put again.
     pub(crate) max_body: AtomicUsize,
     pub(crate) request_timeout: Duration,
+    pub(crate) limits: Limits,
 }
 
 /// Binds `addr` with `SO_REUSEADDR` (so a port freed by a stopped listener can be
@@ -95,7 +121,8 @@ pub(crate) async fn run(
     grace: Duration,
 ) {
     let local = listener.local_addr().ok();
-    let graceful = GracefulShutdown::new();
+    let (drain, draining) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(route.limits.max_connections));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -110,18 +137,22 @@ pub(crate) async fn run(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        debug!(%peer, actor = %route.actor, "connection cap reached; answering 503");
+                        conns.spawn(refuse_busy(stream, route.limits.max_connections));
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!(%peer, "TCP_NODELAY: {e}");
                     }
-                    let watcher = graceful.watcher();
-                    let builder = builder.clone();
-                    let svc = Handler(route.clone());
+                    let conn = Connection {
+                        route: route.clone(),
+                        builder: builder.clone(),
+                        draining: draining.clone(),
+                    };
                     conns.spawn(async move {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                        if let Err(e) = watcher.watch(conn).await {
-                            // Includes malformed requests, which hyper has answered 400.
-                            debug!(%peer, "HTTP connection ended: {e}");
-                        }
+                        conn.serve(stream, peer).await;
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -137,10 +168,9 @@ pub(crate) async fn run(
     drop(listener);
     let _ = closed.send(());
     // Idle keep-alive connections close now; in-flight requests get to finish.
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = drain.send(true);
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
         warn!(
             actor = %route.actor,
             ?local,
@@ -149,6 +179,125 @@ pub(crate) async fn run(
     }
     conns.shutdown().await;
     debug!(actor = %route.actor, ?local, "HTTP listener stopped");
+}
+
+/// Answers a connection over the cap with 503 and closes it, without reading
+/// its request (an HTTP/2 client sees the connection close).
+async fn refuse_busy(mut stream: TcpStream, cap: usize) {
+    let body = format!("the server has {cap} connections open, its limit; retry shortly\n");
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\n\
+         content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(BUSY_WRITE_TIMEOUT, async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// One accepted connection and what it needs to serve it.
+struct Connection {
+    route: Arc<Route>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// Becomes `true` when the listener stops: finish in-flight requests, close.
+    draining: watch::Receiver<bool>,
+}
+
+/// Requests of one connection, for its idle timer.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// Counts a request as in flight while alive, so dropping a request's future
+/// (timeout, client gone) cannot leave the count high.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+        let limits = self.route.limits;
+        // hyper's protocol detection waits for the first bytes without a timer:
+        // a client that connects and says nothing would hold a slot for ever.
+        match tokio::time::timeout(limits.header_timeout, wait_for_protocol(&stream)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(%peer, "HTTP connection failed before a request: {e}");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, timeout = ?limits.header_timeout, "closing a connection that sent no request");
+                return;
+            }
+        }
+        let activity = Arc::new(Activity::default());
+        let svc = Handler {
+            route: self.route.clone(),
+            activity: activity.clone(),
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+        let mut closing = *self.draining.borrow();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            let seen = activity.started.load(Ordering::Relaxed);
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        // Includes malformed requests, which hyper has answered 400.
+                        debug!(%peer, "HTTP connection ended: {e}");
+                    }
+                    return;
+                }
+                _ = self.draining.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep(limits.idle_timeout), if !closing => {
+                    let idle = activity.in_flight.load(Ordering::Relaxed) == 0
+                        && activity.started.load(Ordering::Relaxed) == seen;
+                    if idle {
+                        debug!(%peer, timeout = ?limits.idle_timeout, "closing an idle connection");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Returns once the first bytes tell HTTP/1 from an HTTP/2 preface (or the
+/// client closed), without consuming them.
+async fn wait_for_protocol(stream: &TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+            return Ok(());
+        }
+        // Part of an HTTP/2 preface: rare (it fits one segment), and bounded by
+        // the caller's timeout. `peek` returns at once while bytes are buffered.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn is_per_connection(e: &io::Error) -> bool {
@@ -165,7 +314,10 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// The hyper service: every request, whatever its method or path, goes to the
 /// listener's actor.
 #[derive(Clone)]
-struct Handler(Arc<Route>);
+struct Handler {
+    route: Arc<Route>,
+    activity: Arc<Activity>,
+}
 
 impl hyper::service::Service<Request<Incoming>> for Handler {
     type Response = Response<ResBody>;
@@ -173,8 +325,10 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
     type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let route = self.0.clone();
+        let route = self.route.clone();
+        let in_flight = InFlight::start(&self.activity);
         Box::pin(async move {
+            let _in_flight = in_flight;
             // No panic crosses a request boundary: a panicking actor caller costs
             // this request a 500, not the connection.
             match AssertUnwindSafe(route.serve(req)).catch_unwind().await {

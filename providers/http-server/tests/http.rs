@@ -567,13 +567,35 @@ async fn port_in_use_fails_that_link_only() {
 #[tokio::test]
 async fn bad_link_config_is_a_link_error() {
     let (p, _) = provider().await;
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let any = ("address", "127.0.0.1:0");
+    let cases: [(&[(&str, &str)], &str); 10] = [
         (&[], "address"),
         (&[("address", "not-an-address")], "not-an-address"),
         (&[("address", "127.0.0.1:99999")], "127.0.0.1:99999"),
         (
-            &[("address", "127.0.0.1:0"), ("max_body_bytes", "lots")],
-            "lots",
+            &[any, ("max_body_bytes", "lots")],
+            "max_body_bytes=\"lots\"",
+        ),
+        (
+            &[any, ("max_body_bytes", "1000000000000")],
+            "max_body_bytes=\"1000000000000\" is out of range: 1 to 67108864 bytes",
+        ),
+        (&[any, ("max_body_bytes", "0")], "out of range"),
+        (
+            &[any, ("max_connections", "0")],
+            "max_connections=\"0\" is out of range: 1 to 65536 connections",
+        ),
+        (
+            &[any, ("max_connections", "-1")],
+            "max_connections=\"-1\" is not a number",
+        ),
+        (
+            &[any, ("idle_timeout", "soon")],
+            "idle_timeout=\"soon\" is not a duration",
+        ),
+        (
+            &[any, ("header_timeout", "0s")],
+            "header_timeout=\"0s\" is out of range",
         ),
     ];
     for (config, expected) in cases {
@@ -735,4 +757,146 @@ async fn put_link_before_start_is_an_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not been started"), "{err}");
+}
+
+/// Reads until the server closes the connection (or the deadline passes);
+/// whatever it sent before closing is returned.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> std::io::Result<Vec<u8>> {
+    stream.set_read_timeout(Some(within))?;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(all),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(all),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn still_serves(addr: SocketAddr) {
+    let resp = client().get(url(addr, "/other")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// A client that connects and says nothing, one that dribbles its headers
+/// (slowloris) and one that opens HTTP/2 and idles are all closed after their
+/// timeouts, and everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slow_and_idle_connections_are_closed() {
+    let (p, _) = provider().await;
+    let addr = serve(
+        &p,
+        "hello",
+        &[("header_timeout", "400ms"), ("idle_timeout", "400ms")],
+    )
+    .await;
+    let silent = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        read_until_closed(&mut s, Duration::from_secs(10))
+    });
+    let slowloris = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        let started = Instant::now();
+        for b in b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ".iter().cycle() {
+            if s.write_all(&[*b]).is_err() {
+                break; // closed by the server
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!("a slowloris client was kept for 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        started.elapsed()
+    });
+    let h2_idle = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        // The preface and an empty SETTINGS frame, then nothing.
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(10))
+    });
+    let keep_alive_idle = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        let (status, _, _) = raw_exchange(&mut s, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert_eq!(status, 200);
+        read_until_closed(&mut s, Duration::from_secs(10))
+    });
+    // Others are served while those hang around.
+    for _ in 0..5 {
+        still_serves(addr).await;
+    }
+    let silent = silent
+        .join()
+        .unwrap()
+        .expect("the silent connection is closed");
+    assert!(
+        silent.is_empty() || silent.starts_with(b"HTTP/1.1 408"),
+        "{silent:?}"
+    );
+    let slow = slowloris.join().unwrap();
+    assert!(
+        slow < Duration::from_secs(10),
+        "slowloris closed after {slow:?}"
+    );
+    let h2 = h2_idle
+        .join()
+        .unwrap()
+        .expect("the idle HTTP/2 connection is closed");
+    assert!(
+        h2.len() >= 9,
+        "the server spoke HTTP/2 (SETTINGS, GOAWAY) before closing: {h2:?}"
+    );
+    keep_alive_idle
+        .join()
+        .unwrap()
+        .expect("the idle keep-alive connection is closed");
+    still_serves(addr).await;
+    p.shutdown().await;
+}
+
+/// Past `max_connections` a new connection gets 503 with retry-after at once;
+/// when a slot frees, requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503_and_slots_free_up() {
+    let (p, _) = provider().await;
+    let addr = serve(&p, "hello", &[("max_connections", "2")]).await;
+    let mut a = connect(addr);
+    let (status, _, _) = raw_exchange(&mut a, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    let mut b = connect(addr);
+    let (status, _, _) = raw_exchange(&mut b, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    let mut c = connect(addr);
+    let (status, headers, body) = read_response(&mut c);
+    assert_eq!(status, 503);
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("2 connections"),
+        "{body:?}"
+    );
+    // The two open connections keep working.
+    let (status, _, _) = raw_exchange(&mut a, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = connect(addr);
+        let (status, _, _) = raw_exchange(
+            &mut d,
+            b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slot freed after a connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(b);
+    p.shutdown().await;
 }
