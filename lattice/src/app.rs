@@ -260,6 +260,10 @@ pub struct AppStatus {
     pub actors: Vec<ActorStatusLine>,
     /// Per provider.
     pub providers: Vec<ProviderStatusLine>,
+    /// Set when the reconciler could not act on the app at all (e.g. the stored
+    /// manifest does not validate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Desired vs actual for one actor.

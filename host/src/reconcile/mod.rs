@@ -232,6 +232,16 @@ impl Pass<'_> {
                 observed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 ..Default::default()
             };
+            // Anyone who can write the apps bucket can put a record that never
+            // went through `app deploy`: check it again before acting on it.
+            if let Err(e) = app.manifest.validate() {
+                tracing::warn!(app = %app.manifest.name, error = %e, "reconciler: invalid manifest in KV; not acting on it");
+                status.problem = Some(format!("the stored manifest is invalid: {e}"));
+                if let Err(e) = self.apps.put_status(&app.manifest.name, &status).await {
+                    tracing::debug!(error = %e, "could not write app status");
+                }
+                continue;
+            }
             // Providers first, so the actors' placement sees where their linked
             // providers run (and prefers those hosts).
             let mut started = false;

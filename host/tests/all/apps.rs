@@ -227,6 +227,50 @@ async fn racing_for_the_lease_yields_one_leader() -> Result<()> {
     Ok(())
 }
 
+/// A record put into the apps bucket behind `app deploy`'s back (here with
+/// 2^30 replicas, which would wrap the host's concurrency limit) is checked
+/// again by the reconciler: nothing starts, and `app status` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_refuses_an_invalid_manifest_written_straight_to_kv() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _h = t.host("only", &[FAST[0]]).await?;
+    let module = actor_wasm("hello")?;
+    let file = write_file(
+        t.dir.path(),
+        "hello.toml",
+        format!(
+            "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 0\n",
+            module.display()
+        )
+        .as_bytes(),
+    )?;
+    t.cli(&["app", "deploy", &file.display().to_string()])
+        .await?
+        .success()?;
+    let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
+    let mut app = store.get("greeter").await?.context("deployed")?;
+    app.manifest.actors[0].replicas = 1 << 30;
+    store
+        .kv()
+        .put("app.greeter", serde_json::to_vec(&app)?.into())
+        .await?;
+    let status = wait_until("status to name the invalid manifest", CONVERGE, || async {
+        let out = t.cli(&["app", "status", "greeter"]).await?;
+        Ok(out
+            .stdout
+            .contains("stored manifest is invalid")
+            .then_some(out.stdout))
+    })
+    .await?;
+    ensure!(
+        status.contains("replicas must be at most 1000, got 1073741824")
+            && status.contains("converging"),
+        "{status}"
+    );
+    ensure!(replicas_by_host(&t.ctl, "hello").await?.is_empty());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_and_concurrent_deploys() -> Result<()> {
     let t = TestLattice::start().await?;

@@ -166,6 +166,7 @@ struct StatusReport {
     providers: Vec<lattice::app::ProviderStatusLine>,
     reconciler: Option<String>,
     observed_at: Option<String>,
+    problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -227,7 +228,9 @@ async fn status(
         converged: actors.iter().all(|a| a.actual == a.desired)
             && seen.as_ref().is_some_and(|s| s.revision == app.revision)
             && providers.len() == app.manifest.providers.len()
-            && providers.iter().all(|p| p.running),
+            && providers.iter().all(|p| p.running)
+            && seen.as_ref().is_some_and(|s| s.problem.is_none()),
+        problem: seen.as_ref().and_then(|s| s.problem.clone()),
         actors,
         providers,
         reconciler: seen.as_ref().map(|s| s.reconciler.clone()),
@@ -247,6 +250,9 @@ async fn status(
             "converging"
         }
     );
+    if let Some(problem) = &report.problem {
+        println!("problem: {problem}");
+    }
     let rows = report
         .actors
         .iter()
