@@ -15,6 +15,9 @@ use crate::{
 
 const APP_PREFIX: &str = "app.";
 const STATUS_PREFIX: &str = "appstatus.";
+/// The last revision of a removed app, so a later deploy of the same name
+/// counts on instead of starting at 1 again.
+const LAST_REVISION_PREFIX: &str = "apprev.";
 
 /// Reads and writes apps.
 #[derive(Clone)]
@@ -67,8 +70,8 @@ impl AppStore {
                         .map(|a| a.revision)
                         .unwrap_or(0),
                 ),
-                Some(e) => (e.revision, 0),
-                None => (0, 0),
+                Some(e) => (e.revision, self.last_revision(&manifest.name).await),
+                None => (0, self.last_revision(&manifest.name).await),
             };
             let app = DeployedApp {
                 manifest: manifest.clone(),
@@ -176,20 +179,73 @@ impl AppStore {
         )))
     }
 
-    /// Deletes an app's record and status; returns what was deployed.
+    /// Deletes the record and status of an app being undeployed; returns what
+    /// was deployed (`None` when there is no such app).
+    ///
+    /// The delete names the KV revision it read, so a deploy that lands in
+    /// between is never deleted: it is reported instead.
     ///
     /// # Errors
-    /// [`Error::Nats`] on store failures.
+    /// [`Error::AppRedeployed`] when the app was deployed again after
+    /// [`AppStore::mark_undeploying`]; [`Error::Nats`] on store failures.
     pub async fn remove(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
-        let app = self.get(name).await?;
-        if app.is_some() {
-            self.kv
-                .delete(format!("{APP_PREFIX}{name}"))
+        let key = format!("{APP_PREFIX}{name}");
+        for _ in 0..100 {
+            let Some(entry) = self
+                .kv
+                .entry(&key)
                 .await
-                .map_err(|e| Error::nats(format!("delete app {name}"), e))?;
-            let _ = self.kv.delete(format!("{STATUS_PREFIX}{name}")).await;
+                .map_err(|e| Error::nats(format!("read app {name}"), e))?
+                .filter(|e| e.operation == kv::Operation::Put)
+            else {
+                return Ok(None);
+            };
+            let app: DeployedApp =
+                serde_json::from_slice(&entry.value).map_err(|e| codec("decode", "app", e))?;
+            if !app.undeploying {
+                return Err(Error::AppRedeployed {
+                    name: name.to_string(),
+                    revision: app.revision,
+                });
+            }
+            // Remember the revision first: a crash after this and before the
+            // delete leaves only a harmless counter.
+            self.kv
+                .put(
+                    format!("{LAST_REVISION_PREFIX}{name}"),
+                    app.revision.to_string().into_bytes().into(),
+                )
+                .await
+                .map_err(|e| Error::nats(format!("record the last revision of app {name}"), e))?;
+            match self
+                .kv
+                .delete_expect_revision(&key, Some(entry.revision))
+                .await
+            {
+                Ok(()) => {
+                    let _ = self.kv.delete(format!("{STATUS_PREFIX}{name}")).await;
+                    return Ok(Some(app));
+                }
+                // Written in between: read again (most likely a new deploy).
+                Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(Error::nats(format!("delete app {name}"), e)),
+            }
         }
-        Ok(app)
+        Err(Error::nats(
+            format!("delete app {name}"),
+            std::io::Error::other("the record changed 100 times while being deleted"),
+        ))
+    }
+
+    /// The revision an app had when it was last removed; 0 if never.
+    async fn last_revision(&self, name: &str) -> u64 {
+        match self.kv.get(format!("{LAST_REVISION_PREFIX}{name}")).await {
+            Ok(Some(v)) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
     }
 
     /// Writes the reconciler's view of an app.

@@ -76,6 +76,18 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An app was deployed again while it was being undeployed; the new
+    /// revision stays and nothing of it is deleted.
+    #[error(
+        "app {name} was deployed again (revision {revision}) while it was being undeployed; \
+         the new revision stays"
+    )]
+    AppRedeployed {
+        /// The app.
+        name: String,
+        /// The revision that was deployed meanwhile.
+        revision: u64,
+    },
     /// Local I/O failed (reading a module file, ...).
     #[error("{context}: {source}")]
     Io {

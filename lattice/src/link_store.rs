@@ -61,7 +61,11 @@ impl LinkStore {
         Ok(())
     }
 
-    /// Deletes the link (actor, contract, link name); returns whether it existed.
+    /// Deletes the link (actor, contract, link name); returns the definition
+    /// deleted, `None` when there was none.
+    ///
+    /// The delete names the KV revision it read, so what is returned is exactly
+    /// what was deleted, even when a put of the same link races it.
     ///
     /// # Errors
     /// [`Error::Nats`] on store failure.
@@ -72,14 +76,30 @@ impl LinkStore {
         link_name: &str,
     ) -> Result<Option<LinkDefinition>, Error> {
         let key = link::key(actor, contract, link_name);
-        let existing = self.get_key(&key).await?;
-        if existing.is_some() {
-            self.kv
-                .delete(&key)
+        for _ in 0..100 {
+            let Some(entry) = self
+                .kv
+                .entry(&key)
                 .await
-                .map_err(|e| Error::nats(format!("delete link {key}"), e))?;
+                .map_err(|e| Error::nats(format!("get link {key}"), e))?
+                .filter(|e| e.operation == kv::Operation::Put)
+            else {
+                return Ok(None);
+            };
+            match self
+                .kv
+                .delete_expect_revision(&key, Some(entry.revision))
+                .await
+            {
+                Ok(()) => return Ok(serde_json::from_slice(&entry.value).ok()),
+                Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(Error::nats(format!("delete link {key}"), e)),
+            }
         }
-        Ok(existing)
+        Err(Error::nats(
+            format!("delete link {key}"),
+            std::io::Error::other("the link changed 100 times while being deleted"),
+        ))
     }
 
     async fn get_key(&self, key: &str) -> Result<Option<LinkDefinition>, Error> {

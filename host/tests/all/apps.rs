@@ -271,6 +271,44 @@ async fn reconciler_refuses_an_invalid_manifest_written_straight_to_kv() -> Resu
     Ok(())
 }
 
+/// A deploy that lands while an app is being undeployed survives the
+/// undeploy's delete (compare-and-set on the KV revision), and an app deployed
+/// again after a delete counts its revisions on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_during_undeploy_is_kept_and_revisions_count_on() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
+    let manifest = lattice::app::Manifest::from_toml(
+        "name = \"race\"\n[[actors]]\nid = \"hello\"\nref = \"hello.wasm\"\nreplicas = 0\n",
+    )?;
+    let first = store.deploy(manifest.clone(), Default::default()).await?;
+    ensure!(first.revision == 1);
+    store.mark_undeploying("race").await?.context("marked")?;
+    // A deploy between the mark and the delete.
+    let second = store.deploy(manifest.clone(), Default::default()).await?;
+    ensure!(second.revision == 2);
+    let err = store.remove("race").await.unwrap_err();
+    ensure!(
+        matches!(err, lattice::Error::AppRedeployed { revision: 2, .. }),
+        "{err}"
+    );
+    ensure!(
+        err.to_string()
+            .contains("app race was deployed again (revision 2)"),
+        "{err}"
+    );
+    let kept = store.get("race").await?.context("the new deploy is kept")?;
+    ensure!(kept.revision == 2 && !kept.undeploying);
+
+    // Undeployed for real, then deployed again: revision 3, not 1.
+    store.mark_undeploying("race").await?.context("marked")?;
+    ensure!(store.remove("race").await?.is_some());
+    ensure!(store.get("race").await?.is_none());
+    let again = store.deploy(manifest, Default::default()).await?;
+    ensure!(again.revision == 3, "revision {}", again.revision);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_and_concurrent_deploys() -> Result<()> {
     let t = TestLattice::start().await?;

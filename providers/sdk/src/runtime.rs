@@ -53,6 +53,8 @@ struct Inner {
     lattice: LatticeId,
     nats: async_nats::Client,
     statuses: RwLock<BTreeMap<String, LinkStatus>>,
+    /// The links handed to the provider, by key: what a resync compares with.
+    applied: Mutex<BTreeMap<String, LinkDefinition>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -112,6 +114,7 @@ impl ProviderRuntime {
                 lattice: ctx.lattice.clone(),
                 nats: ctx.nats.clone(),
                 statuses: RwLock::new(BTreeMap::new()),
+                applied: Mutex::new(BTreeMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -213,13 +216,19 @@ impl ProviderRuntime {
         }
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
-            // Keep the cache (and its watch) alive as long as this task runs.
-            let _links = links;
+            // The cache (and its watch) lives as long as this task runs.
             loop {
                 let change = match changes.recv().await {
                     Ok(c) => c,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "provider fell behind on link changes");
+                        // Changes were dropped, deletes among them perhaps: the
+                        // cache itself is current, so compare with it.
+                        tracing::warn!(
+                            missed = n,
+                            "provider fell behind on link changes; re-reading all links"
+                        );
+                        let Some(inner) = weak.upgrade() else { break };
+                        inner.resync(&links).await;
                         continue;
                     }
                     Err(_) => break,
@@ -313,6 +322,7 @@ impl Inner {
     async fn apply(&self, link: LinkDefinition) {
         let key = link.key();
         let (actor_id, link_name) = (link.actor_id.clone(), link.link_name.clone());
+        self.lock_applied().insert(key.clone(), link.clone());
         let result = self.provider.put_link(link).await;
         let error = result.err().map(|e| e.to_string());
         if let Some(error) = &error {
@@ -339,11 +349,48 @@ impl Inner {
     }
 
     async fn remove(&self, link: LinkDefinition) {
+        let key = link.key();
         self.statuses
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&link.key());
+            .remove(&key);
+        self.lock_applied().remove(&key);
         self.provider.delete_link(link).await;
+    }
+
+    fn lock_applied(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, LinkDefinition>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the provider in line with the links in `cache`: removes what is
+    /// gone, applies what is new or changed.
+    async fn resync(&self, cache: &LinkCache) {
+        let current: BTreeMap<String, LinkDefinition> = cache
+            .for_provider(self.id.as_str())
+            .into_iter()
+            .map(|l| (l.key(), l))
+            .collect();
+        let (stale, changed): (Vec<_>, Vec<_>) = {
+            let applied = self.lock_applied();
+            (
+                applied
+                    .iter()
+                    .filter(|(k, _)| !current.contains_key(*k))
+                    .map(|(_, l)| l.clone())
+                    .collect(),
+                current
+                    .iter()
+                    .filter(|(k, l)| applied.get(*k) != Some(l))
+                    .map(|(_, l)| l.clone())
+                    .collect(),
+            )
+        };
+        for l in stale {
+            self.remove(l).await;
+        }
+        for l in changed {
+            self.apply(l).await;
+        }
     }
 
     async fn serve(self: Arc<Self>, msg: async_nats::Message) {

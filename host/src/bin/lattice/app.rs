@@ -131,9 +131,20 @@ pub async fn run(
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
             let mut done = false;
             while tokio::time::Instant::now() < deadline {
-                if store.get(&name).await?.is_none() {
-                    done = true;
-                    break;
+                match store.get(&name).await? {
+                    None => {
+                        done = true;
+                        break;
+                    }
+                    Some(now) if !now.undeploying => {
+                        pb.finish_and_clear();
+                        return Err(lattice::Error::AppRedeployed {
+                            name,
+                            revision: now.revision,
+                        }
+                        .into());
+                    }
+                    Some(_) => {}
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
