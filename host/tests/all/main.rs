@@ -17,3 +17,4 @@ mod faults;
 mod go;
 mod lattice;
 mod polyglot;
+mod trust;
