@@ -16,6 +16,10 @@
 #                            build/hosts/
 #   ./deploy.sh down         undeploy the app and stop the hosts --hosts started
 #
+# ISSUER=issuer.nk (a seed file from `lattice keys gen`) signs the claims of
+# all three modules with that issuer (`lattice claims sign`), for hosts started
+# with `--allowed-issuer`; after switching, `make -C inventory clean` and
+# `make -C pricing clean` so the Makefiles re-sign.
 # LATTICE=/path/to/lattice uses that binary; by default `cargo build -p
 # lattice-host` builds target/debug/lattice. The HTTP address is the one in
 # app.toml (127.0.0.1:8081).
@@ -77,10 +81,14 @@ make --no-print-directory -C "$HERE/pricing" LATTICE="$LATTICE"
 
 mkdir -p "$BUILD"
 cp "$ROOT/target/actors/wasm32-wasip1/wasm/shop_frontend.wasm" "$BUILD/shop-frontend.wasm"
+if [ -n "${ISSUER:-}" ]; then
+    # The claims! of the frontend, signed as they are (the Makefiles sign theirs).
+    "$LATTICE" claims sign "$BUILD/shop-frontend.wasm" --issuer "$ISSUER"
+fi
 cp "$HERE/inventory/build/inventory.wasm" "$BUILD/inventory.wasm"
 cp "$HERE/pricing/build/pricing.wasm" "$BUILD/pricing.wasm"
 for m in shop-frontend inventory pricing; do
-    "$LATTICE" claims inspect "$BUILD/$m.wasm" | sed -n 's/^/    /;1p;3p'
+    "$LATTICE" claims inspect "$BUILD/$m.wasm" | sed -n 's/^/    /;1p;3p;4p;/^signature/p'
 done
 
 host_count() {

@@ -79,6 +79,33 @@ pub struct HostConfig {
     /// Time between reconcile passes and reconciler-lease renewals.
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+    /// Issuers (nkeys account public keys, `A...`) whose signed modules this
+    /// host runs. Empty: every module runs, signed or not. Otherwise only
+    /// modules whose claims token one of them signed, for exactly the module's
+    /// bytes and not expired (`--allowed-issuer`, repeatable;
+    /// `LATTICE_ALLOWED_ISSUERS`, comma-separated).
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_issuers: Vec<String>,
+}
+
+/// A list given as a TOML/JSON array or as one comma- or space-separated
+/// string (what an environment variable holds).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => s
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for HostConfig {
@@ -92,6 +119,7 @@ impl Default for HostConfig {
             data_dir: None,
             reconcile: true,
             reconcile_interval: Duration::from_secs(1),
+            allowed_issuers: Vec::new(),
         }
     }
 }
@@ -228,6 +256,33 @@ mod tests {
             );
             let c: ConnectConfig = fig.extract()?;
             assert_eq!(c.lattice.as_str(), "from-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn allowed_issuers_from_file_env_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("i.toml", "allowed_issuers = [\"AFILE\"]\n")?;
+            let no_flags = BTreeMap::<String, String>::new();
+            let h: HostConfig = figment(Some(Path::new("i.toml")), &no_flags).extract()?;
+            assert_eq!(h.allowed_issuers, ["AFILE"]);
+            jail.set_env("LATTICE_ALLOWED_ISSUERS", "AONE, ATWO");
+            let h: HostConfig = figment(Some(Path::new("i.toml")), &no_flags).extract()?;
+            assert_eq!(h.allowed_issuers, ["AONE", "ATWO"]);
+            jail.set_env("LATTICE_ALLOWED_ISSUERS", "ASOLE");
+            let h: HostConfig = figment(None, &no_flags).extract()?;
+            assert_eq!(h.allowed_issuers, ["ASOLE"]);
+            #[derive(Serialize)]
+            struct Flags {
+                allowed_issuers: Vec<String>,
+            }
+            let flags = Flags {
+                allowed_issuers: vec!["AFLAG".into()],
+            };
+            let h: HostConfig = figment(None, flags).extract()?;
+            assert_eq!(h.allowed_issuers, ["AFLAG"]);
+            assert!(HostConfig::default().allowed_issuers.is_empty());
             Ok(())
         });
     }

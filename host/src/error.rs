@@ -114,6 +114,16 @@ pub enum HostCallError {
         /// What is missing, with the command that adds it.
         reason: String,
     },
+    /// The claims of the caller do not list the actor it called.
+    #[error("actor {actor} may not call actor {target}: {reason}")]
+    ActorRefused {
+        /// The calling actor.
+        actor: String,
+        /// The actor it called.
+        target: String,
+        /// What is missing, with the command that adds it.
+        reason: String,
+    },
     /// A provider running in this host failed the call.
     #[error("provider {provider}: {source}")]
     Provider {

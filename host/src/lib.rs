@@ -7,6 +7,7 @@
 //! * [`host`]: the host process' life: control requests, the data plane, events;
 //! * [`nats`]: connecting to NATS, and the embedded `nats-server` for one machine;
 //! * [`reconcile`]: the leader-elected loop that keeps deployed apps running;
+//! * [`trust`]: which modules may start (the issuer policy, signed claims);
 //! * [`config`]: layered configuration; [`telemetry`]: logging.
 //!
 //! # Example
@@ -30,3 +31,4 @@ pub mod nats;
 pub mod reconcile;
 pub mod runtime;
 pub mod telemetry;
+pub mod trust;

@@ -1,9 +1,21 @@
-//! Claims: what an actor module says about itself, and which contracts it may use.
+//! Claims: what an actor module says about itself, which contracts and which
+//! other actors it may call.
 //!
-//! Claims are JSON in a custom section named [`SECTION`] of the module, so they
-//! travel with the bytes (and their digest) wherever the module goes. An actor
-//! without claims may call no contract. Claims are not signed yet: anyone who can
-//! push a module can claim anything; signing with ed25519 is planned.
+//! Claims live in a custom section named [`SECTION`] of the module, so they
+//! travel with the bytes (and their digest) wherever the module goes. The
+//! section holds either
+//!
+//! * plain JSON of [`Claims`] (unsigned: whoever can push a module can claim
+//!   anything), or
+//! * a signed token ([`token`]): the claims, the issuer's public key and the
+//!   sha256 of the module without its claims section, signed with ed25519 by
+//!   the issuer, the shape wasmCloud's `wascap` uses. A host with an issuer
+//!   policy ([`token::IssuerPolicy`]) runs only modules signed by an allowed
+//!   issuer whose bytes did not change after signing.
+//!
+//! An actor without claims may call no contract and no other actor.
+
+pub mod token;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,6 +23,9 @@ use crate::Error;
 
 /// Name of the custom section holding the claims.
 pub const SECTION: &str = "lattice:claims";
+
+/// In [`Claims::actors`]: the actor may call every actor.
+pub const ANY_ACTOR: &str = "*";
 
 /// The claims of an actor module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -23,6 +38,9 @@ pub struct Claims {
     /// Contract ids the actor may call, e.g. `lattice:keyvalue`.
     #[serde(default)]
     pub contracts: Vec<String>,
+    /// Ids of the actors this actor may call; `*` stands for every actor.
+    #[serde(default)]
+    pub actors: Vec<String>,
 }
 
 impl Claims {
@@ -31,7 +49,13 @@ impl Claims {
         self.contracts.iter().any(|c| c == contract)
     }
 
-    /// Checks names: a non-empty name, contract ids of the form `namespace:name`.
+    /// Whether the actor may call the actor `target` (listed by id, or `*`).
+    pub fn allows_actor(&self, target: &str) -> bool {
+        self.actors.iter().any(|a| a == ANY_ACTOR || a == target)
+    }
+
+    /// Checks names: a non-empty name, contract ids of the form `namespace:name`,
+    /// actor ids (or `*`).
     ///
     /// # Errors
     /// [`Error::InvalidId`] naming the bad value.
@@ -45,6 +69,11 @@ impl Claims {
         }
         for c in &self.contracts {
             validate_contract_id(c)?;
+        }
+        for a in &self.actors {
+            if a != ANY_ACTOR {
+                crate::id::ActorId::new(a.as_str())?;
+            }
         }
         Ok(())
     }
@@ -137,38 +166,93 @@ fn custom_name(body: &[u8]) -> Option<(&str, &[u8])> {
     Some((name, &body[pos + len..]))
 }
 
-/// Reads the claims of a module; `Ok(None)` when it has none.
-///
-/// # Errors
-/// [`Error::Codec`] when the bytes are not a core wasm module or the claims are not
-/// valid JSON.
-pub fn read(wasm: &[u8]) -> Result<Option<Claims>, Error> {
+/// What a module's claims section holds: plain JSON or a signed token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Embedded {
+    /// Unsigned JSON claims.
+    Unsigned(Claims),
+    /// A signed token, decoded but not verified (see [`token::Token::verify`]).
+    Signed(token::Token),
+}
+
+impl Embedded {
+    /// The claims, signed or not.
+    pub fn claims(&self) -> &Claims {
+        match self {
+            Embedded::Unsigned(c) => c,
+            Embedded::Signed(t) => &t.body.claims,
+        }
+    }
+
+    /// The claims, signed or not.
+    pub fn into_claims(self) -> Claims {
+        match self {
+            Embedded::Unsigned(c) => c,
+            Embedded::Signed(t) => t.body.claims,
+        }
+    }
+}
+
+/// The raw contents of the claims section; `Ok(None)` when there is none.
+fn section_data(wasm: &[u8]) -> Result<Option<&[u8]>, Error> {
     for s in sections(wasm)? {
         if s.id != 0 {
             continue;
         }
         if let Some((SECTION, data)) = custom_name(s.body) {
-            let claims: Claims = serde_json::from_slice(data).map_err(|e| Error::Codec {
-                action: "decode",
-                what: format!("the {SECTION} custom section"),
-                reason: e.to_string(),
-            })?;
-            return Ok(Some(claims));
+            return Ok(Some(data));
         }
     }
     Ok(None)
 }
 
-/// Returns `wasm` with its claims replaced by `claims` (any existing claims
-/// section is removed; the new one is appended).
+/// Reads what the claims section holds, without verifying a signature;
+/// `Ok(None)` when the module has no claims.
+///
+/// A section whose first non-blank byte is `{` is unsigned JSON; anything else
+/// must be a token.
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core module; [`Error::InvalidId`] when
-/// the claims are invalid.
-pub fn embed(wasm: &[u8], claims: &Claims) -> Result<Vec<u8>, Error> {
-    claims.validate()?;
+/// [`Error::Codec`] when the bytes are not a core wasm module or the section is
+/// neither valid JSON claims nor a well-formed token.
+pub fn read_embedded(wasm: &[u8]) -> Result<Option<Embedded>, Error> {
+    let Some(data) = section_data(wasm)? else {
+        return Ok(None);
+    };
+    let bad = |reason: String| Error::Codec {
+        action: "decode",
+        what: format!("the {SECTION} custom section"),
+        reason,
+    };
+    let first = data.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        let claims: Claims = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
+        return Ok(Some(Embedded::Unsigned(claims)));
+    }
+    let text = std::str::from_utf8(data)
+        .map_err(|_| bad("neither JSON claims nor a claims token (not UTF-8)".into()))?;
+    let token = token::Token::decode(text.trim()).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(Embedded::Signed(token)))
+}
+
+/// Reads the claims of a module, signed or not, without verifying a
+/// signature; `Ok(None)` when it has none.
+///
+/// # Errors
+/// [`Error::Codec`] when the bytes are not a core wasm module or the claims
+/// section does not decode.
+pub fn read(wasm: &[u8]) -> Result<Option<Claims>, Error> {
+    Ok(read_embedded(wasm)?.map(Embedded::into_claims))
+}
+
+/// Returns `wasm` without its claims section(s); every other section stays in
+/// place, byte for byte.
+///
+/// # Errors
+/// [`Error::Codec`] when the bytes are not a core module.
+pub fn strip(wasm: &[u8]) -> Result<Vec<u8>, Error> {
     let secs = sections(wasm)?;
-    let mut out = Vec::with_capacity(wasm.len() + 256);
+    let mut out = Vec::with_capacity(wasm.len());
     out.extend_from_slice(&wasm[..8]);
     for s in &secs {
         let is_claims = s.id == 0 && matches!(custom_name(s.body), Some((SECTION, _)));
@@ -176,19 +260,46 @@ pub fn embed(wasm: &[u8], claims: &Claims) -> Result<Vec<u8>, Error> {
             out.extend_from_slice(&wasm[s.range.clone()]);
         }
     }
+    Ok(out)
+}
+
+/// The hex sha256 of the module without its claims section: the subject a
+/// claims token is signed for, unchanged by re-signing or replacing claims.
+///
+/// # Errors
+/// [`Error::Codec`] when the bytes are not a core module.
+pub fn module_hash(wasm: &[u8]) -> Result<String, Error> {
+    use sha2::Digest as _;
+    Ok(hex::encode(sha2::Sha256::digest(strip(wasm)?)))
+}
+
+/// Returns `wasm` without claims, with a claims section holding `data` appended.
+fn with_section(wasm: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = strip(wasm)?;
+    let mut body = Vec::with_capacity(data.len() + SECTION.len() + 5);
+    write_leb_u32(&mut body, SECTION.len() as u32);
+    body.extend_from_slice(SECTION.as_bytes());
+    body.extend_from_slice(data);
+    out.push(0);
+    write_leb_u32(&mut out, body.len() as u32);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Returns `wasm` with its claims replaced by unsigned `claims` (any existing
+/// claims section, signed or not, is removed; the new one is appended).
+///
+/// # Errors
+/// [`Error::Codec`] when the bytes are not a core module; [`Error::InvalidId`] when
+/// the claims are invalid.
+pub fn embed(wasm: &[u8], claims: &Claims) -> Result<Vec<u8>, Error> {
+    claims.validate()?;
     let json = serde_json::to_vec(claims).map_err(|e| Error::Codec {
         action: "encode",
         what: "claims".into(),
         reason: e.to_string(),
     })?;
-    let mut body = Vec::new();
-    write_leb_u32(&mut body, SECTION.len() as u32);
-    body.extend_from_slice(SECTION.as_bytes());
-    body.extend_from_slice(&json);
-    out.push(0);
-    write_leb_u32(&mut out, body.len() as u32);
-    out.extend_from_slice(&body);
-    Ok(out)
+    with_section(wasm, &json)
 }
 
 #[cfg(test)]
@@ -206,6 +317,7 @@ mod tests {
             name: "kv".into(),
             version: "1.0".into(),
             contracts: vec!["lattice:keyvalue".into()],
+            actors: vec!["pricing".into(), ANY_ACTOR.into()],
         };
         let with = embed(TINY, &c).unwrap();
         assert_eq!(read(&with).unwrap(), Some(c.clone()));
@@ -230,6 +342,7 @@ mod tests {
             name: "x".into(),
             version: String::new(),
             contracts: vec!["keyvalue".into()],
+            actors: vec![],
         };
         let err = embed(TINY, &bad).unwrap_err().to_string();
         assert!(err.contains("invalid contract id"), "{err}");
@@ -239,5 +352,48 @@ mod tests {
                 .to_string()
                 .contains("claims name")
         );
+        let bad_actor = Claims {
+            name: "x".into(),
+            actors: vec!["no spaces".into()],
+            ..Claims::default()
+        };
+        let err = embed(TINY, &bad_actor).unwrap_err().to_string();
+        assert!(err.contains("no spaces"), "{err}");
+    }
+
+    #[test]
+    fn actor_list() {
+        let c = Claims {
+            name: "f".into(),
+            actors: vec!["pricing".into()],
+            ..Claims::default()
+        };
+        assert!(c.allows_actor("pricing"));
+        assert!(!c.allows_actor("inventory"));
+        let any = Claims {
+            actors: vec![ANY_ACTOR.into()],
+            ..c
+        };
+        assert!(any.allows_actor("inventory"));
+        assert!(!Claims::default().allows_actor("pricing"));
+        let old: Claims = serde_json::from_str(r#"{"name":"old","contracts":[]}"#).unwrap();
+        assert!(
+            old.actors.is_empty(),
+            "claims from before actor lists call no actor"
+        );
+    }
+
+    #[test]
+    fn strip_and_hash_ignore_the_claims() {
+        let c = Claims {
+            name: "kv".into(),
+            ..Claims::default()
+        };
+        let with = embed(TINY, &c).unwrap();
+        assert_eq!(strip(&with).unwrap(), TINY);
+        assert_eq!(module_hash(&with).unwrap(), module_hash(TINY).unwrap());
+        let mut other = TINY.to_vec();
+        *other.last_mut().unwrap() = 8;
+        assert_ne!(module_hash(&other).unwrap(), module_hash(TINY).unwrap());
     }
 }

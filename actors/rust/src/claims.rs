@@ -1,26 +1,34 @@
-//! Claims: the name, version and contracts an actor declares, embedded in its
-//! module at build time with [`claims!`](crate::claims!).
+//! Claims: the name, version, contracts and callable actors an actor
+//! declares, embedded in its module at build time with
+//! [`claims!`](crate::claims!).
 //!
 //! The host reads them from the module's custom section [`SECTION`]
 //! (`lattice:claims`), which holds the JSON of a [`Claims`]. An actor may call
-//! a contract only when its claims list it (and a link for it exists).
+//! a contract only when its claims list it (and a link for it exists), and
+//! another actor only when its claims list that actor's id (or `*`).
+//!
+//! To sign the claims (for hosts started with `--allowed-issuer`), build,
+//! then run `lattice claims sign MODULE.wasm --issuer ISSUER.nk`: without
+//! `--name` it signs the claims this macro embedded, as they are.
 
 pub use lattice::claims::{Claims, SECTION};
 
 /// Declares the actor's claims: emits a `lattice:claims` custom section holding
-/// `{"name":..,"version":..,"contracts":[..]}` as JSON, built at compile time.
+/// `{"name":..,"version":..,"contracts":[..],"actors":[..]}` as JSON, built at
+/// compile time.
 ///
 /// ```
 /// lattice_actor::claims! {
 ///     name: "kvcounter",
 ///     version: "0.1.0",
 ///     contracts: ["lattice:keyvalue", "lattice:httpserver"],
+///     actors: ["pricing"],
 /// }
 ///
 /// # fn main() {
 /// assert_eq!(
 ///     LATTICE_CLAIMS_JSON,
-///     r#"{"name":"kvcounter","version":"0.1.0","contracts":["lattice:keyvalue","lattice:httpserver"]}"#
+///     r#"{"name":"kvcounter","version":"0.1.0","contracts":["lattice:keyvalue","lattice:httpserver"],"actors":["pricing"]}"#
 /// );
 /// # }
 /// ```
@@ -32,6 +40,9 @@ pub use lattice::claims::{Claims, SECTION};
 /// * `contracts` is a list of string literals, each `namespace:name` of
 ///   lowercase ASCII letters, digits, `-` and `_` (e.g. `lattice:keyvalue`).
 ///   It may be empty.
+/// * `actors` (optional, after `contracts`) lists the ids of the actors this
+///   actor may call (`[A-Za-z0-9_-]`, at most 128 characters), or `"*"` for
+///   every actor. Left out, the actor may call no other actor.
 ///
 /// Breaking a rule is a compile error. The macro also defines
 /// `pub const LATTICE_CLAIMS_JSON: &str`, the JSON itself, on every target
@@ -41,11 +52,18 @@ pub use lattice::claims::{Claims, SECTION};
 ///
 /// The section survives the `wasm` profile (LTO, `strip = true`); inspect it
 /// with `lattice claims inspect target/wasm32-wasip1/wasm/NAME.wasm`.
-/// `lattice claims put` rewrites the claims of an already built module.
+/// `lattice claims put` rewrites the claims of an already built module;
+/// `lattice claims sign MODULE --issuer FILE` signs the embedded claims.
 ///
 /// ```compile_fail
 /// // not namespace:name
 /// lattice_actor::claims! { name: "x", version: "1", contracts: ["keyvalue"] }
+/// # fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// // not an actor id
+/// lattice_actor::claims! { name: "x", version: "1", contracts: [], actors: ["a.b"] }
 /// # fn main() {}
 /// ```
 ///
@@ -59,7 +77,8 @@ macro_rules! claims {
     (
         name: $name:expr,
         version: $version:expr,
-        contracts: [$($first:literal $(, $rest:literal)*)? $(,)?] $(,)?
+        contracts: [$($first:literal $(, $rest:literal)*)? $(,)?]
+        $(, actors: [$($afirst:literal $(, $arest:literal)*)? $(,)?])? $(,)?
     ) => {
         /// The claims of this actor, as the JSON in its `lattice:claims`
         /// custom section (see `lattice_actor::claims!`).
@@ -68,6 +87,8 @@ macro_rules! claims {
             "\",\"version\":\"", $version,
             "\",\"contracts\":[",
             $("\"", $first, "\"", $(",\"", $rest, "\"",)*)?
+            "],\"actors\":[",
+            $($("\"", $afirst, "\"", $(",\"", $arest, "\"",)*)?)?
             "]}"
         );
 
@@ -78,6 +99,10 @@ macro_rules! claims {
                 $crate::claims::__check_contract($first);
                 $($crate::claims::__check_contract($rest);)*
             )?
+            $($(
+                $crate::claims::__check_actor($afirst);
+                $($crate::claims::__check_actor($arest);)*
+            )?)?
         };
 
         #[cfg(target_arch = "wasm32")]
@@ -147,6 +172,37 @@ pub const fn __check_contract(s: &str) {
     }
 }
 
+/// Compile-time check of an entry of `actors`: `*` or an actor id,
+/// `[A-Za-z0-9_-]`, 1 to 128 characters. Not public API.
+#[doc(hidden)]
+pub const fn __check_actor(s: &str) {
+    if !is_actor_entry(s) {
+        panic!(
+            "claims!: an actors entry must be an actor id (ASCII letters, digits, '-', '_'; at most 128) or \"*\""
+        );
+    }
+}
+
+/// Whether `s` is `*` or an actor id (the rule of `lattice::id::validate`).
+const fn is_actor_entry(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    if bytes.len() == 1 && bytes[0] == b'*' {
+        return true;
+    }
+    if bytes.is_empty() || bytes.len() > 128 {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Whether `s` is `namespace:name`, each part `[a-z0-9_-]+` (the rule of
 /// `lattice::claims::validate_contract_id`).
 const fn is_contract_id(s: &str) -> bool {
@@ -192,6 +248,19 @@ mod tests {
         crate::claims! { name: "one", version: "", contracts: ["lattice:keyvalue",] }
     }
 
+    mod calls {
+        crate::claims! {
+            name: "front",
+            version: "1",
+            contracts: [],
+            actors: ["pricing", "inventory",],
+        }
+    }
+
+    mod any {
+        crate::claims! { name: "any", version: "1", contracts: ["lattice:keyvalue"], actors: ["*"] }
+    }
+
     fn parse(json: &str) -> Claims {
         let claims: Claims = serde_json::from_str(json).unwrap();
         claims.validate().unwrap();
@@ -202,7 +271,7 @@ mod tests {
     fn json_is_exactly_what_serde_writes() {
         assert_eq!(
             kv::LATTICE_CLAIMS_JSON,
-            r#"{"name":"kvcounter","version":"0.1.0","contracts":["lattice:keyvalue","lattice:httpserver"]}"#
+            r#"{"name":"kvcounter","version":"0.1.0","contracts":["lattice:keyvalue","lattice:httpserver"],"actors":[]}"#
         );
         let claims = parse(kv::LATTICE_CLAIMS_JSON);
         assert_eq!(
@@ -214,7 +283,7 @@ mod tests {
         assert_eq!(
             none::LATTICE_CLAIMS_JSON,
             format!(
-                r#"{{"name":"bare","version":"{}","contracts":[]}}"#,
+                r#"{{"name":"bare","version":"{}","contracts":[],"actors":[]}}"#,
                 env!("CARGO_PKG_VERSION")
             )
         );
@@ -223,6 +292,19 @@ mod tests {
             parse(one::LATTICE_CLAIMS_JSON).contracts,
             ["lattice:keyvalue"]
         );
+        let calls = parse(calls::LATTICE_CLAIMS_JSON);
+        assert_eq!(calls.actors, ["pricing", "inventory"]);
+        assert!(calls.allows_actor("pricing") && !calls.allows_actor("other"));
+        assert!(parse(any::LATTICE_CLAIMS_JSON).allows_actor("other"));
+    }
+
+    #[test]
+    fn actor_rule_matches_lattice() {
+        let long = "a".repeat(129);
+        for id in ["pricing", "a-b_C9", "*", "", "**", "a.b", "a b", "ä", &long] {
+            let lattice_ok = id == "*" || lattice::id::ActorId::new(id).is_ok();
+            assert_eq!(is_actor_entry(id), lattice_ok, "{id:?}");
+        }
     }
 
     #[test]

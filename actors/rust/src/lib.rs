@@ -60,7 +60,8 @@
 //! types of `lattice:httpserver` (whose provider calls the actor's
 //! `HttpServer.HandleRequest`). Other contracts are reachable with [`call`].
 //! An actor may call a contract only when its claims list it and a link for
-//! it exists; declare the claims with [`claims!`]:
+//! it exists, and another actor ([`call_actor`]) only when its claims list
+//! that actor's id or `*`; declare the claims with [`claims!`]:
 //!
 //! ```
 //! use lattice_actor::http::{self, ResponseExt};
@@ -142,7 +143,8 @@ where
 }
 
 /// Calls `operation` on another actor, identified by its actor id, with a
-/// msgpack-encoded `payload`, and decodes the reply.
+/// msgpack-encoded `payload`, and decodes the reply. The host refuses the
+/// call unless this actor's claims list `actor_id` (or `*`) under `actors`.
 ///
 /// ```
 /// // Outside a host there is nobody to call:

@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(
             LATTICE_CLAIMS_JSON,
             format!(
-                r#"{{"name":"kvcounter","version":"{}","contracts":["lattice:keyvalue","lattice:httpserver"]}}"#,
+                r#"{{"name":"kvcounter","version":"{}","contracts":["lattice:keyvalue","lattice:httpserver"],"actors":[]}}"#,
                 env!("CARGO_PKG_VERSION")
             )
         );

@@ -54,7 +54,7 @@ pub fn c_target_dir() -> PathBuf {
 ///
 /// Every `*.c` file of `dir` is compiled together with the SDK's `lattice.c`
 /// by one clang run ([`C_FLAGS`], `-I actors/c`). When `dir` has a `Makefile`
-/// with `NAME := ...` (and optionally `VERSION := ...` and
+/// with `NAME := ...` (and optionally `VERSION := ...`, `ACTORS := a b` and
 /// `CONTRACTS := a:b c:d`) lines, those claims are embedded in the module
 /// (as `lattice claims put` would); without `NAME` the module has no claims.
 ///

@@ -47,7 +47,7 @@ pub struct GoBuild {
     /// refuse: for tests of that error.
     pub c_shared: bool,
     /// Claims to embed. `None`: those of the directory's `Makefile` (its
-    /// `NAME`, `VERSION` and `CONTRACTS` variables), or none when it has no
+    /// `NAME`, `VERSION`, `CONTRACTS` and `ACTORS` variables), or none when it has no
     /// `NAME`.
     pub claims: Option<Claims>,
 }
@@ -236,7 +236,7 @@ pub fn go_command(dir: &Path) -> Result<Command> {
 /// Builds the Go actor in `dir` (a `package main` using `lattice.dev/actor`)
 /// with `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared` and returns
 /// `<workspace>/target/actors/go/<dir name>.wasm`, with the claims of the
-/// directory's `Makefile` (`NAME`, `VERSION`, `CONTRACTS`) embedded when it
+/// directory's `Makefile` (`NAME`, `VERSION`, `CONTRACTS`, `ACTORS`) embedded when it
 /// has them. See [`build_go_actor_with`].
 ///
 /// # Errors
@@ -385,11 +385,13 @@ mod tests {
             name: "a".into(),
             version: String::new(),
             contracts: vec![],
+            actors: vec![],
         });
         let b = GoBuild::default().with_claims(Claims {
             name: "b".into(),
             version: String::new(),
             contracts: vec![],
+            actors: vec![],
         });
         assert!(a.suffix().starts_with("-claims"));
         assert_ne!(a.key(), b.key());

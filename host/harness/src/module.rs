@@ -16,8 +16,8 @@ pub(crate) fn read_makefile_claims(dir: &Path) -> Result<Option<Claims>> {
     }
 }
 
-/// The claims in a Makefile's text: its `NAME`, `VERSION` and `CONTRACTS`
-/// variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
+/// The claims in a Makefile's text: its `NAME`, `VERSION`, `CONTRACTS` and
+/// `ACTORS` variables (`:=`, `=` or `?=`). `None` when there is no `NAME`.
 pub(crate) fn makefile_claims(text: &str) -> Result<Option<Claims>> {
     let Some(name) = makefile_var(text, "NAME") else {
         return Ok(None);
@@ -26,6 +26,11 @@ pub(crate) fn makefile_claims(text: &str) -> Result<Option<Claims>> {
         name,
         version: makefile_var(text, "VERSION").unwrap_or_default(),
         contracts: makefile_var(text, "CONTRACTS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        actors: makefile_var(text, "ACTORS")
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_owned)
@@ -76,7 +81,13 @@ mod tests {
         assert_eq!(claims.name, "echo-c");
         assert_eq!(claims.version, "1.2.3");
         assert_eq!(claims.contracts, ["lattice:httpserver", "lattice:keyvalue"]);
+        assert!(claims.actors.is_empty());
         assert_eq!(makefile_claims("CFLAGS := -O2\n").unwrap(), None);
+        let claims = makefile_claims("NAME := f\nACTORS := pricing *\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(claims.actors, ["pricing", "*"]);
+        assert!(makefile_claims("NAME := f\nACTORS := a.b\n").is_err());
         let err = makefile_claims("NAME := x\nCONTRACTS := keyvalue\n").unwrap_err();
         assert!(format!("{err:#}").contains("keyvalue"), "{err:#}");
         let text = "NAME      := kvcounter-go\nVERSION   := 0.1.0\nCONTRACTS := lattice:keyvalue lattice:httpserver\nGO ?= go\n";

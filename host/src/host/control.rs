@@ -216,8 +216,11 @@ async fn start_actor_inner(
         .await
         .map_err(|e| format!("could not fetch {what}: {e}"))?;
     crate::runtime::validate::check_magic(&what, &bytes).map_err(|e| e.to_string())?;
-    let claims =
-        lattice::claims::read(&bytes).map_err(|e| format!("{what} has unreadable claims: {e}"))?;
+    // The issuer policy: checked here, once per start, never per call.
+    let claims = inner
+        .trust
+        .claims_for(&what, &cmd.digest, &bytes)
+        .map_err(|e| e.to_string())?;
     let (module, from) = inner
         .runtime
         .load(&what, &cmd.digest, Arc::new(bytes))
@@ -238,7 +241,7 @@ async fn start_actor_inner(
     let (stop, stop_rx) = watch::channel(false);
     let running = Arc::new(RunningActor {
         actor: actor.clone(),
-        claims: claims.map(Arc::new),
+        claims,
         reference: cmd.reference.clone(),
         stop,
         serve: std::sync::Mutex::new(None),

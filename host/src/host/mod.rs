@@ -75,6 +75,8 @@ pub(crate) struct HostInner {
     providers: RwLock<HashMap<String, ProviderRuntime>>,
     links: LinkCache,
     artifacts: tokio::sync::OnceCell<ArtifactStore>,
+    /// The issuer policy, checked when an actor starts.
+    trust: crate::trust::Trust,
     /// Serialises actor starts and stops on this host so two requests for the
     /// same id cannot race.
     lifecycle: tokio::sync::Mutex<()>,
@@ -130,6 +132,8 @@ impl Host {
             }
             labels.insert(k.clone(), v.clone());
         }
+        let trust = crate::trust::Trust::new(&config.allowed_issuers)
+            .map_err(|e| HostError::Config(format!("--allowed-issuer: {e}")))?;
         let links = LinkStore::open(nats.clone(), &lattice)
             .await?
             .cache()
@@ -148,6 +152,7 @@ impl Host {
             providers: RwLock::new(HashMap::new()),
             links,
             artifacts: tokio::sync::OnceCell::new(),
+            trust,
             lifecycle: tokio::sync::Mutex::new(()),
             stop_requested,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -182,6 +187,7 @@ impl Host {
             name = %inner.name,
             lattice = %inner.lattice,
             pooling = inner.runtime.pooling(),
+            issuer_policy = inner.trust.is_enforced(),
             "host started"
         );
         Ok(Host { inner })

@@ -5,7 +5,8 @@
 //!
 //! * a contract is allowed only when the actor's claims list it and a link
 //!   (actor, contract, link name) exists; it goes to the linked provider;
-//! * an actor id goes to that actor (claims do not list actors yet).
+//! * an actor id is allowed only when the actor's claims list that id or `*`
+//!   under `actors`; it goes to that actor.
 //!
 //! A refusal names the actor, the target and the reason. Allowed calls go
 //! through [`HostInner::invoke`] (in-process first, else NATS). Actors and
@@ -76,7 +77,30 @@ fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
         namespace: call.namespace.clone(),
         reason: e.to_string(),
     })?;
+    let claims = host.local_claims(origin).flatten();
+    check_actor_call(origin, claims.as_deref(), &target)?;
     Ok(Target::Actor(target))
+}
+
+/// An actor may call another only when its claims list the target's id or `*`.
+fn check_actor_call(
+    actor: &str,
+    claims: Option<&Claims>,
+    target: &ActorId,
+) -> Result<(), HostCallError> {
+    let reason = match claims {
+        Some(c) if c.allows_actor(target.as_str()) => return Ok(()),
+        Some(c) => format!(
+            "its claims do not list that actor (they list: {}; add it with `lattice claims put --actor {target}` or `actors: [\"{target}\"]` in `claims!`)",
+            list(&c.actors)
+        ),
+        None => format!("it has no claims (add them with `lattice claims put --actor {target}`)"),
+    };
+    Err(HostCallError::ActorRefused {
+        actor: actor.to_string(),
+        target: target.to_string(),
+        reason,
+    })
 }
 
 fn resolve_contract(
@@ -127,5 +151,40 @@ fn list(items: &[String]) -> String {
         "nothing".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_calls_need_the_target_in_the_claims() {
+        let pricing = ActorId::new("pricing").unwrap();
+        let inventory = ActorId::new("inventory").unwrap();
+        let claims = Claims {
+            name: "frontend".into(),
+            actors: vec!["pricing".into()],
+            ..Claims::default()
+        };
+        check_actor_call("frontend", Some(&claims), &pricing).unwrap();
+        let err = check_actor_call("frontend", Some(&claims), &inventory)
+            .unwrap_err()
+            .to_string();
+        for needle in ["frontend", "inventory", "do not list", "pricing"] {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+        let err = check_actor_call("frontend", None, &pricing)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("frontend") && err.contains("pricing") && err.contains("no claims"),
+            "{err}"
+        );
+        let any = Claims {
+            actors: vec![lattice::claims::ANY_ACTOR.into()],
+            ..claims
+        };
+        check_actor_call("frontend", Some(&any), &inventory).unwrap();
     }
 }

@@ -23,7 +23,7 @@ use crate::common::{BIN, TestLattice, actor_wasm, get_until, probe_call, write_f
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The probe module with claims for `contracts` embedded.
+/// The probe module with claims for `contracts` (and every actor) embedded.
 fn probe_with_claims(t: &TestLattice, contracts: &[&str]) -> Result<std::path::PathBuf> {
     let bytes = std::fs::read(actor_wasm("probe-actor")?)?;
     let with = claims::embed(
@@ -32,6 +32,7 @@ fn probe_with_claims(t: &TestLattice, contracts: &[&str]) -> Result<std::path::P
             name: "probe".into(),
             version: "0.0.1".into(),
             contracts: contracts.iter().map(|c| c.to_string()).collect(),
+            actors: vec![claims::ANY_ACTOR.into()],
         },
     )?;
     write_file(t.dir.path(), "probe-claims.wasm", &with)
@@ -188,8 +189,9 @@ async fn contract_calls_need_claims_and_a_link() -> Result<()> {
     let t = TestLattice::start().await?;
     let a = t.host("a", &[]).await?;
 
-    // No claims at all.
-    let plain = actor_wasm("probe-actor")?;
+    // No claims at all (the probe's own, which list no contract, stripped).
+    let bare = claims::strip(&std::fs::read(actor_wasm("probe-actor")?)?)?;
+    let plain = write_file(t.dir.path(), "probe-bare.wasm", &bare)?;
     t.start_actor(&a, &plain, "probe", 1).await?;
     let err = increment(&t, "k", 1).await.unwrap_err().to_string();
     for needle in ["probe", "lattice:keyvalue", "\"default\"", "no claims"] {

@@ -18,3 +18,4 @@ mod faults;
 mod go;
 mod lattice;
 mod polyglot;
+mod trust;

@@ -34,6 +34,9 @@ lattice_actor::claims! {
     name: "shop-frontend",
     version: env!("CARGO_PKG_VERSION"),
     contracts: ["lattice:httpserver"],
+    // The host refuses actor calls the claims do not list: keep these in step
+    // with INVENTORY and PRICING below.
+    actors: ["inventory", "pricing"],
 }
 
 /// The actor id of the inventory actor (Go).
@@ -359,14 +362,17 @@ mod tests {
     }
 
     #[test]
-    fn claims_list_httpserver() {
+    fn claims_list_httpserver_and_the_actors_called() {
         assert_eq!(
             LATTICE_CLAIMS_JSON,
             format!(
-                r#"{{"name":"shop-frontend","version":"{}","contracts":["lattice:httpserver"]}}"#,
+                r#"{{"name":"shop-frontend","version":"{}","contracts":["lattice:httpserver"],"actors":["inventory","pricing"]}}"#,
                 env!("CARGO_PKG_VERSION")
             )
         );
+        for id in [INVENTORY, PRICING] {
+            assert!(LATTICE_CLAIMS_JSON.contains(&format!("\"{id}\"")), "{id}");
+        }
     }
 
     /// The three actors played by a stand-in host: prices and a stock map.

@@ -5,6 +5,7 @@ mod call;
 mod claims;
 mod ctl;
 mod events;
+mod keys;
 mod output;
 mod provider;
 mod up;
@@ -77,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: claims::ClaimsCommand,
     },
+    /// Make issuer keys for signing actor claims
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Run a provider as its own process
     Provider {
         #[command(subcommand)]
@@ -134,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Call(args) => call::run(&connect, out, args).await,
                 Command::Events(args) => events::run(&connect, out, args).await,
                 Command::Claims { command } => claims::run(out, command),
+                Command::Keys { command } => keys::run(out, command),
                 Command::App { command } => app::run(&connect, out, command).await,
                 Command::Up(_) | Command::Provider { .. } => unreachable!("handled above"),
             }
@@ -247,6 +254,24 @@ mod tests {
                 "y.wasm",
             ],
             &["claims", "inspect", "x.wasm"],
+            &[
+                "claims", "put", "x.wasm", "--name", "n", "--actor", "pricing", "--actor", "*",
+            ],
+            &[
+                "claims",
+                "sign",
+                "x.wasm",
+                "--issuer",
+                "i.nk",
+                "--actor",
+                "*",
+                "--expires-in",
+                "30d",
+                "-o",
+                "y.wasm",
+            ],
+            &["keys", "gen", "--out", "i.nk"],
+            &["up", "--allowed-issuer", "AABC", "--allowed-issuer", "AXYZ"],
             &["provider", "run", "keyvalue", "--id", "kv"],
         ];
         for line in lines {

@@ -66,6 +66,11 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip)]
     no_reconcile: bool,
+    /// Run only modules whose claims this issuer signed (an `A...` public key
+    /// from `lattice keys gen`; repeatable) [env: LATTICE_ALLOWED_ISSUERS, comma-separated]
+    #[arg(long = "allowed-issuer", value_name = "PUBKEY")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allowed_issuers: Vec<String>,
 }
 
 pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process::ExitCode> {

@@ -19,6 +19,10 @@
 //! Build it with
 //! `cargo build --target wasm32-wasip1 --profile wasm -p probe-actor`
 //! (the file is `probe_actor.wasm`).
+//!
+//! Its claims list no contract and every actor (`*`), so `Call` reaches any
+//! actor; tests that need contract claims replace them (`claims::embed`), and
+//! tests of the claims check strip or narrow them.
 
 use lattice_actor::{Bytes, host_call};
 use serde::de::IgnoredAny;
@@ -140,6 +144,13 @@ pub fn handle_http(payload: &[u8]) -> Result<Vec<u8>, String> {
 /// `Env`: the value of an environment variable (actor config), or nil.
 pub fn env(name: String) -> Result<Option<String>, String> {
     Ok(std::env::var(name).ok())
+}
+
+lattice_actor::claims! {
+    name: "probe",
+    version: "0.0.1",
+    contracts: [],
+    actors: ["*"],
 }
 
 lattice_actor::actor! {
