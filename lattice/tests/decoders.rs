@@ -7,7 +7,7 @@
 
 use lattice::{
     app::Manifest,
-    claims::{self, Claims},
+    claims::{self, Claims, token::Token},
     contracts::{httpserver, keyvalue},
     ctl,
     event::{Event, EventData},
@@ -254,5 +254,29 @@ proptest! {
         }
         let back: httpserver::HttpResponse = rmp_serde::from_slice(&rmp_serde::to_vec_named(&r).unwrap()).unwrap();
         prop_assert_eq!(back, r);
+    }
+
+    #[test]
+    fn claims_tokens(text in ".{0,200}", parts in proptest::collection::vec("[A-Za-z0-9_-]{0,40}", 0..5)) {
+        let _ = Token::decode(&text);
+        let _ = Token::decode(&parts.join("."));
+    }
+
+    #[test]
+    fn signed_claims_verify_and_any_changed_byte_does_not(
+        name in token(),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let issuer = nkeys::KeyPair::new_account();
+        let module = b"\0asm\x01\0\0\0\0\x02\x01x".to_vec(); // a custom section "x"
+        let c = Claims { name, ..Claims::default() };
+        let signed = claims::token::sign(&module, &c, &issuer, 1, None).unwrap();
+        let policy = claims::token::IssuerPolicy::new(&[issuer.public_key()]).unwrap();
+        prop_assert_eq!(policy.check(&signed, 2).unwrap(), Some(c));
+        // Flip one bit anywhere: the module no longer verifies, and nothing panics.
+        let mut tampered = signed.clone();
+        let i = flip.index(tampered.len());
+        tampered[i] ^= 0x01;
+        prop_assert!(policy.check(&tampered, 2).is_err() || tampered == signed);
     }
 }
