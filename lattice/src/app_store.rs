@@ -97,10 +97,10 @@ impl AppStore {
                 Err(_) => continue,
             }
         }
-        Err(Error::Remote(format!(
-            "app {} is being deployed by too many clients at once; try again",
-            manifest.name
-        )))
+        Err(Error::AppContention {
+            app: manifest.name.clone(),
+            action: "deploy",
+        })
     }
 
     /// One app.
@@ -171,9 +171,10 @@ impl AppStore {
                 return Ok(Some(app));
             }
         }
-        Err(Error::Remote(format!(
-            "app {name} is changing too fast to undeploy; try again"
-        )))
+        Err(Error::AppContention {
+            app: name.to_string(),
+            action: "undeploy",
+        })
     }
 
     /// Deletes an app's record and status; returns what was deployed.

@@ -62,7 +62,7 @@ impl HostCalls for Router {
 fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
     let origin = &*call.origin;
     if call.namespace.contains(':') {
-        let claims = host.local_claims(origin).flatten();
+        let claims = host.actors.claims(origin).flatten();
         let contract =
             ContractId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
                 origin: origin.to_string(),
@@ -108,15 +108,13 @@ fn resolve_contract(
     }
     let link = LinkName::new(link_name).map_err(|e| refuse(e.to_string()))?;
     let actor_id = ActorId::new(actor).map_err(|e| refuse(e.to_string()))?;
-    let Some(def) = host.links.get(&actor_id, contract.as_str(), link.as_str()) else {
+    let Some(def) = host.links.get(&actor_id, &contract, &link) else {
         return Err(refuse(format!(
             "there is no such link (create one with `lattice ctl link put {actor} PROVIDER {contract} --link-name {link}`)"
         )));
     };
-    let provider = lattice::id::ProviderId::new(def.provider_id.as_str())
-        .map_err(|e| refuse(format!("the link names an unusable provider: {e}")))?;
     Ok(Target::Provider {
-        provider,
+        provider: def.provider_id,
         contract,
         link,
     })

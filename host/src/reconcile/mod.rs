@@ -395,7 +395,7 @@ impl Pass<'_> {
     ) -> ProviderStatusLine {
         let mut line = ProviderStatusLine {
             id: spec.id.clone(),
-            running: running.iter().any(|p| p.id == spec.id),
+            running: running.iter().any(|p| p.id.as_str() == spec.id),
             problem: None,
         };
         if line.running {

@@ -45,9 +45,9 @@
 //!
 //! let link = LinkDefinition {
 //!     actor_id: "hello".parse()?,
-//!     provider_id: "http".into(),
-//!     contract: CONTRACT.into(),
-//!     link_name: "default".into(),
+//!     provider_id: "http".parse()?,
+//!     contract: CONTRACT.parse()?,
+//!     link_name: "default".parse()?,
 //!     config: BTreeMap::from([(CONFIG_ADDRESS.into(), "127.0.0.1:8080".into())]),
 //! };
 //! provider.put_link(link.clone()).await?;
@@ -72,7 +72,7 @@ use std::{
 use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use lattice::{
     contracts::httpserver::{CONFIG_ADDRESS, CONFIG_MAX_BODY, CONTRACT},
-    id::ActorId,
+    id::{ActorId, LinkName},
 };
 use lattice_provider::{
     ActorCaller, BoxFuture, Health, LinkDefinition, LinkStatus, Provider, ProviderCall,
@@ -92,7 +92,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (actor, link name)
-type LinkKey = (ActorId, String);
+type LinkKey = (ActorId, LinkName);
 
 /// The `lattice:httpserver` provider: one HTTP listener per link.
 ///
@@ -186,7 +186,7 @@ impl HttpServerProvider {
         self.state()
             .listeners
             .iter()
-            .find(|((a, l), _)| a.as_str() == actor && l == link_name)
+            .find(|((a, l), _)| a.as_str() == actor && l.as_str() == link_name)
             .map(|(_, l)| l.bound)
     }
 
@@ -253,7 +253,7 @@ impl HttpServerProvider {
         let key: LinkKey = (link.actor_id.clone(), link.link_name.clone());
         let fail = |reason: String| ProviderError::Link {
             actor_id: link.actor_id.to_string(),
-            link_name: link.link_name.clone(),
+            link_name: link.link_name.to_string(),
             reason,
         };
 
