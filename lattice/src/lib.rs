@@ -52,6 +52,7 @@ pub mod id;
 pub mod link;
 #[cfg(feature = "client")]
 pub mod link_store;
+pub mod process;
 pub mod rpc;
 pub mod subject;
 #[cfg(feature = "client")]

@@ -112,7 +112,7 @@ impl Host {
         let mut labels = BTreeMap::from([
             ("os".to_string(), std::env::consts::OS.to_string()),
             ("arch".to_string(), std::env::consts::ARCH.to_string()),
-            ("hostname".to_string(), hostname()),
+            ("hostname".to_string(), lattice::process::hostname()),
         ]);
         for (k, v) in &config.labels {
             if k.is_empty() {
@@ -435,13 +435,4 @@ impl ControlApi for HostInner {
     fn request_stop(&self, reason: &str) {
         let _ = self.stop_requested.send(Some(reason.to_string()));
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }

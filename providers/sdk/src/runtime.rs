@@ -494,26 +494,13 @@ pub async fn run_standalone(
             Duration::from_secs(30),
         )),
     };
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let location = format!("process {}@{hostname}", std::process::id());
+    let location = format!(
+        "process {}@{}",
+        std::process::id(),
+        lattice::process::hostname()
+    );
     let rt = ProviderRuntime::start(provider, ctx, name, &location, &source).await?;
-    let reason = wait_for_signal().await;
+    let reason = lattice::process::shutdown_signal().await;
     rt.stop(&reason).await;
     Ok(())
-}
-
-async fn wait_for_signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT".into(),
-            _ = term.recv() => "SIGTERM".into(),
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT".into()
-        }
-    }
 }
