@@ -14,9 +14,12 @@
 //!   msgpack payloads of every capability contract;
 //! * [`client`]: a typed client for the control interface, used by the CLI and by tests
 //!   (feature `client`, on by default; without it the crate is plain types and
-//!   builds for `wasm32-wasip1`).
+//!   builds for `wasm32-wasip1`);
+//! * [`process`]: the few process helpers every binary needs (host name,
+//!   executables on `$PATH`, waiting for SIGINT/SIGTERM; feature `client`).
 //!
-//! The crate deliberately knows nothing of wasmtime or process management.
+//! The crate deliberately knows nothing of wasmtime, and of processes only
+//! those helpers.
 //!
 //! # Example
 //!
@@ -52,6 +55,7 @@ pub mod id;
 pub mod link;
 #[cfg(feature = "client")]
 pub mod link_store;
+#[cfg(feature = "client")]
 pub mod process;
 pub mod rpc;
 pub mod subject;

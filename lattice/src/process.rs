@@ -1,6 +1,7 @@
 //! Small helpers about the process a host, a provider or a tool runs in: the
 //! machine's name, executables on `$PATH`, and waiting for SIGINT/SIGTERM.
-//! Shared here, in the light crate every binary already depends on.
+//! Shared here, in the light crate every binary already depends on (with its
+//! `client` feature; actors built for wasm do not get this module).
 
 use std::{
     ffi::OsStr,
@@ -43,7 +44,6 @@ fn is_executable(path: &Path) -> bool {
 /// Resolves at the first SIGINT or SIGTERM and says which (`"SIGINT"` or
 /// `"SIGTERM"`). When SIGTERM cannot be listened for (logged as a warning),
 /// only SIGINT ends the wait.
-#[cfg(feature = "client")]
 pub async fn shutdown_signal() -> String {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
