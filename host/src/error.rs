@@ -1,5 +1,7 @@
 //! Typed errors of the host runtime.
 
+use lattice::id::{ActorId, HostId, ProviderId, ProviderRef};
+
 /// Failures loading or starting an actor module.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -81,9 +83,15 @@ pub enum InvokeError {
         /// Actor id.
         actor: String,
     },
-    /// A fresh instance could not be created.
-    #[error("{0}")]
-    Instantiate(String),
+    /// A fresh instance could not be created (linking, or the guest's init
+    /// functions failed).
+    #[error("could not instantiate actor {actor}: {reason}")]
+    Instantiate {
+        /// Actor id.
+        actor: String,
+        /// What failed, with the guest's last stderr output when there was some.
+        reason: String,
+    },
 }
 
 /// Why an actor's host call (`__host_call`) failed. The message is handed to the
@@ -179,5 +187,113 @@ pub enum HostCallError {
         namespace: String,
         /// The operation.
         operation: String,
+    },
+}
+
+/// Why a control request (start or stop an actor or a provider, ...) failed on
+/// this host. Its [`Display`](std::fmt::Display) is what goes back on the wire in
+/// [`lattice::ctl::CtlReply::Error`], so each names the actor, provider, host or
+/// module once.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request body is not the JSON the operation expects.
+    #[error("malformed {request} request: {reason}")]
+    Malformed {
+        /// The request type, e.g. `StartActor`.
+        request: &'static str,
+        /// The JSON decoder's message.
+        reason: String,
+    },
+    /// The subject names no operation this host knows.
+    #[error("unknown control operation {0:?}")]
+    UnknownOperation(String),
+    /// A start asked for no replicas.
+    #[error("replicas for actor {actor} must be at least 1")]
+    NoReplicas {
+        /// The actor.
+        actor: ActorId,
+    },
+    /// The actor runs here already, from another module.
+    #[error(
+        "actor {actor} already runs module {running} on host {host}; stop it before starting {wanted}"
+    )]
+    OtherModule {
+        /// The actor.
+        actor: ActorId,
+        /// The (short) digest it runs.
+        running: String,
+        /// This host's name.
+        host: String,
+        /// The (short) digest asked for.
+        wanted: String,
+    },
+    /// The lattice's artifact store could not be opened.
+    #[error("could not open the artifact store: {0}")]
+    ArtifactStore(#[source] lattice::Error),
+    /// The module could not be fetched from the artifact store.
+    #[error("could not fetch actor {actor} ({reference}): {source}")]
+    Fetch {
+        /// The actor.
+        actor: ActorId,
+        /// The reference it is started from.
+        reference: String,
+        /// The store's error (missing, corrupt, timed out...).
+        #[source]
+        source: Box<lattice::Error>,
+    },
+    /// The module's claims are unreadable, or the issuer policy refuses it.
+    #[error(transparent)]
+    Refused(#[from] crate::trust::StartRefused),
+    /// The module is not a usable actor, or could not be compiled or
+    /// instantiated (the error names the actor).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The actor's rpc subscription failed.
+    #[error("could not subscribe actor {actor}: {reason}")]
+    Subscribe {
+        /// The actor.
+        actor: ActorId,
+        /// The NATS error.
+        reason: String,
+    },
+    /// A stop named an actor this host does not run.
+    #[error("actor {actor} is not running on host {host} ({host_id})")]
+    ActorNotHere {
+        /// The actor.
+        actor: ActorId,
+        /// This host's name.
+        host: String,
+        /// This host's id.
+        host_id: HostId,
+    },
+    /// A provider with this id runs here already.
+    #[error("provider {provider} already runs on host {host}")]
+    ProviderRunning {
+        /// The provider id.
+        provider: ProviderId,
+        /// This host's name.
+        host: String,
+    },
+    /// No provider of that name is built into the host.
+    #[error("unknown built-in provider {reference}; built-ins are: {known}")]
+    UnknownBuiltin {
+        /// What was asked for.
+        reference: ProviderRef,
+        /// The built-ins, comma separated.
+        known: String,
+    },
+    /// The provider failed to start (another with its id answers in the lattice,
+    /// its backend is unreachable, ...); the provider's message names it.
+    #[error(transparent)]
+    ProviderStart(#[from] lattice_provider::ProviderError),
+    /// A stop named a provider this host does not run.
+    #[error("provider {provider} is not running on host {host} ({host_id})")]
+    ProviderNotHere {
+        /// The provider id.
+        provider: ProviderId,
+        /// This host's name.
+        host: String,
+        /// This host's id.
+        host_id: HostId,
     },
 }

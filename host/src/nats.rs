@@ -201,11 +201,5 @@ impl Drop for EmbeddedNats {
     }
 }
 
-/// Finds an executable on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
-}
+/// Finds an executable on PATH (see [`lattice::process::find_on_path`]).
+pub use lattice::process::find_on_path;

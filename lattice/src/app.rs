@@ -28,7 +28,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Error, claims::validate_contract_id, digest::Digest, id::ActorId, link::LinkDefinition,
+    Error,
+    digest::Digest,
+    id::{ActorId, ContractId, LinkName, ProviderId},
+    link::LinkDefinition,
 };
 
 /// Most replicas one actor of an app may ask for.
@@ -114,16 +117,12 @@ fn default_link_name() -> String {
     crate::link::DEFAULT_LINK_NAME.to_string()
 }
 
-fn invalid(reason: String) -> Error {
-    Error::Remote(reason)
-}
-
 impl Manifest {
     /// Parses TOML and checks it ([`Manifest::validate`]).
     ///
     /// # Errors
     /// [`Error::Codec`] for TOML errors (unknown fields included, with the line),
-    /// [`Error::Remote`] for invalid content, naming the item.
+    /// [`Error::InvalidManifest`] for invalid content, naming the item.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         let m: Manifest = toml::from_str(text).map_err(|e| Error::Codec {
             action: "parse",
@@ -138,18 +137,18 @@ impl Manifest {
     /// providers the app declares.
     ///
     /// # Errors
-    /// [`Error::Remote`] / [`Error::InvalidId`] naming what is wrong.
+    /// [`Error::InvalidManifest`] / [`Error::InvalidId`] naming what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         crate::id::validate("app name", &self.name)?;
         let mut actors = BTreeSet::new();
         for a in &self.actors {
             ActorId::new(a.id.as_str())?;
             if !actors.insert(a.id.as_str()) {
-                return Err(invalid(format!("actor {:?} is declared twice", a.id)));
+                return Err(self.invalid(format!("actor {:?} is declared twice", a.id)));
             }
             match a.reference.as_deref() {
                 None | Some("") => {
-                    return Err(invalid(format!(
+                    return Err(self.invalid(format!(
                         "actor {:?} has no ref: give a .wasm file, sha256:… or name:tag",
                         a.id
                     )));
@@ -157,13 +156,13 @@ impl Manifest {
                 Some(_) => {}
             }
             if a.replicas < 0 {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "actor {:?}: replicas must be 0 or more, got {}",
                     a.id, a.replicas
                 )));
             }
             if a.replicas > MAX_REPLICAS {
-                return Err(invalid(format!(
+                return Err(self.invalid(format!(
                     "actor {:?}: replicas must be at most {MAX_REPLICAS}, got {}",
                     a.id, a.replicas
                 )));
@@ -171,20 +170,20 @@ impl Manifest {
         }
         let mut providers = BTreeSet::new();
         for p in &self.providers {
-            crate::id::validate("provider id", &p.id)?;
+            ProviderId::new(p.id.as_str())?;
             if !providers.insert(p.id.as_str()) {
-                return Err(invalid(format!("provider {:?} is declared twice", p.id)));
+                return Err(self.invalid(format!("provider {:?} is declared twice", p.id)));
             }
             match p.reference.as_deref() {
                 Some(r) if crate::id::ProviderRef::parse(r).is_ok() => {}
                 Some(r) => {
-                    return Err(invalid(format!(
+                    return Err(self.invalid(format!(
                         "provider {:?}: ref {r:?} is not supported in apps; use builtin:httpserver or builtin:keyvalue",
                         p.id
                     )));
                 }
                 None => {
-                    return Err(invalid(format!(
+                    return Err(self.invalid(format!(
                         "provider {:?} has no ref (e.g. builtin:keyvalue)",
                         p.id
                     )));
@@ -193,36 +192,43 @@ impl Manifest {
         }
         for l in &self.links {
             if !actors.contains(l.actor.as_str()) {
-                return Err(invalid(format!(
-                    "link {} → {}: actor {:?} is not declared in app {:?}",
-                    l.actor, l.provider, l.actor, self.name
+                return Err(self.invalid(format!(
+                    "link {} → {}: actor {:?} is not declared in the app",
+                    l.actor, l.provider, l.actor
                 )));
             }
             if !providers.contains(l.provider.as_str()) {
-                return Err(invalid(format!(
-                    "link {} → {}: provider {:?} is not declared in app {:?}",
-                    l.actor, l.provider, l.provider, self.name
+                return Err(self.invalid(format!(
+                    "link {} → {}: provider {:?} is not declared in the app",
+                    l.actor, l.provider, l.provider
                 )));
             }
-            validate_contract_id(&l.contract)?;
-            crate::id::validate("link name", &l.link_name)?;
+            ContractId::new(l.contract.as_str())?;
+            LinkName::new(l.link_name.as_str())?;
         }
         Ok(())
+    }
+
+    fn invalid(&self, reason: String) -> Error {
+        Error::InvalidManifest {
+            app: self.name.clone(),
+            reason,
+        }
     }
 
     /// The links as link definitions.
     ///
     /// # Errors
-    /// [`Error::InvalidId`] for a bad actor id (already excluded by `validate`).
+    /// [`Error::InvalidId`] for a bad id (already excluded by `validate`).
     pub fn link_definitions(&self) -> Result<Vec<LinkDefinition>, Error> {
         self.links
             .iter()
             .map(|l| {
                 Ok(LinkDefinition {
                     actor_id: ActorId::new(l.actor.as_str())?,
-                    provider_id: l.provider.clone(),
-                    contract: l.contract.clone(),
-                    link_name: l.link_name.clone(),
+                    provider_id: ProviderId::new(l.provider.as_str())?,
+                    contract: ContractId::new(l.contract.as_str())?,
+                    link_name: LinkName::new(l.link_name.as_str())?,
                     config: l.config.clone(),
                 })
             })

@@ -100,10 +100,10 @@ impl AppStore {
                 Err(_) => continue,
             }
         }
-        Err(Error::Remote(format!(
-            "app {} is being deployed by too many clients at once; try again",
-            manifest.name
-        )))
+        Err(Error::AppContention {
+            app: manifest.name.clone(),
+            action: "deploy",
+        })
     }
 
     /// One app.
@@ -174,9 +174,10 @@ impl AppStore {
                 return Ok(Some(app));
             }
         }
-        Err(Error::Remote(format!(
-            "app {name} is changing too fast to undeploy; try again"
-        )))
+        Err(Error::AppContention {
+            app: name.to_string(),
+            action: "undeploy",
+        })
     }
 
     /// Deletes the record and status of an app being undeployed; returns what

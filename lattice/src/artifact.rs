@@ -177,7 +177,7 @@ impl ArtifactStore {
     /// Fetches a module by digest and checks that the bytes match it.
     ///
     /// # Errors
-    /// [`Error::ArtifactNotFound`] when missing; [`Error::Remote`] when the stored
+    /// [`Error::ArtifactNotFound`] when missing; [`Error::CorruptArtifact`] when the stored
     /// bytes do not hash to `digest` (corruption).
     pub async fn get(&self, digest: &Digest) -> Result<Vec<u8>, Error> {
         let mut object =
@@ -202,9 +202,10 @@ impl ArtifactStore {
         })?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(Error::Remote(format!(
-                "artifact {digest} is corrupt in the store: its bytes hash to {actual}"
-            )));
+            return Err(Error::CorruptArtifact {
+                digest: digest.clone(),
+                actual,
+            });
         }
         Ok(bytes)
     }

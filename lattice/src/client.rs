@@ -17,7 +17,7 @@ use crate::{
         ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
         ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor, StopProvider,
     },
-    id::{ActorId, HostId, LatticeId},
+    id::{ActorId, HostId, LatticeId, ProviderId},
     link_store::LinkStore,
     rpc::{Invocation, Target, remote},
     subject,
@@ -133,10 +133,10 @@ impl CtlClient {
     pub async fn stop_provider(
         &self,
         host: &HostId,
-        provider_id: &str,
+        provider_id: &ProviderId,
     ) -> Result<ProviderAck, Error> {
         let cmd = StopProvider {
-            provider_id: provider_id.to_string(),
+            provider_id: provider_id.clone(),
         };
         self.host_request(host, subject::OP_PROVIDER_STOP, &cmd, self.timeout * 2)
             .await
@@ -170,8 +170,8 @@ impl CtlClient {
     /// Finds a host by id or by name.
     ///
     /// # Errors
-    /// [`Error::Remote`] naming the host when no host matches, or when a name is
-    /// ambiguous.
+    /// [`Error::HostNotFound`] when no host matches, [`Error::AmbiguousHost`] when
+    /// a name is ambiguous.
     pub async fn resolve_host(&self, id_or_name: &str) -> Result<HostId, Error> {
         let hosts = self.ping_hosts(DEFAULT_GATHER).await?;
         let matches: Vec<_> = hosts
@@ -180,22 +180,23 @@ impl CtlClient {
             .collect();
         match matches.as_slice() {
             [one] => Ok(one.id.clone()),
-            [] => Err(Error::Remote(format!(
-                "no host with id or name {id_or_name:?} in lattice {:?} ({} hosts answered)",
-                self.lattice.as_str(),
-                hosts.len()
-            ))),
-            many => Err(Error::Remote(format!(
-                "host name {id_or_name:?} is ambiguous: {} hosts have it; use the id",
-                many.len()
-            ))),
+            [] => Err(Error::HostNotFound {
+                by: "id or name",
+                host: id_or_name.to_string(),
+                lattice: self.lattice.to_string(),
+                answered: format!(" ({} hosts answered)", hosts.len()),
+            }),
+            many => Err(Error::AmbiguousHost {
+                name: id_or_name.to_string(),
+                count: many.len(),
+            }),
         }
     }
 
     /// The inventory of one host.
     ///
     /// # Errors
-    /// [`Error::NoResponders`] when no such host is in the lattice.
+    /// [`Error::HostNotFound`] when no such host is in the lattice.
     pub async fn inventory(&self, host: &HostId) -> Result<HostInventory, Error> {
         self.host_request(host, subject::OP_INVENTORY, &(), self.timeout)
             .await
@@ -244,7 +245,7 @@ impl CtlClient {
             for p in inv
                 .providers
                 .iter()
-                .filter(|x| app.manifest.providers.iter().any(|p| p.id == x.id))
+                .filter(|x| app.manifest.providers.iter().any(|p| p.id == x.id.as_str()))
             {
                 if let Err(e) = self.stop_provider(&inv.host.id, &p.id).await {
                     failures.push(format!("stop provider {} on {}: {e}", p.id, inv.host.name));
@@ -288,7 +289,7 @@ impl CtlClient {
     /// Asks a host to stop gracefully.
     ///
     /// # Errors
-    /// [`Error::NoResponders`] when no such host is in the lattice.
+    /// [`Error::HostNotFound`] when no such host is in the lattice.
     pub async fn stop_host(&self, host: &HostId) -> Result<(), Error> {
         self.host_request(host, subject::OP_HOST_STOP, &(), self.timeout)
             .await
@@ -364,11 +365,12 @@ impl CtlClient {
         )
         .await
         .map_err(|e| match e {
-            Error::NoResponders { .. } => Error::Remote(format!(
-                "no host with id {:?} in lattice {:?}",
-                host.as_str(),
-                self.lattice.as_str()
-            )),
+            Error::NoResponders { .. } => Error::HostNotFound {
+                by: "id",
+                host: host.to_string(),
+                lattice: self.lattice.to_string(),
+                answered: String::new(),
+            },
             other => other,
         })?;
         let reply: CtlReply<Resp> =

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Error,
     digest::Digest,
-    id::{ActorId, HostId, LatticeId, ProviderId, ProviderRef},
+    id::{ActorId, ContractId, HostId, LatticeId, LinkName, ProviderId, ProviderRef},
 };
 
 /// The reply to every control request.
@@ -145,7 +145,7 @@ pub struct LinkStatus {
     /// The linked actor.
     pub actor_id: ActorId,
     /// The link name.
-    pub link_name: String,
+    pub link_name: LinkName,
     /// Set when the provider could not apply the link (e.g. port in use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -155,11 +155,11 @@ pub struct LinkStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderDescription {
     /// The provider id (the rpc subject token).
-    pub id: String,
-    /// What it is, e.g. `builtin:keyvalue`.
+    pub id: ProviderId,
+    /// What it is, e.g. `builtin:keyvalue`, or a process provider's own name.
     pub name: String,
     /// The contract it serves.
-    pub contract: String,
+    pub contract: ContractId,
     /// Where it runs: `host <name>` for built-ins, `process <pid>@<hostname>` otherwise.
     pub location: String,
     /// Its health.
@@ -187,16 +187,16 @@ pub struct ProviderAck {
     /// The host's name.
     pub host_name: String,
     /// The provider id.
-    pub provider_id: String,
+    pub provider_id: ProviderId,
     /// The contract it serves.
-    pub contract: String,
+    pub contract: ContractId,
 }
 
 /// Host-targeted: stop a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopProvider {
     /// The provider id.
-    pub provider_id: String,
+    pub provider_id: ProviderId,
 }
 
 /// Lattice-wide auction: which hosts can take replicas of this actor?

@@ -44,9 +44,59 @@ pub enum Error {
         /// The server's limit in bytes.
         max: usize,
     },
-    /// The remote side answered, with an error.
+    /// The remote side (a host, a provider, an actor) answered, with an error;
+    /// the message is the peer's own and names what failed. Only for answers
+    /// from a peer: local failures have their own variants.
     #[error("{0}")]
     Remote(String),
+    /// An app manifest is inconsistent (an item declared twice, a link to an
+    /// undeclared actor, a missing ref, ...).
+    #[error("app {app:?}: {reason}")]
+    InvalidManifest {
+        /// The app's name as the manifest gives it.
+        app: String,
+        /// What is wrong, naming the item.
+        reason: String,
+    },
+    /// An app record kept changing under us (other clients deploying or
+    /// undeploying it at the same time); retrying later may work.
+    #[error(
+        "app {app} is being changed by too many clients at once, could not {action} it; try again"
+    )]
+    AppContention {
+        /// The app's name.
+        app: String,
+        /// What we tried: `deploy` or `undeploy`.
+        action: &'static str,
+    },
+    /// No host in the lattice has this id (or name).
+    #[error("no host with {by} {host:?} in lattice {lattice:?}{answered}")]
+    HostNotFound {
+        /// How it was looked up: `id` or `id or name`.
+        by: &'static str,
+        /// What was looked up.
+        host: String,
+        /// The lattice searched.
+        lattice: String,
+        /// ` (N hosts answered)` when the hosts were asked, else empty.
+        answered: String,
+    },
+    /// Several hosts carry the name; the caller must use an id.
+    #[error("host name {name:?} is ambiguous: {count} hosts have it; use the id")]
+    AmbiguousHost {
+        /// The name given.
+        name: String,
+        /// How many hosts have it.
+        count: usize,
+    },
+    /// An artifact's stored bytes do not hash to its digest.
+    #[error("artifact {digest} is corrupt in the store: its bytes hash to {actual}")]
+    CorruptArtifact {
+        /// The digest asked for.
+        digest: crate::digest::Digest,
+        /// What the stored bytes hash to.
+        actual: crate::digest::Digest,
+    },
     /// A message could not be encoded or decoded.
     #[error("could not {action} {what}: {reason}")]
     Codec {

@@ -43,9 +43,16 @@ pub fn validate(kind: &'static str, value: &str) -> Result<(), Error> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        /// Like the string's: `"hello"`, so `{:?}` in a message quotes the id.
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $name {
             /// Validates and wraps an id.
@@ -88,6 +95,18 @@ macro_rules! id_type {
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
             }
         }
 
@@ -149,9 +168,16 @@ impl LinkName {
 ///
 /// Both parts are `[a-z0-9_-]+`; the `:` is what tells a contract from an actor id,
 /// which may not contain one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ContractId(String);
+
+/// Like the string's: `"lattice:keyvalue"`.
+impl fmt::Debug for ContractId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl ContractId {
     /// Validates and wraps a contract id.
@@ -205,6 +231,18 @@ impl std::str::FromStr for ContractId {
 impl From<ContractId> for String {
     fn from(id: ContractId) -> String {
         id.0
+    }
+}
+
+impl PartialEq<str> for ContractId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ContractId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -392,6 +430,15 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<ProviderRef>("\"keyvalue\"").unwrap(),
             r
+        );
+    }
+
+    #[test]
+    fn debug_is_the_strings() {
+        assert_eq!(format!("{:?}", ProviderId::new("kv").unwrap()), "\"kv\"");
+        assert_eq!(
+            format!("{:?}", ContractId::new("lattice:keyvalue").unwrap()),
+            "\"lattice:keyvalue\""
         );
     }
 

@@ -15,9 +15,12 @@
 //!   msgpack payloads of every capability contract;
 //! * [`client`]: a typed client for the control interface, used by the CLI and by tests
 //!   (feature `client`, on by default; without it the crate is plain types and
-//!   builds for `wasm32-wasip1`).
+//!   builds for `wasm32-wasip1`);
+//! * [`process`]: the few process helpers every binary needs (host name,
+//!   executables on `$PATH`, waiting for SIGINT/SIGTERM; feature `client`).
 //!
-//! The crate deliberately knows nothing of wasmtime or process management.
+//! The crate deliberately knows nothing of wasmtime, and of processes only
+//! those helpers.
 //!
 //! # Example
 //!
@@ -54,6 +57,8 @@ pub mod link;
 #[cfg(feature = "client")]
 pub mod link_store;
 pub mod placement;
+#[cfg(feature = "client")]
+pub mod process;
 pub mod rpc;
 pub mod subject;
 #[cfg(feature = "client")]

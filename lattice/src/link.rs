@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, claims::validate_contract_id, id::ActorId};
+use crate::id::{ActorId, ContractId, LinkName, ProviderId};
 
 /// KV keys of links start with this.
 pub const KEY_PREFIX: &str = "link.";
@@ -18,32 +18,26 @@ pub const KEY_PREFIX: &str = "link.";
 pub const DEFAULT_LINK_NAME: &str = "default";
 
 /// One link: (actor, contract, link name) → provider, with config values.
+///
+/// Every id is typed and checked when the link is parsed (JSON in the KV
+/// bucket, a manifest, a CLI argument), so a stored link with a bad id fails to
+/// decode rather than reaching a subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkDefinition {
     /// The actor allowed to use the provider.
     pub actor_id: ActorId,
     /// The provider id that serves the contract for it.
-    pub provider_id: String,
+    pub provider_id: ProviderId,
     /// The contract, e.g. `lattice:keyvalue`.
-    pub contract: String,
+    pub contract: ContractId,
     /// The link name, so an actor can use two providers of one contract.
-    pub link_name: String,
+    pub link_name: LinkName,
     /// Provider-specific settings, e.g. `address=0.0.0.0:8080`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
 }
 
 impl LinkDefinition {
-    /// Checks every part.
-    ///
-    /// # Errors
-    /// [`Error::InvalidId`] naming the bad part.
-    pub fn validate(&self) -> Result<(), Error> {
-        crate::id::validate("provider id", &self.provider_id)?;
-        crate::id::validate("link name", &self.link_name)?;
-        validate_contract_id(&self.contract)
-    }
-
     /// The KV key: `link.{actor}.{contract with ':' as '='}.{link name}`.
     pub fn key(&self) -> String {
         key(&self.actor_id, &self.contract, &self.link_name)
@@ -52,10 +46,10 @@ impl LinkDefinition {
 
 /// The KV key of the link (actor, contract, link name). KV keys cannot hold `:`,
 /// so the contract's `:` is written `=`.
-pub fn key(actor: &ActorId, contract: &str, link_name: &str) -> String {
+pub fn key(actor: &ActorId, contract: &ContractId, link_name: &LinkName) -> String {
     format!(
         "{KEY_PREFIX}{actor}.{}.{link_name}",
-        contract.replace(':', "=")
+        contract.as_str().replace(':', "=")
     )
 }
 
@@ -67,29 +61,41 @@ mod tests {
     fn keys_and_validation() {
         let l = LinkDefinition {
             actor_id: ActorId::new("counter").unwrap(),
-            provider_id: "kv".into(),
-            contract: "lattice:keyvalue".into(),
-            link_name: DEFAULT_LINK_NAME.into(),
+            provider_id: ProviderId::new("kv").unwrap(),
+            contract: ContractId::new("lattice:keyvalue").unwrap(),
+            link_name: LinkName::default_name(),
             config: BTreeMap::new(),
         };
         assert_eq!(l.key(), "link.counter.lattice=keyvalue.default");
-        assert!(l.validate().is_ok());
-        let bad = LinkDefinition {
-            link_name: "a.b".into(),
-            ..l.clone()
-        };
+        // The JSON shape is the one of plain strings, and bad ids fail to decode,
+        // naming the part.
+        let json = serde_json::to_value(&l).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "actor_id": "counter",
+                "provider_id": "kv",
+                "contract": "lattice:keyvalue",
+                "link_name": "default",
+                "config": {},
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<LinkDefinition>(json.clone()).unwrap(),
+            l
+        );
+        let mut bad = json.clone();
+        bad["link_name"] = "a.b".into();
         assert!(
-            bad.validate()
+            serde_json::from_value::<LinkDefinition>(bad)
                 .unwrap_err()
                 .to_string()
                 .contains("link name")
         );
-        let bad = LinkDefinition {
-            contract: "keyvalue".into(),
-            ..l
-        };
+        let mut bad = json;
+        bad["contract"] = "keyvalue".into();
         assert!(
-            bad.validate()
+            serde_json::from_value::<LinkDefinition>(bad)
                 .unwrap_err()
                 .to_string()
                 .contains("contract id")

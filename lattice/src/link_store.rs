@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::{
     Error,
     artifact::open_state_bucket,
-    id::{ActorId, LatticeId},
+    id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
     link::{self, KEY_PREFIX, LinkDefinition},
 };
 
@@ -46,9 +46,9 @@ impl LinkStore {
     /// Stores a link, replacing one with the same (actor, contract, link name).
     ///
     /// # Errors
-    /// [`Error::InvalidId`] for a bad link; [`Error::Nats`] on store failure.
+    /// [`Error::Codec`] when the link cannot be encoded; [`Error::Nats`] on store
+    /// failure. Its ids were checked when they were parsed.
     pub async fn put(&self, link: &LinkDefinition) -> Result<(), Error> {
-        link.validate()?;
         let body = serde_json::to_vec(link).map_err(|e| Error::Codec {
             action: "encode",
             what: "link".into(),
@@ -72,8 +72,8 @@ impl LinkStore {
     pub async fn delete(
         &self,
         actor: &ActorId,
-        contract: &str,
-        link_name: &str,
+        contract: &ContractId,
+        link_name: &LinkName,
     ) -> Result<Option<LinkDefinition>, Error> {
         let key = link::key(actor, contract, link_name);
         for _ in 0..100 {
@@ -207,7 +207,12 @@ pub struct LinkCache {
 
 impl LinkCache {
     /// The link (actor, contract, link name), if any.
-    pub fn get(&self, actor: &ActorId, contract: &str, link_name: &str) -> Option<LinkDefinition> {
+    pub fn get(
+        &self,
+        actor: &ActorId,
+        contract: &ContractId,
+        link_name: &LinkName,
+    ) -> Option<LinkDefinition> {
         self.links
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -216,13 +221,13 @@ impl LinkCache {
     }
 
     /// Every link served by `provider_id`.
-    pub fn for_provider(&self, provider_id: &str) -> Vec<LinkDefinition> {
+    pub fn for_provider(&self, provider_id: &ProviderId) -> Vec<LinkDefinition> {
         let mut v: Vec<_> = self
             .links
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|l| l.provider_id == provider_id)
+            .filter(|l| &l.provider_id == provider_id)
             .cloned()
             .collect();
         v.sort_by_key(LinkDefinition::key);

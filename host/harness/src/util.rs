@@ -1,11 +1,10 @@
 //! Small helpers shared by the harness and by tests: ids, ports, deadline
 //! polling, stopping child processes, finding executables.
 
-use std::ffi::OsStr;
 use std::fmt::Display;
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -151,25 +150,7 @@ pub async fn wait_for_child_exit(
     waited
 }
 
-/// The first executable file called `name` in the directories of `$PATH`.
-pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
-    find_in_path(name, &std::env::var_os("PATH")?)
-}
-
-/// The first executable file called `name` in the directories of `path`, a
-/// list in the form of `$PATH`.
-pub(crate) fn find_in_path(name: &str, path: &OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
-}
+pub(crate) use lattice::process::{find_in_path, find_on_path};
 
 /// The last `n` lines of a text file (lossy UTF-8), or a note saying why not.
 pub(crate) fn file_tail(path: &Path, n: usize) -> String {

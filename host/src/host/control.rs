@@ -1,131 +1,176 @@
-//! The host side of the control interface (JSON requests, [`CtlReply`] answers).
+//! The host side of the control interface: a thin NATS adapter. Each request is
+//! decoded from JSON, handed to a [`ControlApi`] method, and its result sent
+//! back as a [`CtlReply`] (`{"ok": ...}` or `{"error": "..."}`, the error being
+//! the [`ControlError`]'s message).
+//!
+//! This module knows NATS, subjects and the control messages; it knows nothing
+//! of how a host runs actors: the host implements [`ControlApi`].
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{future::Future, sync::Arc};
 
+use async_nats::Client;
 use futures::StreamExt;
 use lattice::{
-    ctl::{ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, StartActor, StopActor},
-    event::EventData,
+    ctl::{
+        ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
+        ProviderAck, StartActor, StartProvider, StopActor, StopProvider,
+    },
+    id::{HostId, LatticeId},
     subject,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::{HostError, HostInner, RunningActor, router::Router, serve};
-use crate::runtime::{LoadedFrom, actor::Actor};
+use crate::error::ControlError;
 
-/// Subscribes to the host-targeted subjects and the lattice-wide ones.
-pub(super) async fn subscribe(inner: &Arc<HostInner>) -> Result<(), HostError> {
+/// What the control interface asks of a host. Each method owns its locks; the
+/// adapter only decodes, calls and encodes.
+pub(crate) trait ControlApi: Send + Sync + 'static {
+    /// The answer to a ping.
+    fn info(&self) -> HostInfo;
+    /// Everything the host runs.
+    fn inventory(&self) -> HostInventory;
+    /// A bid for the auction, or `None` when the host's labels do not satisfy the
+    /// constraints (it then stays silent).
+    fn bid(&self, req: &AuctionRequest) -> Option<Bid>;
+    /// Starts (or adds) replicas of an actor.
+    fn start_actor(
+        self: &Arc<Self>,
+        cmd: StartActor,
+    ) -> impl Future<Output = Result<ActorStarted, ControlError>> + Send;
+    /// Stops an actor.
+    fn stop_actor(
+        self: &Arc<Self>,
+        cmd: StopActor,
+    ) -> impl Future<Output = Result<ActorStopped, ControlError>> + Send;
+    /// Starts a built-in provider.
+    fn start_provider(
+        self: &Arc<Self>,
+        cmd: StartProvider,
+    ) -> impl Future<Output = Result<ProviderAck, ControlError>> + Send;
+    /// Stops a provider.
+    fn stop_provider(
+        self: &Arc<Self>,
+        cmd: StopProvider,
+    ) -> impl Future<Output = Result<ProviderAck, ControlError>> + Send;
+    /// Asks the host's owner to stop it.
+    fn request_stop(&self, reason: &str);
+}
+
+/// Subscribes host `id` to its own control subjects and the lattice-wide ones;
+/// returns the tasks reading them, which end when `api` is dropped.
+///
+/// # Errors
+/// [`lattice::Error::Nats`] when a subscription fails.
+pub(crate) async fn subscribe<A: ControlApi>(
+    api: &Arc<A>,
+    nats: &Client,
+    lattice: &LatticeId,
+    id: &HostId,
+) -> Result<Vec<JoinHandle<()>>, lattice::Error> {
+    let host_prefix = subject::host_ctl(lattice, id, "")
+        .trim_end_matches('.')
+        .to_string();
     let subjects = [
-        subject::host_ctl_all(&inner.lattice, &inner.id),
-        subject::ctl(&inner.lattice, subject::OP_PING_HOSTS),
-        subject::ctl(&inner.lattice, subject::OP_AUCTION_ACTOR),
+        subject::host_ctl_all(lattice, id),
+        subject::ctl(lattice, subject::OP_PING_HOSTS),
+        subject::ctl(lattice, subject::OP_AUCTION_ACTOR),
     ];
+    let mut tasks = Vec::new();
     for s in subjects {
-        let mut sub = inner
-            .nats
+        let mut sub = nats
             .subscribe(s.clone())
             .await
             .map_err(|e| lattice::Error::nats(format!("subscribe {s}"), e))?;
-        let weak = Arc::downgrade(inner);
-        let task = tokio::spawn(async move {
+        let weak = Arc::downgrade(api);
+        let (nats, host_prefix, id) = (nats.clone(), host_prefix.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                let Some(inner) = weak.upgrade() else { break };
+                let Some(api) = weak.upgrade() else { break };
+                let Some(reply) = msg.reply.clone() else {
+                    continue;
+                };
+                let op = operation(&msg.subject, &host_prefix);
+                let nats = nats.clone();
+                let id = id.clone();
                 // Each request on its own task: a slow start must not hold up pings.
-                tokio::spawn(async move { handle(inner, msg).await });
+                tokio::spawn(async move {
+                    let span = tracing::info_span!("ctl", host_id = %id, op = %op);
+                    let Some(body) =
+                        tracing::Instrument::instrument(handle(&api, &op, &msg.payload), span)
+                            .await
+                    else {
+                        return;
+                    };
+                    if let Err(e) = nats.publish(reply, body.into()).await {
+                        tracing::warn!(error = %e, "could not send control reply");
+                    }
+                });
             }
-        });
-        inner.track(task);
+        }));
     }
-    Ok(())
+    Ok(tasks)
 }
 
-async fn handle(inner: Arc<HostInner>, msg: async_nats::Message) {
-    let Some(reply) = msg.reply.clone() else {
-        return;
-    };
-    let host_prefix = format!("{}.", subject::host_ctl(&inner.lattice, &inner.id, ""));
-    let host_prefix = host_prefix.trim_end_matches('.');
-    let op = if let Some(op) = msg.subject.as_str().strip_prefix(host_prefix) {
+/// The operation a control subject names: what follows the host's own prefix,
+/// or the lattice-wide `ctl.` prefix.
+fn operation(subject: &str, host_prefix: &str) -> String {
+    if let Some(op) = subject.strip_prefix(host_prefix) {
         op.trim_start_matches('.').to_string()
     } else {
-        msg.subject
-            .as_str()
+        subject
             .rsplit_once(".ctl.")
             .map(|(_, op)| op.to_string())
             .unwrap_or_default()
-    };
-    let span = tracing::info_span!("ctl", host_id = %inner.id, op = %op);
-    let _enter = span.enter();
-    let body = match op.as_str() {
-        subject::OP_PING_HOSTS => json(&CtlReply::Ok(inner.info())),
-        subject::OP_AUCTION_ACTOR => match parse::<AuctionRequest>(&msg.payload) {
-            // Hosts that do not match stay silent: the auction only hears bidders.
-            Ok(req) if !lattice::placement::labels_match(&inner.labels, &req.constraints) => return,
-            Ok(req) => json(&CtlReply::Ok(bid(&inner, &req))),
-            Err(e) => json(&CtlReply::<Bid>::Error(e)),
-        },
-        subject::OP_INVENTORY => json(&CtlReply::Ok(inner.inventory())),
-        subject::OP_ACTOR_START => {
-            drop(_enter);
-            let r = match parse::<StartActor>(&msg.payload) {
-                Ok(cmd) => start_actor(&inner, cmd).await,
-                Err(e) => Err(e),
-            };
-            json(&CtlReply::from(r))
-        }
-        subject::OP_ACTOR_STOP => {
-            drop(_enter);
-            let r = match parse::<StopActor>(&msg.payload) {
-                Ok(cmd) => stop_actor(&inner, cmd).await,
-                Err(e) => Err(e),
-            };
-            json(&CtlReply::from(r))
-        }
-        subject::OP_PROVIDER_START => {
-            drop(_enter);
-            let r = match parse::<lattice::ctl::StartProvider>(&msg.payload) {
-                Ok(cmd) => super::providers::start(&inner, cmd).await,
-                Err(e) => Err(e),
-            };
-            json(&CtlReply::from(r))
-        }
-        subject::OP_PROVIDER_STOP => {
-            drop(_enter);
-            let r = match parse::<lattice::ctl::StopProvider>(&msg.payload) {
-                Ok(cmd) => super::providers::stop(&inner, cmd).await,
-                Err(e) => Err(e),
-            };
-            json(&CtlReply::from(r))
-        }
-        subject::OP_HOST_STOP => {
-            let _ = inner
-                .stop_requested
-                .send(Some("stop requested through the control interface".into()));
-            json(&CtlReply::Ok(()))
-        }
-        other => json(&CtlReply::<()>::Error(format!(
-            "unknown control operation {other:?}"
-        ))),
-    };
-    if let Err(e) = inner.nats.publish(reply, body.into()).await {
-        tracing::warn!(error = %e, "could not send control reply");
     }
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        format!(
-            "malformed {} request: {e}",
-            std::any::type_name::<T>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("control")
-        )
+/// Answers one request; `None` when the host stays silent (an auction it does
+/// not qualify for).
+async fn handle<A: ControlApi>(api: &Arc<A>, op: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    Some(match op {
+        subject::OP_PING_HOSTS => json(&CtlReply::Ok(api.info())),
+        subject::OP_AUCTION_ACTOR => match parse::<AuctionRequest>(payload) {
+            Ok(req) => json(&CtlReply::Ok(api.bid(&req)?)),
+            Err(e) => reply::<Bid>(Err(e)),
+        },
+        subject::OP_INVENTORY => json(&CtlReply::Ok(api.inventory())),
+        subject::OP_ACTOR_START => match parse(payload) {
+            Ok(cmd) => reply(api.start_actor(cmd).await),
+            Err(e) => reply::<ActorStarted>(Err(e)),
+        },
+        subject::OP_ACTOR_STOP => match parse(payload) {
+            Ok(cmd) => reply(api.stop_actor(cmd).await),
+            Err(e) => reply::<ActorStopped>(Err(e)),
+        },
+        subject::OP_PROVIDER_START => match parse(payload) {
+            Ok(cmd) => reply(api.start_provider(cmd).await),
+            Err(e) => reply::<ProviderAck>(Err(e)),
+        },
+        subject::OP_PROVIDER_STOP => match parse(payload) {
+            Ok(cmd) => reply(api.stop_provider(cmd).await),
+            Err(e) => reply::<ProviderAck>(Err(e)),
+        },
+        subject::OP_HOST_STOP => {
+            api.request_stop("stop requested through the control interface");
+            json(&CtlReply::Ok(()))
+        }
+        other => reply::<()>(Err(ControlError::UnknownOperation(other.to_string()))),
     })
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(bytes).map_err(|e| ControlError::Malformed {
+        request: std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("control"),
+        reason: e.to_string(),
+    })
+}
+
+fn reply<T: Serialize>(r: Result<T, ControlError>) -> Vec<u8> {
+    json(&CtlReply::from(r))
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -133,195 +178,27 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
         .unwrap_or_else(|e| format!(r#"{{"error":"could not encode reply: {e}"}}"#).into_bytes())
 }
 
-fn bid(inner: &HostInner, req: &AuctionRequest) -> Bid {
-    let info = inner.info();
-    Bid {
-        host_id: inner.id.clone(),
-        host_name: inner.name.clone(),
-        load: info.replicas,
-        running: inner
-            .actors
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&req.actor_id)
-            .map_or(0, |r| r.actor.replicas()),
-        local_contracts: {
-            let providers = inner.providers_read();
-            let links = inner.links.for_actor(&req.actor_id);
-            req.contracts
-                .iter()
-                .filter(|c| {
-                    links
-                        .iter()
-                        .any(|l| &l.contract == *c && providers.contains_key(&l.provider_id))
-                })
-                .count() as u32
-        },
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn start_actor(inner: &Arc<HostInner>, cmd: StartActor) -> Result<ActorStarted, String> {
-    let began = Instant::now();
-    let result = start_actor_inner(inner, &cmd, began).await;
-    if let Err(e) = &result {
-        tracing::warn!(actor = %cmd.actor_id, error = %e, "actor failed to start");
-        inner
-            .publish(EventData::ActorFailed {
-                host_id: inner.id.clone(),
-                actor_id: cmd.actor_id.clone(),
-                error: e.clone(),
-            })
-            .await;
-    }
-    result
-}
-
-async fn start_actor_inner(
-    inner: &Arc<HostInner>,
-    cmd: &StartActor,
-    began: Instant,
-) -> Result<ActorStarted, String> {
-    if cmd.replicas == 0 {
-        return Err(format!(
-            "replicas for actor {} must be at least 1",
-            cmd.actor_id
-        ));
-    }
-    let _guard = inner.lifecycle.lock().await;
-    let existing = inner
-        .actors
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&cmd.actor_id)
-        .cloned();
-    if let Some(running) = existing {
-        if running.actor.digest() != &cmd.digest {
-            return Err(format!(
-                "actor {} already runs module {} on host {}; stop it before starting {}",
-                cmd.actor_id,
-                running.actor.digest().short(),
-                inner.name,
-                cmd.digest.short()
-            ));
-        }
-        let replicas = running.actor.add_replicas(cmd.replicas);
-        publish_started(inner, cmd, replicas).await;
-        return Ok(started(inner, cmd, replicas, false, began));
+    #[test]
+    fn operations_from_subjects() {
+        let host = "lattice.default.ctl.host.HABC";
+        assert_eq!(
+            operation("lattice.default.ctl.host.HABC.actor.start", host),
+            "actor.start"
+        );
+        assert_eq!(
+            operation("lattice.default.ctl.ping.hosts", host),
+            "ping.hosts"
+        );
+        assert_eq!(operation("elsewhere", host), "");
     }
 
-    let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
-    let artifacts = inner.artifacts().await.map_err(|e| e.to_string())?;
-    let bytes = artifacts
-        .get(&cmd.digest)
-        .await
-        .map_err(|e| format!("could not fetch {what}: {e}"))?;
-    crate::runtime::validate::check_magic(&what, &bytes).map_err(|e| e.to_string())?;
-    // The issuer policy: checked here, once per start, never per call.
-    let claims = inner
-        .trust
-        .claims_for(&what, &cmd.digest, &bytes)
-        .map_err(|e| e.to_string())?;
-    let (module, from) = inner
-        .runtime
-        .load(&what, &cmd.digest, Arc::new(bytes))
-        .await
-        .map_err(|e| e.to_string())?;
-    let router = Arc::new(Router::new(inner));
-    let actor = Actor::start(
-        &inner.runtime,
-        cmd.actor_id.clone(),
-        cmd.digest.clone(),
-        &module,
-        cmd.replicas,
-        cmd.config.clone(),
-        router,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let (stop, stop_rx) = watch::channel(false);
-    let running = Arc::new(RunningActor {
-        actor: actor.clone(),
-        claims,
-        reference: cmd.reference.clone(),
-        stop,
-        serve: std::sync::Mutex::new(None),
-    });
-    let sub = inner
-        .nats
-        .queue_subscribe(
-            subject::actor_rpc(&inner.lattice, &cmd.actor_id),
-            subject::rpc_queue_group(&cmd.actor_id),
-        )
-        .await
-        .map_err(|e| format!("could not subscribe actor {}: {e}", cmd.actor_id))?;
-    // Make sure the server has the subscription before we say "started", so the
-    // first call cannot race it to a no-responders error.
-    let _ = tokio::time::timeout(Duration::from_secs(5), inner.nats.flush()).await;
-    let task = tokio::spawn(serve::serve(Arc::downgrade(inner), actor, sub, stop_rx));
-    *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-    inner
-        .actors
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(cmd.actor_id.clone(), running);
-    publish_started(inner, cmd, cmd.replicas).await;
-    tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
-    Ok(started(
-        inner,
-        cmd,
-        cmd.replicas,
-        from == LoadedFrom::Compiled,
-        began,
-    ))
-}
-
-async fn publish_started(inner: &HostInner, cmd: &StartActor, replicas: u32) {
-    inner
-        .publish(EventData::ActorStarted {
-            host_id: inner.id.clone(),
-            actor_id: cmd.actor_id.clone(),
-            digest: cmd.digest.clone(),
-            replicas,
-        })
-        .await;
-}
-
-fn started(
-    inner: &HostInner,
-    cmd: &StartActor,
-    replicas: u32,
-    compiled: bool,
-    began: Instant,
-) -> ActorStarted {
-    ActorStarted {
-        host_id: inner.id.clone(),
-        host_name: inner.name.clone(),
-        actor_id: cmd.actor_id.clone(),
-        replicas,
-        compiled,
-        elapsed_ms: began.elapsed().as_millis() as u64,
+    #[test]
+    fn malformed_requests_name_the_type() {
+        let e = parse::<StartActor>(b"{").unwrap_err().to_string();
+        assert!(e.starts_with("malformed StartActor request: "), "{e}");
     }
-}
-
-async fn stop_actor(inner: &Arc<HostInner>, cmd: StopActor) -> Result<ActorStopped, String> {
-    let _guard = inner.lifecycle.lock().await;
-    let running = inner
-        .actors
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&cmd.actor_id)
-        .ok_or_else(|| {
-            format!(
-                "actor {} is not running on host {} ({})",
-                cmd.actor_id, inner.name, inner.id
-            )
-        })?;
-    let replicas = inner
-        .stop_running(&cmd.actor_id, running, "stop requested")
-        .await;
-    Ok(ActorStopped {
-        host_id: inner.id.clone(),
-        actor_id: cmd.actor_id,
-        replicas,
-    })
 }

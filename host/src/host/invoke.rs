@@ -44,14 +44,14 @@ impl HostInner {
     pub(crate) async fn invoke(&self, call: Call) -> Result<Vec<u8>, HostCallError> {
         match &call.target {
             Target::Actor(actor) => {
-                if let Some(local) = self.local_actor(actor.as_str()) {
+                if let Some(local) = self.actors.serving(actor.as_str()) {
                     return Ok(local
                         .invoke(&call.operation, call.payload, call.trace, call.deadline)
                         .await?);
                 }
             }
             Target::Provider { provider, link, .. } => {
-                if let Some(local) = self.local_provider(provider.as_str()) {
+                if let Some(local) = self.providers.get(provider) {
                     let actor_id = ActorId::new(call.origin.as_str()).map_err(|e| {
                         HostCallError::NotAnActor {
                             origin: call.origin.clone(),

@@ -5,6 +5,7 @@
 //! `host_started` and a heartbeat every interval; [`Host::shutdown`] drains
 //! in-flight calls, stops actors and publishes `host_stopped`.
 
+mod actors;
 mod control;
 mod invoke;
 pub mod providers;
@@ -12,27 +13,29 @@ mod router;
 mod serve;
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock},
+    collections::BTreeMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_nats::Client;
 use lattice::{
     artifact::ArtifactStore,
-    claims::Claims,
-    ctl::{ActorDescription, ActorStatus, HostInfo, HostInventory},
+    ctl::{
+        ActorStarted, ActorStopped, AuctionRequest, Bid, HostInfo, HostInventory, ProviderAck,
+        StartActor, StartProvider, StopActor, StopProvider,
+    },
     event::EventData,
-    id::{ActorId, HostId, LatticeId},
+    id::{HostId, LatticeId},
     link_store::{LinkCache, LinkStore},
 };
-use lattice_provider::ProviderRuntime;
 use tokio::{sync::watch, task::JoinHandle};
 
+use self::{actors::ActorTable, control::ControlApi, providers::ProviderTable};
 use crate::{
     config::{HostConfig, RuntimeConfig},
-    error::{HostCallError, RuntimeError},
-    runtime::{Runtime, actor::Actor},
+    error::{ControlError, HostCallError, RuntimeError},
+    runtime::Runtime,
 };
 
 /// Why a host could not start.
@@ -71,8 +74,8 @@ pub(crate) struct HostInner {
     nats: Client,
     runtime: Runtime,
     config: HostConfig,
-    actors: RwLock<HashMap<ActorId, Arc<RunningActor>>>,
-    providers: RwLock<HashMap<String, ProviderRuntime>>,
+    actors: ActorTable,
+    providers: ProviderTable,
     links: LinkCache,
     artifacts: tokio::sync::OnceCell<ArtifactStore>,
     /// The issuer policy, checked when an actor starts.
@@ -86,17 +89,6 @@ pub(crate) struct HostInner {
     /// Tells the reconciler to give up its lease and stop.
     reconcile_stop: watch::Sender<bool>,
     reconciler: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-/// An actor as this host runs it: the runtime part and its subscription.
-pub(crate) struct RunningActor {
-    actor: Arc<Actor>,
-    /// Shared, so the router's capability check on every contract call does not
-    /// copy the contract list.
-    claims: Option<Arc<Claims>>,
-    reference: String,
-    stop: watch::Sender<bool>,
-    serve: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Host {
@@ -122,7 +114,7 @@ impl Host {
         let mut labels = BTreeMap::from([
             ("os".to_string(), std::env::consts::OS.to_string()),
             ("arch".to_string(), std::env::consts::ARCH.to_string()),
-            ("hostname".to_string(), hostname()),
+            ("hostname".to_string(), lattice::process::hostname()),
         ]);
         for (k, v) in &config.labels {
             if k.is_empty() {
@@ -148,8 +140,8 @@ impl Host {
             nats,
             runtime,
             config,
-            actors: RwLock::new(HashMap::new()),
-            providers: RwLock::new(HashMap::new()),
+            actors: ActorTable::default(),
+            providers: ProviderTable::default(),
             links,
             artifacts: tokio::sync::OnceCell::new(),
             trust,
@@ -159,7 +151,9 @@ impl Host {
             reconcile_stop: watch::channel(false).0,
             reconciler: std::sync::Mutex::new(None),
         });
-        control::subscribe(&inner).await?;
+        for task in control::subscribe(&inner, &inner.nats, &inner.lattice, &inner.id).await? {
+            inner.track(task);
+        }
         inner.spawn_heartbeat();
         if inner.config.reconcile {
             let task = tokio::spawn(crate::reconcile::run(
@@ -222,11 +216,12 @@ impl Host {
     ) -> Result<Vec<u8>, HostCallError> {
         let local = self
             .inner
-            .local_actor(actor)
+            .actors
+            .serving(actor)
             .ok_or_else(|| HostCallError::NotHere {
                 actor: actor.to_string(),
             })?;
-        let deadline = tokio::time::Instant::now() + self.inner.runtime.config().call_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.call_timeout();
         Ok(local
             .invoke(
                 operation,
@@ -294,26 +289,14 @@ impl Host {
         {
             t.abort();
         }
-        let actors: Vec<_> = inner
-            .actors
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        let stops = actors.into_iter().map(|(id, running)| {
+        let stops = inner.actors.drain().into_iter().map(|(id, running)| {
             let inner = inner.clone();
             async move {
                 inner.stop_running(&id, running, "host stopping").await;
             }
         });
         futures::future::join_all(stops).await;
-        let providers: Vec<_> = inner
-            .providers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
+        let providers = inner.providers.drain();
         futures::future::join_all(providers.iter().map(|p| p.stop("host stopping"))).await;
         inner
             .publish(EventData::HostStopped {
@@ -332,7 +315,7 @@ impl Host {
 
 impl HostInner {
     fn info(&self) -> HostInfo {
-        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
+        let (actors, replicas) = self.actors.counts();
         HostInfo {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -340,77 +323,46 @@ impl HostInner {
             labels: self.labels.clone(),
             version: lattice::VERSION.to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            actors: actors.len(),
-            replicas: actors
-                .values()
-                .map(|a| u64::from(a.actor.replicas()))
-                .sum::<u64>()
-                + self.providers_read().len() as u64,
+            actors,
+            replicas: replicas + self.providers.len() as u64,
         }
     }
 
     fn inventory(&self) -> HostInventory {
-        let host = self.info();
-        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
-        let mut list: Vec<_> = actors
-            .values()
-            .map(|r| {
-                let (calls, errors) = r.actor.stats();
-                ActorDescription {
-                    id: r.actor.id().clone(),
-                    digest: r.actor.digest().clone(),
-                    reference: r.reference.clone(),
-                    replicas: r.actor.replicas(),
-                    warm_instances: r.actor.warm_instances(),
-                    calls,
-                    errors,
-                    status: if *r.stop.borrow() {
-                        ActorStatus::Stopping
-                    } else {
-                        ActorStatus::Running
-                    },
-                }
-            })
-            .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
         HostInventory {
-            host,
-            actors: list,
-            providers: {
-                let mut p: Vec<_> = self
-                    .providers_read()
-                    .values()
-                    .map(ProviderRuntime::description)
-                    .collect();
-                p.sort_by(|a, b| a.id.cmp(&b.id));
-                p
-            },
+            host: self.info(),
+            actors: self.actors.descriptions(),
+            providers: self.providers.descriptions(),
         }
     }
 
-    pub(crate) fn providers_read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, ProviderRuntime>> {
-        self.providers.read().unwrap_or_else(|p| p.into_inner())
+    /// This host's bid for an auction; `None` when its labels do not satisfy
+    /// the constraints.
+    fn bid(&self, req: &AuctionRequest) -> Option<Bid> {
+        if !lattice::placement::labels_match(&self.labels, &req.constraints) {
+            return None;
+        }
+        let links = self.links.for_actor(&req.actor_id);
+        Some(Bid {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            load: self.info().replicas,
+            running: self.actors.replicas_of(req.actor_id.as_str()),
+            local_contracts: req
+                .contracts
+                .iter()
+                .filter(|c| {
+                    links.iter().any(|l| {
+                        l.contract.as_str() == c.as_str() && self.providers.contains(&l.provider_id)
+                    })
+                })
+                .count() as u32,
+        })
     }
 
-    /// The claims of a local actor: `None` when it is not here, `Some(None)` when it
-    /// has no claims.
-    pub(crate) fn local_claims(&self, id: &str) -> Option<Option<Arc<Claims>>> {
-        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
-        actors.get(id).map(|r| r.claims.clone())
-    }
-
-    pub(crate) fn local_provider(&self, id: &str) -> Option<ProviderRuntime> {
-        self.providers_read().get(id).cloned()
-    }
-
-    pub(crate) fn local_actor(&self, id: &str) -> Option<Arc<Actor>> {
-        let actors = self.actors.read().unwrap_or_else(|p| p.into_inner());
-        actors
-            .get(id)
-            .filter(|r| !*r.stop.borrow())
-            .map(|r| r.actor.clone())
+    /// How long one call may take.
+    pub(crate) fn call_timeout(&self) -> Duration {
+        self.runtime.config().call_timeout
     }
 
     async fn artifacts(&self) -> Result<&ArtifactStore, lattice::Error> {
@@ -449,38 +401,44 @@ impl HostInner {
             .unwrap_or_else(|p| p.into_inner())
             .push(task);
     }
-
-    /// Stops one actor: no new messages, drain in-flight calls, drop instances.
-    async fn stop_running(&self, id: &ActorId, running: Arc<RunningActor>, reason: &str) -> u32 {
-        let _ = running.stop.send(true);
-        let serve = running
-            .serve
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(serve) = serve {
-            // The serve loop drains its subscription and exits promptly.
-            let _ = tokio::time::timeout(self.config.drain_timeout, serve).await;
-        }
-        let replicas = running.actor.replicas();
-        if !running.actor.stop(self.config.drain_timeout).await {
-            tracing::warn!(actor = %id, "drain timeout: some calls were still running");
-        }
-        self.publish(EventData::ActorStopped {
-            host_id: self.id.clone(),
-            actor_id: id.clone(),
-            reason: reason.to_string(),
-        })
-        .await;
-        replicas
-    }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+impl ControlApi for HostInner {
+    fn info(&self) -> HostInfo {
+        HostInner::info(self)
+    }
+
+    fn inventory(&self) -> HostInventory {
+        HostInner::inventory(self)
+    }
+
+    fn bid(&self, req: &AuctionRequest) -> Option<Bid> {
+        HostInner::bid(self, req)
+    }
+
+    async fn start_actor(self: &Arc<Self>, cmd: StartActor) -> Result<ActorStarted, ControlError> {
+        HostInner::start_actor(self, cmd).await
+    }
+
+    async fn stop_actor(self: &Arc<Self>, cmd: StopActor) -> Result<ActorStopped, ControlError> {
+        HostInner::stop_actor(self, cmd).await
+    }
+
+    async fn start_provider(
+        self: &Arc<Self>,
+        cmd: StartProvider,
+    ) -> Result<ProviderAck, ControlError> {
+        HostInner::start_provider(self, cmd).await
+    }
+
+    async fn stop_provider(
+        self: &Arc<Self>,
+        cmd: StopProvider,
+    ) -> Result<ProviderAck, ControlError> {
+        HostInner::stop_provider(self, cmd).await
+    }
+
+    fn request_stop(&self, reason: &str) {
+        let _ = self.stop_requested.send(Some(reason.to_string()));
+    }
 }

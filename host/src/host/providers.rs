@@ -1,11 +1,14 @@
 //! Providers inside the host: the built-in registry, starting and stopping them,
 //! and how they call actors (in-process first).
 
-use std::sync::{Arc, Weak};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
+};
 
 use lattice::{
-    ctl::{ProviderAck, StartProvider, StopProvider},
-    id::{ActorId, ProviderRef},
+    ctl::{ProviderAck, ProviderDescription, StartProvider, StopProvider},
+    id::{ActorId, ProviderId, ProviderRef},
     rpc::Target,
     trace::TraceContext,
 };
@@ -14,7 +17,7 @@ use lattice_provider::{
 };
 
 use super::{HostInner, invoke::Call};
-use crate::error::{HostCallError, InvokeError};
+use crate::error::{ControlError, HostCallError, InvokeError};
 
 /// Names of the providers built into the host, for `builtin:NAME`.
 pub const BUILTINS: &[&str] = &["httpserver", "keyvalue"];
@@ -56,7 +59,7 @@ impl ActorCaller for HostActorCaller {
             let host = host
                 .upgrade()
                 .ok_or_else(|| CallError::Failed("the host is shutting down".into()))?;
-            let deadline = tokio::time::Instant::now() + host.runtime.config().call_timeout;
+            let deadline = tokio::time::Instant::now() + host.call_timeout();
             host.invoke(Call {
                 origin,
                 target: Target::Actor(target),
@@ -76,81 +79,137 @@ impl ActorCaller for HostActorCaller {
     }
 }
 
-pub(super) async fn start(
-    inner: &Arc<HostInner>,
-    cmd: StartProvider,
-) -> Result<ProviderAck, String> {
-    let _guard = inner.lifecycle.lock().await;
-    if inner
-        .providers_read()
-        .contains_key(cmd.provider_id.as_str())
-    {
-        return Err(format!(
-            "provider {} already runs on host {}",
-            cmd.provider_id, inner.name
-        ));
+/// The providers running inside one host, by id. Every method takes and
+/// releases the lock itself; none holds it across an await.
+#[derive(Default)]
+pub(crate) struct ProviderTable {
+    map: RwLock<HashMap<ProviderId, ProviderRuntime>>,
+}
+
+impl ProviderTable {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<ProviderId, ProviderRuntime>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
     }
-    let provider = builtin(&cmd.name).ok_or_else(|| {
-        format!(
-            "unknown built-in provider {}; built-ins are: {}",
-            cmd.name,
-            BUILTINS
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ProviderId, ProviderRuntime>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The provider `id` when it runs in this host.
+    pub(crate) fn get(&self, id: &ProviderId) -> Option<ProviderRuntime> {
+        self.read().get(id).cloned()
+    }
+
+    /// Whether `id` runs in this host.
+    pub(crate) fn contains(&self, id: &ProviderId) -> bool {
+        self.read().contains_key(id)
+    }
+
+    /// How many run here.
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Every provider, sorted by id.
+    pub(crate) fn descriptions(&self) -> Vec<ProviderDescription> {
+        let mut list: Vec<_> = self
+            .read()
+            .values()
+            .map(ProviderRuntime::description)
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    fn insert(&self, id: ProviderId, rt: ProviderRuntime) {
+        self.write().insert(id, rt);
+    }
+
+    fn remove(&self, id: &ProviderId) -> Option<ProviderRuntime> {
+        self.write().remove(id)
+    }
+
+    /// Takes every provider out (host shutdown).
+    pub(crate) fn drain(&self) -> Vec<ProviderRuntime> {
+        self.write().drain().map(|(_, p)| p).collect()
+    }
+}
+
+impl HostInner {
+    /// Starts a built-in provider in this host.
+    ///
+    /// # Errors
+    /// [`ControlError::ProviderRunning`] when the id runs here already,
+    /// [`ControlError::UnknownBuiltin`] for a name that is not built in,
+    /// [`ControlError::ProviderStart`] when the provider fails to start.
+    pub(crate) async fn start_provider(
+        self: &Arc<Self>,
+        cmd: StartProvider,
+    ) -> Result<ProviderAck, ControlError> {
+        let _guard = self.lifecycle.lock().await;
+        if self.providers.contains(&cmd.provider_id) {
+            return Err(ControlError::ProviderRunning {
+                provider: cmd.provider_id,
+                host: self.name.clone(),
+            });
+        }
+        let provider = builtin(&cmd.name).ok_or_else(|| ControlError::UnknownBuiltin {
+            reference: cmd.name.clone(),
+            known: BUILTINS
                 .iter()
                 .map(|b| format!("builtin:{b}"))
                 .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    let ctx = ProviderContext {
-        lattice: inner.lattice.clone(),
-        provider_id: cmd.provider_id.to_string(),
-        nats: inner.nats.clone(),
-        actors: Arc::new(HostActorCaller {
-            host: Arc::downgrade(inner),
-            origin: cmd.provider_id.to_string(),
-        }),
-    };
-    let rt = ProviderRuntime::start(
-        provider,
-        ctx,
-        &cmd.name.to_string(),
-        &format!("host {}", inner.name),
-        inner.id.as_str(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let contract = rt.contract().to_string();
-    inner
-        .providers
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(cmd.provider_id.to_string(), rt);
-    Ok(ProviderAck {
-        host_id: inner.id.clone(),
-        host_name: inner.name.clone(),
-        provider_id: cmd.provider_id.to_string(),
-        contract,
-    })
-}
-
-pub(super) async fn stop(inner: &Arc<HostInner>, cmd: StopProvider) -> Result<ProviderAck, String> {
-    let _guard = inner.lifecycle.lock().await;
-    let rt = inner
-        .providers
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&cmd.provider_id)
-        .ok_or_else(|| {
-            format!(
-                "provider {} is not running on host {} ({})",
-                cmd.provider_id, inner.name, inner.id
-            )
+                .join(", "),
         })?;
-    rt.stop("stop requested").await;
-    Ok(ProviderAck {
-        host_id: inner.id.clone(),
-        host_name: inner.name.clone(),
-        provider_id: cmd.provider_id,
-        contract: rt.contract().to_string(),
-    })
+        let ctx = ProviderContext {
+            lattice: self.lattice.clone(),
+            provider_id: cmd.provider_id.to_string(),
+            nats: self.nats.clone(),
+            actors: Arc::new(HostActorCaller {
+                host: Arc::downgrade(self),
+                origin: cmd.provider_id.to_string(),
+            }),
+        };
+        let rt = ProviderRuntime::start(
+            provider,
+            ctx,
+            &cmd.name.to_string(),
+            &format!("host {}", self.name),
+            self.id.as_str(),
+        )
+        .await?;
+        let contract = rt.contract().clone();
+        self.providers.insert(cmd.provider_id.clone(), rt);
+        Ok(ProviderAck {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            provider_id: cmd.provider_id,
+            contract,
+        })
+    }
+
+    /// Stops a provider running in this host.
+    ///
+    /// # Errors
+    /// [`ControlError::ProviderNotHere`] when it does not run here.
+    pub(crate) async fn stop_provider(
+        &self,
+        cmd: StopProvider,
+    ) -> Result<ProviderAck, ControlError> {
+        let _guard = self.lifecycle.lock().await;
+        let rt = self.providers.remove(&cmd.provider_id).ok_or_else(|| {
+            ControlError::ProviderNotHere {
+                provider: cmd.provider_id.clone(),
+                host: self.name.clone(),
+                host_id: self.id.clone(),
+            }
+        })?;
+        rt.stop("stop requested").await;
+        Ok(ProviderAck {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            provider_id: cmd.provider_id,
+            contract: rt.contract().clone(),
+        })
+    }
 }

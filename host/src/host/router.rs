@@ -62,8 +62,8 @@ impl HostCalls for Router {
 /// Parses the call's namespace into a [`Target`] and checks the caller may call it.
 fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
     let origin = &*call.origin;
+    let claims = host.actors.claims(origin).flatten();
     if call.namespace.contains(':') {
-        let claims = host.local_claims(origin).flatten();
         let contract =
             ContractId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
                 origin: origin.to_string(),
@@ -77,7 +77,6 @@ fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
         namespace: call.namespace.clone(),
         reason: e.to_string(),
     })?;
-    let claims = host.local_claims(origin).flatten();
     check_actor_call(origin, claims.as_deref(), &target)?;
     Ok(Target::Actor(target))
 }
@@ -132,15 +131,13 @@ fn resolve_contract(
     }
     let link = LinkName::new(link_name).map_err(|e| refuse(e.to_string()))?;
     let actor_id = ActorId::new(actor).map_err(|e| refuse(e.to_string()))?;
-    let Some(def) = host.links.get(&actor_id, contract.as_str(), link.as_str()) else {
+    let Some(def) = host.links.get(&actor_id, &contract, &link) else {
         return Err(refuse(format!(
             "there is no such link (create one with `lattice ctl link put {actor} PROVIDER {contract} --link-name {link}`)"
         )));
     };
-    let provider = lattice::id::ProviderId::new(def.provider_id.as_str())
-        .map_err(|e| refuse(format!("the link names an unusable provider: {e}")))?;
     Ok(Target::Provider {
-        provider,
+        provider: def.provider_id,
         contract,
         link,
     })

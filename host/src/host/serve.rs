@@ -59,7 +59,7 @@ fn spawn_call(
 }
 
 async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, what: Arc<str>, msg: async_nats::Message) {
-    let deadline = host.runtime.config().call_timeout;
+    let deadline = host.call_timeout();
     serve_invocation(
         &host.nats,
         msg,

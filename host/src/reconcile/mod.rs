@@ -430,7 +430,7 @@ impl Pass<'_> {
     ) -> (ProviderStatusLine, bool) {
         let mut line = ProviderStatusLine {
             id: spec.id.clone(),
-            running: running.iter().any(|p| p.id == spec.id),
+            running: running.iter().any(|p| p.id.as_str() == spec.id),
             problem: None,
         };
         if line.running {

@@ -84,13 +84,16 @@ impl Actor {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         });
-        let first = actor
-            .instantiate()
-            .await
-            .map_err(|e| RuntimeError::Instantiate {
+        let first = actor.instantiate().await.map_err(|e| match e {
+            // Already says "could not instantiate actor X": keep it once.
+            InvokeError::Instantiate { actor, reason } => {
+                RuntimeError::Instantiate { actor, reason }
+            }
+            other => RuntimeError::Instantiate {
                 actor: actor.id.to_string(),
-                reason: e.to_string(),
-            })?;
+                reason: other.to_string(),
+            },
+        })?;
         actor.lock_warm().push(first);
         Ok(actor)
     }
@@ -267,8 +270,9 @@ impl Actor {
     }
 
     async fn instantiate(&self) -> Result<WarmInstance, InvokeError> {
-        let fail = |reason: String| {
-            InvokeError::Instantiate(format!("could not instantiate actor {}: {reason}", self.id))
+        let fail = |reason: String| InvokeError::Instantiate {
+            actor: self.id.to_string(),
+            reason,
         };
         let cfg = self.runtime.config();
         let stderr = StderrTail::default();

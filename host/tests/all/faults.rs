@@ -37,8 +37,9 @@ async fn hello_still_works(lat: &TestLattice, after: &str) -> Result<()> {
 const GUEST_CALL: &str =
     r#"(func (export "__guest_call") (param i32 i32) (result i32) i32.const 1)"#;
 
-/// Modules that are not actors are refused at start, with the reason and the
-/// module named; nothing is left running and the host keeps serving.
+/// Modules that are not actors (or whose init traps) are refused at start, with
+/// the reason and the module named once; nothing is left running and the host
+/// keeps serving.
 #[tokio::test]
 async fn bad_modules_are_refused_with_clear_errors() -> Result<()> {
     let (lat, host) = lattice_with_hello(&[]).await?;
@@ -79,6 +80,16 @@ async fn bad_modules_are_refused_with_clear_errors() -> Result<()> {
                 "which the host does not provide",
             ],
         ),
+        (
+            "inittrap.wasm",
+            wat(&format!(
+                r#"(module (memory (export "memory") 1) (func (export "_initialize") unreachable) {GUEST_CALL})"#
+            ))?,
+            vec![
+                "could not instantiate actor inittrap",
+                "`_initialize` failed",
+            ],
+        ),
     ];
     for (file, bytes, expected) in cases {
         let path = write_file(lat.dir.path(), file, &bytes)?;
@@ -95,6 +106,11 @@ async fn bad_modules_are_refused_with_clear_errors() -> Result<()> {
             .failure()?;
         out.stderr_has(&["host-a"])?;
         out.stderr_has(&expected)?;
+        assert!(
+            out.stderr.matches("could not instantiate").count() <= 1,
+            "the actor is named once: {}",
+            out.stderr
+        );
         let inv = lat.inventory(&host).await?;
         let ids: Vec<_> = inv.actors.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(ids, ["hello"], "only hello runs after {file}");

@@ -50,9 +50,9 @@
 //!
 //! let link = LinkDefinition {
 //!     actor_id: "hello".parse()?,
-//!     provider_id: "http".into(),
-//!     contract: CONTRACT.into(),
-//!     link_name: "default".into(),
+//!     provider_id: "http".parse()?,
+//!     contract: CONTRACT.parse()?,
+//!     link_name: "default".parse()?,
 //!     config: BTreeMap::from([(CONFIG_ADDRESS.into(), "127.0.0.1:8080".into())]),
 //! };
 //! provider.put_link(link.clone()).await?;
@@ -79,7 +79,7 @@ use lattice::{
         CONFIG_ADDRESS, CONFIG_HEADER_TIMEOUT, CONFIG_IDLE_TIMEOUT, CONFIG_MAX_BODY,
         CONFIG_MAX_CONNECTIONS, CONTRACT,
     },
-    id::ActorId,
+    id::{ActorId, LinkName},
 };
 use lattice_provider::{
     ActorCaller, BoxFuture, Health, LinkDefinition, LinkStatus, Provider, ProviderCall,
@@ -111,7 +111,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (actor, link name)
-type LinkKey = (ActorId, String);
+type LinkKey = (ActorId, LinkName);
 
 /// The `lattice:httpserver` provider: one HTTP listener per link.
 ///
@@ -203,7 +203,7 @@ impl HttpServerProvider {
         self.state()
             .listeners
             .iter()
-            .find(|((a, l), _)| a.as_str() == actor && l == link_name)
+            .find(|((a, l), _)| a.as_str() == actor && l.as_str() == link_name)
             .map(|(_, l)| l.bound)
     }
 
@@ -270,7 +270,7 @@ impl HttpServerProvider {
         let key: LinkKey = (link.actor_id.clone(), link.link_name.clone());
         let fail = |reason: String| ProviderError::Link {
             actor_id: link.actor_id.to_string(),
-            link_name: link.link_name.clone(),
+            link_name: link.link_name.to_string(),
             reason,
         };
 

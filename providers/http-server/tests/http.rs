@@ -94,7 +94,7 @@ async fn context(actors: Arc<dyn ActorCaller>) -> ProviderContext {
         .unwrap();
     ProviderContext {
         lattice: Default::default(),
-        provider_id: "http".into(),
+        provider_id: "http".parse().unwrap(),
         nats,
         actors,
     }
@@ -113,9 +113,9 @@ async fn provider() -> (HttpServerProvider, Arc<TestActor>) {
 fn link(actor: &str, link_name: &str, config: &[(&str, &str)]) -> LinkDefinition {
     LinkDefinition {
         actor_id: actor.parse().unwrap(),
-        provider_id: "http".into(),
-        contract: "lattice:httpserver".into(),
-        link_name: link_name.into(),
+        provider_id: "http".parse().unwrap(),
+        contract: "lattice:httpserver".parse().unwrap(),
+        link_name: link_name.parse().unwrap(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -736,7 +736,7 @@ async fn actors_cannot_call_the_provider() {
     let err = p
         .handle(ProviderCall {
             actor_id: "a".parse().unwrap(),
-            link_name: "default".into(),
+            link_name: "default".parse().unwrap(),
             operation: "HttpServer.Anything".into(),
             payload: Vec::new(),
         })

@@ -104,9 +104,9 @@
 //! provider
 //!     .put_link(LinkDefinition {
 //!         actor_id: actor.clone(),
-//!         provider_id: "kv".into(),
-//!         contract: kv::CONTRACT.into(),
-//!         link_name: "default".into(),
+//!         provider_id: "kv".parse()?,
+//!         contract: kv::CONTRACT.parse()?,
+//!         link_name: "default".parse()?,
 //!         config: BTreeMap::from([("backend".into(), "jetstream".into())]),
 //!     })
 //!     .await?;
@@ -306,10 +306,10 @@ impl KeyValueProvider {
     async fn apply_link(&self, link: LinkDefinition) -> Result<(), ProviderError> {
         let fail = |reason: String| ProviderError::Link {
             actor_id: link.actor_id.to_string(),
-            link_name: link.link_name.clone(),
+            link_name: link.link_name.to_string(),
             reason,
         };
-        if link.contract != contract::CONTRACT {
+        if link.contract.as_str() != contract::CONTRACT {
             return Err(fail(format!(
                 "this provider serves {}, not {}",
                 contract::CONTRACT,
@@ -321,7 +321,7 @@ impl KeyValueProvider {
         };
         let spec = StoreSpec::from_link(&link, &started.lattice).map_err(&fail)?;
         if self
-            .link(&link.actor_id, &link.link_name)
+            .link(&link.actor_id, link.link_name.as_str())
             .is_some_and(|existing| existing.spec == spec)
         {
             return Ok(());
@@ -354,7 +354,7 @@ impl KeyValueProvider {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(
-                (link.actor_id.to_string(), link.link_name.clone()),
+                (link.actor_id.to_string(), link.link_name.to_string()),
                 Arc::new(LinkStore { spec, store }),
             );
         Ok(())
@@ -488,7 +488,7 @@ impl Provider for KeyValueProvider {
                 .links
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .remove(&(link.actor_id.to_string(), link.link_name.clone()));
+                .remove(&(link.actor_id.to_string(), link.link_name.to_string()));
             if let Some(removed) = removed {
                 let kept = match &removed.store {
                     Store::Memory(_) => "its in-memory data is dropped".to_string(),
@@ -536,9 +536,9 @@ mod tests {
     fn link(config: &[(&str, &str)]) -> LinkDefinition {
         LinkDefinition {
             actor_id: ActorId::new("counter").unwrap(),
-            provider_id: "kv".into(),
-            contract: contract::CONTRACT.into(),
-            link_name: "default".into(),
+            provider_id: "kv".parse().unwrap(),
+            contract: contract::CONTRACT.parse().unwrap(),
+            link_name: "default".parse().unwrap(),
             config: config
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -42,7 +42,7 @@ async fn start_provider(nats: &NatsServer, lattice: &str) -> Result<KeyValueProv
     provider
         .start(ProviderContext {
             lattice: LatticeId::new(lattice)?,
-            provider_id: "kv".into(),
+            provider_id: "kv".parse().unwrap(),
             nats: client,
             actors: Arc::new(NoActors),
         })
@@ -53,9 +53,9 @@ async fn start_provider(nats: &NatsServer, lattice: &str) -> Result<KeyValueProv
 fn link(actor: &str, link_name: &str, config: &[(&str, &str)]) -> LinkDefinition {
     LinkDefinition {
         actor_id: ActorId::new(actor).unwrap(),
-        provider_id: "kv".into(),
-        contract: kv::CONTRACT.into(),
-        link_name: link_name.into(),
+        provider_id: "kv".parse().unwrap(),
+        contract: kv::CONTRACT.parse().unwrap(),
+        link_name: link_name.parse().unwrap(),
         config: config
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -75,7 +75,7 @@ impl<'a> Caller<'a> {
         Caller {
             provider,
             actor: ActorId::new(actor).unwrap(),
-            link_name: link_name.into(),
+            link_name: link_name.parse().unwrap(),
         }
     }
 
@@ -598,7 +598,7 @@ async fn bad_calls_and_links_get_clear_errors() -> Result<()> {
         }
     }
     let wrong_contract = LinkDefinition {
-        contract: "lattice:messaging".into(),
+        contract: "lattice:messaging".parse().unwrap(),
         ..link("app", "default", &[])
     };
     assert!(matches!(

@@ -49,7 +49,7 @@ mod runtime;
 use std::{future::Future, pin::Pin, sync::Arc};
 
 pub use lattice::ctl::{Health, LinkStatus};
-use lattice::id::{ActorId, LatticeId};
+use lattice::id::{ActorId, ContractId, LatticeId, ProviderId};
 pub use lattice::link::LinkDefinition;
 pub use runtime::{NatsActorCaller, ProviderRuntime, call_error, run_standalone};
 
@@ -153,6 +153,45 @@ pub enum ProviderError {
     /// The backend failed (store unreachable, ...).
     #[error("{0}")]
     Backend(String),
+}
+
+/// Why a provider refused or failed a call that came over NATS (from an actor
+/// on another host). The message goes back to the caller as is; each names the
+/// provider once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RemoteCallError {
+    /// The caller is not an actor: only actors hold links.
+    #[error("provider {provider} accepts calls from actors only: {reason}")]
+    NotAnActor {
+        /// This provider.
+        provider: ProviderId,
+        /// Why the origin is not an actor id.
+        reason: String,
+    },
+    /// The provider holds no link (caller, contract, link name): the caller's
+    /// host should have refused, or someone published a forged invocation.
+    #[error(
+        "provider {provider} refuses a call from actor {actor} through link {link:?}: it holds no such link for contract {contract}"
+    )]
+    NotLinked {
+        /// This provider.
+        provider: ProviderId,
+        /// The calling actor.
+        actor: ActorId,
+        /// The link name the invocation carried (maybe not a valid one).
+        link: String,
+        /// The contract this provider serves.
+        contract: ContractId,
+    },
+    /// The provider itself failed the call.
+    #[error("provider {provider}: {source}")]
+    Failed {
+        /// This provider.
+        provider: ProviderId,
+        /// Its error.
+        #[source]
+        source: ProviderError,
+    },
 }
 
 impl ProviderError {

@@ -11,8 +11,8 @@ use lattice::{
     client::CtlClient,
     ctl::{CtlReply, ProviderDescription},
     event::EventData,
-    id::{ActorId, LatticeId, ProviderId},
-    link::{DEFAULT_LINK_NAME, LinkDefinition},
+    id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
+    link::LinkDefinition,
     link_store::{LinkCache, LinkChange, LinkStore},
     rpc::{Invocation, Target, remote, serve::serve_invocation},
     subject,
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::{
     ActorCaller, BoxFuture, CallError, LinkStatus, Provider, ProviderCall, ProviderContext,
-    ProviderError,
+    ProviderError, RemoteCallError,
 };
 
 /// How long each step of stopping a provider (its shutdown, the final flush)
@@ -45,6 +45,8 @@ pub struct ProviderRuntime {
 struct Inner {
     provider: Arc<dyn Provider>,
     id: ProviderId,
+    /// `provider.contract()`, parsed once at start.
+    contract: ContractId,
     /// `provider {id}`, for replies and spans.
     what: String,
     name: String,
@@ -80,12 +82,15 @@ impl ProviderRuntime {
         };
         let provider_id = ProviderId::new(ctx.provider_id.as_str())
             .map_err(|e| ProviderError::Backend(e.to_string()))?;
+        let contract = ContractId::new(provider.contract()).map_err(|e| {
+            ProviderError::Backend(format!("provider {provider_id} serves a bad contract: {e}"))
+        })?;
         let ctl = CtlClient::new(ctx.nats.clone(), ctx.lattice.clone());
         let existing = ctl
             .ping_providers(DUPLICATE_CHECK)
             .await
             .map_err(|e| nats_err("ping providers", &e))?;
-        if let Some(other) = existing.iter().find(|p| p.id == ctx.provider_id) {
+        if let Some(other) = existing.iter().find(|p| p.id == provider_id) {
             return Err(ProviderError::Backend(format!(
                 "a provider with id {:?} already runs in lattice {:?} ({}, {}); stop it or pick another --id",
                 other.id,
@@ -108,6 +113,7 @@ impl ProviderRuntime {
                 provider,
                 what: format!("provider {provider_id}"),
                 id: provider_id,
+                contract,
                 name: name.to_string(),
                 location: location.to_string(),
                 source: source.to_string(),
@@ -130,7 +136,7 @@ impl ProviderRuntime {
         rt.publish(EventData::ProviderStarted {
             host_id: source.to_string(),
             provider_id: rt.inner.id.to_string(),
-            contract: rt.inner.provider.contract().to_string(),
+            contract: rt.inner.contract.to_string(),
             name: name.to_string(),
         })
         .await;
@@ -139,13 +145,13 @@ impl ProviderRuntime {
     }
 
     /// The provider id.
-    pub fn id(&self) -> &str {
-        self.inner.id.as_str()
+    pub fn id(&self) -> &ProviderId {
+        &self.inner.id
     }
 
     /// The contract it serves.
-    pub fn contract(&self) -> &'static str {
-        self.inner.provider.contract()
+    pub fn contract(&self) -> &ContractId {
+        &self.inner.contract
     }
 
     /// Calls the provider directly: the in-process fast path a host uses for its
@@ -211,7 +217,7 @@ impl ProviderRuntime {
     async fn spawn_link_follower(&self, links: LinkCache) {
         // Subscribe first, then apply what exists, so no change falls in between.
         let mut changes = links.subscribe();
-        for link in links.for_provider(self.inner.id.as_str()) {
+        for link in links.for_provider(&self.inner.id) {
             self.inner.apply(link).await;
         }
         let weak = Arc::downgrade(&self.inner);
@@ -235,12 +241,8 @@ impl ProviderRuntime {
                 };
                 let Some(inner) = weak.upgrade() else { break };
                 match change {
-                    LinkChange::Put(l) if l.provider_id == inner.id.as_str() => {
-                        inner.apply(l).await
-                    }
-                    LinkChange::Deleted(l) if l.provider_id == inner.id.as_str() => {
-                        inner.remove(l).await
-                    }
+                    LinkChange::Put(l) if l.provider_id == inner.id => inner.apply(l).await,
+                    LinkChange::Deleted(l) if l.provider_id == inner.id => inner.remove(l).await,
                     // A link moved to another provider: release ours.
                     LinkChange::Put(l) => {
                         let key = l.key();
@@ -300,9 +302,9 @@ impl ProviderRuntime {
 impl Inner {
     fn description(&self) -> ProviderDescription {
         ProviderDescription {
-            id: self.id.to_string(),
+            id: self.id.clone(),
             name: self.name.clone(),
-            contract: self.provider.contract().to_string(),
+            contract: self.contract.clone(),
             location: self.location.clone(),
             health: self.provider.health(),
             links: self
@@ -330,7 +332,7 @@ impl Inner {
             self.publish(EventData::LinkFailed {
                 provider_id: self.id.to_string(),
                 actor_id: actor_id.clone(),
-                link_name: link_name.clone(),
+                link_name: link_name.to_string(),
                 error: error.clone(),
             })
             .await;
@@ -366,7 +368,7 @@ impl Inner {
     /// gone, applies what is new or changed.
     async fn resync(&self, cache: &LinkCache) {
         let current: BTreeMap<String, LinkDefinition> = cache
-            .for_provider(self.id.as_str())
+            .for_provider(&self.id)
             .into_iter()
             .map(|l| (l.key(), l))
             .collect();
@@ -408,35 +410,45 @@ impl Inner {
     /// and links; the provider checks again that it holds a link for
     /// (origin, contract, link name), so a raw publish naming any origin cannot
     /// reach data the provider keeps for an actor without a link.
-    async fn handle_remote(&self, inv: Invocation) -> Result<Vec<u8>, String> {
-        let actor_id = ActorId::new(inv.origin.as_str())
-            .map_err(|e| format!("provider {} accepts calls from actors only: {e}", self.id))?;
-        let link_name = inv
-            .link_name
-            .unwrap_or_else(|| DEFAULT_LINK_NAME.to_string());
-        let key = lattice::link::key(&actor_id, self.provider.contract(), &link_name);
+    async fn handle_remote(&self, inv: Invocation) -> Result<Vec<u8>, RemoteCallError> {
+        let actor_id =
+            ActorId::new(inv.origin.as_str()).map_err(|e| RemoteCallError::NotAnActor {
+                provider: self.id.clone(),
+                reason: e.to_string(),
+            })?;
+        let not_linked = |actor: &ActorId, link: &str| RemoteCallError::NotLinked {
+            provider: self.id.clone(),
+            actor: actor.clone(),
+            link: link.to_string(),
+            contract: self.contract.clone(),
+        };
+        let link_name = match inv.link_name {
+            None => LinkName::default_name(),
+            // A name that is no link name names no link.
+            Some(l) => LinkName::new(l.as_str()).map_err(|_| not_linked(&actor_id, &l))?,
+        };
+        let key = lattice::link::key(&actor_id, &self.contract, &link_name);
         let linked = self
             .statuses
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(&key);
         if !linked {
-            return Err(format!(
-                "provider {} refuses a call from actor {actor_id} through link {link_name:?}: it holds no such link for contract {}",
-                self.id,
-                self.provider.contract()
-            ));
+            return Err(not_linked(&actor_id, link_name.as_str()));
         }
         let call = ProviderCall {
             actor_id,
-            link_name,
+            link_name: link_name.to_string(),
             operation: inv.operation,
             payload: inv.payload,
         };
         self.provider
             .handle(call)
             .await
-            .map_err(|e| format!("provider {}: {e}", self.id))
+            .map_err(|source| RemoteCallError::Failed {
+                provider: self.id.clone(),
+                source,
+            })
     }
 }
 
@@ -529,26 +541,13 @@ pub async fn run_standalone(
             Duration::from_secs(30),
         )),
     };
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let location = format!("process {}@{hostname}", std::process::id());
+    let location = format!(
+        "process {}@{}",
+        std::process::id(),
+        lattice::process::hostname()
+    );
     let rt = ProviderRuntime::start(provider, ctx, name, &location, &source).await?;
-    let reason = wait_for_signal().await;
+    let reason = lattice::process::shutdown_signal().await;
     rt.stop(&reason).await;
     Ok(())
-}
-
-async fn wait_for_signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT".into(),
-            _ = term.recv() => "SIGTERM".into(),
-        },
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT".into()
-        }
-    }
 }

@@ -58,9 +58,9 @@ impl Provider for SlowProvider {
 fn link(i: usize) -> LinkDefinition {
     LinkDefinition {
         actor_id: ActorId::new(format!("a{i}")).unwrap(),
-        provider_id: "slow".into(),
-        contract: "test:slow".into(),
-        link_name: "default".into(),
+        provider_id: "slow".parse().unwrap(),
+        contract: "test:slow".parse().unwrap(),
+        link_name: "default".parse().unwrap(),
         config: Default::default(),
     }
 }
@@ -94,9 +94,8 @@ async fn a_provider_that_falls_behind_re_reads_the_links() -> Result<()> {
         store.put(&link(i)).await?;
     }
     for i in 0..N / 4 {
-        let gone = store
-            .delete(&link(i).actor_id, "test:slow", "default")
-            .await?;
+        let l = link(i);
+        let gone = store.delete(&l.actor_id, &l.contract, &l.link_name).await?;
         ensure!(gone.is_some(), "link a{i} existed");
     }
     let want: BTreeSet<String> = (N / 4..N).map(|i| format!("a{i}")).collect();

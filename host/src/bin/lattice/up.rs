@@ -128,13 +128,13 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
     );
 
     let reason = tokio::select! {
-        r = shutdown_signal() => r,
+        r = lattice::process::shutdown_signal() => r,
         r = host.stop_requested() => r,
     };
     // A second SIGINT/SIGTERM while draining stops at once.
     tokio::select! {
         () = host.shutdown(&reason) => {}
-        again = shutdown_signal() => {
+        again = lattice::process::shutdown_signal() => {
             eprintln!("{again} during shutdown: stopping at once");
             drop(_embedded);
             return Ok(std::process::ExitCode::from(130));
@@ -142,20 +142,4 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
     }
     drop(_embedded);
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT".into();
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT".into(),
-        _ = term.recv() => "SIGTERM".into(),
-    }
 }

@@ -146,9 +146,9 @@ async fn links(ctl: &CtlClient, out: OutputFormat) -> anyhow::Result<ExitCode> {
         .map(|l| {
             vec![
                 l.actor_id.to_string(),
-                l.contract.clone(),
-                l.link_name.clone(),
-                l.provider_id.clone(),
+                l.contract.to_string(),
+                l.link_name.to_string(),
+                l.provider_id.to_string(),
                 lattice::ctl::format_pairs(&l.config, ","),
             ]
         })
@@ -173,8 +173,8 @@ async fn providers(
         .map(|p| {
             let failed = p.links.iter().filter(|l| l.error.is_some()).count();
             vec![
-                p.id.clone(),
-                p.contract.clone(),
+                p.id.to_string(),
+                p.contract.to_string(),
                 p.name.clone(),
                 p.location.clone(),
                 if p.health.healthy {

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use lattice::{
-    client::CtlClient, event::EventData, id::ActorId, link::LinkDefinition, link_store::LinkStore,
+    client::CtlClient,
+    event::EventData,
+    id::{ActorId, ContractId, LinkName, ProviderId},
+    link::LinkDefinition,
+    link_store::LinkStore,
 };
 
 use super::args::LinkCommand;
@@ -27,9 +31,9 @@ pub(super) async fn run(
         } => {
             let link = LinkDefinition {
                 actor_id: ActorId::new(actor)?,
-                provider_id: provider,
-                contract,
-                link_name,
+                provider_id: ProviderId::new(provider)?,
+                contract: ContractId::new(contract)?,
+                link_name: LinkName::new(link_name)?,
                 config: values.into_iter().collect(),
             };
             put(ctl, &store, out, link).await?;
@@ -40,6 +44,8 @@ pub(super) async fn run(
             link_name,
         } => {
             let actor = ActorId::new(actor)?;
+            let contract = ContractId::new(contract)?;
+            let link_name = LinkName::new(link_name)?;
             del(ctl, &store, out, actor, &contract, &link_name).await?;
         }
     }
@@ -86,8 +92,8 @@ async fn del(
     store: &LinkStore,
     out: OutputFormat,
     actor: ActorId,
-    contract: &str,
-    link_name: &str,
+    contract: &ContractId,
+    link_name: &LinkName,
 ) -> anyhow::Result<()> {
     let Some(link) = store.delete(&actor, contract, link_name).await? else {
         bail!("there is no link {actor} {contract} with link name {link_name:?}");
@@ -96,8 +102,8 @@ async fn del(
         ctl,
         EventData::LinkDeleted {
             actor_id: link.actor_id.clone(),
-            contract: link.contract.clone(),
-            link_name: link.link_name.clone(),
+            contract: link.contract.to_string(),
+            link_name: link.link_name.to_string(),
         },
     )
     .await;

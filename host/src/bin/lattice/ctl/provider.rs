@@ -53,6 +53,7 @@ pub(super) async fn stop(
     id: &str,
     host: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    let id = lattice::id::ProviderId::new(id)?;
     let targets = hosts_running(
         ctl,
         connect,
@@ -68,7 +69,7 @@ pub(super) async fn stop(
     .await?;
     let mut acks = Vec::new();
     for (h, _) in &targets {
-        acks.push(ctl.stop_provider(h, id).await?);
+        acks.push(ctl.stop_provider(h, &id).await?);
     }
     if out == OutputFormat::Json {
         print_json(&acks)?;

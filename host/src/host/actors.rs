@@ -1,0 +1,322 @@
+//! The actors a host runs: the table that owns them (and its lock), and
+//! starting and stopping them.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    time::{Duration, Instant},
+};
+
+use lattice::{
+    claims::Claims,
+    ctl::{ActorDescription, ActorStarted, ActorStatus, ActorStopped, StartActor, StopActor},
+    event::EventData,
+    id::ActorId,
+    subject,
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{HostInner, router::Router, serve};
+use crate::{
+    error::ControlError,
+    runtime::{LoadedFrom, actor::Actor},
+};
+
+/// An actor as this host runs it: the runtime part and its subscription.
+pub(crate) struct RunningActor {
+    actor: Arc<Actor>,
+    /// Shared, so the router's capability check on every contract call does not
+    /// copy the contract list.
+    claims: Option<Arc<Claims>>,
+    reference: String,
+    stop: watch::Sender<bool>,
+    serve: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RunningActor {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    fn description(&self) -> ActorDescription {
+        let (calls, errors) = self.actor.stats();
+        ActorDescription {
+            id: self.actor.id().clone(),
+            digest: self.actor.digest().clone(),
+            reference: self.reference.clone(),
+            replicas: self.actor.replicas(),
+            warm_instances: self.actor.warm_instances(),
+            calls,
+            errors,
+            status: if self.stopping() {
+                ActorStatus::Stopping
+            } else {
+                ActorStatus::Running
+            },
+        }
+    }
+
+    /// Stops serving, drains in-flight calls (each step bounded by `drain`),
+    /// drops the instances; returns the replicas it had.
+    async fn stop(&self, drain: Duration) -> u32 {
+        let _ = self.stop.send(true);
+        let serve = self.serve.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(serve) = serve {
+            // The serve loop drains its subscription and exits promptly.
+            let _ = tokio::time::timeout(drain, serve).await;
+        }
+        let replicas = self.actor.replicas();
+        if !self.actor.stop(drain).await {
+            tracing::warn!(actor = %self.actor.id(), "drain timeout: some calls were still running");
+        }
+        replicas
+    }
+}
+
+/// The actors of one host, by id. Every method takes and releases the lock
+/// itself; none holds it across an await.
+#[derive(Default)]
+pub(crate) struct ActorTable {
+    map: RwLock<HashMap<ActorId, Arc<RunningActor>>>,
+}
+
+impl ActorTable {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<ActorId, Arc<RunningActor>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<ActorId, Arc<RunningActor>>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The actor `id` when it runs here and is not stopping.
+    pub(crate) fn serving(&self, id: &str) -> Option<Arc<Actor>> {
+        self.read()
+            .get(id)
+            .filter(|r| !r.stopping())
+            .map(|r| r.actor.clone())
+    }
+
+    /// The claims of a local actor: `None` when it is not here, `Some(None)` when
+    /// it has no claims.
+    pub(crate) fn claims(&self, id: &str) -> Option<Option<Arc<Claims>>> {
+        self.read().get(id).map(|r| r.claims.clone())
+    }
+
+    /// Replicas of `id` here (0 when it does not run here).
+    pub(crate) fn replicas_of(&self, id: &str) -> u32 {
+        self.read().get(id).map_or(0, |r| r.actor.replicas())
+    }
+
+    /// How many distinct actors run here, and their replicas in all.
+    pub(crate) fn counts(&self) -> (usize, u64) {
+        let actors = self.read();
+        let replicas = actors.values().map(|a| u64::from(a.actor.replicas())).sum();
+        (actors.len(), replicas)
+    }
+
+    /// Every actor, sorted by id.
+    pub(crate) fn descriptions(&self) -> Vec<ActorDescription> {
+        let mut list: Vec<_> = self.read().values().map(|r| r.description()).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    fn get(&self, id: &ActorId) -> Option<Arc<RunningActor>> {
+        self.read().get(id).cloned()
+    }
+
+    fn insert(&self, id: ActorId, running: Arc<RunningActor>) {
+        self.write().insert(id, running);
+    }
+
+    fn remove(&self, id: &ActorId) -> Option<Arc<RunningActor>> {
+        self.write().remove(id)
+    }
+
+    /// Takes every actor out (host shutdown).
+    pub(crate) fn drain(&self) -> Vec<(ActorId, Arc<RunningActor>)> {
+        self.write().drain().collect()
+    }
+}
+
+impl HostInner {
+    /// Starts `cmd.replicas` replicas of an actor, or adds them when it already
+    /// runs the same module here. A failure is published as `actor_failed`.
+    ///
+    /// # Errors
+    /// [`ControlError`] naming the actor: no replicas, another module running,
+    /// fetch, validation, compilation or instantiation failures.
+    pub(crate) async fn start_actor(
+        self: &Arc<Self>,
+        cmd: StartActor,
+    ) -> Result<ActorStarted, ControlError> {
+        let began = Instant::now();
+        let result = self.start_actor_steps(&cmd, began).await;
+        if let Err(e) = &result {
+            tracing::warn!(actor = %cmd.actor_id, error = %e, "actor failed to start");
+            self.publish(EventData::ActorFailed {
+                host_id: self.id.clone(),
+                actor_id: cmd.actor_id.clone(),
+                error: e.to_string(),
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn start_actor_steps(
+        self: &Arc<Self>,
+        cmd: &StartActor,
+        began: Instant,
+    ) -> Result<ActorStarted, ControlError> {
+        if cmd.replicas == 0 {
+            return Err(ControlError::NoReplicas {
+                actor: cmd.actor_id.clone(),
+            });
+        }
+        let _guard = self.lifecycle.lock().await;
+        if let Some(running) = self.actors.get(&cmd.actor_id) {
+            if running.actor.digest() != &cmd.digest {
+                return Err(ControlError::OtherModule {
+                    actor: cmd.actor_id.clone(),
+                    running: running.actor.digest().short().to_string(),
+                    host: self.name.clone(),
+                    wanted: cmd.digest.short().to_string(),
+                });
+            }
+            let replicas = running.actor.add_replicas(cmd.replicas);
+            self.publish_started(cmd, replicas).await;
+            return Ok(self.started(cmd, replicas, false, began));
+        }
+
+        let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
+        let artifacts = self
+            .artifacts()
+            .await
+            .map_err(ControlError::ArtifactStore)?;
+        let bytes = artifacts
+            .get(&cmd.digest)
+            .await
+            .map_err(|source| ControlError::Fetch {
+                actor: cmd.actor_id.clone(),
+                reference: cmd.reference.clone(),
+                source: Box::new(source),
+            })?;
+        crate::runtime::validate::check_magic(&what, &bytes)?;
+        // The issuer policy: checked here, once per start, never per call.
+        let claims = self.trust.claims_for(&what, &cmd.digest, &bytes)?;
+        let (module, from) = self
+            .runtime
+            .load(&what, &cmd.digest, Arc::new(bytes))
+            .await?;
+        let router = Arc::new(Router::new(self));
+        let actor = Actor::start(
+            &self.runtime,
+            cmd.actor_id.clone(),
+            cmd.digest.clone(),
+            &module,
+            cmd.replicas,
+            cmd.config.clone(),
+            router,
+        )
+        .await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let running = Arc::new(RunningActor {
+            actor: actor.clone(),
+            claims,
+            reference: cmd.reference.clone(),
+            stop,
+            serve: std::sync::Mutex::new(None),
+        });
+        let sub = self
+            .nats
+            .queue_subscribe(
+                subject::actor_rpc(&self.lattice, &cmd.actor_id),
+                subject::rpc_queue_group(&cmd.actor_id),
+            )
+            .await
+            .map_err(|e| ControlError::Subscribe {
+                actor: cmd.actor_id.clone(),
+                reason: e.to_string(),
+            })?;
+        // Make sure the server has the subscription before we say "started", so the
+        // first call cannot race it to a no-responders error.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
+        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
+        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.actors.insert(cmd.actor_id.clone(), running);
+        self.publish_started(cmd, cmd.replicas).await;
+        tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
+        Ok(self.started(cmd, cmd.replicas, from == LoadedFrom::Compiled, began))
+    }
+
+    async fn publish_started(&self, cmd: &StartActor, replicas: u32) {
+        self.publish(EventData::ActorStarted {
+            host_id: self.id.clone(),
+            actor_id: cmd.actor_id.clone(),
+            digest: cmd.digest.clone(),
+            replicas,
+        })
+        .await;
+    }
+
+    fn started(
+        &self,
+        cmd: &StartActor,
+        replicas: u32,
+        compiled: bool,
+        began: Instant,
+    ) -> ActorStarted {
+        ActorStarted {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            actor_id: cmd.actor_id.clone(),
+            replicas,
+            compiled,
+            elapsed_ms: began.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Stops an actor on this host: no new calls, in-flight ones drain.
+    ///
+    /// # Errors
+    /// [`ControlError::ActorNotHere`] when it does not run here.
+    pub(crate) async fn stop_actor(&self, cmd: StopActor) -> Result<ActorStopped, ControlError> {
+        let _guard = self.lifecycle.lock().await;
+        let running =
+            self.actors
+                .remove(&cmd.actor_id)
+                .ok_or_else(|| ControlError::ActorNotHere {
+                    actor: cmd.actor_id.clone(),
+                    host: self.name.clone(),
+                    host_id: self.id.clone(),
+                })?;
+        let replicas = self
+            .stop_running(&cmd.actor_id, running, "stop requested")
+            .await;
+        Ok(ActorStopped {
+            host_id: self.id.clone(),
+            actor_id: cmd.actor_id,
+            replicas,
+        })
+    }
+
+    /// Stops one actor taken out of the table and publishes `actor_stopped`;
+    /// returns the replicas it had.
+    pub(crate) async fn stop_running(
+        &self,
+        id: &ActorId,
+        running: Arc<RunningActor>,
+        reason: &str,
+    ) -> u32 {
+        let replicas = running.stop(self.config.drain_timeout).await;
+        self.publish(EventData::ActorStopped {
+            host_id: self.id.clone(),
+            actor_id: id.clone(),
+            reason: reason.to_string(),
+        })
+        .await;
+        replicas
+    }
+}
