@@ -124,6 +124,11 @@ impl Default for HostConfig {
     }
 }
 
+/// The largest `max_concurrency_per_replica` a host accepts: with at most
+/// [`lattice::app::MAX_REPLICAS`] replicas of an actor on a host, an actor's
+/// concurrency limit stays far inside what a counter can hold.
+pub const MAX_CONCURRENCY_PER_REPLICA: u32 = 10_000;
+
 /// How actors run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -133,7 +138,8 @@ pub struct RuntimeConfig {
     pub call_timeout: Duration,
     /// Linear-memory cap per actor instance, in MiB.
     pub max_memory_mib: u32,
-    /// Concurrent calls each replica may serve (each on its own instance).
+    /// Concurrent calls each replica may serve (each on its own instance),
+    /// 1 to [`MAX_CONCURRENCY_PER_REPLICA`].
     pub max_concurrency_per_replica: u32,
     /// Instances the pooling allocator reserves room for, across all actors.
     pub max_instances: u32,

@@ -213,6 +213,21 @@ pub enum ControlError {
         /// The actor.
         actor: ActorId,
     },
+    /// A start would take an actor past the replicas one host runs.
+    #[error(
+        "actor {actor} may run at most {} replicas on host {host}; it runs {running} and {asked} more were asked for",
+        crate::host::MAX_REPLICAS_PER_HOST
+    )]
+    TooManyReplicas {
+        /// The actor.
+        actor: ActorId,
+        /// This host's name.
+        host: String,
+        /// Replicas it runs now.
+        running: u32,
+        /// Replicas the request adds.
+        asked: u32,
+    },
     /// The actor runs here already, from another module.
     #[error(
         "actor {actor} already runs module {running} on host {host}; stop it before starting {wanted}"

@@ -22,6 +22,10 @@ use crate::{
     runtime::{LoadedFrom, actor::Actor},
 };
 
+/// Most replicas of one actor on one host (the same bound as an app's
+/// [`lattice::app::MAX_REPLICAS`]); checked on every start, whatever sent it.
+pub const MAX_REPLICAS_PER_HOST: u32 = lattice::app::MAX_REPLICAS as u32;
+
 /// An actor as this host runs it: the runtime part and its subscription.
 pub(crate) struct RunningActor {
     actor: Arc<Actor>,
@@ -175,6 +179,13 @@ impl HostInner {
                 actor: cmd.actor_id.clone(),
             });
         }
+        let too_many = |running: u32| ControlError::TooManyReplicas {
+            actor: cmd.actor_id.clone(),
+            host: self.name.clone(),
+            running,
+            asked: cmd.replicas,
+        };
+
         let _guard = self.lifecycle.lock().await;
         if let Some(running) = self.actors.get(&cmd.actor_id) {
             if running.actor.digest() != &cmd.digest {
@@ -185,11 +196,18 @@ impl HostInner {
                     wanted: cmd.digest.short().to_string(),
                 });
             }
+            let now = running.actor.replicas();
+            if now.saturating_add(cmd.replicas) > MAX_REPLICAS_PER_HOST {
+                return Err(too_many(now));
+            }
             let replicas = running.actor.add_replicas(cmd.replicas);
             self.publish_started(cmd, replicas).await;
             return Ok(self.started(cmd, replicas, false, began));
         }
 
+        if cmd.replicas > MAX_REPLICAS_PER_HOST {
+            return Err(too_many(0));
+        }
         let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
         let artifacts = self
             .artifacts()

@@ -6,6 +6,7 @@
 //! in-flight calls, stops actors and publishes `host_stopped`.
 
 mod actors;
+pub use actors::MAX_REPLICAS_PER_HOST;
 mod control;
 mod invoke;
 pub mod providers;
@@ -102,6 +103,13 @@ impl Host {
         config: HostConfig,
         runtime: RuntimeConfig,
     ) -> Result<Self, HostError> {
+        let per = runtime.max_concurrency_per_replica;
+        if !(1..=crate::config::MAX_CONCURRENCY_PER_REPLICA).contains(&per) {
+            return Err(HostError::Config(format!(
+                "max_concurrency_per_replica must be 1 to {}, got {per}",
+                crate::config::MAX_CONCURRENCY_PER_REPLICA
+            )));
+        }
         let runtime = Runtime::new(runtime.resolve_cache_dir())?;
         let id = HostId::generate();
         let name = config

@@ -340,6 +340,50 @@ async fn invalid_actor_id_and_zero_count_are_refused() -> Result<()> {
         .failure()?;
     out.stderr_has(&["--count must be at least 1"])?;
     let out = lat
+        .cli(&[
+            "ctl",
+            "start",
+            "actor",
+            &wasm,
+            "--id",
+            "many",
+            "--count",
+            "4294967295",
+        ])
+        .await?
+        .failure()?;
+    out.stderr_has(&["--count 4294967295 is more than the 1000 replicas"])?;
+    // The same bound on the wire, whoever sends the request: 2^30 replicas
+    // would wrap the actor's concurrency limit.
+    let host_id = lattice::id::HostId::new(host.host_id())?;
+    let digest = lat.inventory(&host).await?.actors[0].digest.clone();
+    let start = |replicas: u32| lattice::ctl::StartActor {
+        actor_id: lattice::id::ActorId::new("hello").unwrap(),
+        digest: digest.clone(),
+        reference: "hello".into(),
+        replicas,
+        config: Default::default(),
+    };
+    let err = lat
+        .ctl
+        .start_actor(&host_id, &start(1 << 30))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("actor hello may run at most 1000 replicas on host")
+            && err.contains("it runs 1 and 1073741824 more were asked for"),
+        "{err}"
+    );
+    let err = lat
+        .ctl
+        .start_actor(&host_id, &start(1000))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("it runs 1 and 1000 more"), "{err}");
+    hello_still_works(&lat, "replica overflow").await?;
+    let out = lat
         .cli(&["call", "a.b", "SayHello", "\"x\""])
         .await?
         .failure()?;

@@ -44,6 +44,13 @@ pub(super) async fn start(
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
+    if i64::from(args.count) > lattice::app::MAX_REPLICAS {
+        bail!(
+            "--count {} is more than the {} replicas an actor may have",
+            args.count,
+            lattice::app::MAX_REPLICAS
+        );
+    }
     let actor_id = match &args.id {
         Some(id) => ActorId::new(id.as_str())?,
         None => crate::default_actor_id(&args.reference)?,

@@ -98,7 +98,7 @@ pub struct StartActorArgs {
     /// Start on this host (id or name) instead of holding an auction
     #[arg(long)]
     pub host: Option<String>,
-    /// Replicas to start, spread over hosts
+    /// Replicas to start, spread over hosts (1 to 1000)
     #[arg(long, default_value_t = 1)]
     pub count: u32,
     /// Only hosts with this label, KEY=VALUE (repeatable)
