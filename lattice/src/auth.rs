@@ -120,6 +120,44 @@ impl NatsAuth {
         }
     }
 
+    /// Takes `--nats-creds FILE`, `--nats-nkey FILE`, `--tls-ca FILE`,
+    /// `--tls-cert FILE` and `--tls-key FILE` (also as `--flag=FILE`) out of
+    /// `args`, overriding what is set, and returns the other arguments in
+    /// order: for programs without clap, e.g. standalone providers. User,
+    /// password and token have no flags: they come from the environment only.
+    ///
+    /// # Errors
+    /// [`AuthError::Invalid`] when a flag has no value.
+    pub fn apply_args(
+        &mut self,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Vec<String>, AuthError> {
+        let mut rest = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) => (f.to_string(), Some(v.to_string())),
+                None => (arg.clone(), None),
+            };
+            let slot = match flag.as_str() {
+                "--nats-creds" => &mut self.nats_creds,
+                "--nats-nkey" => &mut self.nats_nkey,
+                "--tls-ca" => &mut self.tls_ca,
+                "--tls-cert" => &mut self.tls_cert,
+                "--tls-key" => &mut self.tls_key,
+                _ => {
+                    rest.push(arg);
+                    continue;
+                }
+            };
+            let value = inline
+                .or_else(|| args.next())
+                .ok_or_else(|| AuthError::Invalid(format!("{flag} needs a file")))?;
+            *slot = Some(PathBuf::from(value));
+        }
+        Ok(rest)
+    }
+
     /// Which credential these settings present, for messages:
     /// `nkey seed /etc/lattice/caller.nk`, `JWT creds …`, `user alice`,
     /// `token`, or `no credential`; `, TLS` is appended when TLS is configured.
@@ -459,6 +497,31 @@ mod tests {
         };
         assert!(cert.validate().unwrap_err().to_string().contains("tls_key"));
         assert!(NatsAuth::default().validate().is_ok());
+    }
+
+    #[test]
+    fn flags_override_and_the_rest_is_kept() {
+        let mut a = NatsAuth {
+            nats_nkey: Some("env.nk".into()),
+            ..Default::default()
+        };
+        let rest = a
+            .apply_args(
+                [
+                    "--id",
+                    "kv",
+                    "--nats-nkey",
+                    "flag.nk",
+                    "--tls-ca=ca.pem",
+                    "x",
+                ]
+                .map(String::from),
+            )
+            .unwrap();
+        assert_eq!(rest, ["--id", "kv", "x"]);
+        assert_eq!(a.nats_nkey.as_deref(), Some(Path::new("flag.nk")));
+        assert_eq!(a.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+        assert!(a.apply_args(["--tls-key".to_string()]).is_err());
     }
 
     #[test]
