@@ -474,3 +474,75 @@ async fn a_host_connects_over_tls_with_a_test_ca() -> Result<()> {
     ensure!(out.stderr.contains("could not connect"), "{}", out.stderr);
     Ok(())
 }
+
+#[tokio::test]
+async fn up_listening_beyond_loopback_runs_the_generated_roles() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("lattice-listen-")
+        .tempdir()?;
+    std::fs::write(dir.path().join("config.toml"), "")?;
+    let port = lattice_harness::free_port();
+    let lattice = unique_lattice_id();
+    let data = dir.path().join("data");
+    let log = dir.path().join("up.log");
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--lattice", &lattice, "--config"])
+        .arg(dir.path().join("config.toml"))
+        .args(["up", "--name", "open", "--no-cache", "--listen"])
+        .arg(format!("0.0.0.0:{port}"))
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(dir.path().join("up.err"))?);
+    crate::common::without_lattice_env(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let started =
+        lattice_harness::wait_until("the --listen host to join", Duration::from_secs(30), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { Ok(text.contains("joined lattice").then_some(())) }
+        })
+        .await;
+    let err = std::fs::read_to_string(dir.path().join("up.err")).unwrap_or_default();
+    let result = (|| {
+        started.with_context(|| format!("host stderr:\n{err}"))?;
+        let seed = Role::Host.seed_file(&data.join("auth"));
+        ensure!(
+            err.contains(&seed.display().to_string()),
+            "the host should name the seed a second machine needs:\n{err}"
+        );
+        Ok(seed)
+    })();
+    let check = async {
+        result?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let config = dir.path().join("config.toml").display().to_string();
+        let base = [
+            "--nats-url",
+            &url,
+            "--lattice",
+            &lattice,
+            "--config",
+            &config,
+        ];
+        let mut args = base.to_vec();
+        args.extend(["ctl", "get", "hosts"]);
+        let out = run_cli(&args, &[]).await?.failure()?;
+        ensure!(
+            out.stderr.contains("authorization violation"),
+            "{}",
+            out.stderr
+        );
+        let observer = Role::Observer.seed_file(&data.join("auth"));
+        let observer = observer.display().to_string();
+        let mut args = base.to_vec();
+        args.extend(["--nats-nkey", &observer, "ctl", "get", "hosts"]);
+        let out = run_cli(&args, &[]).await?.success()?;
+        ensure!(out.stdout.contains("open"), "{}", out.stdout);
+        Ok(())
+    }
+    .await;
+    let _ =
+        lattice_harness::terminate_child(&mut child, "the --listen host", Duration::from_secs(10))
+            .await;
+    check
+}
