@@ -9,6 +9,8 @@
 //! ```toml
 //! nats_url = "nats://10.0.0.5:4222"
 //! lattice = "prod"
+//! nats_nkey = "/etc/lattice/host.nk"   # or nats_creds; user/password/token from env
+//! tls_ca = "/etc/lattice/ca.pem"
 //! heartbeat_interval = "5s"
 //! call_timeout = "3s"
 //! max_memory_mib = 128
@@ -26,7 +28,7 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use lattice::id::LatticeId;
+use lattice::{auth::NatsAuth, id::LatticeId};
 use serde::{Deserialize, Serialize};
 
 /// How to reach a lattice.
@@ -41,6 +43,11 @@ pub struct ConnectConfig {
     /// Timeout of control requests and calls made by the CLI.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Credentials and TLS (`nats_creds`, `nats_nkey`, `nats_user`,
+    /// `nats_password`, `nats_token`, `tls_ca`, `tls_cert`, `tls_key`; env
+    /// `LATTICE_NATS_CREDS`, …, `LATTICE_TLS_CA`, …).
+    #[serde(flatten)]
+    pub auth: NatsAuth,
 }
 
 impl Default for ConnectConfig {
@@ -49,6 +56,7 @@ impl Default for ConnectConfig {
             nats_url: None,
             lattice: LatticeId::default(),
             timeout: Duration::from_secs(10),
+            auth: NatsAuth::default(),
         }
     }
 }
@@ -74,6 +82,11 @@ pub struct HostConfig {
     pub nats_server_bin: Option<PathBuf>,
     /// Where the embedded server keeps JetStream data (default: the user's data dir).
     pub data_dir: Option<PathBuf>,
+    /// Address the embedded server listens on (default 127.0.0.1:4222). Beyond
+    /// loopback it runs with the roles of `lattice auth init` unless `insecure`.
+    pub listen: Option<String>,
+    /// Let the embedded server listen beyond loopback without authentication.
+    pub insecure: bool,
     /// Take part in reconciling deployed apps (leader-elected; on by default).
     pub reconcile: bool,
     /// Time between reconcile passes and reconciler-lease renewals.
@@ -117,6 +130,8 @@ impl Default for HostConfig {
             drain_timeout: Duration::from_secs(10),
             nats_server_bin: None,
             data_dir: None,
+            listen: None,
+            insecure: false,
             reconcile: true,
             reconcile_interval: Duration::from_secs(1),
             allowed_issuers: Vec::new(),
@@ -289,6 +304,64 @@ mod tests {
             let h: HostConfig = figment(None, flags).extract()?;
             assert_eq!(h.allowed_issuers, ["AFLAG"]);
             assert!(HostConfig::default().allowed_issuers.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn auth_fields_layer_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "l.toml",
+                "nats_nkey = \"/file/host.nk\"\ntls_ca = \"/file/ca.pem\"\ntls_cert = \"/file/c.pem\"\n",
+            )?;
+            let none = BTreeMap::<String, String>::new();
+            let c: ConnectConfig = figment(Some(Path::new("l.toml")), &none).extract()?;
+            assert_eq!(
+                c.auth.nats_nkey.as_deref(),
+                Some(Path::new("/file/host.nk"))
+            );
+            assert_eq!(c.auth.tls_ca.as_deref(), Some(Path::new("/file/ca.pem")));
+            assert_eq!(c.auth.nats_user, None);
+
+            jail.set_env("LATTICE_NATS_NKEY", "/env/caller.nk");
+            jail.set_env("LATTICE_TLS_CA", "/env/ca.pem");
+            jail.set_env("LATTICE_TLS_KEY", "/env/k.pem");
+            jail.set_env("LATTICE_NATS_USER", "alice");
+            jail.set_env("LATTICE_NATS_PASSWORD", "s3cret");
+            jail.set_env("LATTICE_NATS_TOKEN", "tok");
+            let c: ConnectConfig = figment(Some(Path::new("l.toml")), &none).extract()?;
+            assert_eq!(
+                c.auth.nats_nkey.as_deref(),
+                Some(Path::new("/env/caller.nk"))
+            );
+            assert_eq!(c.auth.tls_ca.as_deref(), Some(Path::new("/env/ca.pem")));
+            assert_eq!(c.auth.tls_cert.as_deref(), Some(Path::new("/file/c.pem")));
+            assert_eq!(c.auth.tls_key.as_deref(), Some(Path::new("/env/k.pem")));
+            assert_eq!(c.auth.nats_user.as_deref(), Some("alice"));
+            assert_eq!(c.auth.nats_password.as_deref(), Some("s3cret"));
+            assert_eq!(c.auth.nats_token.as_deref(), Some("tok"));
+
+            #[derive(Serialize)]
+            struct Flags {
+                nats_nkey: PathBuf,
+                nats_creds: PathBuf,
+            }
+            let flags = Flags {
+                nats_nkey: "/flag/admin.nk".into(),
+                nats_creds: "/flag/u.creds".into(),
+            };
+            let c: ConnectConfig = figment(Some(Path::new("l.toml")), flags).extract()?;
+            assert_eq!(
+                c.auth.nats_nkey.as_deref(),
+                Some(Path::new("/flag/admin.nk"))
+            );
+            assert_eq!(
+                c.auth.nats_creds.as_deref(),
+                Some(Path::new("/flag/u.creds"))
+            );
+            // Several credentials at once are refused when connecting.
+            assert!(c.auth.validate().is_err());
             Ok(())
         });
     }

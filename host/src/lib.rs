@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod host;

@@ -1,5 +1,6 @@
 //! Connecting to NATS, and the embedded `nats-server` for a single machine.
 
+use lattice::auth::{AuthError, NatsAuth, Refusals};
 use std::{
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -10,14 +11,19 @@ use std::{
 /// Why the NATS side could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {
-    /// The server could not be reached.
-    #[error("could not connect to NATS at {url}: {reason}")]
+    /// The server could not be reached or refused the credential.
+    #[error("could not connect to NATS at {url} (using {credential}): {reason}")]
     Connect {
         /// The URL tried.
         url: String,
+        /// Which credential was presented ([`NatsAuth::describe`]).
+        credential: String,
         /// async-nats' reason.
         reason: String,
     },
+    /// The credential or TLS settings are unusable.
+    #[error(transparent)]
+    Auth(AuthError),
     /// No `nats-server` binary to start.
     #[error(
         "no NATS server is reachable at {addr} and no `nats-server` binary was found ({searched}).\n\
@@ -40,44 +46,43 @@ pub enum NatsError {
     },
 }
 
-/// Connects with the options a host and the CLI want: a bounded first attempt
-/// (so an unreachable server is an error, not a hang), then unlimited reconnects
-/// with subscriptions restored by async-nats.
-///
-/// `url` may list several servers of a cluster, comma separated.
+/// Connects without credentials; see [`connect_with`].
 ///
 /// # Errors
 /// [`NatsError::Connect`] naming the URL.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
-    let url_owned = url.to_string();
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None)
-        .event_callback(move |event| {
-            let url = url_owned.clone();
-            async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!(%url, "disconnected from NATS; reconnecting")
-                    }
-                    async_nats::Event::Connected => tracing::info!(%url, "connected to NATS"),
-                    other => tracing::debug!(%url, event = %other, "NATS event"),
-                }
-            }
-        })
-        // Several servers of a cluster may be given, comma separated; async-nats
-        // takes them as a list and fails over between them.
-        .connect(
-            url.split(',')
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .collect::<Vec<_>>(),
-        )
+    connect_with(url, name, &NatsAuth::default(), None).await
+}
+
+/// Connects with the options a host and the CLI want: `auth`'s credentials and
+/// TLS, a bounded first attempt (so an unreachable server is an error, not a
+/// hang), then unlimited reconnects with subscriptions restored by async-nats.
+/// Permission violations reported later go to `refusals`.
+///
+/// `url` may list several servers of a cluster, comma separated.
+///
+/// # Errors
+/// [`NatsError::Connect`] naming the URL, the credential used and what NATS
+/// answered; [`NatsError::Auth`] when the settings or their files are unusable.
+pub async fn connect_with(
+    url: &str,
+    name: &str,
+    auth: &NatsAuth,
+    refusals: Option<Refusals>,
+) -> Result<async_nats::Client, NatsError> {
+    lattice::auth::connect(url, name, auth, refusals)
         .await
-        .map_err(|e| NatsError::Connect {
-            url: url.to_string(),
-            reason: e.to_string(),
+        .map_err(|e| match e {
+            AuthError::Connect {
+                url,
+                credential,
+                reason,
+            } => NatsError::Connect {
+                url,
+                credential,
+                reason,
+            },
+            other => NatsError::Auth(other),
         })
 }
 
@@ -106,6 +111,21 @@ impl EmbeddedNats {
     /// [`NatsError::NoServerBinary`] when no binary is found, [`NatsError::Embedded`]
     /// when it exits or does not listen within 10 s.
     pub fn start(bin: Option<&Path>, addr: &str, data_dir: &Path) -> Result<Self, NatsError> {
+        Self::start_with_config(bin, addr, data_dir, None)
+    }
+
+    /// As [`EmbeddedNats::start`], running the server with `config` (`-c`), e.g.
+    /// the `nats.conf` of [`crate::auth::init`]; address, port and store
+    /// directory still come from the command line.
+    ///
+    /// # Errors
+    /// As [`EmbeddedNats::start`].
+    pub fn start_with_config(
+        bin: Option<&Path>,
+        addr: &str,
+        data_dir: &Path,
+        config: Option<&Path>,
+    ) -> Result<Self, NatsError> {
         let bin = match bin {
             Some(b) => b.to_path_buf(),
             None => find_on_path("nats-server").ok_or_else(|| NatsError::NoServerBinary {
@@ -143,6 +163,9 @@ impl EmbeddedNats {
                     Ok(())
                 });
             }
+        }
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
         }
         let mut child = command
             .args(["-js", "-a", host, "-p", port, "-sd"])

@@ -13,6 +13,7 @@
 //! * [`claims`]: what an actor module may do, embedded in a custom section;
 //! * [`link`] and [`contracts`]: links between actors and providers, and the
 //!   msgpack payloads of every capability contract;
+//! * [`auth`]: NATS credentials and TLS, shared by hosts, the CLI and providers;
 //! * [`client`]: a typed client for the control interface, used by the CLI and by tests
 //!   (feature `client`, on by default; without it the crate is plain types and
 //!   builds for `wasm32-wasip1`);
@@ -44,6 +45,8 @@ pub mod app;
 pub mod app_store;
 #[cfg(feature = "client")]
 pub mod artifact;
+#[cfg(feature = "client")]
+pub mod auth;
 pub mod claims;
 #[cfg(feature = "client")]
 pub mod client;

@@ -38,6 +38,9 @@ pub struct HostOptions {
     pub env: Vec<(String, String)>,
     /// How long to wait for readiness; `None` means [`HOST_READY_TIMEOUT`].
     pub ready_timeout: Option<Duration>,
+    /// Credentials of the harness's own connection that waits for the host's
+    /// `host_started` event (on a server with auth, e.g. an observer's nkey).
+    pub watch_auth: Option<lattice::auth::NatsAuth>,
 }
 
 impl HostOptions {
@@ -64,6 +67,14 @@ impl HostOptions {
     /// Appends an extra command-line argument.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Sets the credentials the harness uses to watch for `host_started`; they
+    /// must allow subscribing to the lattice's events and publishing
+    /// `lattice.{lid}.ctl.ping.hosts` (the observer role does).
+    pub fn watch_auth(mut self, auth: lattice::auth::NatsAuth) -> Self {
+        self.watch_auth = Some(auth);
         self
     }
 
@@ -113,15 +124,26 @@ impl HostProcess {
 
         // Subscribe before spawning, and make sure the server has processed the
         // subscription, so that the event cannot be published before we listen.
-        let client = async_nats::connect(&opts.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", opts.nats_url))?;
+        let client = match &opts.watch_auth {
+            None => async_nats::connect(&opts.nats_url)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", opts.nats_url))?,
+            Some(auth) => lattice::auth::connect(&opts.nats_url, "lattice-harness", auth, None)
+                .await
+                .with_context(|| format!("connecting to NATS at {}", opts.nats_url))?,
+        };
         let subject = format!("lattice.{}.evt.host_started", opts.lattice);
         let mut events = client
             .subscribe(subject.clone())
             .await
             .with_context(|| format!("subscribing to {subject}"))?;
-        sync_with_server(&client)
+        // With credentials the harness may publish only lattice subjects: a
+        // host ping is a round trip too (no responders, or hosts answering).
+        let sync_subject = opts
+            .watch_auth
+            .as_ref()
+            .map(|_| format!("lattice.{}.ctl.ping.hosts", opts.lattice));
+        sync_with_server(&client, sync_subject)
             .await
             .context("registering the host_started subscription")?;
 
@@ -290,8 +312,9 @@ impl HostProcess {
 ///
 /// `Client::flush` only writes the socket buffer; a request is answered (with
 /// "no responders") only after the server has read everything sent before it.
-async fn sync_with_server(client: &async_nats::Client) -> Result<()> {
-    let subject = format!("_lattice_harness.sync.{}", uuid::Uuid::new_v4().simple());
+async fn sync_with_server(client: &async_nats::Client, subject: Option<String>) -> Result<()> {
+    let subject = subject
+        .unwrap_or_else(|| format!("_lattice_harness.sync.{}", uuid::Uuid::new_v4().simple()));
     let request = client.request(subject, "".into());
     match tokio::time::timeout(Duration::from_secs(10), request).await {
         Err(_) => bail!("no answer from the NATS server within 10s"),

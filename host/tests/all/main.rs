@@ -10,6 +10,7 @@
 mod common;
 
 mod apps;
+mod auth;
 mod c;
 mod cluster;
 mod contracts;

@@ -11,6 +11,10 @@
 //!   `lattice provider run NAME` does, and what any executable built with this SDK
 //!   can call from `main`).
 //!
+//! A standalone process connects with [`connect`] and a [`NatsAuth`] (from the
+//! `LATTICE_NATS_*`/`LATTICE_TLS_*` environment and `--nats-creds`,
+//! `--nats-nkey`, `--tls-ca`, `--tls-cert`, `--tls-key` flags).
+//!
 //! In both cases [`ProviderRuntime`] watches the lattice's links (JetStream KV) and
 //! tells the provider when links for it come and go, serves calls from other hosts
 //! on `lattice.{lid}.rpc.{provider_id}`, and answers `ping.providers`.
@@ -48,10 +52,29 @@ mod runtime;
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+pub use lattice::auth::{AuthError, NatsAuth};
 pub use lattice::ctl::{Health, LinkStatus};
 use lattice::id::{ActorId, ContractId, LatticeId, ProviderId};
 pub use lattice::link::LinkDefinition;
 pub use runtime::{NatsActorCaller, ProviderRuntime, call_error, run_standalone};
+
+/// Connects a standalone provider process to NATS with the same credentials
+/// and TLS settings as every other Lattice process: `auth` is usually
+/// [`NatsAuth::from_env`] (`LATTICE_NATS_CREDS`, `LATTICE_NATS_NKEY`,
+/// `LATTICE_NATS_USER`/`LATTICE_NATS_PASSWORD`, `LATTICE_NATS_TOKEN`,
+/// `LATTICE_TLS_CA`, `LATTICE_TLS_CERT`, `LATTICE_TLS_KEY`), with
+/// [`NatsAuth::apply_args`] for `--nats-creds`/`--nats-nkey`/`--tls-*` flags.
+/// With `lattice auth init`, a provider process uses the `provider` role's seed.
+///
+/// # Errors
+/// [`AuthError::Connect`] naming the URL, the credential and NATS's answer.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    auth: &NatsAuth,
+) -> Result<async_nats::Client, AuthError> {
+    lattice::auth::connect(url, name, auth, None).await
+}
 
 /// A boxed, sendable future: what [`Provider`] methods return so the trait stays
 /// object safe (`Arc<dyn Provider>`).

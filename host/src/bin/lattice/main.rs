@@ -1,20 +1,22 @@
 //! `lattice`: the host agent (`lattice up`) and the command-line client.
 
 mod app;
+mod auth;
 mod call;
 mod claims;
 mod ctl;
 mod events;
 mod keys;
+mod nats_args;
 mod output;
 mod provider;
 mod up;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::LazyLock, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lattice::client::CtlClient;
+use lattice::{auth::Refusals, client::CtlClient};
 use lattice_host::config::{self, ConnectConfig, LogConfig};
 use serde::Serialize;
 
@@ -53,6 +55,9 @@ struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     #[serde(skip)]
     output: OutputFormat,
+    #[command(flatten)]
+    #[serde(flatten)]
+    nats: nats_args::NatsArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,6 +87,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Credentials of a lattice's roles, enforced by NATS
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
     },
     /// Run a provider as its own process
     Provider {
@@ -129,22 +139,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Provider { command } => {
             lattice_host::telemetry::init(&log, "info,async_nats=warn");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
-            provider::run(&connect, command).await
+            refusable(provider::run(&connect, command)).await
         }
-        command => {
+        Command::Auth { command } => {
             lattice_host::telemetry::init(&log, "warn");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
-            let out = cli.global.output;
-            match command {
-                Command::Ctl { command } => ctl::run(&connect, out, command).await,
-                Command::Call(args) => call::run(&connect, out, args).await,
-                Command::Events(args) => events::run(&connect, out, args).await,
-                Command::Claims { command } => claims::run(out, command),
-                Command::Keys { command } => keys::run(out, command),
-                Command::App { command } => app::run(&connect, out, command).await,
-                Command::Up(_) | Command::Provider { .. } => unreachable!("handled above"),
-            }
+            auth::run(&connect.lattice, command)
         }
+        command => {
+            lattice_host::telemetry::init(&log, "warn,async_nats=off");
+            let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
+            let out = cli.global.output;
+            refusable(async {
+                match command {
+                    Command::Ctl { command } => ctl::run(&connect, out, command).await,
+                    Command::Call(args) => call::run(&connect, out, args).await,
+                    Command::Events(args) => events::run(&connect, out, args).await,
+                    Command::Claims { command } => claims::run(out, command),
+                    Command::Keys { command } => keys::run(out, command),
+                    Command::App { command } => app::run(&connect, out, command).await,
+                    Command::Up(_) | Command::Provider { .. } | Command::Auth { .. } => {
+                        unreachable!("handled above")
+                    }
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Where the CLI's NATS connections report permission violations.
+static REFUSALS: LazyLock<Refusals> = LazyLock::new(Refusals::new);
+
+/// Runs a command, failing at once when NATS refuses something it sent (a
+/// permission violation names subject, role and credential) instead of letting
+/// it wait for a reply that will never come.
+async fn refusable(
+    work: impl Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    let mut refused = REFUSALS.subscribe();
+    tokio::select! {
+        result = work => result,
+        refusal = Refusals::next(&mut refused) => Err(anyhow::Error::new(refusal)),
     }
 }
 
@@ -154,7 +190,13 @@ async fn client(connect: &ConnectConfig) -> anyhow::Result<CtlClient> {
         .nats_url
         .clone()
         .unwrap_or_else(|| format!("nats://{}", config::DEFAULT_NATS_ADDR));
-    let nats = lattice_host::nats::connect(&url, "lattice-cli").await?;
+    let nats = lattice_host::nats::connect_with(
+        &url,
+        "lattice-cli",
+        &connect.auth,
+        Some(REFUSALS.clone()),
+    )
+    .await?;
     Ok(CtlClient::new(nats, connect.lattice.clone()).with_timeout(connect.timeout))
 }
 
@@ -273,6 +315,22 @@ mod tests {
             &["keys", "gen", "--out", "i.nk"],
             &["up", "--allowed-issuer", "AABC", "--allowed-issuer", "AXYZ"],
             &["provider", "run", "keyvalue", "--id", "kv"],
+            &["auth", "init", "--out", "d"],
+            &["up", "--listen", "0.0.0.0:4222", "--insecure"],
+            &[
+                "call",
+                "hello",
+                "SayHello",
+                "--nats-nkey",
+                "caller.nk",
+                "--tls-ca",
+                "ca.pem",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+            &["events", "--nats-creds", "u.creds"],
         ];
         for line in lines {
             let argv = std::iter::once("lattice")

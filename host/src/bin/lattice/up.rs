@@ -4,7 +4,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
 use figment::{Figment, providers::Serialized};
+use lattice::auth::NatsAuth;
 use lattice_host::{
+    auth::{self, Role},
     config::{self, ConnectConfig, HostConfig, RuntimeConfig},
     host::Host,
     nats::{self, EmbeddedNats},
@@ -58,6 +60,16 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
+    /// Address the embedded nats-server listens on [default: 127.0.0.1:4222];
+    /// beyond loopback it enforces the roles of `lattice auth init` (files in
+    /// the data dir) unless --insecure
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listen: Option<String>,
+    /// Allow --listen beyond loopback with an open server (anyone who reaches it owns the lattice)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    insecure: bool,
     /// Time between reconcile passes of deployed apps, e.g. 1s
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,38 +97,9 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
     }
     let runtime_cfg: RuntimeConfig = figment.extract().context("invalid runtime configuration")?;
 
-    // Embedded default: no URL configured and nothing on 127.0.0.1:4222 → start one.
-    let mut _embedded = None;
-    let url = match &connect.nats_url {
-        Some(url) => url.clone(),
-        None => {
-            let addr = config::DEFAULT_NATS_ADDR;
-            if !nats::is_listening(addr) {
-                let data_dir = host_cfg
-                    .data_dir
-                    .clone()
-                    .or_else(|| {
-                        directories::ProjectDirs::from("dev", "lattice", "lattice")
-                            .map(|d| d.data_dir().to_path_buf())
-                    })
-                    .context("cannot find a data directory; pass --data-dir")?;
-                let server =
-                    EmbeddedNats::start(host_cfg.nats_server_bin.as_deref(), addr, &data_dir)?;
-                tracing::info!(
-                    bin = %server.bin.display(),
-                    store = %server.store_dir.display(),
-                    "no NATS configured: started an embedded nats-server -js on {addr}"
-                );
-                eprintln!(
-                    "started embedded nats-server on nats://{addr} (JetStream data in {})",
-                    server.store_dir.display()
-                );
-                _embedded = Some(server);
-            }
-            format!("nats://{addr}")
-        }
-    };
-    let client = nats::connect(&url, "lattice-host").await?;
+    let mut connect = connect;
+    let (url, _embedded) = embedded_or_configured(&mut connect, &host_cfg)?;
+    let client = nats::connect_with(&url, "lattice-host", &connect.auth, None).await?;
     let host = Host::start(client, connect.lattice.clone(), host_cfg, runtime_cfg)
         .await
         .context("could not start the host")?;
@@ -142,4 +125,90 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
     }
     drop(_embedded);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The URL to connect to, starting the embedded server when no URL is
+/// configured: on 127.0.0.1 (reusing a server already there), or on `--listen`
+/// beyond loopback with the generated roles (or open with `--insecure`).
+fn embedded_or_configured(
+    connect: &mut ConnectConfig,
+    host_cfg: &HostConfig,
+) -> anyhow::Result<(String, Option<EmbeddedNats>)> {
+    if let Some(url) = &connect.nats_url {
+        anyhow::ensure!(
+            host_cfg.listen.is_none(),
+            "--listen configures the embedded nats-server, which is not started when \
+             --nats-url ({url}) is given; use one or the other"
+        );
+        return Ok((url.clone(), None));
+    }
+    let addr = host_cfg
+        .listen
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_NATS_ADDR.to_string());
+    let (listen_host, port) = addr
+        .rsplit_once(':')
+        .with_context(|| format!("--listen {addr:?}: expected HOST:PORT"))?;
+    let loopback = is_loopback(listen_host);
+    let local = format!("127.0.0.1:{port}");
+    let url = format!("nats://{local}");
+    if loopback && nats::is_listening(&addr) {
+        return Ok((format!("nats://{addr}"), None));
+    }
+    let data_dir = host_cfg
+        .data_dir
+        .clone()
+        .or_else(|| {
+            directories::ProjectDirs::from("dev", "lattice", "lattice")
+                .map(|d| d.data_dir().to_path_buf())
+        })
+        .context("cannot find a data directory; pass --data-dir")?;
+    let bin = host_cfg.nats_server_bin.as_deref();
+    if loopback {
+        let server = EmbeddedNats::start(bin, &addr, &data_dir)?;
+        eprintln!(
+            "started embedded nats-server on nats://{addr} (JetStream data in {})",
+            server.store_dir.display()
+        );
+        return Ok((format!("nats://{addr}"), Some(server)));
+    }
+    if host_cfg.insecure {
+        let server = EmbeddedNats::start(bin, &addr, &data_dir)?;
+        eprintln!(
+            "WARNING: embedded nats-server listens on {addr} WITHOUT authentication (--insecure): \
+             anyone who reaches it can stop hosts and run code in lattice {:?}",
+            connect.lattice.as_str()
+        );
+        return Ok((url, Some(server)));
+    }
+    let dir = data_dir.join("auth");
+    let files = auth::init(&dir, &connect.lattice)
+        .with_context(|| format!("cannot write the roles into {}", dir.display()))?;
+    let server = EmbeddedNats::start_with_config(bin, &addr, &data_dir, Some(&files.nats_conf))?;
+    let host_seed = Role::Host.seed_file(&dir);
+    if connect.auth == NatsAuth::default() {
+        connect.auth.nats_nkey = Some(host_seed.clone());
+    }
+    eprintln!(
+        "started embedded nats-server on {addr} enforcing the roles of {conf} \
+         (JetStream data in {store}).\n\
+         A host on another machine needs {seed}: copy it there (keep it mode 0600) and run\n  \
+         lattice up --nats-url nats://THIS-MACHINE:{port} --nats-nkey host.nk --lattice {lattice}\n\
+         Other roles' seeds (admin, caller, observer, provider) are beside it. The connection \
+         is not encrypted: put TLS in front (tls block in {conf}, --tls-ca on clients) on \
+         untrusted networks.",
+        conf = files.nats_conf.display(),
+        store = server.store_dir.display(),
+        seed = host_seed.display(),
+        lattice = connect.lattice.as_str(),
+    );
+    Ok((url, Some(server)))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
