@@ -152,25 +152,12 @@ impl AppStore {
     pub async fn mark_undeploying(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
         let key = format!("{APP_PREFIX}{name}");
         for _ in 0..100 {
-            let Some(entry) = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| Error::nats(format!("read app {name}"), e))?
-                .filter(|e| e.operation == kv::Operation::Put)
-            else {
+            let Some((revision, mut app)) = self.entry(name).await? else {
                 return Ok(None);
             };
-            let mut app: DeployedApp =
-                serde_json::from_slice(&entry.value).map_err(|e| codec("decode", "app", e))?;
             app.undeploying = true;
             let body = serde_json::to_vec(&app).map_err(|e| codec("encode", "app", e))?;
-            if self
-                .kv
-                .update(&key, body.into(), entry.revision)
-                .await
-                .is_ok()
-            {
+            if self.kv.update(&key, body.into(), revision).await.is_ok() {
                 return Ok(Some(app));
             }
         }
@@ -192,17 +179,9 @@ impl AppStore {
     pub async fn remove(&self, name: &str) -> Result<Option<DeployedApp>, Error> {
         let key = format!("{APP_PREFIX}{name}");
         for _ in 0..100 {
-            let Some(entry) = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| Error::nats(format!("read app {name}"), e))?
-                .filter(|e| e.operation == kv::Operation::Put)
-            else {
+            let Some((revision, app)) = self.entry(name).await? else {
                 return Ok(None);
             };
-            let app: DeployedApp =
-                serde_json::from_slice(&entry.value).map_err(|e| codec("decode", "app", e))?;
             if !app.undeploying {
                 return Err(Error::AppRedeployed {
                     name: name.to_string(),
@@ -218,11 +197,7 @@ impl AppStore {
                 )
                 .await
                 .map_err(|e| Error::nats(format!("record the last revision of app {name}"), e))?;
-            match self
-                .kv
-                .delete_expect_revision(&key, Some(entry.revision))
-                .await
-            {
+            match self.kv.delete_expect_revision(&key, Some(revision)).await {
                 Ok(()) => {
                     let _ = self.kv.delete(format!("{STATUS_PREFIX}{name}")).await;
                     return Ok(Some(app));
@@ -236,6 +211,22 @@ impl AppStore {
             format!("delete app {name}"),
             std::io::Error::other("the record changed 100 times while being deleted"),
         ))
+    }
+
+    /// An app's record and the KV revision it was read at; `None` when there
+    /// is no app of that name.
+    async fn entry(&self, name: &str) -> Result<Option<(u64, DeployedApp)>, Error> {
+        let Some(entry) = self
+            .kv
+            .entry(format!("{APP_PREFIX}{name}"))
+            .await
+            .map_err(|e| Error::nats(format!("read app {name}"), e))?
+            .filter(|e| e.operation == kv::Operation::Put)
+        else {
+            return Ok(None);
+        };
+        let app = serde_json::from_slice(&entry.value).map_err(|e| codec("decode", "app", e))?;
+        Ok(Some((entry.revision, app)))
     }
 
     /// The revision an app had when it was last removed; 0 if never.

@@ -19,6 +19,15 @@ const CONVERGE: Duration = Duration::from_secs(30);
 /// Hosts beat every second here, so a killed host is gone after three.
 const FAST: &[(&str, &str)] = &[("--reconcile-interval", "500ms")];
 
+/// Writes `toml` to `file` in the test's directory and deploys it.
+async fn deploy(t: &TestLattice, file: &str, toml: &str) -> Result<()> {
+    let f = write_file(t.dir.path(), file, toml.as_bytes())?;
+    t.cli(&["app", "deploy", &f.display().to_string()])
+        .await?
+        .success()?;
+    Ok(())
+}
+
 /// Waits until `want` replicas of `actor` run in all; returns them per host.
 async fn wait_replicas(t: &TestLattice, actor: &str, want: u32) -> Result<Vec<(String, u32)>> {
     wait_until(format!("{want} replicas of {actor}"), CONVERGE, || async {
@@ -128,10 +137,7 @@ async fn reconciler_places_actors_beside_their_linked_providers() -> Result<()> 
         "ref = \"builtin:keyvalue\"\nconstraints = { role = \"edge\" }\n",
     );
     ensure!(both_on_edge.matches("role = \"edge\"").count() == 2);
-    let file = write_file(t.dir.path(), "app.toml", both_on_edge.as_bytes())?;
-    t.cli(&["app", "deploy", &file.display().to_string()])
-        .await?
-        .success()?;
+    deploy(&t, "app.toml", &both_on_edge).await?;
     let placed = wait_replicas(&t, "kvcounter", 1).await?;
     ensure!(
         placed.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>() == ["z-edge"],
@@ -165,18 +171,15 @@ async fn another_host_takes_over_when_the_leader_dies() -> Result<()> {
 
     // The new leader reconciles: deploy now, it converges on the survivors.
     let module = actor_wasm("hello")?;
-    let file = write_file(
-        t.dir.path(),
+    deploy(
+        &t,
         "hello.toml",
-        format!(
+        &format!(
             "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 2\n",
             module.display()
-        )
-        .as_bytes(),
-    )?;
-    t.cli(&["app", "deploy", &file.display().to_string()])
-        .await?
-        .success()?;
+        ),
+    )
+    .await?;
     wait_replicas(&t, "hello", 2).await?;
     ensure!(t.say_hello("again").await? == "Hello, again!");
     Ok(())
@@ -235,18 +238,15 @@ async fn reconciler_refuses_an_invalid_manifest_written_straight_to_kv() -> Resu
     let t = TestLattice::start().await?;
     let _h = t.host("only", &[FAST[0]]).await?;
     let module = actor_wasm("hello")?;
-    let file = write_file(
-        t.dir.path(),
+    deploy(
+        &t,
         "hello.toml",
-        format!(
+        &format!(
             "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 0\n",
             module.display()
-        )
-        .as_bytes(),
-    )?;
-    t.cli(&["app", "deploy", &file.display().to_string()])
-        .await?
-        .success()?;
+        ),
+    )
+    .await?;
     let store = AppStore::open(t.ctl.nats().clone(), &t.id.parse()?).await?;
     let mut app = store.get("greeter").await?.context("deployed")?;
     app.manifest.actors[0].replicas = 1 << 30;
@@ -357,17 +357,14 @@ async fn bad_manifests_and_concurrent_deploys() -> Result<()> {
     }
 
     // Constraints no host meets: the status says why it does not converge.
-    let f = write_file(
-        t.dir.path(),
+    deploy(
+        &t,
         "stuck.toml",
-        format!(
+        &format!(
             "name = \"stuck\"\n[[actors]]\nid = \"hello\"\nref = \"{m}\"\nconstraints = {{ zone = \"mars\" }}\n"
-        )
-        .as_bytes(),
-    )?;
-    t.cli(&["app", "deploy", &f.display().to_string()])
-        .await?
-        .success()?;
+        ),
+    )
+    .await?;
     wait_until("status to explain", CONVERGE, || async {
         let out = t.cli(&["app", "status", "stuck"]).await?;
         Ok(out
@@ -408,18 +405,15 @@ async fn actor_config_reaches_the_actor_as_environment() -> Result<()> {
     let t = TestLattice::start().await?;
     let _h = t.host("only", &[FAST[0]]).await?;
     let probe = actor_wasm("probe-actor")?;
-    let f = write_file(
-        t.dir.path(),
+    deploy(
+        &t,
         "cfg.toml",
-        format!(
+        &format!(
             "name = \"cfg\"\n[[actors]]\nid = \"probe\"\nref = \"{}\"\nconfig = {{ GREETING = \"hola\" }}\n",
             probe.display()
-        )
-        .as_bytes(),
-    )?;
-    t.cli(&["app", "deploy", &f.display().to_string()])
-        .await?
-        .success()?;
+        ),
+    )
+    .await?;
     wait_replicas(&t, "probe", 1).await?;
     let v: Option<String> = t.call("probe", "Env", "GREETING").await?;
     ensure!(v.as_deref() == Some("hola"), "{v:?}");
@@ -469,18 +463,15 @@ async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
     ensure!(leader == skewed.host_id(), "the only host leads");
     let mut normal = t.host("normal", &[FAST[0]]).await?;
     let module = actor_wasm("hello")?;
-    let f = write_file(
-        t.dir.path(),
+    deploy(
+        &t,
         "skew.toml",
-        format!(
+        &format!(
             "name = \"skew\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 2\n",
             module.display()
-        )
-        .as_bytes(),
-    )?;
-    t.cli(&["app", "deploy", &f.display().to_string()])
-        .await?
-        .success()?;
+        ),
+    )
+    .await?;
     let placed = wait_replicas(&t, "hello", 2).await?;
     ensure!(placed.len() == 2, "spread over both hosts: {placed:?}");
     // The normal host dies; the skewed leader notices (monotonic liveness) and heals.
