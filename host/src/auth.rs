@@ -105,9 +105,11 @@ pub fn permissions(role: Role, lattice: &LatticeId, public_key: &str) -> Permiss
         format!("$JS.API.STREAM.MSG.GET.KV_{state}"),
         format!("$JS.FC.KV_{state}.>"),
     ];
-    // Nobody but hosts may touch the lease or remove state wholesale.
+    // Nobody but hosts may touch the lease or the host registry, or remove
+    // state wholesale.
     let guard_state = vec![
         format!("$KV.{state}.lease.>"),
+        format!("$KV.{state}.host.>"),
         "$JS.API.STREAM.DELETE.>".to_string(),
         "$JS.API.STREAM.UPDATE.>".to_string(),
         format!("$JS.API.STREAM.PURGE.KV_{state}"),

@@ -4,7 +4,7 @@
 //! Used by the `lattice` CLI and by tests. Sending invocations lives in
 //! [`crate::rpc::remote`].
 
-use std::time::Duration;
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_nats::{Client, HeaderMap};
 use futures::StreamExt;
@@ -17,6 +17,7 @@ use crate::{
         ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
         ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor, StopProvider,
     },
+    host_registry::HostRegistry,
     id::{ActorId, HostId, LatticeId, ProviderId},
     link_store::LinkStore,
     rpc::{Invocation, Target, remote},
@@ -26,7 +27,9 @@ use crate::{
 
 /// Default timeout of control requests and calls.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long scatter-gather requests (ping, auction) collect answers.
+/// How long scatter-gather requests (ping, auction) collect answers at most.
+/// They end sooner, as soon as every host the lattice's registry knows to be
+/// alive has answered ([`crate::host_registry`]).
 pub const DEFAULT_GATHER: Duration = Duration::from_millis(500);
 /// Starting an actor includes downloading and compiling it: give it time.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,6 +40,9 @@ pub struct CtlClient {
     nats: Client,
     lattice: LatticeId,
     timeout: Duration,
+    /// Opened on the first gather; `None` when the state bucket cannot be
+    /// read (no JetStream, or NATS permissions): gathers then use their window.
+    registry: Arc<tokio::sync::OnceCell<Option<HostRegistry>>>,
 }
 
 impl CtlClient {
@@ -46,6 +52,7 @@ impl CtlClient {
             nats,
             lattice,
             timeout: DEFAULT_TIMEOUT,
+            registry: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -83,6 +90,7 @@ impl CtlClient {
                 &subject::ctl(&self.lattice, subject::OP_PING_HOSTS),
                 &(),
                 window,
+                self.live_hosts().await,
             )
             .await?;
         hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -97,11 +105,13 @@ impl CtlClient {
         &self,
         window: Duration,
     ) -> Result<Vec<ProviderDescription>, Error> {
+        // Providers are not in the host registry: always the whole window.
         let mut providers: Vec<ProviderDescription> = self
             .gather(
                 &subject::ctl(&self.lattice, subject::OP_PING_PROVIDERS),
                 &(),
                 window,
+                BTreeSet::new(),
             )
             .await?;
         providers.sort_by(|a, b| a.id.cmp(&b.id).then(a.location.cmp(&b.location)));
@@ -159,12 +169,17 @@ impl CtlClient {
         request: &AuctionRequest,
         window: Duration,
     ) -> Result<Vec<Bid>, Error> {
-        self.gather(
-            &subject::ctl(&self.lattice, subject::OP_AUCTION_ACTOR),
-            request,
-            window,
-        )
-        .await
+        // Hosts that cannot take the actor answer `{"ok": null}`, so the
+        // auction, too, ends when every live host has spoken.
+        let bids: Vec<Option<Bid>> = self
+            .gather(
+                &subject::ctl(&self.lattice, subject::OP_AUCTION_ACTOR),
+                request,
+                window,
+                self.live_hosts().await,
+            )
+            .await?;
+        Ok(bids.into_iter().flatten().collect())
     }
 
     /// Finds a host by id or by name.
@@ -378,11 +393,32 @@ impl CtlClient {
         reply.into_result()
     }
 
+    /// The hosts the registry knows to be alive; empty when it cannot be read.
+    async fn live_hosts(&self) -> BTreeSet<HostId> {
+        let registry = self
+            .registry
+            .get_or_init(|| async {
+                HostRegistry::open(self.nats.clone(), &self.lattice)
+                    .await
+                    .ok()
+            })
+            .await;
+        match registry {
+            Some(r) => r.live().await.unwrap_or_default(),
+            None => BTreeSet::new(),
+        }
+    }
+
+    /// Publishes a request to everyone on `subject` and collects the answers
+    /// until every host in `expect` has answered (hosts name themselves in the
+    /// [`crate::ctl::HOST_HEADER`]) or `window` has passed; an empty `expect`
+    /// always waits out the window.
     async fn gather<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
         subject: &str,
         body: &Req,
         window: Duration,
+        mut expect: BTreeSet<HostId>,
     ) -> Result<Vec<Resp>, Error> {
         let inbox = self.nats.new_inbox();
         let mut sub = self
@@ -395,13 +431,24 @@ impl CtlClient {
             .publish_with_reply(subject.to_string(), inbox, body.into())
             .await
             .map_err(|e| Error::nats(format!("publish {subject}"), e))?;
+        let early_end = !expect.is_empty();
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+            if let Some(host) = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(crate::ctl::HOST_HEADER))
+            {
+                expect.retain(|h| h.as_str() != host.as_str());
+            }
             // A host that cannot bid answers with an error; skip it, and skip
             // replies from versions we cannot read rather than failing the whole gather.
             if let Ok(CtlReply::Ok(v)) = serde_json::from_slice::<CtlReply<Resp>>(&msg.payload) {
                 out.push(v);
+            }
+            if early_end && expect.is_empty() {
+                break;
             }
         }
         let _ = sub.unsubscribe().await;

@@ -179,6 +179,10 @@ pub struct StartProvider {
     pub name: ProviderRef,
 }
 
+/// The NATS header every host sets on its control replies, naming itself, so a
+/// scatter-gather knows who has answered (an auction's `{"ok": null}` included).
+pub const HOST_HEADER: &str = "Lattice-Host";
+
 /// Reply to [`StartProvider`] and [`StopProvider`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderAck {

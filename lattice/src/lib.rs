@@ -55,6 +55,8 @@ pub mod ctl;
 pub mod digest;
 pub mod error;
 pub mod event;
+#[cfg(feature = "client")]
+pub mod host_registry;
 pub mod id;
 pub mod link;
 #[cfg(feature = "client")]

@@ -31,7 +31,7 @@ pub(crate) trait ControlApi: Send + Sync + 'static {
     /// Everything the host runs.
     fn inventory(&self) -> HostInventory;
     /// A bid for the auction, or `None` when the host's labels do not satisfy the
-    /// constraints (it then stays silent).
+    /// constraints (it then answers `{"ok": null}`, so the gather knows it spoke).
     fn bid(&self, req: &AuctionRequest) -> Option<Bid>;
     /// Starts (or adds) replicas of an actor.
     fn start_actor(
@@ -102,7 +102,10 @@ pub(crate) async fn subscribe<A: ControlApi>(
                     else {
                         return;
                     };
-                    if let Err(e) = nats.publish(reply, body.into()).await {
+                    // Named, so a scatter-gather knows who has answered.
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(lattice::ctl::HOST_HEADER, id.as_str());
+                    if let Err(e) = nats.publish_with_headers(reply, headers, body.into()).await {
                         tracing::warn!(error = %e, "could not send control reply");
                     }
                 });
@@ -131,7 +134,7 @@ async fn handle<A: ControlApi>(api: &Arc<A>, op: &str, payload: &[u8]) -> Option
     Some(match op {
         subject::OP_PING_HOSTS => json(&CtlReply::Ok(api.info())),
         subject::OP_AUCTION_ACTOR => match parse::<AuctionRequest>(payload) {
-            Ok(req) => json(&CtlReply::Ok(api.bid(&req)?)),
+            Ok(req) => json(&CtlReply::Ok(api.bid(&req))),
             Err(e) => reply::<Bid>(Err(e)),
         },
         subject::OP_INVENTORY => json(&CtlReply::Ok(api.inventory())),

@@ -79,6 +79,9 @@ pub(crate) struct HostInner {
     providers: ProviderTable,
     links: LinkCache,
     artifacts: tokio::sync::OnceCell<ArtifactStore>,
+    /// Where this host says it is alive, so gathers end when every live host
+    /// has answered; `None` when the state bucket cannot be opened.
+    registry: Option<lattice::host_registry::HostRegistry>,
     /// The issuer policy, checked when an actor starts.
     trust: crate::trust::Trust,
     /// Serialises actor starts and stops on this host so two requests for the
@@ -134,6 +137,15 @@ impl Host {
         }
         let trust = crate::trust::Trust::new(&config.allowed_issuers)
             .map_err(|e| HostError::Config(format!("--allowed-issuer: {e}")))?;
+        let registry = match lattice::host_registry::HostRegistry::open(nats.clone(), &lattice)
+            .await
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the host registry; CLI gathers will wait out their window");
+                None
+            }
+        };
         let links = LinkStore::open(nats.clone(), &lattice)
             .await?
             .cache()
@@ -153,6 +165,7 @@ impl Host {
             links,
             artifacts: tokio::sync::OnceCell::new(),
             trust,
+            registry,
             lifecycle: tokio::sync::Mutex::new(()),
             stop_requested,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -162,6 +175,7 @@ impl Host {
         for task in control::subscribe(&inner, &inner.nats, &inner.lattice, &inner.id).await? {
             inner.track(task);
         }
+        inner.beat().await;
         inner.spawn_heartbeat();
         if inner.config.reconcile {
             let task = tokio::spawn(crate::reconcile::run(
@@ -306,6 +320,9 @@ impl Host {
         futures::future::join_all(stops).await;
         let providers = inner.providers.drain();
         futures::future::join_all(providers.iter().map(|p| p.stop("host stopping"))).await;
+        if let Some(registry) = &inner.registry {
+            let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, registry.leave(&inner.id)).await;
+        }
         inner
             .publish(EventData::HostStopped {
                 host_id: inner.id.clone(),
@@ -385,6 +402,20 @@ impl HostInner {
         lattice::event::publish(&self.nats, &self.lattice, self.id.as_str(), event).await;
     }
 
+    /// Marks this host alive in the registry; bounded, and only logged when it
+    /// fails (the host works on, gathers just wait longer for it).
+    async fn beat(&self) {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        let period = self.config.heartbeat_interval;
+        match tokio::time::timeout(period, registry.beat(&self.id, period)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record this host in the registry"),
+            Err(_) => tracing::warn!("recording this host in the registry took over {period:?}"),
+        }
+    }
+
     fn spawn_heartbeat(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let period = self.config.heartbeat_interval;
@@ -395,6 +426,7 @@ impl HostInner {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
+                inner.beat().await;
                 inner
                     .publish(EventData::HostHeartbeat(inner.inventory()))
                     .await;

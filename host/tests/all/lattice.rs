@@ -855,3 +855,80 @@ impl Drop for EmbeddedHost {
         }
     }
 }
+
+/// Scatter-gathers end as soon as every live host has answered, not when
+/// their window runs out: here the window is a minute and every answer must
+/// arrive well inside it. A host that stopped gracefully is not waited for; one
+/// killed without a goodbye is waited for until its record goes stale, and is
+/// left out of the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathers_end_when_every_live_host_has_answered() -> Result<()> {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const WELL_INSIDE: Duration = Duration::from_secs(15);
+    let lat = TestLattice::start().await?;
+    let mut a = lat
+        .host(
+            "gather-a",
+            &[("--heartbeat-interval", "1s"), ("--label", "zone=a")],
+        )
+        .await?;
+    let _b = lat
+        .host("gather-b", &[("--heartbeat-interval", "1s")])
+        .await?;
+    let mut c = lat
+        .host("gather-c", &[("--heartbeat-interval", "1s")])
+        .await?;
+
+    let names = |hosts: Vec<HostInfo>| hosts.into_iter().map(|h| h.name).collect::<Vec<_>>();
+    let hosts = tokio::time::timeout(WELL_INSIDE, lat.ctl.ping_hosts(WINDOW))
+        .await
+        .context("the ping waited out its window")??;
+    ensure!(names(hosts) == ["gather-a", "gather-b", "gather-c"]);
+    let invs = tokio::time::timeout(WELL_INSIDE, lat.ctl.inventories(WINDOW))
+        .await
+        .context("inventories waited out the window")??;
+    ensure!(invs.len() == 3);
+    // Hosts that do not match answer `null`: the auction ends too, with one bid.
+    let request = lattice::ctl::AuctionRequest {
+        actor_id: lattice::id::ActorId::new("hello")?,
+        constraints: [("zone".to_string(), "a".to_string())].into(),
+        contracts: vec![],
+    };
+    let bids = tokio::time::timeout(WELL_INSIDE, lat.ctl.auction_actor(&request, WINDOW))
+        .await
+        .context("the auction waited out its window")??;
+    ensure!(
+        bids.len() == 1 && bids[0].host_name == "gather-a",
+        "{bids:?}"
+    );
+
+    // A graceful stop removes the host's record: not waited for.
+    c.terminate().await?;
+    let hosts = tokio::time::timeout(WELL_INSIDE, lat.ctl.ping_hosts(WINDOW))
+        .await
+        .context("the ping waited for a host that stopped")??;
+    ensure!(names(hosts) == ["gather-a", "gather-b"]);
+
+    // Killed: its record stays until it is three heartbeats old, then the
+    // gathers end early again without it.
+    a.kill()?;
+    let hosts = lat.ctl.ping_hosts(Duration::from_secs(2)).await?;
+    ensure!(
+        names(hosts) == ["gather-b"],
+        "the dead host does not answer"
+    );
+    wait_until(
+        "gathers to end early again",
+        Duration::from_secs(30),
+        || async {
+            let r = tokio::time::timeout(Duration::from_secs(5), lat.ctl.ping_hosts(WINDOW)).await;
+            Ok(r.ok().transpose()?.map(names))
+        },
+    )
+    .await
+    .and_then(|n| {
+        ensure!(n == ["gather-b"], "{n:?}");
+        Ok(())
+    })?;
+    Ok(())
+}
