@@ -186,28 +186,88 @@ impl HostInner {
             asked: cmd.replicas,
         };
 
-        let _guard = self.lifecycle.lock().await;
-        if let Some(running) = self.actors.get(&cmd.actor_id) {
-            if running.actor.digest() != &cmd.digest {
-                return Err(ControlError::OtherModule {
-                    actor: cmd.actor_id.clone(),
-                    running: running.actor.digest().short().to_string(),
-                    host: self.name.clone(),
-                    wanted: cmd.digest.short().to_string(),
-                });
+        {
+            let _guard = self.lifecycle.lock().await;
+            if let Some(replicas) = self.add_replicas(cmd, &too_many)? {
+                self.publish_started(cmd, replicas).await;
+                return Ok(self.started(cmd, replicas, false, began));
             }
-            let now = running.actor.replicas();
-            if now.saturating_add(cmd.replicas) > MAX_REPLICAS_PER_HOST {
-                return Err(too_many(now));
-            }
-            let replicas = running.actor.add_replicas(cmd.replicas);
-            self.publish_started(cmd, replicas).await;
-            return Ok(self.started(cmd, replicas, false, began));
         }
-
         if cmd.replicas > MAX_REPLICAS_PER_HOST {
             return Err(too_many(0));
         }
+        // The slow part (fetch, issuer check, compile, the first instance's
+        // init) runs without the host-wide lock: one slow start holds up no
+        // other start or stop.
+        let (actor, claims, from) = self.prepare(cmd).await?;
+        let _guard = self.lifecycle.lock().await;
+        // A start of the same actor may have finished meanwhile: join it (the
+        // instance made here is dropped).
+        if let Some(replicas) = self.add_replicas(cmd, &too_many)? {
+            self.publish_started(cmd, replicas).await;
+            return Ok(self.started(cmd, replicas, false, began));
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let running = Arc::new(RunningActor {
+            actor: actor.clone(),
+            claims,
+            reference: cmd.reference.clone(),
+            stop,
+            serve: std::sync::Mutex::new(None),
+        });
+        let sub = self
+            .nats
+            .queue_subscribe(
+                subject::actor_rpc(&self.lattice, &cmd.actor_id),
+                subject::rpc_queue_group(&cmd.actor_id),
+            )
+            .await
+            .map_err(|e| ControlError::Subscribe {
+                actor: cmd.actor_id.clone(),
+                reason: e.to_string(),
+            })?;
+        // Make sure the server has the subscription before we say "started", so the
+        // first call cannot race it to a no-responders error.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
+        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
+        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.actors.insert(cmd.actor_id.clone(), running);
+        self.publish_started(cmd, cmd.replicas).await;
+        tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
+        Ok(self.started(cmd, cmd.replicas, from == LoadedFrom::Compiled, began))
+    }
+
+    /// Adds the requested replicas when the actor already runs here; `None`
+    /// when it does not. Call with the lifecycle lock held.
+    fn add_replicas(
+        &self,
+        cmd: &StartActor,
+        too_many: &dyn Fn(u32) -> ControlError,
+    ) -> Result<Option<u32>, ControlError> {
+        let Some(running) = self.actors.get(&cmd.actor_id) else {
+            return Ok(None);
+        };
+        if running.actor.digest() != &cmd.digest {
+            return Err(ControlError::OtherModule {
+                actor: cmd.actor_id.clone(),
+                running: running.actor.digest().short().to_string(),
+                host: self.name.clone(),
+                wanted: cmd.digest.short().to_string(),
+            });
+        }
+        let now = running.actor.replicas();
+        if now.saturating_add(cmd.replicas) > MAX_REPLICAS_PER_HOST {
+            return Err(too_many(now));
+        }
+        Ok(Some(running.actor.add_replicas(cmd.replicas)))
+    }
+
+    /// Fetches, checks, compiles and instantiates the module of `cmd`: an
+    /// actor ready to serve, not yet reachable.
+    async fn prepare(
+        self: &Arc<Self>,
+        cmd: &StartActor,
+    ) -> Result<(Arc<Actor>, Option<Arc<lattice::claims::Claims>>, LoadedFrom), ControlError> {
         let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
         let artifacts = self
             .artifacts()
@@ -239,34 +299,7 @@ impl HostInner {
             router,
         )
         .await?;
-        let (stop, stop_rx) = watch::channel(false);
-        let running = Arc::new(RunningActor {
-            actor: actor.clone(),
-            claims,
-            reference: cmd.reference.clone(),
-            stop,
-            serve: std::sync::Mutex::new(None),
-        });
-        let sub = self
-            .nats
-            .queue_subscribe(
-                subject::actor_rpc(&self.lattice, &cmd.actor_id),
-                subject::rpc_queue_group(&cmd.actor_id),
-            )
-            .await
-            .map_err(|e| ControlError::Subscribe {
-                actor: cmd.actor_id.clone(),
-                reason: e.to_string(),
-            })?;
-        // Make sure the server has the subscription before we say "started", so the
-        // first call cannot race it to a no-responders error.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
-        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
-        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        self.actors.insert(cmd.actor_id.clone(), running);
-        self.publish_started(cmd, cmd.replicas).await;
-        tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
-        Ok(self.started(cmd, cmd.replicas, from == LoadedFrom::Compiled, began))
+        Ok((actor, claims, from))
     }
 
     async fn publish_started(&self, cmd: &StartActor, replicas: u32) {

@@ -542,3 +542,34 @@ async fn sigterm_with_providers_while_nats_is_down_still_exits() -> Result<()> {
     assert_eq!(status.code(), Some(0), "{status}");
     Ok(())
 }
+
+/// A slow start (here an `_initialize` that spins for many seconds) holds up no
+/// other start: hello starts and answers while the slow actor is still being
+/// set up. Before, the whole start ran under a host-wide lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_does_not_hold_up_another() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.host("a", &[("--call-timeout", "120s")]).await?;
+    let slow = wat(&format!(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_initialize") (local $i i64)
+               (local.set $i (i64.const 40000000000))
+               (loop $spin
+                 (local.set $i (i64.sub (local.get $i) (i64.const 1)))
+                 (br_if $spin (i64.ne (local.get $i) (i64.const 0)))))
+             {GUEST_CALL})"#
+    ))?;
+    let slow_path = t.dir.path().join("slow.wasm");
+    std::fs::write(&slow_path, slow)?;
+    let hello = actor_wasm("hello")?;
+    let slow_start = t.start_actor(&host, &slow_path, "slow", 1);
+    let hello_start = async {
+        t.start_actor(&host, &hello, "hello", 1).await?;
+        t.say_hello("meanwhile").await
+    };
+    tokio::select! {
+        r = slow_start => anyhow::bail!("the slow start finished first ({:?}): it held hello up", r.map(|s| s.elapsed_ms)),
+        r = hello_start => ensure!(r? == "Hello, meanwhile!"),
+    }
+    Ok(())
+}
