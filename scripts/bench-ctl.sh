@@ -45,7 +45,7 @@ PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 nats-server -js -a 127.0.0.1 -p "$PORT" -sd "$WORK/js" >"$WORK/nats.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do grep -q "Server is ready" "$WORK/nats.log" && break; sleep 0.1; done
-export LATTICE_NATS_URL="nats://127.0.0.1:$PORT" LATTICE_LATTICE="benchctl"
+export LATTICE_NATS_URL="nats://127.0.0.1:$PORT" LATTICE_ID="benchctl"
 
 for n in 1 2 3; do
     "$LATTICE" up --name "h$n" --data-dir "$WORK/h$n" >"$WORK/h$n.log" 2>&1 &

@@ -165,6 +165,12 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Disable the on-disk compiled-module cache.
     pub no_cache: bool,
+    /// Largest size of the on-disk compiled-module cache, in MiB; the least
+    /// recently used modules are removed past it.
+    pub cache_max_mib: u64,
+    /// Compiled modules kept in memory for fast restarts, least recently used
+    /// first out (modules of running actors stay loaded regardless).
+    pub max_cached_modules: usize,
     /// Environment variables every actor sees through WASI.
     pub actor_env: BTreeMap<String, String>,
 }
@@ -179,6 +185,8 @@ impl Default for RuntimeConfig {
             pooling: true,
             cache_dir: None,
             no_cache: false,
+            cache_max_mib: 1024,
+            max_cached_modules: 256,
             actor_env: BTreeMap::new(),
         }
     }

@@ -189,8 +189,19 @@ impl ArtifactStore {
                     lattice: self.lattice.to_string(),
                     reason: e.to_string(),
                 })?;
-        let mut bytes = Vec::with_capacity(object.info().size.min(MAX_ARTIFACT_BYTES));
-        let read = tokio::time::timeout(Duration::from_secs(60), object.read_to_end(&mut bytes))
+        // Checked before reading, and the read itself is capped: the object's
+        // info comes from the store, which anyone with write access filled.
+        let size = object.info().size;
+        if size > MAX_ARTIFACT_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("artifact {digest}"),
+                size,
+                max: MAX_ARTIFACT_BYTES,
+            });
+        }
+        let mut bytes = Vec::with_capacity(size);
+        let mut capped = (&mut object).take(MAX_ARTIFACT_BYTES as u64 + 1);
+        let read = tokio::time::timeout(Duration::from_secs(60), capped.read_to_end(&mut bytes))
             .await
             .map_err(|_| Error::Timeout {
                 what: format!("download of artifact {digest}"),
@@ -200,6 +211,13 @@ impl ArtifactStore {
             context: format!("download artifact {digest}"),
             source: e,
         })?;
+        if bytes.len() > MAX_ARTIFACT_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("artifact {digest} (larger than its recorded size)"),
+                size: bytes.len(),
+                max: MAX_ARTIFACT_BYTES,
+            });
+        }
         let actual = Digest::of(&bytes);
         if &actual != digest {
             return Err(Error::CorruptArtifact {

@@ -13,10 +13,7 @@ pub mod engine;
 pub mod stdio;
 pub mod validate;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use lattice::digest::Digest;
 use wasmtime::{Engine, Linker, Module};
@@ -48,7 +45,7 @@ struct Inner {
     config: RuntimeConfig,
     pooling: bool,
     disk: ModuleCache,
-    modules: Mutex<HashMap<Digest, Module>>,
+    modules: Mutex<lru::LruCache<Digest, Module>>,
 }
 
 impl Runtime {
@@ -61,7 +58,13 @@ impl Runtime {
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         abi::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        let disk = ModuleCache::new(config.cache_dir.as_deref(), &engine);
+        let disk = ModuleCache::new(
+            config.cache_dir.as_deref(),
+            &engine,
+            config.cache_max_mib.saturating_mul(1 << 20),
+        );
+        let in_memory = std::num::NonZeroUsize::new(config.max_cached_modules)
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         tracing::debug!(pooling, cache = ?config.cache_dir, "wasm runtime ready");
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -70,7 +73,7 @@ impl Runtime {
                 config,
                 pooling,
                 disk,
-                modules: Mutex::new(HashMap::new()),
+                modules: Mutex::new(lru::LruCache::new(in_memory)),
             }),
         })
     }
@@ -135,11 +138,11 @@ impl Runtime {
             reason: format!("compiler task failed: {e}"),
         })??;
         validate::check_abi(what, &module)?;
-        self.lock_modules().insert(digest.clone(), module.clone());
+        self.lock_modules().put(digest.clone(), module.clone());
         Ok((module, from))
     }
 
-    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, Module>> {
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Module>> {
         self.inner.modules.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
