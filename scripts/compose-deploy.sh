@@ -8,12 +8,14 @@
 # Steps:
 #   1. wait until EXPECTED_HOSTS hosts answer
 #   2. kvcounter, REPLICAS replicas spread over the hosts by auction
-#   3. builtin:httpserver on a host matching EDGE_CONSTRAINT (the one whose port is
-#      published), builtin:keyvalue on the least loaded host
+#   3. builtin:httpserver on EDGE_HOSTS hosts matching EDGE_CONSTRAINT (once per
+#      host; a load balancer in front spreads HTTP over them), builtin:keyvalue on
+#      the least loaded host
 #   4. links: kvcounter -> httpserver (address=HTTP_ADDRESS), kvcounter -> keyvalue
 #   5. print hosts, inventory, providers and links
-# Running it again is safe: an actor or provider that already runs is left alone,
-# links are overwritten.
+# Running it again is safe: an actor or provider that already runs is left alone
+# (the HTTP server is started only on the edge hosts it is missing from), links
+# are overwritten.
 #
 # Environment (all optional):
 #   LATTICE             the lattice binary [lattice on PATH, else target/release/lattice]
@@ -23,6 +25,7 @@
 #   WAIT_SECONDS        how long to wait for them [60]
 #   REPLICAS            kvcounter replicas [3]
 #   EDGE_CONSTRAINT     placement of the HTTP server provider [tier=edge]
+#   EDGE_HOSTS          on how many such hosts it runs [1]
 #   HTTP_ADDRESS        where it listens, inside its host [0.0.0.0:8080]
 #   HTTP_PORT           the port to curl, as published to this machine [HTTP_ADDRESS's]
 # plus the usual LATTICE_NATS_URL, LATTICE_ID, LATTICE_TIMEOUT.
@@ -48,6 +51,7 @@ EXPECTED_HOSTS="${EXPECTED_HOSTS:-3}"
 WAIT_SECONDS="${WAIT_SECONDS:-60}"
 REPLICAS="${REPLICAS:-3}"
 EDGE_CONSTRAINT="${EDGE_CONSTRAINT:-tier=edge}"
+EDGE_HOSTS="${EDGE_HOSTS:-1}"
 HTTP_ADDRESS="${HTTP_ADDRESS:-0.0.0.0:8080}"
 KVCOUNTER="$LATTICE_ACTORS_DIR/kvcounter.wasm"
 
@@ -87,11 +91,14 @@ else
 fi
 
 providers="$(lattice ctl get providers --output json)"
-if has_id httpserver <<<"$providers"; then
-    echo "==> provider httpserver already runs; leaving it"
+# One entry per running instance (an id runs once per host).
+http_now="$(grep -Ec '^[[:space:]]*"id": "httpserver"' <<<"$providers" || true)"
+if [ "${http_now:-0}" -ge "$EDGE_HOSTS" ]; then
+    echo "==> provider httpserver already runs on ${http_now} hosts; leaving it"
 else
-    echo "==> lattice ctl start provider builtin:httpserver --constraint $EDGE_CONSTRAINT"
-    lattice ctl start provider builtin:httpserver --constraint "$EDGE_CONSTRAINT"
+    missing=$((EDGE_HOSTS - ${http_now:-0}))
+    echo "==> lattice ctl start provider builtin:httpserver --constraint $EDGE_CONSTRAINT --count $missing"
+    lattice ctl start provider builtin:httpserver --constraint "$EDGE_CONSTRAINT" --count "$missing"
 fi
 if has_id keyvalue <<<"$providers"; then
     echo "==> provider keyvalue already runs; leaving it"

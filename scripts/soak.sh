@@ -7,7 +7,11 @@
 #   scripts/soak.sh [ROUNDS] [PAUSE_SECONDS]
 #
 # Everything runs on 127.0.0.1: a nats-server on a free port, three hosts
-# (heartbeat 1 s), the kvcounter app with 3 replicas.
+# (heartbeat 1 s), the kvcounter app with 3 replicas and both providers on
+# every host (`on_every_host = true`): the three HTTP server instances listen on
+# one port through SO_REUSEPORT, so the kernel sends new connections to the
+# live hosts only, and a killed host takes down one instance, not HTTP.
+# Builds go to $CARGO_TARGET_DIR (default target/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -15,9 +19,10 @@ ROUNDS="${1:-3}"
 PAUSE="${2:-5}"
 . scripts/prereqs.sh
 
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --release -p lattice-host --bin lattice
-cargo build --target wasm32-wasip1 --profile wasm -p kvcounter --target-dir "$ROOT/target/actors"
-L="$ROOT/target/release/lattice"
+cargo build --target wasm32-wasip1 --profile wasm -p kvcounter --target-dir "$TARGET/actors"
+L="$TARGET/release/lattice"
 WORK="$(mktemp -d)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NATS_PORT="$(free_port)"
@@ -46,7 +51,7 @@ start_host() {
 }
 for h in soak-1 soak-2 soak-3; do start_host "$h"; done
 
-cp "$ROOT/target/actors/wasm32-wasip1/wasm/kvcounter.wasm" "$WORK/"
+cp "$TARGET/actors/wasm32-wasip1/wasm/kvcounter.wasm" "$WORK/"
 cat >"$WORK/app.toml" <<TOML
 name = "soak"
 [[actors]]
@@ -56,9 +61,11 @@ replicas = 3
 [[providers]]
 id = "httpserver"
 ref = "builtin:httpserver"
+on_every_host = true
 [[providers]]
 id = "keyvalue"
 ref = "builtin:keyvalue"
+on_every_host = true
 [[links]]
 actor = "kvcounter"
 provider = "httpserver"
@@ -80,6 +87,15 @@ except Exception:
     print(0); sys.exit()
 print(sum(a["replicas"] for i in d for a in i["actors"] if a["id"] == "kvcounter"))'
 }
+http_instances() {
+    "$L" ctl get providers --output json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)
+except Exception:
+    print(0); sys.exit()
+print(sum(1 for p in d if p["id"] == "httpserver" and all(l.get("error") is None for l in p["links"]) and p["links"]))'
+}
 wait_full() { # prints seconds until 3 replicas
     local t0; t0=$(date +%s.%N)
     for _ in $(seq 1 600); do
@@ -89,19 +105,21 @@ wait_full() { # prints seconds until 3 replicas
     echo "timeout"
 }
 echo "==> waiting for the app: $(wait_full) s"
+for _ in $(seq 1 300); do [ "$(http_instances)" = "3" ] && break; python3 -c 'import time; time.sleep(0.1)'; done
+echo "==> HTTP server instances serving the link: $(http_instances) (one per host, port $HTTP_PORT shared)"
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/warm" >/dev/null && break; python3 -c 'import time; time.sleep(0.1)'; done
 
 DURATION=$(( ROUNDS * (PAUSE + 15) + 10 ))
 python3 scripts/soak_load.py "http://127.0.0.1:$HTTP_PORT/soak" "$DURATION" 8 "$WORK/STOP" >"$WORK/load.json" &
 LOAD_PID=$!
 
-printf '%-8s %-8s %-22s\n' round killed "back to 3 replicas (s)"
+printf '%-8s %-8s %-22s %s\n' round killed "back to 3 replicas (s)" "HTTP instances"
 for r in $(seq 1 "$ROUNDS"); do
     sleep "$PAUSE"
     victim="soak-$(( (r - 1) % 3 + 1 ))"
     kill -KILL "${PIDS[$victim]}"
     secs="$(wait_full)"
-    printf '%-8s %-8s %-22s\n' "$r" "$victim" "$secs"
+    printf '%-8s %-8s %-22s %s\n' "$r" "$victim" "$secs" "$(http_instances)"
     start_host "$victim"
 done
 touch "$WORK/STOP"

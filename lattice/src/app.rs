@@ -81,7 +81,12 @@ fn one() -> i64 {
     1
 }
 
-/// One provider of an app (built-ins only, run inside a host).
+/// Most hosts one provider of an app may ask to run on (`count`).
+pub const MAX_PROVIDER_HOSTS: i64 = 1000;
+
+/// One provider of an app (built-ins only, run inside a host). A provider id
+/// runs at most once per host; `count` or `on_every_host` say on how many
+/// matching hosts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
@@ -93,6 +98,26 @@ pub struct ProviderSpec {
     /// Labels a host must have.
     #[serde(default)]
     pub constraints: BTreeMap<String, String>,
+    /// On how many matching hosts it runs, 1 to [`MAX_PROVIDER_HOSTS`]
+    /// (default 1). Not with `on_every_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    /// Run it on every live host matching `constraints`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_every_host: bool,
+}
+
+impl ProviderSpec {
+    /// How many hosts it should run on when `matching` live hosts match its
+    /// constraints: every one of them for `on_every_host`, else `count`
+    /// (default 1, clamped to 0..=[`MAX_PROVIDER_HOSTS`] for a spec that did
+    /// not validate).
+    pub fn desired_hosts(&self, matching: usize) -> u32 {
+        if self.on_every_host {
+            return u32::try_from(matching).unwrap_or(u32::MAX);
+        }
+        self.count.unwrap_or(1).clamp(0, MAX_PROVIDER_HOSTS) as u32
+    }
 }
 
 /// One link of an app.
@@ -188,6 +213,21 @@ impl Manifest {
                         p.id
                     )));
                 }
+            }
+            match p.count {
+                Some(_) if p.on_every_host => {
+                    return Err(self.invalid(format!(
+                        "provider {:?}: give count or on_every_host = true, not both",
+                        p.id
+                    )));
+                }
+                Some(n) if !(1..=MAX_PROVIDER_HOSTS).contains(&n) => {
+                    return Err(self.invalid(format!(
+                        "provider {:?}: count must be 1 to {MAX_PROVIDER_HOSTS} (hosts; it runs once per host), got {n}",
+                        p.id
+                    )));
+                }
+                _ => {}
             }
         }
         for l in &self.links {
@@ -286,13 +326,24 @@ pub struct ActorStatusLine {
     pub problem: Option<String>,
 }
 
-/// Whether one provider runs.
+/// Where one provider runs: on how many of the hosts it should.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderStatusLine {
     /// Provider id.
     pub id: String,
-    /// Whether it answers.
+    /// Whether it runs on as many hosts as wanted (and at least one).
     pub running: bool,
+    /// Hosts it should run on: `count`, or the matching live hosts for
+    /// `on_every_host`.
+    #[serde(default)]
+    pub desired: u32,
+    /// Live matching hosts it runs on (a standalone process with its id counts
+    /// as one).
+    #[serde(default)]
+    pub actual: u32,
+    /// Names of the hosts it runs on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Why not, when not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -356,5 +407,28 @@ config = { address = "0.0.0.0:8080" }
         );
         assert!(err(&GOOD.replace("builtin:httpserver", "oci://x")).contains("not supported"));
         assert!(err("name = ").contains("could not parse app manifest"));
+    }
+
+    #[test]
+    fn provider_count_and_on_every_host() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "ref = \"builtin:httpserver\"",
+                &format!("ref = \"builtin:httpserver\"\n{extra}"),
+            )
+        };
+        let m = Manifest::from_toml(GOOD).unwrap();
+        assert_eq!(m.providers[0].desired_hosts(5), 1);
+        let m = Manifest::from_toml(&with("count = 3")).unwrap();
+        assert_eq!(m.providers[0].desired_hosts(5), 3);
+        let m = Manifest::from_toml(&with("on_every_host = true")).unwrap();
+        assert_eq!(m.providers[0].desired_hosts(5), 5);
+        assert_eq!(m.providers[0].desired_hosts(0), 0);
+        assert!(err(&with("count = 0")).contains("count must be 1 to 1000"));
+        assert!(err(&with("count = 1001")).contains("got 1001"));
+        assert!(err(&with("count = 2\non_every_host = true")).contains("not both"));
+        // Serialized without the new fields when unset: old readers still parse it.
+        let plain = serde_json::to_value(&Manifest::from_toml(GOOD).unwrap().providers[0]).unwrap();
+        assert!(plain.get("count").is_none() && plain.get("on_every_host").is_none());
     }
 }

@@ -34,7 +34,7 @@ use std::{cmp::Ordering, collections::BTreeMap};
 
 use crate::{
     ctl::{Bid, HostInfo, HostInventory},
-    id::{ActorId, HostId},
+    id::{ActorId, HostId, ProviderId},
 };
 
 /// A host as placement weighs it.
@@ -134,6 +134,42 @@ pub fn best(candidates: Vec<Candidate>) -> Option<Candidate> {
     ranked(candidates).into_iter().next()
 }
 
+/// Where a provider id runs and may start, among the hosts matching its
+/// constraints: an id runs at most once per host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProviderHosts {
+    /// Matching hosts that run it, by name.
+    pub running: Vec<Candidate>,
+    /// Matching hosts that do not, best (least loaded) first.
+    pub free: Vec<Candidate>,
+}
+
+/// Splits the hosts of `invs` whose labels match `constraints` into those
+/// running provider `id` and those that could start it, best first.
+pub fn provider_hosts(
+    invs: &[HostInventory],
+    id: &ProviderId,
+    constraints: &BTreeMap<String, String>,
+) -> ProviderHosts {
+    let (running, free): (Vec<_>, Vec<_>) = invs
+        .iter()
+        .filter(|i| labels_match(&i.host.labels, constraints))
+        .partition(|i| i.providers.iter().any(|p| &p.id == id));
+    let mut running: Vec<_> = running
+        .into_iter()
+        .map(|i| Candidate::from_host(&i.host))
+        .collect();
+    running.sort_by(|a, b| (&a.host_name, &a.host_id).cmp(&(&b.host_name, &b.host_id)));
+    running.dedup_by(|a, b| a.host_id == b.host_id);
+    let mut free = ranked(
+        free.into_iter()
+            .map(|i| Candidate::from_host(&i.host))
+            .collect(),
+    );
+    free.retain(|c| !running.iter().any(|r| r.host_id == c.host_id));
+    ProviderHosts { running, free }
+}
+
 /// Deals `count` new replicas over the candidates round robin, best first.
 ///
 /// Returns `(host, replicas)` pairs with at least one replica each, best host
@@ -218,6 +254,40 @@ mod tests {
             best(vec![host("b", 1), host("c", 1)]).unwrap().host_name,
             "b"
         );
+    }
+
+    #[test]
+    fn provider_hosts_once_per_host_matching_least_loaded_first() {
+        let inv = |name: &str, replicas: u64, zone: &str, runs: bool| -> HostInventory {
+            let providers = if runs {
+                serde_json::json!([{"id": "http", "name": "builtin:httpserver",
+                    "contract": "lattice:httpserver", "location": format!("host {name}"),
+                    "health": {"healthy": true}}])
+            } else {
+                serde_json::json!([])
+            };
+            serde_json::from_value(serde_json::json!({
+                "host": {"id": format!("H{name}"), "name": name, "lattice": "default",
+                         "labels": {"zone": zone}, "version": "0", "uptime_secs": 1,
+                         "actors": 0, "replicas": replicas},
+                "actors": [], "providers": providers
+            }))
+            .unwrap()
+        };
+        let invs = [
+            inv("a", 0, "x", true),
+            inv("b", 5, "x", false),
+            inv("c", 1, "x", false),
+            inv("d", 0, "y", false),
+        ];
+        let http = ProviderId::new("http").unwrap();
+        let zone_x: BTreeMap<_, _> = [("zone".to_string(), "x".to_string())].into();
+        let hosts = provider_hosts(&invs, &http, &zone_x);
+        let names = |v: &[Candidate]| v.iter().map(|c| c.host_name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&hosts.running), ["a"]);
+        assert_eq!(names(&hosts.free), ["c", "b"]);
+        let all = provider_hosts(&invs, &http, &BTreeMap::new());
+        assert_eq!(names(&all.free), ["d", "c", "b"]);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! The leader tracks hosts by their heartbeats (a host silent for three
 //! heartbeat intervals is gone), reads each live host's inventory, and per app:
 //! starts missing replicas on matching hosts (hosts without the actor first,
-//! least loaded first), stops extra or outdated ones, starts missing providers,
+//! least loaded first), stops extra or outdated ones, starts providers on
+//! matching hosts that lack them until each runs on as many hosts as it asks
+//! (`count`, or `on_every_host`; an id runs once per host),
 //! and puts links that are missing or differ. It writes what it saw to
 //! `appstatus.{app}` for `lattice app status`.
 
@@ -420,30 +422,24 @@ impl Pass<'_> {
             .collect()
     }
 
-    /// Starts the provider of `spec` unless it runs; returns its status line
-    /// and whether it was started now.
+    /// Starts the provider of `spec` on the matching live hosts that lack it
+    /// until it runs on as many as the spec wants (`count`, or every matching
+    /// host for `on_every_host`), least loaded first; returns its status line
+    /// and whether any instance was started now. Extra instances (started by
+    /// hand, or on hosts that stopped matching) are left alone.
     async fn provider(
         &self,
         spec: &lattice::app::ProviderSpec,
-        running: &[ProviderDescription],
+        answering: &[ProviderDescription],
         invs: &[HostInventory],
     ) -> (ProviderStatusLine, bool) {
         let mut line = ProviderStatusLine {
             id: spec.id.clone(),
-            running: running.iter().any(|p| p.id.as_str() == spec.id),
+            running: false,
+            desired: 0,
+            actual: 0,
+            hosts: Vec::new(),
             problem: None,
-        };
-        if line.running {
-            return (line, false);
-        }
-        let candidates = invs
-            .iter()
-            .filter(|i| labels_match(&i.host.labels, &spec.constraints))
-            .map(|i| Candidate::from_host(&i.host))
-            .collect();
-        let Some(host) = placement::best(candidates) else {
-            line.problem = Some("no live host matches its constraints".into());
-            return (line, false);
         };
         // Manifests are validated when deployed; one edited in KV behind our
         // back is reported here, not started.
@@ -457,17 +453,78 @@ impl Pass<'_> {
                 return (line, false);
             }
         };
+        let hosts = placement::provider_hosts(invs, &cmd.provider_id, &spec.constraints);
+        let matching = hosts.running.len() + hosts.free.len();
+        // A standalone process with the id serves it too: it counts as one.
+        let processes = answering
+            .iter()
+            .filter(|p| p.id == cmd.provider_id && p.location.starts_with("process "))
+            .count();
+        line.desired = spec.desired_hosts(matching);
+        line.hosts = hosts.running.iter().map(|c| c.host_name.clone()).collect();
+        line.actual = u32::try_from(hosts.running.len() + processes).unwrap_or(u32::MAX);
+        let done = |line: &mut ProviderStatusLine| {
+            line.running = line.actual > 0 && line.actual >= line.desired;
+        };
+        done(&mut line);
+        if line.actual >= line.desired {
+            if line.desired == 0 {
+                line.problem = Some(format!(
+                    "no live host matches its constraints [{}] ({} hosts alive)",
+                    lattice::ctl::format_pairs(&spec.constraints, ", "),
+                    invs.len()
+                ));
+            }
+            return (line, false);
+        }
+        let missing = (line.desired - line.actual) as usize;
+        if hosts.free.is_empty() {
+            line.problem = Some(if matching == 0 {
+                format!(
+                    "no live host matches its constraints [{}] ({} hosts alive)",
+                    lattice::ctl::format_pairs(&spec.constraints, ", "),
+                    invs.len()
+                )
+            } else {
+                format!(
+                    "wants {} hosts, only {matching} live hosts match its constraints and it runs once per host",
+                    line.desired
+                )
+            });
+            return (line, false);
+        }
         if !self.still_leading() {
             return (line, false);
         }
-        match self.ctl.start_provider(&host.host_id, &cmd).await {
-            Ok(_) => {
-                tracing::info!(provider = %spec.id, host = %host.host_name, "reconciler: started provider");
-                line.running = true;
-                return (line, true);
+        let targets: Vec<_> = hosts.free.into_iter().take(missing).collect();
+        let starts = targets.iter().map(|host| {
+            let cmd = &cmd;
+            async move { (host, self.ctl.start_provider(&host.host_id, cmd).await) }
+        });
+        let mut problems = Vec::new();
+        let mut started = false;
+        for (host, r) in futures::future::join_all(starts).await {
+            match r {
+                Ok(_) => {
+                    tracing::info!(provider = %spec.id, host = %host.host_name, "reconciler: started provider");
+                    line.actual += 1;
+                    line.hosts.push(host.host_name.clone());
+                    started = true;
+                }
+                Err(e) => problems.push(format!("host {}: {e}", host.host_name)),
             }
-            Err(e) => line.problem = Some(e.to_string()),
         }
-        (line, false)
+        if line.actual < line.desired && problems.is_empty() {
+            problems.push(format!(
+                "wants {} hosts, only {matching} live hosts match its constraints and it runs once per host",
+                line.desired
+            ));
+        }
+        if !problems.is_empty() {
+            line.problem = Some(problems.join("; "));
+        }
+        line.hosts.sort();
+        done(&mut line);
+        (line, started)
     }
 }

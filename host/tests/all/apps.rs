@@ -481,3 +481,73 @@ async fn a_host_with_a_clock_far_off_leads_and_heals() -> Result<()> {
     ensure!(t.say_hello("skew").await? == "Hello, skew!");
     Ok(())
 }
+
+/// The status line of the first provider of app `app`, as JSON.
+async fn provider_status(t: &TestLattice, app: &str) -> Result<serde_json::Value> {
+    let out = t
+        .cli(&["app", "status", app, "--output", "json"])
+        .await?
+        .success()?;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    Ok(v["providers"][0].clone())
+}
+
+/// Where provider `id` runs, as the sorted locations of its instances.
+async fn provider_locations(t: &TestLattice, id: &str) -> Result<Vec<String>> {
+    let mut locs: Vec<String> = t
+        .ctl
+        .ping_providers(Duration::from_millis(500))
+        .await?
+        .into_iter()
+        .filter(|p| p.id == id)
+        .map(|p| p.location)
+        .collect();
+    locs.sort();
+    Ok(locs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_on_every_matching_host_once_each() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let (_edge, _w1, _w2) = hosts(&t).await?;
+    deploy(
+        &t,
+        "every.toml",
+        r#"name = "every"
+[[providers]]
+id = "kv"
+ref = "builtin:keyvalue"
+constraints = { role = "worker" }
+on_every_host = true
+"#,
+    )
+    .await?;
+    let want = ["host worker-1", "host worker-2"];
+    wait_until("kv on both workers, not on edge", CONVERGE, || async {
+        Ok((provider_locations(&t, "kv").await? == want).then_some(()))
+    })
+    .await?;
+    let line = wait_until("app status: kv on 2 of 2 hosts", CONVERGE, || async {
+        let line = provider_status(&t, "every").await?;
+        Ok((line["desired"] == 2 && line["actual"] == 2).then_some(line))
+    })
+    .await?;
+    ensure!(line["running"] == true, "{line}");
+
+    // A host that joins with the label gets its own instance; still one per host.
+    let _w3 = t
+        .host("worker-3", &[FAST[0], ("--label", "role=worker")])
+        .await?;
+    wait_until("kv on the new worker too", CONVERGE, || async {
+        Ok((provider_locations(&t, "kv").await?
+            == ["host worker-1", "host worker-2", "host worker-3"])
+        .then_some(()))
+    })
+    .await?;
+    wait_until("app status: kv on 3 of 3 hosts", CONVERGE, || async {
+        let line = provider_status(&t, "every").await?;
+        Ok((line["desired"] == 3 && line["actual"] == 3).then_some(()))
+    })
+    .await?;
+    Ok(())
+}

@@ -684,3 +684,126 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
     .context("a linked origin is served")?;
     Ok(())
 }
+
+/// GETs `url` `n` times, each on a fresh connection (so the kernel picks a
+/// listener each time); how many answered 200.
+async fn fresh_gets(url: &str, n: usize) -> usize {
+    let mut ok = 0;
+    for _ in 0..n {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("a reqwest client");
+        if let Ok(r) = client.get(url).send().await
+            && r.status() == 200
+        {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_http_provider_id_on_two_hosts_shares_a_port_and_survives_a_kill() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let mut a = t.host("edge-a", &[]).await?;
+    let b = t.host("edge-b", &[]).await?;
+    let wasm = actor_wasm("hello-http")?;
+    t.start_actor(&a, &wasm, "hello-http", 1).await?;
+    t.start_actor(&b, &wasm, "hello-http", 1).await?;
+    for host in ["edge-a", "edge-b"] {
+        t.cli(&[
+            "ctl",
+            "start",
+            "provider",
+            "builtin:httpserver",
+            "--id",
+            "http",
+            "--host",
+            host,
+        ])
+        .await?
+        .success()?;
+    }
+    // Once per host: a second start on edge-a is refused, naming both.
+    let again = t
+        .cli(&[
+            "ctl",
+            "start",
+            "provider",
+            "builtin:httpserver",
+            "--id",
+            "http",
+            "--host",
+            "edge-a",
+        ])
+        .await?
+        .failure()?;
+    again.stderr_has(&["provider http already runs on host edge-a"])?;
+    // And `--count` finds no host left without it.
+    let none_left = t
+        .cli(&[
+            "ctl",
+            "start",
+            "provider",
+            "builtin:httpserver",
+            "--id",
+            "http",
+            "--count",
+            "1",
+        ])
+        .await?
+        .failure()?;
+    none_left.stderr_has(&["runs once per host", "edge-a", "edge-b"])?;
+
+    let port = free_port();
+    t.link_put(
+        "hello-http",
+        "http",
+        "lattice:httpserver",
+        &[&format!("address=127.0.0.1:{port}")],
+    )
+    .await?;
+    // Both instances bound the same port (SO_REUSEPORT): neither reports the
+    // link failed.
+    wait_until("both instances to serve the link", WAIT, || async {
+        let ps = providers(&t).await?;
+        let serving: Vec<_> = ps
+            .iter()
+            .filter(|p| p.id == "http" && p.links.len() == 1 && p.links[0].error.is_none())
+            .map(|p| p.location.clone())
+            .collect();
+        Ok((serving == ["host edge-a", "host edge-b"]).then_some(()))
+    })
+    .await?;
+    let table = t.cli(&["ctl", "get", "providers"]).await?.success()?;
+    ensure!(
+        table.stdout.contains("host edge-a") && table.stdout.contains("host edge-b"),
+        "each instance is listed with its host: {}",
+        table.stdout
+    );
+    let url = format!("http://127.0.0.1:{port}/");
+    get_until(&url, 200).await?;
+    ensure!(fresh_gets(&url, 10).await == 10, "requests succeed");
+
+    // kill -9 one host: its listener is gone with the process, so the kernel
+    // sends every new connection to the other instance.
+    a.kill()?;
+    let first = fresh_gets(&url, 1).await;
+    wait_until(
+        "20 requests in a row to succeed after the kill",
+        WAIT,
+        || async { Ok((fresh_gets(&url, 20).await == 20).then_some(())) },
+    )
+    .await
+    .with_context(|| format!("the first request after the kill: {first} of 1 succeeded"))?;
+    let ps = providers(&t).await?;
+    ensure!(
+        ps.iter().filter(|p| p.id == "http").count() == 1,
+        "one instance left: {ps:?}"
+    );
+    drop(b);
+    Ok(())
+}

@@ -18,6 +18,16 @@
 //! | `header_timeout` | time a new connection has to start speaking HTTP, and an HTTP/1 request to send its headers (`10s`, `500ms`) | [`DEFAULT_HEADER_TIMEOUT`] |
 //! | `idle_timeout` | time a connection (HTTP/1 keep-alive or HTTP/2) may stay open with no request in flight | [`DEFAULT_IDLE_TIMEOUT`] |
 //!
+//! Listeners set `SO_REUSEPORT` (on unix): instances of this provider in several
+//! hosts on one machine, each applying the same link, listen on the same port,
+//! and the kernel spreads new connections over them and stops sending any to an
+//! instance that stopped or died. Only sockets that set `SO_REUSEPORT` and
+//! belong to the same user share a port; any other program's listener on it
+//! still fails the link with "address in use". Within one instance, a link
+//! whose address overlaps another link's (same port, same IP or all
+//! interfaces) is refused naming that link. Across machines, put a load
+//! balancer in front.
+//!
 //! What the HTTP client sees when things go wrong:
 //!
 //! | situation | status |
@@ -378,11 +388,23 @@ impl HttpServerProvider {
         config: &LinkConfig,
     ) -> Result<tokio::net::TcpListener, String> {
         let addr = config.address;
+        // With SO_REUSEPORT the kernel would let a second listener of this very
+        // provider share the port (and split its connections between two
+        // actors): refuse an address that overlaps another link's first. Ports
+        // 0 never overlap; 0.0.0.0 overlaps every IPv4 address, [::] (dual
+        // stack) every address.
+        let covers = |wide: SocketAddr, narrow: SocketAddr| {
+            wide.ip().is_unspecified() && (wide.is_ipv6() || narrow.is_ipv4())
+        };
+        let overlaps = |other: SocketAddr| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip() || covers(other, addr) || covers(addr, other))
+        };
         if addr.port() != 0
             && let Some(((actor, link), _)) = state
                 .listeners
                 .iter()
-                .find(|(k, l)| *k != key && (l.requested == addr || l.bound == addr))
+                .find(|(k, l)| *k != key && (overlaps(l.requested) || overlaps(l.bound)))
         {
             return Err(format!(
                 "address {addr} is in use (by link {link:?} of actor {actor} on this provider)"

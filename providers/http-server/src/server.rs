@@ -94,7 +94,16 @@ pub(crate) struct Route {
 }
 
 /// Binds `addr` with `SO_REUSEADDR` (so a port freed by a stopped listener can be
-/// taken again at once) and a generous backlog.
+/// taken again at once), `SO_REUSEPORT` on unix (so instances of the provider in
+/// several hosts on one machine share the port: the kernel spreads new
+/// connections over the live listeners and stops sending them to a closed or
+/// dead one) and a generous backlog.
+///
+/// `SO_REUSEPORT` shares a port only among sockets that all set it and belong
+/// to the same user; a socket of any other program (which does not set it)
+/// still makes this bind fail with "address in use". Within one provider
+/// instance, two links on one address are refused before binding (see
+/// `HttpServerProvider::bind`).
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -102,7 +111,10 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     #[cfg(unix)]
-    socket.set_reuseaddr(true)?;
+    {
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }

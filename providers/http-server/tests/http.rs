@@ -503,6 +503,8 @@ async fn port_in_use_fails_that_link_only() {
     let (p, _) = provider().await;
     let good = serve(&p, "good", &[]).await;
 
+    // A socket of another program: std's bind sets no SO_REUSEPORT, so the
+    // provider's SO_REUSEPORT listener cannot share its port.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
     let err = p
@@ -542,6 +544,18 @@ async fn port_in_use_fails_that_link_only() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("in use") && err.contains("good"), "{err}");
+    // Also when the address only overlaps (all interfaces, same port): the
+    // kernel would let SO_REUSEPORT share it and split connections.
+    let err = p
+        .put_link(link(
+            "copycat",
+            "default",
+            &[("address", &format!("0.0.0.0:{}", good.port()))],
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use") && err.contains("good"), "{err}");
 
     // The other link is untouched.
     let resp = client().get(url(good, "/whoami")).send().await.unwrap();
@@ -562,6 +576,48 @@ async fn port_in_use_fails_that_link_only() {
     assert_eq!(resp.text().await.unwrap(), "blocked");
     assert_eq!(p.link_statuses().len(), 2);
     p.shutdown().await;
+}
+
+/// Two instances of the provider (as in two hosts on one machine) listen on
+/// one port through SO_REUSEPORT; once one stops, every new connection goes to
+/// the other.
+#[tokio::test]
+async fn instances_share_a_port_and_survive_one_stopping() {
+    let (a, actor_a) = provider().await;
+    let (b, actor_b) = provider().await;
+    let addr = serve(&a, "shared", &[]).await;
+    b.put_link(link("shared", "default", &[("address", &addr.to_string())]))
+        .await
+        .unwrap();
+    assert_eq!(b.bound_address("shared", "default"), Some(addr));
+    assert!(a.health().healthy && b.health().healthy);
+
+    // New connections are spread by the kernel; both serve (poll with a bound).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while actor_a.calls.load(Ordering::Relaxed) == 0 || actor_b.calls.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "both instances got connections");
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let resp = fresh.get(url(addr, "/whoami")).send().await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "shared");
+    }
+
+    a.shutdown().await;
+    let before = actor_b.calls.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let resp = fresh.get(url(addr, "/whoami")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(actor_b.calls.load(Ordering::Relaxed), before + 20);
+    b.shutdown().await;
 }
 
 #[tokio::test]

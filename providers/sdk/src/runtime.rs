@@ -61,21 +61,53 @@ struct Inner {
 }
 
 impl ProviderRuntime {
-    /// Starts `provider` under `ctx.provider_id`.
+    /// Starts `provider` under `ctx.provider_id`, as one instance among any
+    /// number: one id may run once per location (per host), each instance in the
+    /// queue group `{id}` so calls are spread over them, each applying every link
+    /// of the id.
     ///
     /// * `name`: what it is (`builtin:keyvalue`), for listings;
     /// * `location`: where it runs (`host brave-otter`), for listings;
     /// * `source`: the id events are published from (the host id, or the process').
     ///
     /// # Errors
-    /// [`ProviderError::Backend`] when another provider with the same id already
-    /// answers in the lattice, when `Provider::start` fails, or NATS fails.
+    /// [`ProviderError::Backend`] when an instance with the same id already
+    /// answers at the same `location`, or one answers serving another contract
+    /// (calls to the id would reach either); when `Provider::start` fails, or
+    /// NATS fails.
     pub async fn start(
         provider: Arc<dyn Provider>,
         ctx: ProviderContext,
         name: &str,
         location: &str,
         source: &str,
+    ) -> Result<Self, ProviderError> {
+        Self::start_scoped(provider, ctx, name, location, source, false).await
+    }
+
+    /// Like [`ProviderRuntime::start`], but as the only instance of its id in
+    /// the lattice: refused when any instance with the id answers anywhere.
+    /// What a standalone provider process (`lattice provider run`) uses.
+    ///
+    /// # Errors
+    /// As [`ProviderRuntime::start`], and when the id answers anywhere.
+    pub async fn start_alone(
+        provider: Arc<dyn Provider>,
+        ctx: ProviderContext,
+        name: &str,
+        location: &str,
+        source: &str,
+    ) -> Result<Self, ProviderError> {
+        Self::start_scoped(provider, ctx, name, location, source, true).await
+    }
+
+    async fn start_scoped(
+        provider: Arc<dyn Provider>,
+        ctx: ProviderContext,
+        name: &str,
+        location: &str,
+        source: &str,
+        alone: bool,
     ) -> Result<Self, ProviderError> {
         let nats_err = |what: &str, e: &dyn std::fmt::Display| {
             ProviderError::Backend(format!("provider {}: {what}: {e}", ctx.provider_id))
@@ -90,14 +122,32 @@ impl ProviderRuntime {
             .ping_providers(DUPLICATE_CHECK)
             .await
             .map_err(|e| nats_err("ping providers", &e))?;
-        if let Some(other) = existing.iter().find(|p| p.id == provider_id) {
-            return Err(ProviderError::Backend(format!(
-                "a provider with id {:?} already runs in lattice {:?} ({}, {}); stop it or pick another --id",
-                other.id,
-                ctx.lattice.as_str(),
-                other.name,
-                other.location
-            )));
+        let same_id = existing.iter().filter(|p| p.id == provider_id);
+        for other in same_id {
+            if alone || other.location == location {
+                return Err(ProviderError::Backend(format!(
+                    "provider {} already runs in lattice {:?} ({}, {}); {}",
+                    other.id,
+                    ctx.lattice.as_str(),
+                    other.name,
+                    other.location,
+                    if alone {
+                        "a standalone provider runs once per lattice: stop it or pick another --id"
+                    } else {
+                        "one id runs once per host: stop it or pick another --id"
+                    },
+                )));
+            }
+            if other.contract != contract {
+                return Err(ProviderError::Backend(format!(
+                    "provider {} already runs in lattice {:?} serving {} ({}, {}), not {contract}: instances of one id share its calls, so they must serve one contract; pick another --id",
+                    other.id,
+                    ctx.lattice.as_str(),
+                    other.contract,
+                    other.name,
+                    other.location
+                )));
+            }
         }
 
         provider.start(ctx.clone()).await?;
@@ -518,10 +568,10 @@ impl ActorCaller for NatsActorCaller {
 }
 
 /// Runs `provider` as its own process joined to `lattice` over `nats`, until
-/// SIGINT/SIGTERM.
+/// SIGINT/SIGTERM, as the only instance of its id ([`ProviderRuntime::start_alone`]).
 ///
 /// # Errors
-/// [`ProviderError`] when it cannot start.
+/// [`ProviderError`] when it cannot start, e.g. when the id already answers.
 pub async fn run_standalone(
     provider: Arc<dyn Provider>,
     nats: async_nats::Client,
@@ -546,7 +596,7 @@ pub async fn run_standalone(
         std::process::id(),
         lattice::process::hostname()
     );
-    let rt = ProviderRuntime::start(provider, ctx, name, &location, &source).await?;
+    let rt = ProviderRuntime::start_alone(provider, ctx, name, &location, &source).await?;
     let reason = lattice::process::shutdown_signal().await;
     rt.stop(&reason).await;
     Ok(())

@@ -280,8 +280,8 @@ async fn status(
             vec![
                 "provider".to_string(),
                 p.id.clone(),
-                "1".into(),
-                u8::from(p.running).to_string(),
+                p.desired.to_string(),
+                p.actual.to_string(),
                 p.problem.clone().unwrap_or_default(),
             ]
         }))

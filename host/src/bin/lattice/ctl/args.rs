@@ -72,16 +72,23 @@ pub enum GetCommand {
 pub enum StartCommand {
     /// Start an actor from a .wasm file, a digest or a name:tag in the lattice's store
     Actor(StartActorArgs),
-    /// Start a built-in provider (builtin:httpserver, builtin:keyvalue) inside a host
+    /// Start a built-in provider (builtin:httpserver, builtin:keyvalue) inside a host;
+    /// one id runs at most once per host, on any number of hosts
     Provider {
         /// builtin:NAME
         reference: String,
         /// Provider id [default: NAME]
         #[arg(long)]
         id: Option<String>,
-        /// Start on this host (id or name) [default: the least loaded matching host]
+        /// Start on this host (id or name) [default: the least loaded matching host
+        /// that does not run it yet]
         #[arg(long)]
         host: Option<String>,
+        /// Start on this many more hosts (1 to 1000), least loaded matching hosts
+        /// that do not run it yet first
+        #[arg(long, default_value_t = 1, conflicts_with = "host",
+              value_parser = clap::value_parser!(u32).range(1..=lattice::app::MAX_PROVIDER_HOSTS))]
+        count: u32,
         /// Only hosts with this label, KEY=VALUE (repeatable)
         #[arg(long = "constraint", value_parser = crate::parse_kv)]
         constraints: Vec<(String, String)>,

@@ -42,9 +42,10 @@ pub async fn run(
                     reference,
                     id,
                     host,
+                    count,
                     constraints,
                 },
-        } => provider::start(&ctl, connect, out, &reference, id, host, constraints).await,
+        } => provider::start(&ctl, connect, out, &reference, id, host, count, constraints).await,
         CtlCommand::Stop {
             what: StopCommand::Actor { id, host },
         } => actor::stop(&ctl, connect, out, &id, host.as_deref()).await,

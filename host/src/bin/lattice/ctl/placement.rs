@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use lattice::{
     client::CtlClient,
     ctl::{AuctionRequest, HostInventory},
-    id::{ActorId, HostId},
+    id::{ActorId, HostId, ProviderId},
     placement::{self, Candidate},
 };
 use lattice_host::config::ConnectConfig;
@@ -71,33 +71,54 @@ pub(super) async fn actor_replicas(
     )
 }
 
-/// The host a built-in provider starts on: `host` when given, else the least
-/// loaded (fewest replicas) host whose labels match `constraints`.
-pub(super) async fn provider_host(
+/// The hosts a built-in provider starts on, as (host id, host name as shown):
+/// `host` when given, else the `count` best (least loaded) hosts whose labels
+/// match `constraints` and that do not run `provider` yet (an id runs once per
+/// host); an error naming the shortfall when fewer are available.
+pub(super) async fn provider_hosts(
     ctl: &CtlClient,
     connect: &ConnectConfig,
+    provider: &ProviderId,
     host: Option<&str>,
+    count: u32,
     constraints: Vec<(String, String)>,
-) -> anyhow::Result<HostId> {
+) -> anyhow::Result<Vec<(HostId, String)>> {
     if let Some(h) = host {
-        return resolve_host(ctl, h).await;
+        return Ok(vec![(resolve_host(ctl, h).await?, h.to_string())]);
     }
     let constraints: BTreeMap<_, _> = constraints.into_iter().collect();
-    let hosts = ctl.ping_hosts(crate::gather_window(connect)).await?;
-    let candidates = hosts
-        .iter()
-        .filter(|h| placement::labels_match(&h.labels, &constraints))
-        .map(Candidate::from_host)
-        .collect();
-    placement::best(candidates)
-        .map(|c| c.host_id)
-        .with_context(|| {
-            format!(
-                "no host in lattice {:?} matches the constraints [{}]",
-                ctl.lattice().as_str(),
-                lattice::ctl::format_pairs(&constraints, ", ")
-            )
-        })
+    let invs = ctl.inventories(crate::gather_window(connect)).await?;
+    let hosts = placement::provider_hosts(&invs, provider, &constraints);
+    let matching = if constraints.is_empty() {
+        format!("in lattice {:?}", ctl.lattice().as_str())
+    } else {
+        format!(
+            "in lattice {:?} matching [{}]",
+            ctl.lattice().as_str(),
+            lattice::ctl::format_pairs(&constraints, ", ")
+        )
+    };
+    if hosts.free.is_empty() && hosts.running.is_empty() {
+        bail!("no host {matching} (start one with `lattice up`)");
+    }
+    if (hosts.free.len() as u64) < u64::from(count) {
+        let running: Vec<_> = hosts.running.iter().map(|c| c.host_name.as_str()).collect();
+        bail!(
+            "cannot start provider {provider} on {count} more hosts: it runs once per host, {} hosts {matching} do not run it{}",
+            hosts.free.len(),
+            if running.is_empty() {
+                String::new()
+            } else {
+                format!(" (it runs on {})", running.join(", "))
+            }
+        );
+    }
+    Ok(hosts
+        .free
+        .into_iter()
+        .take(count as usize)
+        .map(|c| (c.host_id, c.host_name))
+        .collect())
 }
 
 /// The hosts to stop something on, as (host id, host name as shown): `host`

@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use lattice::client::CtlClient;
 use lattice_host::config::ConnectConfig;
 
-use super::placement::{hosts_running, provider_host};
+use super::placement::{hosts_running, provider_hosts};
 use crate::output::{OutputFormat, print_json, spinner};
 
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn start(
     ctl: &CtlClient,
     connect: &ConnectConfig,
@@ -17,30 +17,62 @@ pub(super) async fn start(
     reference: &str,
     id: Option<String>,
     host: Option<String>,
+    count: u32,
     constraints: Vec<(String, String)>,
 ) -> anyhow::Result<ExitCode> {
     let reference = lattice::id::ProviderRef::parse(reference)?;
     let provider_id =
         lattice::id::ProviderId::new(id.unwrap_or_else(|| reference.name().to_string()))?;
-    let host_id = provider_host(ctl, connect, host.as_deref(), constraints).await?;
-    let pb = spinner(format!("starting provider {provider_id}"));
-    let ack = ctl
-        .start_provider(
-            &host_id,
-            &lattice::ctl::StartProvider {
-                provider_id: provider_id.clone(),
-                name: reference,
-            },
-        )
-        .await;
+    let hosts = provider_hosts(
+        ctl,
+        connect,
+        &provider_id,
+        host.as_deref(),
+        count,
+        constraints,
+    )
+    .await?;
+    let pb = spinner(format!(
+        "starting provider {provider_id} on {} host(s)",
+        hosts.len()
+    ));
+    let cmd = lattice::ctl::StartProvider {
+        provider_id: provider_id.clone(),
+        name: reference,
+    };
+    let results = futures::future::join_all(hosts.iter().map(|(h, name)| {
+        let cmd = &cmd;
+        async move { (name, ctl.start_provider(h, cmd).await) }
+    }))
+    .await;
     pb.finish_and_clear();
-    let ack = ack.with_context(|| format!("could not start provider {provider_id}"))?;
+    let mut acks = Vec::new();
+    let mut failures = Vec::new();
+    for (name, r) in results {
+        match r {
+            Ok(ack) => acks.push(ack),
+            Err(e) => failures.push(format!("on {name}: {e}")),
+        }
+    }
     if out == OutputFormat::Json {
-        print_json(&ack)?;
+        // One host asked for: the ack itself, as before `--count`.
+        match acks.as_slice() {
+            [one] if count == 1 => print_json(one)?,
+            [] => {}
+            many => print_json(&many)?,
+        }
     } else {
-        println!(
-            "started provider {} ({}) on {}",
-            ack.provider_id, ack.contract, ack.host_name
+        for ack in &acks {
+            println!(
+                "started provider {} ({}) on {}",
+                ack.provider_id, ack.contract, ack.host_name
+            );
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!(
+            "could not start provider {provider_id} {}",
+            failures.join("; ")
         );
     }
     Ok(ExitCode::SUCCESS)
