@@ -144,6 +144,12 @@ impl Default for HostConfig {
 /// concurrency limit stays far inside what a counter can hold.
 pub const MAX_CONCURRENCY_PER_REPLICA: u32 = 10_000;
 
+/// The largest `max_queued_per_replica` a host accepts.
+pub const MAX_QUEUED_PER_REPLICA: u32 = 100_000;
+
+/// The largest `max_calls_per_host` a host accepts.
+pub const MAX_CALLS_PER_HOST: u32 = 1_000_000;
+
 /// How actors run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -156,6 +162,16 @@ pub struct RuntimeConfig {
     /// Concurrent calls each replica may serve (each on its own instance),
     /// 1 to [`MAX_CONCURRENCY_PER_REPLICA`].
     pub max_concurrency_per_replica: u32,
+    /// Calls each replica may hold waiting for a free instance once all of its
+    /// actor's instances are busy, 0 to [`MAX_QUEUED_PER_REPLICA`]. A call past
+    /// `replicas × (max_concurrency_per_replica + max_queued_per_replica)` is
+    /// refused at once with a "busy" error instead of waiting.
+    pub max_queued_per_replica: u32,
+    /// Calls in flight plus queued across all actors of the host, 1 to
+    /// [`MAX_CALLS_PER_HOST`]; each holds its request payload (up to the NATS
+    /// max payload), so this bounds the memory calls take. Past it every call
+    /// is refused at once with a "busy" error.
+    pub max_calls_per_host: u32,
     /// Instances the pooling allocator reserves room for, across all actors.
     pub max_instances: u32,
     /// Use the pooling allocator when the address space allows it.
@@ -181,6 +197,8 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(5),
             max_memory_mib: 256,
             max_concurrency_per_replica: 4,
+            max_queued_per_replica: 16,
+            max_calls_per_host: 512,
             max_instances: 1000,
             pooling: true,
             cache_dir: None,
@@ -193,6 +211,39 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// Checks the limits are in range.
+    ///
+    /// # Errors
+    /// A message naming the option, its range and the value given.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            (
+                "max_concurrency_per_replica",
+                self.max_concurrency_per_replica,
+                1,
+                MAX_CONCURRENCY_PER_REPLICA,
+            ),
+            (
+                "max_queued_per_replica",
+                self.max_queued_per_replica,
+                0,
+                MAX_QUEUED_PER_REPLICA,
+            ),
+            (
+                "max_calls_per_host",
+                self.max_calls_per_host,
+                1,
+                MAX_CALLS_PER_HOST,
+            ),
+        ];
+        for (name, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{name} must be {min} to {max}, got {value}"));
+            }
+        }
+        Ok(())
+    }
+
     /// The memory cap in bytes.
     pub fn max_memory_bytes(&self) -> usize {
         (self.max_memory_mib as usize) << 20
@@ -370,6 +421,29 @@ mod tests {
             );
             // Several credentials at once are refused when connecting.
             assert!(c.auth.validate().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn call_limits_from_env_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            let no_flags = BTreeMap::<String, String>::new();
+            let r: RuntimeConfig = figment(None, &no_flags).extract()?;
+            assert_eq!((r.max_queued_per_replica, r.max_calls_per_host), (16, 512));
+            assert!(r.validate().is_ok());
+            jail.set_env("LATTICE_MAX_QUEUED_PER_REPLICA", "3");
+            jail.set_env("LATTICE_MAX_CALLS_PER_HOST", "40");
+            let r: RuntimeConfig = figment(None, &no_flags).extract()?;
+            assert_eq!((r.max_queued_per_replica, r.max_calls_per_host), (3, 40));
+            let bad = RuntimeConfig {
+                max_calls_per_host: 0,
+                ..r
+            };
+            assert_eq!(
+                bad.validate().unwrap_err(),
+                "max_calls_per_host must be 1 to 1000000, got 0"
+            );
             Ok(())
         });
     }

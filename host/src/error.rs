@@ -77,6 +77,35 @@ pub enum InvokeError {
         /// Extra context (e.g. "while waiting for a free instance").
         detail: String,
     },
+    /// Every instance of the actor on this host is busy and its queue is full:
+    /// the call was refused at once, without waiting. Retrying later (or on
+    /// another host) may work.
+    #[error(
+        "actor {actor} is busy: {in_flight} calls in flight and {queued} queued on host {host}; retry later"
+    )]
+    Busy {
+        /// Actor id.
+        actor: String,
+        /// This host's name.
+        host: String,
+        /// Calls running (the actor's concurrency limit on this host).
+        in_flight: u32,
+        /// Calls waiting for an instance (the actor's queue limit on this host).
+        queued: u32,
+    },
+    /// The host holds `max_calls_per_host` calls (in flight and queued, all
+    /// actors together): the call was refused at once, without waiting.
+    #[error(
+        "host {host} is busy: {limit} calls in flight or queued across its actors, its limit; actor {actor} was not called; retry later"
+    )]
+    HostBusy {
+        /// Actor id.
+        actor: String,
+        /// This host's name.
+        host: String,
+        /// The host's `max_calls_per_host`.
+        limit: u32,
+    },
     /// The actor is stopping or stopped on this host.
     #[error("actor {actor} is stopping on this host")]
     Stopped {
@@ -92,6 +121,17 @@ pub enum InvokeError {
         /// What failed, with the guest's last stderr output when there was some.
         reason: String,
     },
+}
+
+impl InvokeError {
+    /// Whether the call was refused because the actor or the host is at its
+    /// limit ([`InvokeError::Busy`], [`InvokeError::HostBusy`]).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::Busy { .. } | InvokeError::HostBusy { .. }
+        )
+    }
 }
 
 /// Why an actor's host call (`__host_call`) failed. The message is handed to the
@@ -203,6 +243,18 @@ pub enum ControlError {
         request: &'static str,
         /// The JSON decoder's message.
         reason: String,
+    },
+    /// The host is running as many starts and stops as it takes at once
+    /// (32 per control subscription); the
+    /// request was refused at once. Retrying later may work.
+    #[error(
+        "host {host} is busy: {limit} control requests (starts and stops) in progress; retry later"
+    )]
+    Busy {
+        /// This host's name.
+        host: String,
+        /// Requests it runs at once.
+        limit: usize,
     },
     /// The subject names no operation this host knows.
     #[error("unknown control operation {0:?}")]

@@ -19,7 +19,8 @@ use lattice::{
     subject,
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tokio::task::JoinHandle;
+use tokio::{sync::Semaphore, task::JoinHandle};
+use tracing::Instrument;
 
 use crate::error::ControlError;
 
@@ -84,6 +85,7 @@ pub(crate) async fn subscribe<A: ControlApi>(
             .map_err(|e| lattice::Error::nats(format!("subscribe {s}"), e))?;
         let weak = Arc::downgrade(api);
         let (nats, host_prefix, id) = (nats.clone(), host_prefix.clone(), id.clone());
+        let permits = Arc::new(Semaphore::new(MAX_CONTROL_TASKS));
         tasks.push(tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let Some(api) = weak.upgrade() else { break };
@@ -91,28 +93,64 @@ pub(crate) async fn subscribe<A: ControlApi>(
                     continue;
                 };
                 let op = operation(&msg.subject, &host_prefix);
-                let nats = nats.clone();
-                let id = id.clone();
-                // Each request on its own task: a slow start must not hold up pings.
-                tokio::spawn(async move {
-                    let span = tracing::info_span!("ctl", host_id = %id, op = %op);
-                    let Some(body) =
-                        tracing::Instrument::instrument(handle(&api, &op, &msg.payload), span)
-                            .await
-                    else {
-                        return;
-                    };
-                    // Named, so a scatter-gather knows who has answered.
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(lattice::ctl::HOST_HEADER, id.as_str());
-                    if let Err(e) = nats.publish_with_headers(reply, headers, body.into()).await {
-                        tracing::warn!(error = %e, "could not send control reply");
+                let span = tracing::info_span!("ctl", host_id = %id, op = %op);
+                if is_quick(&op) {
+                    // Answered from memory, here: nothing waits, so pings and
+                    // inventories are answered whatever else the host does.
+                    let body = handle(&api, &op, &msg.payload).instrument(span).await;
+                    if let Some(body) = body {
+                        send(&nats, &id, reply, body).await;
                     }
+                    continue;
+                }
+                // Starts and stops each on their own task (a slow start must
+                // not hold up the next request), at most MAX_CONTROL_TASKS.
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    let busy = ControlError::Busy {
+                        host: api.info().name,
+                        limit: MAX_CONTROL_TASKS,
+                    };
+                    send(&nats, &id, reply, json(&CtlReply::<()>::from(Err(busy)))).await;
+                    continue;
+                };
+                let (nats, id) = (nats.clone(), id.clone());
+                tokio::spawn(async move {
+                    let body = handle(&api, &op, &msg.payload).instrument(span).await;
+                    if let Some(body) = body {
+                        send(&nats, &id, reply, body).await;
+                    }
+                    drop(permit);
                 });
             }
         }));
     }
     Ok(tasks)
+}
+
+/// Control requests (starts and stops) one subscription runs at once; past
+/// it a request is answered "busy" at once. Pings, auctions and inventories
+/// are answered in the reading loop and never count.
+pub const MAX_CONTROL_TASKS: usize = 32;
+
+/// Whether `op` is answered from memory without waiting.
+fn is_quick(op: &str) -> bool {
+    !matches!(
+        op,
+        subject::OP_ACTOR_START
+            | subject::OP_ACTOR_STOP
+            | subject::OP_PROVIDER_START
+            | subject::OP_PROVIDER_STOP
+    )
+}
+
+/// Sends a control reply, signed with this host's id so a scatter-gather knows
+/// who has answered.
+async fn send(nats: &Client, id: &HostId, reply: async_nats::Subject, body: Vec<u8>) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(lattice::ctl::HOST_HEADER, id.as_str());
+    if let Err(e) = nats.publish_with_headers(reply, headers, body.into()).await {
+        tracing::warn!(error = %e, "could not send control reply");
+    }
 }
 
 /// The operation a control subject names: what follows the host's own prefix,
@@ -197,6 +235,27 @@ mod tests {
             "ping.hosts"
         );
         assert_eq!(operation("elsewhere", host), "");
+    }
+
+    #[test]
+    fn only_starts_and_stops_leave_the_loop() {
+        for op in [
+            "ping.hosts",
+            "auction.actor",
+            "inventory",
+            "stop",
+            "nonsense",
+        ] {
+            assert!(is_quick(op), "{op}");
+        }
+        for op in [
+            "actor.start",
+            "actor.stop",
+            "provider.start",
+            "provider.stop",
+        ] {
+            assert!(!is_quick(op), "{op}");
+        }
     }
 
     #[test]

@@ -106,13 +106,7 @@ impl Host {
         config: HostConfig,
         runtime: RuntimeConfig,
     ) -> Result<Self, HostError> {
-        let per = runtime.max_concurrency_per_replica;
-        if !(1..=crate::config::MAX_CONCURRENCY_PER_REPLICA).contains(&per) {
-            return Err(HostError::Config(format!(
-                "max_concurrency_per_replica must be 1 to {}, got {per}",
-                crate::config::MAX_CONCURRENCY_PER_REPLICA
-            )));
-        }
+        runtime.validate().map_err(HostError::Config)?;
         let runtime = Runtime::new(runtime.resolve_cache_dir())?;
         let id = HostId::generate();
         let name = config
@@ -122,6 +116,7 @@ impl Host {
         if name.trim().is_empty() {
             return Err(HostError::Config("the host name must not be empty".into()));
         }
+        runtime.host_load().name_host(&name);
         let mut labels = BTreeMap::from([
             ("os".to_string(), std::env::consts::OS.to_string()),
             ("arch".to_string(), std::env::consts::ARCH.to_string()),

@@ -70,6 +70,7 @@ impl ActorCaller for HostActorCaller {
             })
             .await
             .map_err(|e| match e {
+                HostCallError::Actor(e) if e.is_busy() => CallError::Busy(e.to_string()),
                 HostCallError::Actor(InvokeError::Deadline { .. }) => CallError::Timeout(actor),
                 HostCallError::Actor(InvokeError::Stopped { .. }) => CallError::NotRunning(actor),
                 HostCallError::Remote(e) => call_error(&actor, e),

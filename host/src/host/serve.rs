@@ -1,14 +1,21 @@
 //! Serving an actor's queue subscription on `lattice.{lid}.rpc.actor.{actor}`;
 //! each message goes through [`serve_invocation`], as providers' do.
+//!
+//! Every message is admitted ([`Actor::admit`]) in the reading loop, before a
+//! task is spawned for it: a message past the actor's or the host's limits is
+//! answered "busy" at once, from the loop, and dropped. So the tasks (and the
+//! payloads they hold) never exceed the limits, and the loop never waits on a
+//! slow actor: callers hear "busy" rather than time out, and the connection
+//! keeps reading control requests and other actors' calls.
 
 use std::sync::{Arc, Weak};
 
 use futures::StreamExt;
-use lattice::rpc::serve::serve_invocation;
+use lattice::rpc::{InvocationResponse, serve::serve_invocation};
 use tokio::{sync::watch, task::JoinSet};
 
 use super::HostInner;
-use crate::runtime::actor::Actor;
+use crate::runtime::actor::{Actor, Admission};
 
 /// Reads invocations until told to stop, then drains what the server already
 /// sent, and returns only once every call it took has sent its reply: a host
@@ -28,7 +35,7 @@ pub(super) async fn serve(
     let stopped = loop {
         tokio::select! {
             msg = sub.next() => match msg {
-                Some(msg) => spawn_call(&mut calls, &host, &actor, &what, msg),
+                Some(msg) => admit(&mut calls, &host, &actor, &what, msg).await,
                 None => break false,
             },
             _ = stop.changed() => break true,
@@ -40,13 +47,15 @@ pub(super) async fn serve(
         // Unsubscribe, then finish every message the server delivered before that.
         let _ = sub.drain().await;
         while let Some(msg) = sub.next().await {
-            spawn_call(&mut calls, &host, &actor, &what, msg);
+            admit(&mut calls, &host, &actor, &what, msg).await;
         }
     }
     while calls.join_next().await.is_some() {}
 }
 
-fn spawn_call(
+/// Spawns the call when the actor admits it; else answers the refusal (busy,
+/// stopping) at once and drops the message.
+async fn admit(
     calls: &mut JoinSet<()>,
     host: &Weak<HostInner>,
     actor: &Arc<Actor>,
@@ -54,11 +63,31 @@ fn spawn_call(
     msg: async_nats::Message,
 ) {
     let Some(host) = host.upgrade() else { return };
-    let (actor, what) = (actor.clone(), what.clone());
-    calls.spawn(async move { handle(host, actor, what, msg).await });
+    match actor.admit() {
+        Ok(admission) => {
+            let (actor, what) = (actor.clone(), what.clone());
+            calls.spawn(async move { handle(host, actor, what, admission, msg).await });
+        }
+        Err(refused) => {
+            let Some(reply) = msg.reply else { return };
+            tracing::debug!(target = %what, error = %refused, "call refused");
+            let body = InvocationResponse::err(refused.to_string())
+                .encode()
+                .unwrap_or_default();
+            if let Err(e) = host.nats.publish(reply, body.into()).await {
+                tracing::warn!(target = %what, error = %e, "could not send reply");
+            }
+        }
+    }
 }
 
-async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, what: Arc<str>, msg: async_nats::Message) {
+async fn handle(
+    host: Arc<HostInner>,
+    actor: Arc<Actor>,
+    what: Arc<str>,
+    admission: Admission,
+    msg: async_nats::Message,
+) {
     let deadline = host.call_timeout();
     serve_invocation(
         &host.nats,
@@ -67,7 +96,7 @@ async fn handle(host: Arc<HostInner>, actor: Arc<Actor>, what: Arc<str>, msg: as
         deadline,
         |inv, trace, until| async move {
             actor
-                .invoke(&inv.operation, inv.payload, trace, until)
+                .invoke_admitted(admission, &inv.operation, inv.payload, trace, until)
                 .await
         },
     )

@@ -1,15 +1,27 @@
-//! One actor on one host: an `InstancePre`, warm instances, a concurrency limit.
+//! One actor on one host: an `InstancePre`, warm instances, limits on calls
+//! in flight and queued.
+//!
+//! A call is first *admitted* ([`Actor::admit`]), synchronously and without
+//! waiting: it takes one of the host's `max_calls_per_host` slots
+//! ([`HostLoad`]), then a free instance permit, else a place in the actor's
+//! queue (`replicas × max_queued_per_replica`). Past any of these it is refused
+//! at once with [`InvokeError::Busy`] or [`InvokeError::HostBusy`]. So the
+//! calls a host holds (each with its payload) never exceed its limits, whatever
+//! arrives.
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
+    time::Instant,
+};
 use wasmtime::{InstancePre, Module, Store, Trap, TypedFunc};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
@@ -23,6 +35,94 @@ use crate::error::{InvokeError, RuntimeError};
 
 /// How long an instance's init functions may run.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Calls in flight plus queued across all actors of one host, against its
+/// `max_calls_per_host`. One per [`Runtime`].
+#[derive(Debug)]
+pub struct HostLoad {
+    limit: u32,
+    used: AtomicU32,
+    host: OnceLock<String>,
+}
+
+impl HostLoad {
+    /// A host allowing `limit` calls at once (at least 1).
+    pub fn new(limit: u32) -> Self {
+        HostLoad {
+            limit: limit.max(1),
+            used: AtomicU32::new(0),
+            host: OnceLock::new(),
+        }
+    }
+
+    /// Names the host in busy errors (once; later names are ignored).
+    pub fn name_host(&self, name: &str) {
+        let _ = self.host.set(name.to_string());
+    }
+
+    /// The host's name, as busy errors give it.
+    pub fn host(&self) -> &str {
+        self.host.get().map(String::as_str).unwrap_or("(unnamed)")
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Calls admitted now (in flight or queued).
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn enter(self: &Arc<Self>) -> Option<HostSlot> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| HostSlot(self.clone()))
+    }
+}
+
+/// One of the host's call slots; given back when dropped.
+struct HostSlot(Arc<HostLoad>);
+
+impl Drop for HostSlot {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A place in an actor's queue; given back when dropped.
+struct QueueTicket(Arc<AtomicU32>);
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum Stage {
+    /// Holds an instance permit: runs at once.
+    Running(OwnedSemaphorePermit),
+    /// Waits (up to its deadline) for a permit.
+    Queued(QueueTicket),
+}
+
+/// A call let in by [`Actor::admit`]: it holds a host slot and either an
+/// instance permit or a place in the queue until it is done (or dropped).
+pub struct Admission {
+    _host: HostSlot,
+    stage: Stage,
+}
+
+impl Admission {
+    /// Whether the call must wait for an instance.
+    pub fn queued(&self) -> bool {
+        matches!(self.stage, Stage::Queued(_))
+    }
+}
 
 struct WarmInstance {
     store: Store<StoreData>,
@@ -39,6 +139,8 @@ pub struct Actor {
     router: Arc<dyn HostCalls>,
     warm: Mutex<Vec<WarmInstance>>,
     permits: Arc<Semaphore>,
+    /// Calls admitted and waiting for a permit.
+    queued: Arc<AtomicU32>,
     replicas: AtomicU32,
     /// Per-actor configuration, seen by the guest as environment variables.
     config: std::collections::BTreeMap<String, String>,
@@ -79,6 +181,7 @@ impl Actor {
             router,
             warm: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new((replicas * per_replica) as usize)),
+            queued: Arc::new(AtomicU32::new(0)),
             replicas: AtomicU32::new(replicas),
             config,
             calls: AtomicU64::new(0),
@@ -118,6 +221,71 @@ impl Actor {
         self.replicas() * self.runtime.config().max_concurrency_per_replica.max(1)
     }
 
+    /// Most calls waiting for an instance: replicas × `max_queued_per_replica`.
+    pub fn max_queued(&self) -> u32 {
+        self.replicas()
+            .saturating_mul(self.runtime.config().max_queued_per_replica)
+    }
+
+    /// Calls waiting for an instance now.
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Lets a call in, at once and without waiting: a host slot, then an
+    /// instance permit or else a place in the queue.
+    ///
+    /// # Errors
+    /// [`InvokeError::HostBusy`] when the host holds `max_calls_per_host`
+    /// calls, [`InvokeError::Busy`] when every instance is busy and the queue
+    /// is full, [`InvokeError::Stopped`] when the actor is stopping. Each
+    /// counts as a failed call.
+    pub fn admit(&self) -> Result<Admission, InvokeError> {
+        let result = self.try_admit();
+        if result.is_err() {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn try_admit(&self) -> Result<Admission, InvokeError> {
+        let load = self.runtime.host_load();
+        let Some(host) = load.enter() else {
+            return Err(InvokeError::HostBusy {
+                actor: self.id.to_string(),
+                host: load.host().to_string(),
+                limit: load.limit(),
+            });
+        };
+        let stage = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Stage::Running(permit),
+            Err(TryAcquireError::Closed) => {
+                return Err(InvokeError::Stopped {
+                    actor: self.id.to_string(),
+                });
+            }
+            Err(TryAcquireError::NoPermits) => {
+                let max = self.max_queued();
+                let entered = self
+                    .queued
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    });
+                if entered.is_err() {
+                    return Err(InvokeError::Busy {
+                        actor: self.id.to_string(),
+                        host: load.host().to_string(),
+                        in_flight: self.max_concurrency(),
+                        queued: max,
+                    });
+                }
+                Stage::Queued(QueueTicket(self.queued.clone()))
+            }
+        };
+        Ok(Admission { _host: host, stage })
+    }
+
     /// Adds replicas (raising the concurrency limit).
     pub fn add_replicas(&self, n: u32) -> u32 {
         let per = self.runtime.config().max_concurrency_per_replica.max(1);
@@ -151,13 +319,12 @@ impl Actor {
         drained
     }
 
-    /// Calls `operation` with a msgpack `payload`, within `deadline`.
-    ///
-    /// A warm instance is reused when one is free; a trapped instance is thrown
-    /// away, so the next call starts clean.
+    /// Calls `operation` with a msgpack `payload`, within `deadline`: admits
+    /// the call ([`Actor::admit`]), then [`Actor::invoke_admitted`].
     ///
     /// # Errors
-    /// [`InvokeError`] naming the actor and the operation.
+    /// [`InvokeError`] naming the actor and the operation; a busy actor or host
+    /// answers at once.
     pub async fn invoke(
         &self,
         operation: &str,
@@ -165,8 +332,29 @@ impl Actor {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
+        let admission = self.admit()?;
+        self.invoke_admitted(admission, operation, payload, trace, deadline)
+            .await
+    }
+
+    /// Runs an admitted call: waits (up to `deadline`) for an instance when it
+    /// was queued, then calls. A warm instance is reused when one is free; a
+    /// trapped instance is thrown away, so the next call starts clean.
+    ///
+    /// # Errors
+    /// [`InvokeError`] naming the actor and the operation.
+    pub async fn invoke_admitted(
+        &self,
+        admission: Admission,
+        operation: &str,
+        payload: Vec<u8>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.invoke_inner(operation, payload, trace, deadline).await;
+        let result = self
+            .invoke_inner(admission, operation, payload, trace, deadline)
+            .await;
         if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -175,6 +363,7 @@ impl Actor {
 
     async fn invoke_inner(
         &self,
+        admission: Admission,
         operation: &str,
         payload: Vec<u8>,
         trace: TraceContext,
@@ -186,14 +375,24 @@ impl Actor {
             deadline_ms: self.runtime.config().call_timeout.as_millis() as u64,
             detail: detail.to_string(),
         };
-        let _permit = match tokio::time::timeout_at(deadline, self.permits.acquire()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => {
-                return Err(InvokeError::Stopped {
-                    actor: self.id.to_string(),
-                });
+        // The host slot is held until the call is done.
+        let Admission { _host, stage } = admission;
+        let _permit = match stage {
+            Stage::Running(permit) => permit,
+            Stage::Queued(ticket) => {
+                let waited =
+                    tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
+                drop(ticket);
+                match waited {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => {
+                        return Err(InvokeError::Stopped {
+                            actor: self.id.to_string(),
+                        });
+                    }
+                    Err(_) => return Err(deadline_err(" while waiting for a free instance")),
+                }
             }
-            Err(_) => return Err(deadline_err(" while waiting for a free instance")),
         };
         let warm = self.lock_warm().pop();
         let mut inst = match warm {

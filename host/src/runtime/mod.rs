@@ -46,6 +46,8 @@ struct Inner {
     pooling: bool,
     disk: ModuleCache,
     modules: Mutex<lru::LruCache<Digest, Module>>,
+    /// Calls in flight and queued across all actors, against `max_calls_per_host`.
+    load: Arc<actor::HostLoad>,
 }
 
 impl Runtime {
@@ -70,10 +72,11 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
-                config,
                 pooling,
                 disk,
                 modules: Mutex::new(lru::LruCache::new(in_memory)),
+                load: Arc::new(actor::HostLoad::new(config.max_calls_per_host)),
+                config,
             }),
         })
     }
@@ -86,6 +89,11 @@ impl Runtime {
     /// The linker every actor is linked with.
     pub fn linker(&self) -> &Linker<StoreData> {
         &self.inner.linker
+    }
+
+    /// Calls in flight and queued across all actors of this runtime (the host).
+    pub fn host_load(&self) -> &Arc<actor::HostLoad> {
+        &self.inner.load
     }
 
     /// The runtime's configuration.

@@ -573,3 +573,144 @@ async fn a_slow_start_does_not_hold_up_another() -> Result<()> {
     }
     Ok(())
 }
+
+/// The host's resident memory (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")
+}
+
+/// A flood of large requests to one slow actor: the calls past its limits
+/// (2 in flight + 4 queued) are answered "busy" at once, another actor on the
+/// same host is still served and `ctl get inventory` still answers while the
+/// flood is held, and the host's resident memory grows by less than
+/// [`FLOOD_RSS_BOUND_MIB`] although 120 MiB of requests arrive at once.
+#[tokio::test]
+async fn flood_is_refused_busy_and_memory_stays_bounded() -> Result<()> {
+    /// Requests sent at once.
+    const N: usize = 160;
+    /// Bytes each carries (on top of its `Sleep` argument).
+    const PAD: usize = 768 << 10;
+    /// How much the host's RSS may grow: 6 admitted calls × 2 copies of
+    /// 768 KiB, the NATS client's read buffers and the messages it holds
+    /// until the serving loop answers them, allocator slack (about 60 MiB
+    /// seen in a debug build). Unbounded, 160 waiting tasks would hold
+    /// 160 × 2 × 768 KiB = 240 MiB; less than the 120 MiB sent means the
+    /// host did not keep the flood.
+    const FLOOD_RSS_BOUND_MIB: u64 = 100;
+
+    let probe = actor_wasm("probe-actor")?;
+    let (lat, host) = lattice_with_hello(&[
+        ("--call-timeout", "30s"),
+        ("--max-concurrency-per-replica", "2"),
+        ("--max-queued-per-replica", "4"),
+    ])
+    .await?;
+    lat.start_actor(&host, &probe, "probe", 1).await?;
+
+    // Sleep decodes its u32 and ignores the padding after it.
+    let request = |ms: u32| -> Result<Vec<u8>> {
+        let mut payload = rmp_serde::to_vec(&ms)?;
+        payload.resize(payload.len() + PAD, 0xc0);
+        Ok(payload)
+    };
+    // Warm both instances with a large call each, so their memory is grown
+    // before the baseline.
+    let warm = lat.ctl.clone();
+    let (a, b) = tokio::join!(
+        warm.call_raw("probe", "Sleep", request(1)?),
+        warm.call_raw("probe", "Sleep", request(1)?)
+    );
+    a?;
+    b?;
+    let baseline = rss_kib(host.pid())?;
+
+    // RSS sampled until the flood is over; the peak is what counts.
+    let pid = host.pid();
+    let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut peak = 0;
+        loop {
+            peak = peak.max(rss_kib(pid).unwrap_or(0));
+            tokio::select! {
+                _ = done_rx.changed() => break peak,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    });
+
+    // The flood comes on a connection of its own, so the calls below do not
+    // queue behind 120 MiB in the test's own socket.
+    let flood_client = async_nats::connect(lat.nats.url()).await?;
+    let flooder = lattice::client::CtlClient::new(
+        flood_client,
+        lattice::id::LatticeId::new(lat.id.as_str())?,
+    )
+    .with_timeout(Duration::from_secs(60));
+    let (busy_tx, mut busy_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let (flooder, busy_tx, payload) = (flooder.clone(), busy_tx.clone(), request(1500)?);
+        calls.spawn(async move {
+            let result = flooder.call_raw("probe", "Sleep", payload).await;
+            if let Err(e) = &result {
+                let _ = busy_tx.send(e.to_string());
+            }
+            result.map(|_| ()).map_err(|e| e.to_string())
+        });
+    }
+    drop(busy_tx);
+
+    // Once the first refusal is in, the flood is on: the host must still serve.
+    let first = tokio::time::timeout(Duration::from_secs(60), busy_rx.recv())
+        .await
+        .context("no refusal within 60 s")?
+        .context("every flood call finished without an error")?;
+    assert!(
+        first.contains(
+            "actor probe is busy: 2 calls in flight and 4 queued on host host-a; retry later"
+        ),
+        "{first}"
+    );
+    hello_still_works(&lat, "a flood of another actor").await?;
+    let inv = lat.inventory(&host).await?;
+    assert!(inv.actors.iter().any(|a| a.id.as_str() == "probe"));
+
+    let (mut ok, mut busy, mut other) = (0, 0, Vec::new());
+    while let Some(r) = calls.join_next().await {
+        match r? {
+            Ok(()) => ok += 1,
+            Err(e) if e.contains("is busy: ") && e.ends_with("retry later") => busy += 1,
+            Err(e) => other.push(e),
+        }
+    }
+    let _ = done_tx.send(true);
+    let peak = sampler.await?;
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!(
+        "flood of {N} × {} KiB: {ok} served, {busy} busy; host RSS {} MiB before, peak {} MiB (+{growth_mib} MiB)",
+        PAD >> 10,
+        baseline / 1024,
+        peak / 1024
+    );
+    ensure!(other.is_empty(), "only busy refusals: {other:?}");
+    ensure!(
+        ok >= 6 && busy >= 1 && ok + busy == N,
+        "{ok} served, {busy} busy"
+    );
+    ensure!(
+        growth_mib < FLOOD_RSS_BOUND_MIB,
+        "host RSS grew by {growth_mib} MiB (from {} MiB to {} MiB), bound {FLOOD_RSS_BOUND_MIB} MiB",
+        baseline / 1024,
+        peak / 1024
+    );
+    // The refusals counted as failed calls; the actor is healthy after.
+    assert_eq!(lat.call::<_, u32>("probe", "Sleep", &1u32).await?, 1);
+    let d = lat.actor_on(&host, "probe").await?.context("probe")?;
+    assert_eq!(d.errors as usize, busy);
+    Ok(())
+}

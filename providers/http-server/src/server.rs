@@ -442,6 +442,17 @@ impl Route {
                     format!("actor {} is not running\n", self.actor),
                 );
             }
+            Err(CallError::Busy(msg)) => {
+                // Refused at once by a limit: the client may retry soon.
+                debug!(actor = %self.actor, "actor busy: {msg}");
+                let mut resp = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}\n", codec::truncate(&msg, 200)),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
             Err(CallError::Timeout(_)) => {
                 return text(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -50,6 +50,9 @@ impl ActorCaller for TestActor {
                 "/fail" => Err(CallError::Failed(format!("boom{}", "x".repeat(500)))),
                 "/notrunning" => Err(CallError::NotRunning(actor)),
                 "/timeout" => Err(CallError::Timeout(actor)),
+                "/busy" => Err(CallError::Busy(format!(
+                    "actor {actor} is busy: 2 calls in flight and 4 queued on host h; retry later"
+                ))),
                 "/garbage" => Ok(b"\xc1\xc1 not msgpack".to_vec()),
                 "/sleep" => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -419,6 +422,18 @@ async fn actor_failures_map_to_status_codes() {
 
     let (status, _) = get("/timeout").await;
     assert_eq!(status, 504);
+
+    let resp = c.get(url(addr, "/busy")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.starts_with("actor faulty is busy: 2 calls in flight"),
+        "{body}"
+    );
 
     let (status, body) = get("/garbage").await;
     assert_eq!(status, 500);

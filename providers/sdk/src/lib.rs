@@ -103,9 +103,24 @@ pub enum CallError {
     /// The actor did not answer in time.
     #[error("actor {0} did not answer in time")]
     Timeout(String),
+    /// The actor (or its host, or a provider) is at its limit of calls in
+    /// flight and queued and refused the call at once; retrying later may work.
+    /// The message names who is busy and its limits. An HTTP server answers
+    /// 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
     /// The actor answered with an error.
     #[error("{0}")]
     Failed(String),
+}
+
+impl CallError {
+    /// Whether an error message from a peer is a "busy" refusal: hosts and
+    /// providers word every one as `X is busy: ...; retry later`, so a caller
+    /// that only gets the message over NATS can tell it from other failures.
+    pub fn is_busy_message(message: &str) -> bool {
+        message.contains(" is busy: ") && message.trim_end().ends_with("; retry later")
+    }
 }
 
 /// How a provider calls actors (e.g. the HTTP server calling

@@ -32,6 +32,12 @@ pub const STOP_STEP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a provider may take to answer one call from another host.
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Calls from other hosts a provider instance serves at once. A call past it
+/// is answered "busy" at once (no queue): the rpc loop never waits, so the
+/// tasks and payloads it holds stay bounded, and callers hear why instead of
+/// timing out.
+pub const MAX_REMOTE_CALLS: usize = 256;
+
 /// How long a starting provider listens for another provider with its id.
 const DUPLICATE_CHECK: Duration = Duration::from_millis(300);
 
@@ -320,10 +326,19 @@ impl ProviderRuntime {
             .queue_subscribe(subject, self.inner.id.to_string())
             .await?;
         let weak = Arc::downgrade(&self.inner);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_REMOTE_CALLS));
         let task = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let Some(inner) = weak.upgrade() else { break };
-                tokio::spawn(async move { inner.serve(msg).await });
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(async move {
+                            inner.serve(msg).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => inner.refuse_busy(msg).await,
+                }
             }
         });
         self.track(task);
@@ -445,6 +460,21 @@ impl Inner {
         }
     }
 
+    /// Answers a call past [`MAX_REMOTE_CALLS`] with a "busy" error, at once.
+    async fn refuse_busy(&self, msg: async_nats::Message) {
+        let Some(reply) = msg.reply else { return };
+        let message = format!(
+            "{} is busy: {MAX_REMOTE_CALLS} calls in flight on {}; retry later",
+            self.what, self.location
+        );
+        let body = lattice::rpc::InvocationResponse::err(message)
+            .encode()
+            .unwrap_or_default();
+        if let Err(e) = self.nats.publish(reply, body.into()).await {
+            tracing::warn!(provider = %self.id, error = %e, "could not send reply");
+        }
+    }
+
     async fn serve(self: Arc<Self>, msg: async_nats::Message) {
         serve_invocation(
             &self.nats,
@@ -532,6 +562,7 @@ pub fn call_error(actor: &str, e: lattice::Error) -> CallError {
     match e {
         lattice::Error::NoResponders { .. } => CallError::NotRunning(actor.to_string()),
         lattice::Error::Timeout { .. } => CallError::Timeout(actor.to_string()),
+        lattice::Error::Remote(m) if CallError::is_busy_message(&m) => CallError::Busy(m),
         other => CallError::Failed(other.to_string()),
     }
 }

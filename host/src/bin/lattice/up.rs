@@ -44,6 +44,16 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_concurrency_per_replica: Option<u32>,
+    /// Calls each replica may hold waiting for a free instance; past
+    /// replicas × (concurrency + queue) a call is refused at once as busy [default: 16]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queued_per_replica: Option<u32>,
+    /// Calls in flight plus queued across all actors of this host; past it
+    /// every call is refused at once as busy [default: 512]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_calls_per_host: Option<u32>,
     /// Where compiled modules are cached
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
