@@ -146,6 +146,21 @@ pub struct Actor {
     config: std::collections::BTreeMap<String, String>,
     calls: AtomicU64,
     errors: AtomicU64,
+    /// When a call last took or gave back a warm instance, in milliseconds
+    /// since the process started: which actor gives up an instance first when
+    /// the pooling allocator is full.
+    last_used: AtomicU64,
+}
+
+/// Idle instances one instantiation may take from other actors before it
+/// gives up (each frees one slot; more than one is needed only when several
+/// instantiations race for the freed slots).
+const MAX_EVICTIONS_PER_INSTANCE: u32 = 16;
+
+/// Milliseconds since the first call of this function: a cheap, monotonic clock.
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Actor {
@@ -186,7 +201,9 @@ impl Actor {
             config,
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            last_used: AtomicU64::new(now_ms()),
         });
+        runtime.register(&actor);
         let first = actor.instantiate().await.map_err(|e| match e {
             // Already says "could not instantiate actor X": keep it once.
             InvokeError::Instantiate { actor, reason } => {
@@ -394,6 +411,7 @@ impl Actor {
                 }
             }
         };
+        self.last_used.store(now_ms(), Ordering::Relaxed);
         let warm = self.lock_warm().pop();
         let mut inst = match warm {
             Some(i) => i,
@@ -475,37 +493,60 @@ impl Actor {
         };
         let cfg = self.runtime.config();
         let stderr = StderrTail::default();
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(LogStream::new(self.label.clone(), Stdio::Stdout, None))
-            .stderr(LogStream::new(
-                self.label.clone(),
-                Stdio::Stderr,
-                Some(stderr.clone()),
-            ))
-            .arg(self.id.as_str());
-        for (k, v) in cfg.actor_env.iter().chain(self.config.iter()) {
-            wasi.env(k, v);
-        }
-        let data = StoreData {
-            wasi: wasi.build_p1(),
-            limiter: MemoryLimiter {
-                max_bytes: cfg.max_memory_bytes(),
-                max_table_elements: 100_000,
-            },
-            actor: self.label.clone(),
-            router: self.router.clone(),
-            stderr: stderr.clone(),
-            call: None,
+        // A builder makes one context; a retry below needs a new one.
+        let wasi_ctx = || {
+            let mut wasi = WasiCtxBuilder::new();
+            wasi.stdout(LogStream::new(self.label.clone(), Stdio::Stdout, None))
+                .stderr(LogStream::new(
+                    self.label.clone(),
+                    Stdio::Stderr,
+                    Some(stderr.clone()),
+                ))
+                .arg(self.id.as_str());
+            for (k, v) in cfg.actor_env.iter().chain(self.config.iter()) {
+                wasi.env(k, v);
+            }
+            wasi.build_p1()
         };
-        let mut store = Store::new(self.runtime.engine(), data);
-        store.limiter(|d| &mut d.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(ticks_until(Instant::now() + INIT_TIMEOUT));
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| fail(format!("{:#}", e)))?;
+        // The pooling allocator has a fixed number of slots: when they are all
+        // taken, an idle instance of the least recently used actor is given
+        // back and the instantiation tried again, so the number of actors is
+        // bounded by memory, not by slots.
+        let mut evicted = 0u32;
+        let (mut store, instance) = loop {
+            let data = StoreData {
+                wasi: wasi_ctx(),
+                limiter: MemoryLimiter {
+                    max_bytes: cfg.max_memory_bytes(),
+                    max_table_elements: 100_000,
+                },
+                actor: self.label.clone(),
+                router: self.router.clone(),
+                stderr: stderr.clone(),
+                call: None,
+            };
+            let mut store = Store::new(self.runtime.engine(), data);
+            store.limiter(|d| &mut d.limiter);
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(ticks_until(Instant::now() + INIT_TIMEOUT));
+            match self.pre.instantiate_async(&mut store).await {
+                Ok(instance) => break (store, instance),
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some()
+                        && evicted < MAX_EVICTIONS_PER_INSTANCE =>
+                {
+                    if !self.runtime.give_back_idle_instance(self) {
+                        return Err(fail(format!(
+                            "{e:#}: every instance slot of this host is in use by a call in flight \
+                             (raise max_instances); retry later"
+                        )));
+                    }
+                    evicted += 1;
+                }
+                Err(e) => return Err(fail(format!("{e:#}"))),
+            }
+        };
         // Reactors (Go c-shared, C, Rust cdylib) initialise their runtime in
         // `_initialize`; waPC guests then register handlers in `wapc_init`, or in
         // `main` for TinyGo-style commands.
@@ -531,6 +572,18 @@ impl Actor {
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
             .map_err(|e| fail(format!("{e:#}")))?;
         Ok(WarmInstance { store, guest_call })
+    }
+
+    /// When this actor last used an instance (see [`Actor::give_back_instance`]).
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Drops one warm (idle) instance, freeing its pooling-allocator slot;
+    /// `false` when the actor has none idle. The next call creates one again.
+    pub(crate) fn give_back_instance(&self) -> bool {
+        let dropped = self.lock_warm().pop();
+        dropped.is_some()
     }
 
     fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {

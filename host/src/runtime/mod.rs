@@ -48,6 +48,9 @@ struct Inner {
     modules: Mutex<lru::LruCache<Digest, Module>>,
     /// Calls in flight and queued across all actors, against `max_calls_per_host`.
     load: Arc<actor::HostLoad>,
+    /// Every actor started on this runtime, to take idle instances back from
+    /// when the pooling allocator is full.
+    actors: Mutex<Vec<std::sync::Weak<actor::Actor>>>,
 }
 
 impl Runtime {
@@ -76,6 +79,7 @@ impl Runtime {
                 disk,
                 modules: Mutex::new(lru::LruCache::new(in_memory)),
                 load: Arc::new(actor::HostLoad::new(config.max_calls_per_host)),
+                actors: Mutex::new(Vec::new()),
                 config,
             }),
         })
@@ -148,6 +152,37 @@ impl Runtime {
         validate::check_abi(what, &module)?;
         self.lock_modules().put(digest.clone(), module.clone());
         Ok((module, from))
+    }
+
+    /// Remembers `actor`, so its idle instances can be given back when the
+    /// pooling allocator runs out of slots.
+    pub(crate) fn register(&self, actor: &Arc<actor::Actor>) {
+        let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.retain(|a| a.strong_count() > 0);
+        actors.push(Arc::downgrade(actor));
+    }
+
+    /// Drops one idle instance of the actor that used one least recently,
+    /// other than `asking` (which has none idle, or it would not instantiate);
+    /// `false` when no actor has an idle instance.
+    pub(crate) fn give_back_idle_instance(&self, asking: &actor::Actor) -> bool {
+        let candidates: Vec<Arc<actor::Actor>> = {
+            let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+            actors.retain(|a| a.strong_count() > 0);
+            actors.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        let mut by_age: Vec<&Arc<actor::Actor>> = candidates
+            .iter()
+            .filter(|a| !std::ptr::eq(Arc::as_ptr(a), asking) && a.warm_instances() > 0)
+            .collect();
+        by_age.sort_by_key(|a| a.last_used());
+        by_age.into_iter().any(|a| {
+            let given = a.give_back_instance();
+            if given {
+                tracing::debug!(from = %a.id(), to = %asking.id(), "instance slots full: gave back an idle instance");
+            }
+            given
+        })
     }
 
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Module>> {

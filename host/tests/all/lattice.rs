@@ -932,3 +932,37 @@ async fn gathers_end_when_every_live_host_has_answered() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// More actors than the pooling allocator has instance slots (4 here): every
+/// start and every call works, because an instantiation that finds the slots
+/// full takes an idle instance back from the least recently used actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_actors_than_instance_slots_all_answer() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let opts = lat
+        .host_options("slots", &[])
+        .env_var("LATTICE_MAX_INSTANCES", "4");
+    let host = lattice_harness::HostProcess::spawn(BIN, &opts).await?;
+    let hello = actor_wasm("hello")?;
+    for i in 0..10 {
+        lat.start_actor(&host, &hello, &format!("h{i}"), 1)
+            .await
+            .with_context(|| format!("starting h{i} with 4 instance slots"))?;
+    }
+    for round in 0..2 {
+        for i in 0..10 {
+            let reply: String = lat
+                .call(&format!("h{i}"), "SayHello", &format!("r{round}"))
+                .await
+                .with_context(|| format!("calling h{i}"))?;
+            ensure!(reply == format!("Hello, r{round}!"), "{reply}");
+        }
+    }
+    let inv = lat.inventory(&host).await?;
+    let warm: usize = inv.actors.iter().map(|a| a.warm_instances).sum();
+    ensure!(
+        inv.actors.len() == 10 && warm <= 4,
+        "10 actors, at most 4 warm: {warm}"
+    );
+    Ok(())
+}
