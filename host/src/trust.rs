@@ -7,7 +7,7 @@
 //! refusal says which of these failed (see [`TrustError`]).
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
 };
 
@@ -19,18 +19,22 @@ use lattice::{
     digest::Digest,
 };
 
-/// A host's issuer policy and the modules it has already verified.
-#[derive(Debug, Default)]
+/// How many modules' checked claims a host remembers (least recently used
+/// out first).
+const KNOWN_MODULES: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
+/// A host's issuer policy and the modules it has already checked.
+#[derive(Debug)]
 pub struct Trust {
     policy: IssuerPolicy,
-    /// Digest → (claims, expiry) of modules whose token verified. The artifact
-    /// store checks a module's bytes against its digest, so a digest stands
-    /// for exactly the bytes that were verified.
-    verified: Mutex<HashMap<Digest, Verified>>,
+    /// Digest → (claims, expiry) of modules checked under the policy (verified
+    /// tokens when it is enforced). The artifact store checks a module's bytes
+    /// against its digest, so a digest stands for exactly the bytes checked.
+    known: Mutex<lru::LruCache<Digest, Checked>>,
 }
 
-/// The claims of a verified module and when its token expires (Unix seconds).
-type Verified = (Arc<Claims>, Option<u64>);
+/// The claims of a checked module and when its token expires (Unix seconds).
+type Checked = (Option<Arc<Claims>>, Option<u64>);
 
 /// Why a module may not start, naming it.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +68,23 @@ impl Trust {
     pub fn new<S: AsRef<str>>(issuers: &[S]) -> Result<Self, lattice::Error> {
         Ok(Trust {
             policy: IssuerPolicy::new(issuers)?,
-            verified: Mutex::default(),
+            known: Mutex::new(lru::LruCache::new(KNOWN_MODULES)),
         })
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Checked>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claims of a module checked before, while that check still holds
+    /// (its token has not expired): a start of it needs no download. `None`
+    /// when it has not been checked, or must be checked again.
+    pub fn known(&self, digest: &Digest) -> Option<Option<Arc<Claims>>> {
+        let now = token::now();
+        match self.lock_known().get(digest) {
+            Some((claims, expires)) if expires.is_none_or(|exp| now < exp) => Some(claims.clone()),
+            _ => None,
+        }
     }
 
     /// Whether some issuer is allowed.
@@ -84,27 +103,21 @@ impl Trust {
         digest: &Digest,
         module: &[u8],
     ) -> Result<Option<Arc<Claims>>, StartRefused> {
+        if let Some(claims) = self.known(digest) {
+            return Ok(claims);
+        }
         if !self.policy.is_enforced() {
-            return claims::read(module)
+            let claims = claims::read(module)
                 .map(|c| c.map(Arc::new))
                 .map_err(|source| StartRefused::Unreadable {
                     what: what.to_string(),
                     source,
-                });
+                })?;
+            self.lock_known()
+                .put(digest.clone(), (claims.clone(), None));
+            return Ok(claims);
         }
         let now = token::now();
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(digest)
-            .cloned();
-        if let Some((claims, expires)) = cached {
-            match expires {
-                Some(exp) if now >= exp => {} // verify again: the error says it expired
-                _ => return Ok(Some(claims)),
-            }
-        }
         let refuse = |source| StartRefused::Policy {
             what: what.to_string(),
             source,
@@ -123,10 +136,8 @@ impl Trust {
             .check_token(&token, module, now)
             .map_err(refuse)?;
         let claims = Arc::new(token.body.claims);
-        self.verified
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(digest.clone(), (claims.clone(), token.body.expires));
+        self.lock_known()
+            .put(digest.clone(), (Some(claims.clone()), token.body.expires));
         Ok(Some(claims))
     }
 }
@@ -151,9 +162,14 @@ mod tests {
         let digest = Digest::of(&signed);
         let got = trust.claims_for("actor a", &digest, &signed).unwrap();
         assert_eq!(got.as_deref(), Some(&c));
-        assert_eq!(trust.verified.lock().unwrap().len(), 1);
+        assert_eq!(trust.lock_known().len(), 1);
+        assert_eq!(trust.known(&digest).flatten().as_deref(), Some(&c));
         // A cached entry that has expired is checked again, and refused.
-        trust.verified.lock().unwrap().get_mut(&digest).unwrap().1 = Some(now - 1);
+        trust.lock_known().get_mut(&digest).unwrap().1 = Some(now - 1);
+        assert!(
+            trust.known(&digest).is_none(),
+            "an expired check is not known"
+        );
         let expired = token::sign(TINY, &c, &issuer, now - 10, Some(now - 1)).unwrap();
         let err = trust
             .claims_for("actor a", &digest, &expired)

@@ -269,6 +269,25 @@ impl HostInner {
         cmd: &StartActor,
     ) -> Result<(Arc<Actor>, Option<Arc<lattice::claims::Claims>>, LoadedFrom), ControlError> {
         let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
+        let router = Arc::new(Router::new(self));
+        // A module this host has checked and compiled before needs no download:
+        // starting many actors of one module costs no artifact-store reads.
+        if let (Some(claims), Some(module)) = (
+            self.trust.known(&cmd.digest),
+            self.runtime.cached(&cmd.digest),
+        ) {
+            let actor = Actor::start(
+                &self.runtime,
+                cmd.actor_id.clone(),
+                cmd.digest.clone(),
+                &module,
+                cmd.replicas,
+                cmd.config.clone(),
+                router,
+            )
+            .await?;
+            return Ok((actor, claims, LoadedFrom::Memory));
+        }
         let artifacts = self
             .artifacts()
             .await
@@ -288,7 +307,6 @@ impl HostInner {
             .runtime
             .load(&what, &cmd.digest, Arc::new(bytes))
             .await?;
-        let router = Arc::new(Router::new(self));
         let actor = Actor::start(
             &self.runtime,
             cmd.actor_id.clone(),

@@ -154,6 +154,11 @@ impl Runtime {
         Ok((module, from))
     }
 
+    /// The compiled module of `digest` when it is in the in-memory cache.
+    pub fn cached(&self, digest: &Digest) -> Option<Module> {
+        self.lock_modules().get(digest).cloned()
+    }
+
     /// Remembers `actor`, so its idle instances can be given back when the
     /// pooling allocator runs out of slots.
     pub(crate) fn register(&self, actor: &Arc<actor::Actor>) {
