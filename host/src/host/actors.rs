@@ -268,26 +268,41 @@ impl HostInner {
         self: &Arc<Self>,
         cmd: &StartActor,
     ) -> Result<(Arc<Actor>, Option<Arc<lattice::claims::Claims>>, LoadedFrom), ControlError> {
-        let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
-        let router = Arc::new(Router::new(self));
+        let (module, claims, from) = self.module_of(cmd).await?;
+        let actor = Actor::start(
+            &self.runtime,
+            cmd.actor_id.clone(),
+            cmd.digest.clone(),
+            &module,
+            cmd.replicas,
+            cmd.config.clone(),
+            Arc::new(Router::new(self)),
+        )
+        .await?;
+        Ok((actor, claims, from))
+    }
+
+    /// The compiled module of `cmd` and the claims it may run with.
+    async fn module_of(
+        &self,
+        cmd: &StartActor,
+    ) -> Result<
+        (
+            wasmtime::Module,
+            Option<Arc<lattice::claims::Claims>>,
+            LoadedFrom,
+        ),
+        ControlError,
+    > {
         // A module this host has checked and compiled before needs no download:
         // starting many actors of one module costs no artifact-store reads.
         if let (Some(claims), Some(module)) = (
             self.trust.known(&cmd.digest),
             self.runtime.cached(&cmd.digest),
         ) {
-            let actor = Actor::start(
-                &self.runtime,
-                cmd.actor_id.clone(),
-                cmd.digest.clone(),
-                &module,
-                cmd.replicas,
-                cmd.config.clone(),
-                router,
-            )
-            .await?;
-            return Ok((actor, claims, LoadedFrom::Memory));
+            return Ok((module, claims, LoadedFrom::Memory));
         }
+        let what = format!("actor {} ({})", cmd.actor_id, cmd.reference);
         let artifacts = self
             .artifacts()
             .await
@@ -307,17 +322,7 @@ impl HostInner {
             .runtime
             .load(&what, &cmd.digest, Arc::new(bytes))
             .await?;
-        let actor = Actor::start(
-            &self.runtime,
-            cmd.actor_id.clone(),
-            cmd.digest.clone(),
-            &module,
-            cmd.replicas,
-            cmd.config.clone(),
-            router,
-        )
-        .await?;
-        Ok((actor, claims, from))
+        Ok((module, claims, from))
     }
 
     async fn publish_started(&self, cmd: &StartActor, replicas: u32) {
