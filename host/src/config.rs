@@ -174,6 +174,16 @@ pub struct RuntimeConfig {
     pub max_calls_per_host: u32,
     /// Instances the pooling allocator reserves room for, across all actors.
     pub max_instances: u32,
+    /// Most instances (warm or serving a call) one actor may hold on this
+    /// host, so one busy actor cannot take every slot from the rest; it also
+    /// caps the actor's calls in flight here. Unset: a quarter of
+    /// `max_instances` (at least 1). See [`RuntimeConfig::instance_share`].
+    pub max_instances_per_actor: Option<u32>,
+    /// How long an actor's warm instances stay after its last call before
+    /// they are dropped, freeing their slots and memory (the next call
+    /// creates one, tens of microseconds). At least 1 s.
+    #[serde(with = "humantime_serde")]
+    pub instance_idle_timeout: Duration,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
     /// Where compiled modules are cached (default: the user's cache dir); see
@@ -200,6 +210,8 @@ impl Default for RuntimeConfig {
             max_queued_per_replica: 16,
             max_calls_per_host: 512,
             max_instances: 1000,
+            max_instances_per_actor: None,
+            instance_idle_timeout: Duration::from_secs(60),
             pooling: true,
             cache_dir: None,
             no_cache: false,
@@ -241,7 +253,29 @@ impl RuntimeConfig {
                 return Err(format!("{name} must be {min} to {max}, got {value}"));
             }
         }
+        if let Some(share) = self.max_instances_per_actor
+            && !(1..=self.max_instances).contains(&share)
+        {
+            return Err(format!(
+                "max_instances_per_actor must be 1 to max_instances ({}), got {share}",
+                self.max_instances
+            ));
+        }
+        if self.instance_idle_timeout < Duration::from_secs(1) {
+            return Err(format!(
+                "instance_idle_timeout must be at least 1s, got {:?}",
+                self.instance_idle_timeout
+            ));
+        }
         Ok(())
+    }
+
+    /// Most instances one actor may hold on this host:
+    /// `max_instances_per_actor`, else a quarter of `max_instances`.
+    pub fn instance_share(&self) -> u32 {
+        self.max_instances_per_actor
+            .unwrap_or(self.max_instances / 4)
+            .clamp(1, self.max_instances.max(1))
     }
 
     /// The memory cap in bytes.
@@ -444,6 +478,48 @@ mod tests {
                 bad.validate().unwrap_err(),
                 "max_calls_per_host must be 1 to 1000000, got 0"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn instance_share_and_idle_timeout() {
+        figment::Jail::expect_with(|jail| {
+            let no_flags = BTreeMap::<String, String>::new();
+            let r: RuntimeConfig = figment(None, &no_flags).extract()?;
+            assert_eq!(r.instance_share(), 250);
+            assert_eq!(r.instance_idle_timeout, Duration::from_secs(60));
+            jail.set_env("LATTICE_MAX_INSTANCES", "3");
+            jail.set_env("LATTICE_INSTANCE_IDLE_TIMEOUT", "90s");
+            let r: RuntimeConfig = figment(None, &no_flags).extract()?;
+            // A quarter of 3 rounds to 0; every actor may hold at least one.
+            assert_eq!(r.instance_share(), 1);
+            assert_eq!(r.instance_idle_timeout, Duration::from_secs(90));
+            let cases = [
+                (
+                    Some(0),
+                    1,
+                    "max_instances_per_actor must be 1 to max_instances (3), got 0",
+                ),
+                (
+                    Some(4),
+                    1,
+                    "max_instances_per_actor must be 1 to max_instances (3), got 4",
+                ),
+                (
+                    None,
+                    0,
+                    "instance_idle_timeout must be at least 1s, got 0ns",
+                ),
+            ];
+            for (share, secs, message) in cases {
+                let bad = RuntimeConfig {
+                    max_instances_per_actor: share,
+                    instance_idle_timeout: Duration::from_secs(secs),
+                    ..r.clone()
+                };
+                assert_eq!(bad.validate().unwrap_err(), message);
+            }
             Ok(())
         });
     }

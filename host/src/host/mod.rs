@@ -172,6 +172,7 @@ impl Host {
         }
         inner.beat().await;
         inner.spawn_heartbeat();
+        inner.track(inner.runtime.spawn_idle_trimmer());
         if inner.config.reconcile {
             let task = tokio::spawn(crate::reconcile::run(
                 inner.nats.clone(),

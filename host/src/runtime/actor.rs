@@ -157,6 +157,14 @@ pub struct Actor {
 /// instantiations race for the freed slots).
 const MAX_EVICTIONS_PER_INSTANCE: u32 = 16;
 
+/// Calls `replicas` replicas may serve at once: `max_concurrency_per_replica`
+/// each, at most the actor's share of instance slots.
+fn concurrency_for(cfg: &crate::config::RuntimeConfig, replicas: u32) -> u32 {
+    replicas
+        .saturating_mul(cfg.max_concurrency_per_replica.max(1))
+        .min(cfg.instance_share())
+}
+
 /// Milliseconds since the first call of this function: a cheap, monotonic clock.
 fn now_ms() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -186,7 +194,6 @@ impl Actor {
                     actor: id.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        let per_replica = runtime.config().max_concurrency_per_replica.max(1);
         let actor = Arc::new(Actor {
             label: Arc::from(id.as_str()),
             id,
@@ -195,7 +202,9 @@ impl Actor {
             pre,
             router,
             warm: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new((replicas * per_replica) as usize)),
+            permits: Arc::new(Semaphore::new(
+                concurrency_for(runtime.config(), replicas) as usize
+            )),
             queued: Arc::new(AtomicU32::new(0)),
             replicas: AtomicU32::new(replicas),
             config,
@@ -233,9 +242,11 @@ impl Actor {
         self.replicas.load(Ordering::Relaxed)
     }
 
-    /// Most calls served at once: replicas × `max_concurrency_per_replica`.
+    /// Most calls served at once: replicas × `max_concurrency_per_replica`,
+    /// at most the actor's share of instance slots
+    /// ([`RuntimeConfig::instance_share`](crate::config::RuntimeConfig::instance_share)).
     pub fn max_concurrency(&self) -> u32 {
-        self.replicas() * self.runtime.config().max_concurrency_per_replica.max(1)
+        concurrency_for(self.runtime.config(), self.replicas())
     }
 
     /// Most calls waiting for an instance: replicas × `max_queued_per_replica`.
@@ -303,11 +314,16 @@ impl Actor {
         Ok(Admission { _host: host, stage })
     }
 
-    /// Adds replicas (raising the concurrency limit).
+    /// Adds replicas (raising the concurrency limit up to the actor's share).
     pub fn add_replicas(&self, n: u32) -> u32 {
-        let per = self.runtime.config().max_concurrency_per_replica.max(1);
-        self.permits.add_permits((n * per) as usize);
-        self.replicas.fetch_add(n, Ordering::Relaxed) + n
+        let cfg = self.runtime.config();
+        let before = self.replicas.fetch_add(n, Ordering::Relaxed);
+        let after = before.saturating_add(n);
+        // Each caller adds the difference its own step makes, so concurrent
+        // additions sum to the limit of the final count.
+        let more = concurrency_for(cfg, after) - concurrency_for(cfg, before);
+        self.permits.add_permits(more as usize);
+        after
     }
 
     /// Warm instances ready now.
@@ -471,6 +487,7 @@ impl Actor {
                         ),
                     }),
                 };
+                self.last_used.store(now_ms(), Ordering::Relaxed);
                 self.lock_warm().push(inst);
                 result
             }
@@ -584,6 +601,18 @@ impl Actor {
     pub(crate) fn give_back_instance(&self) -> bool {
         let dropped = self.lock_warm().pop();
         dropped.is_some()
+    }
+
+    /// Drops every warm instance when the actor has not used one for `idle`;
+    /// returns how many were dropped.
+    pub(crate) fn trim_if_idle(&self, idle: Duration) -> usize {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        if now_ms().saturating_sub(self.last_used()) < idle_ms {
+            return 0;
+        }
+        // Dropped outside the lock: freeing a store unmaps its memory.
+        let dropped = std::mem::take(&mut *self.lock_warm());
+        dropped.len()
     }
 
     fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {

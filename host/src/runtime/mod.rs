@@ -190,6 +190,42 @@ impl Runtime {
         })
     }
 
+    /// Drops the warm instances of every actor idle for
+    /// `instance_idle_timeout`; returns how many were dropped.
+    pub fn trim_idle_instances(&self) -> usize {
+        let idle = self.inner.config.instance_idle_timeout;
+        let actors: Vec<Arc<actor::Actor>> = {
+            let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+            actors.retain(|a| a.strong_count() > 0);
+            actors.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        let dropped: usize = actors.iter().map(|a| a.trim_if_idle(idle)).sum();
+        if dropped > 0 {
+            tracing::debug!(dropped, ?idle, "dropped idle warm instances");
+        }
+        dropped
+    }
+
+    /// Runs [`Runtime::trim_idle_instances`] every quarter of the idle
+    /// timeout (1 to 30 s) until the runtime is dropped.
+    pub fn spawn_idle_trimmer(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = (self.inner.config.instance_idle_timeout / 4).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                Runtime { inner }.trim_idle_instances();
+            }
+        })
+    }
+
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Module>> {
         self.inner.modules.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -966,3 +966,97 @@ async fn more_actors_than_instance_slots_all_answer() -> Result<()> {
     );
     Ok(())
 }
+
+/// One actor cannot take every instance slot: with 4 slots and a share of 2,
+/// 8 slow calls to `probe` (20 replicas, so 80 calls allowed by concurrency
+/// alone) run 2 at a time, and `hello` still gets an instance and answers
+/// while they are in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_actor_holds_at_most_its_share_of_instance_slots() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let host = lat
+        .host(
+            "share",
+            &[
+                ("--max-instances", "4"),
+                ("--max-instances-per-actor", "4"),
+                ("--call-timeout", "20s"),
+            ],
+        )
+        .await?;
+    let probe = actor_wasm("probe-actor")?;
+    lat.start_actor(&host, &probe, "probe", 20).await?;
+    let began = Instant::now();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (ctl, finished) = (lat.ctl.clone(), finished.clone());
+        slow.spawn(async move {
+            let reply = ctl.call("probe", "Sleep", &1500u32).await;
+            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            anyhow::Ok(rmp_serde::from_slice::<u32>(&reply?)?)
+        });
+    }
+    // Wait until the share is in use, then start and call another actor.
+    wait_until("probe to take calls", Duration::from_secs(10), || async {
+        let d = lat.actor_on(&host, "probe").await?.context("probe")?;
+        Ok((d.calls >= 2).then_some(()))
+    })
+    .await?;
+    let hello = actor_wasm("hello")?;
+    lat.start_actor(&host, &hello, "hello", 1)
+        .await
+        .context("hello must get a slot while probe's calls are in flight")?;
+    ensure!(lat.say_hello("beside").await? == "Hello, beside!");
+    let done = finished.load(std::sync::atomic::Ordering::SeqCst);
+    ensure!(
+        done < 8,
+        "hello answered only after the slow calls ({done} done)"
+    );
+    while let Some(r) = slow.join_next().await {
+        ensure!(r?? == 1500);
+    }
+    // 2 at a time, 1.5 s each: 4 rounds. More at once would finish sooner.
+    let took = began.elapsed();
+    ensure!(
+        took >= Duration::from_millis(5900),
+        "8 calls of 1.5 s took {took:?}: more than 2 ran at once"
+    );
+    let d = lat.actor_on(&host, "probe").await?.context("probe")?;
+    ensure!(
+        d.warm_instances <= 2,
+        "probe holds {} warm instances",
+        d.warm_instances
+    );
+    Ok(())
+}
+
+/// Warm instances are dropped once their actor has been idle for
+/// `instance_idle_timeout`, and the next call creates one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_warm_instances_are_trimmed() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let host = lat
+        .host("idle", &[("--instance-idle-timeout", "1s")])
+        .await?;
+    let hello = actor_wasm("hello")?;
+    lat.start_actor(&host, &hello, "hello", 1).await?;
+    ensure!(lat.say_hello("warm").await? == "Hello, warm!");
+    wait_until(
+        "hello's warm instance to be trimmed",
+        Duration::from_secs(10),
+        || async {
+            let d = lat.actor_on(&host, "hello").await?.context("hello")?;
+            Ok((d.warm_instances == 0).then_some(()))
+        },
+    )
+    .await?;
+    ensure!(lat.say_hello("again").await? == "Hello, again!");
+    let d = lat.actor_on(&host, "hello").await?.context("hello")?;
+    ensure!(
+        d.warm_instances == 1,
+        "{} warm after a call",
+        d.warm_instances
+    );
+    Ok(())
+}

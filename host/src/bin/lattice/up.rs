@@ -54,6 +54,19 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     max_calls_per_host: Option<u32>,
+    /// Instance slots of the pooling allocator, across all actors [default: 1000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_instances: Option<u32>,
+    /// Most instances one actor may hold on this host (also caps its calls in
+    /// flight here) [default: a quarter of max-instances]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_instances_per_actor: Option<u32>,
+    /// Idle time after which an actor's warm instances are dropped, e.g. 60s
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance_idle_timeout: Option<String>,
     /// Where compiled modules are cached
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
