@@ -38,6 +38,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct CtlClient {
     nats: Client,
+    /// Sends actor calls (replies and progress on one subscription).
+    caller: remote::Caller,
     lattice: LatticeId,
     timeout: Duration,
     /// Opened on the first gather; `None` when the state bucket cannot be
@@ -49,6 +51,7 @@ impl CtlClient {
     /// A client for `lattice` with the [`DEFAULT_TIMEOUT`].
     pub fn new(nats: Client, lattice: LatticeId) -> Self {
         CtlClient {
+            caller: remote::Caller::new(nats.clone()),
             nats,
             lattice,
             timeout: DEFAULT_TIMEOUT,
@@ -338,15 +341,15 @@ impl CtlClient {
     ) -> Result<Vec<u8>, Error> {
         let target = Target::Actor(ActorId::new(actor)?);
         let invocation = Invocation::new("cli", &target, operation, payload);
-        remote::invoke(
-            &self.nats,
-            &self.lattice,
-            &target,
-            &invocation,
-            &TraceContext::new_root(),
-            self.timeout,
-        )
-        .await
+        self.caller
+            .invoke(
+                &self.lattice,
+                &target,
+                &invocation,
+                &TraceContext::new_root(),
+                self.timeout,
+            )
+            .await
     }
 
     /// Subscribes to every event of the lattice.

@@ -34,6 +34,19 @@ pub enum Error {
         /// How long we waited.
         timeout: Duration,
     },
+    /// The host serving a call went silent: no reply and no progress message
+    /// for `silence`, although it sends progress while a call runs. It has most
+    /// likely died or lost its connection; the call may or may not have run.
+    #[error(
+        "no reply and no sign of life for {silence:?} from the host serving {what}: \
+         it has probably stopped; the call may or may not have run"
+    )]
+    ServerLost {
+        /// What was called, e.g. `actor "hello"`.
+        what: String,
+        /// How long nothing came.
+        silence: Duration,
+    },
     /// A message is larger than the NATS server accepts.
     #[error("{what} is {size} bytes, larger than the server's max payload of {max} bytes")]
     TooLarge {

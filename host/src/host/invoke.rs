@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lattice::{
     id::ActorId,
-    rpc::{Invocation, Target, remote},
+    rpc::{Invocation, Target},
     trace::TraceContext,
 };
 use lattice_provider::ProviderCall;
@@ -75,30 +75,30 @@ impl HostInner {
         }
         let timeout = call.deadline.saturating_duration_since(Instant::now()) + REMOTE_SLACK;
         let invocation = Invocation::new(call.origin, &call.target, call.operation, call.payload);
-        remote::invoke(
-            &self.nats,
-            &self.lattice,
-            &call.target,
-            &invocation,
-            &call.trace,
-            timeout,
-        )
-        .await
-        .map_err(|e| match (e, &call.target) {
-            (
-                lattice::Error::NoResponders { .. },
-                Target::Provider {
-                    provider,
-                    contract,
-                    link,
+        self.caller
+            .invoke(
+                &self.lattice,
+                &call.target,
+                &invocation,
+                &call.trace,
+                timeout,
+            )
+            .await
+            .map_err(|e| match (e, &call.target) {
+                (
+                    lattice::Error::NoResponders { .. },
+                    Target::Provider {
+                        provider,
+                        contract,
+                        link,
+                    },
+                ) => HostCallError::ProviderNotRunning {
+                    provider: provider.to_string(),
+                    contract: contract.to_string(),
+                    link: link.to_string(),
+                    actor: invocation.origin.clone(),
                 },
-            ) => HostCallError::ProviderNotRunning {
-                provider: provider.to_string(),
-                contract: contract.to_string(),
-                link: link.to_string(),
-                actor: invocation.origin.clone(),
-            },
-            (e, _) => HostCallError::Remote(e),
-        })
+                (e, _) => HostCallError::Remote(e),
+            })
     }
 }

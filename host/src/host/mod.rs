@@ -73,6 +73,8 @@ pub(crate) struct HostInner {
     labels: BTreeMap<String, String>,
     started: Instant,
     nats: Client,
+    /// Sends this host's remote invocations (replies and progress).
+    caller: lattice::rpc::remote::Caller,
     runtime: Runtime,
     config: HostConfig,
     actors: ActorTable,
@@ -152,6 +154,7 @@ impl Host {
             lattice,
             labels,
             started: Instant::now(),
+            caller: lattice::rpc::remote::Caller::new(nats.clone()),
             nats,
             runtime,
             config,

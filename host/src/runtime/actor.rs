@@ -22,7 +22,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
     time::Instant,
 };
-use wasmtime::{InstancePre, Module, Store, Trap, TypedFunc};
+use wasmtime::{InstancePre, Module, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::{
@@ -32,6 +32,9 @@ use super::{
     stdio::{LogStream, StderrTail, Stdio},
 };
 use crate::error::{InvokeError, RuntimeError};
+
+/// Epoch ticks (10 ms each) a call runs before it yields to other tasks.
+const YIELD_TICKS: u64 = 2;
 
 /// How long an instance's init functions may run.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -441,7 +444,19 @@ impl Actor {
             trace,
             deadline,
         ));
-        inst.store.set_epoch_deadline(ticks_until(deadline));
+        // Every few epoch ticks the guest yields to the scheduler, so a
+        // CPU-bound actor shares the host's threads with other calls and the
+        // serving task can still send progress to its caller; past the
+        // deadline it traps.
+        inst.store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(YIELD_TICKS)
+            })
+        });
+        inst.store
+            .set_epoch_deadline(YIELD_TICKS.min(ticks_until(deadline)));
         // The epoch trap is the real deadline; the timer is a backstop for a guest
         // stuck in a host call, and a little later so the trap wins when both fire.
         let backstop = deadline + Duration::from_millis(250);

@@ -651,17 +651,18 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
         link: lattice::id::LinkName::default_name(),
     };
     let inv = lattice::rpc::Invocation::new("kvcounter", &target, keyvalue::GET, get.clone());
-    let err = lattice::rpc::remote::invoke(
-        t.ctl.nats(),
-        &lid,
-        &target,
-        &inv,
-        &lattice::trace::TraceContext::new_root(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let caller = lattice::rpc::remote::Caller::new(t.ctl.nats().clone());
+    let err = caller
+        .invoke(
+            &lid,
+            &target,
+            &inv,
+            &lattice::trace::TraceContext::new_root(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
     for needle in [
         "provider kv refuses",
         "actor kvcounter",
@@ -672,16 +673,16 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
     }
     // The linked origin is served over NATS too.
     let inv = lattice::rpc::Invocation::new("probe", &target, keyvalue::GET, get);
-    lattice::rpc::remote::invoke(
-        t.ctl.nats(),
-        &lid,
-        &target,
-        &inv,
-        &lattice::trace::TraceContext::new_root(),
-        Duration::from_secs(5),
-    )
-    .await
-    .context("a linked origin is served")?;
+    caller
+        .invoke(
+            &lid,
+            &target,
+            &inv,
+            &lattice::trace::TraceContext::new_root(),
+            Duration::from_secs(5),
+        )
+        .await
+        .context("a linked origin is served")?;
     Ok(())
 }
 

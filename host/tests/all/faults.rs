@@ -717,3 +717,43 @@ async fn flood_is_refused_busy_and_memory_stays_bounded() -> Result<()> {
     assert_eq!(d.errors as usize, busy);
     Ok(())
 }
+
+/// A call in flight on a host that dies (SIGKILL) fails as soon as the
+/// caller notices the silence, not after its 30 s timeout: the error says the
+/// serving host went silent and that the call may or may not have run. A
+/// shorter call on the same host before the kill, longer than the progress
+/// interval, is not taken for a death.
+#[tokio::test]
+async fn a_call_on_a_host_that_dies_fails_at_once() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let mut host = lat.host("doomed", &[("--call-timeout", "30s")]).await?;
+    let probe = actor_wasm("probe-actor")?;
+    lat.start_actor(&host, &probe, "probe", 1).await?;
+    let ctl = lat.ctl.clone().with_timeout(Duration::from_secs(30));
+    // 1.5 s: longer than the silence limit, alive thanks to progress messages.
+    let reply = ctl.call("probe", "Sleep", &1500u32).await?;
+    ensure!(rmp_serde::from_slice::<u32>(&reply)? == 1500);
+
+    let call = tokio::spawn(async move { ctl.call("probe", "Sleep", &20_000u32).await });
+    wait_until(
+        "the long call to start",
+        Duration::from_secs(10),
+        || async {
+            let d = lat.actor_on(&host, "probe").await?.context("probe")?;
+            Ok((d.calls >= 2).then_some(()))
+        },
+    )
+    .await?;
+    host.kill()?;
+    let err = call.await?.expect_err("the host died mid-call");
+    ensure!(
+        matches!(err, lattice::Error::ServerLost { .. }),
+        "expected ServerLost, got: {err}"
+    );
+    let text = err.to_string();
+    ensure!(
+        text.contains("actor \"probe\"") && text.contains("may or may not have run"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -1,10 +1,19 @@
 //! Sending invocations over NATS: the one place remote calls are made, by the
 //! CLI, by hosts routing an actor's host call, and by providers calling actors.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::{Client, HeaderMap, RequestErrorKind};
 use bytes::Bytes;
+use futures::StreamExt;
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{Invocation, InvocationResponse, Target};
 use crate::{Error, id::LatticeId, trace::TraceContext};
@@ -52,31 +61,211 @@ pub async fn request(
         })
 }
 
-/// Sends `invocation` to `target` and returns the reply payload.
+/// Header a caller sets on an invocation to ask for progress messages: its
+/// value is the interval in milliseconds. While the call runs, the serving
+/// side publishes an empty message with [`STATUS_HEADER`]` = `[`PROGRESS`] to
+/// the reply subject at that interval ([`super::serve::serve_invocation`]).
+pub const PROGRESS_HEADER: &str = "Lattice-Progress";
+/// Header marking a message on a reply subject as other than the reply.
+pub const STATUS_HEADER: &str = "Lattice-Status";
+/// The [`STATUS_HEADER`] value of a progress message.
+pub const PROGRESS: &str = "progress";
+/// How often a serving host says a call is still running.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a caller waits without a reply or a progress message before it
+/// gives the serving side up as lost ([`Error::ServerLost`]): four progress
+/// intervals, so one late message is not taken for a death.
+pub const SILENCE_LIMIT: Duration = Duration::from_millis(1000);
+
+/// Sends invocations and hears their progress, on one NATS connection.
 ///
-/// # Errors
-/// [`Error::NoResponders`] when nobody serves the target (at once, not after the
-/// timeout), [`Error::Remote`] with the callee's error, [`Error::Timeout`],
-/// [`Error::TooLarge`], [`Error::Codec`] for a reply that is not a response.
-pub async fn invoke(
-    nats: &Client,
-    lattice: &LatticeId,
-    target: &Target,
-    invocation: &Invocation,
-    trace: &TraceContext,
-    timeout: Duration,
-) -> Result<Vec<u8>, Error> {
-    let mut headers = HeaderMap::new();
-    trace.inject(&mut headers);
-    let what = target.to_string();
-    let msg = request(
-        nats,
-        target.subject(lattice),
-        headers,
-        invocation.encode()?.into(),
-        timeout,
-        &what,
-    )
-    .await?;
-    InvocationResponse::decode(&msg.payload)?.into_result()
+/// A call is published with a reply subject of its own under one wildcard
+/// subscription (made on first use), so the progress messages the serving side
+/// sends every [`PROGRESS_INTERVAL`] reach the waiting call. When neither a
+/// reply nor progress arrives for [`SILENCE_LIMIT`], the host that took the
+/// call has died or lost NATS, and the call fails with [`Error::ServerLost`]
+/// at once instead of waiting for its whole timeout. Cheap to clone.
+#[derive(Clone)]
+pub struct Caller {
+    inner: Arc<Replies>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("prefix", &self.inner.prefix)
+            .finish()
+    }
+}
+
+/// Calls waiting for messages on their reply subjects.
+struct Replies {
+    nats: Client,
+    /// `_INBOX.<unique>.`: a call's reply subject is this plus its token.
+    prefix: String,
+    pending: Mutex<HashMap<u64, mpsc::Sender<async_nats::Message>>>,
+    next: AtomicU64,
+    subscribed: tokio::sync::OnceCell<()>,
+}
+
+/// Messages one call may have waiting (progress comes a few times a second,
+/// the reply once; more than this means the caller stopped reading).
+const CALL_QUEUE: usize = 4;
+
+impl Caller {
+    /// A caller on `nats`. Subscribes on the first call.
+    pub fn new(nats: Client) -> Self {
+        let prefix = format!("{}.", nats.new_inbox());
+        Caller {
+            inner: Arc::new(Replies {
+                nats,
+                prefix,
+                pending: Mutex::new(HashMap::new()),
+                next: AtomicU64::new(0),
+                subscribed: tokio::sync::OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The connection.
+    pub fn nats(&self) -> &Client {
+        &self.inner.nats
+    }
+
+    /// Sends `invocation` to `target` and returns the reply payload.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`] when nobody serves the target (at once, not
+    /// after the timeout), [`Error::ServerLost`] when the host that took the
+    /// call went silent, [`Error::Remote`] with the callee's error,
+    /// [`Error::Timeout`], [`Error::TooLarge`], [`Error::Codec`] for a reply
+    /// that is not a response.
+    pub async fn invoke(
+        &self,
+        lattice: &LatticeId,
+        target: &Target,
+        invocation: &Invocation,
+        trace: &TraceContext,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
+        let what = target.to_string();
+        let body: Bytes = invocation.encode()?.into();
+        let max = self.inner.nats.max_payload();
+        if max > 0 && body.len() > max {
+            return Err(Error::TooLarge {
+                what: format!("request to {what}"),
+                size: body.len(),
+                max,
+            });
+        }
+        self.inner.subscribe().await?;
+        let mut headers = HeaderMap::new();
+        trace.inject(&mut headers);
+        headers.insert(
+            PROGRESS_HEADER,
+            PROGRESS_INTERVAL.as_millis().to_string().as_str(),
+        );
+        let (mut waiting, reply) = self.inner.expect();
+        let subject = target.subject(lattice);
+        self.inner
+            .nats
+            .publish_with_reply_and_headers(subject.clone(), reply, headers, body)
+            .await
+            .map_err(|e| Error::nats(format!("request to {what}"), e))?;
+        let deadline = Instant::now() + timeout;
+        let mut heard = Instant::now();
+        loop {
+            let until = deadline.min(heard + SILENCE_LIMIT);
+            let msg = match tokio::time::timeout_at(until, waiting.rx.recv()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => {
+                    return Err(Error::nats(
+                        format!("request to {what}"),
+                        std::io::Error::other("the reply subscription closed"),
+                    ));
+                }
+                Err(_) if until >= deadline => return Err(Error::Timeout { what, timeout }),
+                Err(_) => {
+                    return Err(Error::ServerLost {
+                        what,
+                        silence: SILENCE_LIMIT,
+                    });
+                }
+            };
+            if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                return Err(Error::NoResponders { what, subject });
+            }
+            let progress = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(STATUS_HEADER))
+                .is_some_and(|v| v.as_str() == PROGRESS);
+            if progress {
+                heard = Instant::now();
+                continue;
+            }
+            return InvocationResponse::decode(&msg.payload)?.into_result();
+        }
+    }
+}
+
+/// One call's place in [`Replies::pending`]; removed when dropped, so a call
+/// given up (timeout, cancelled future) leaves nothing behind.
+struct Waiting {
+    replies: Arc<Replies>,
+    token: u64,
+    rx: mpsc::Receiver<async_nats::Message>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.replies.lock().remove(&self.token);
+    }
+}
+
+impl Replies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<async_nats::Message>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a call: its receiver and its reply subject.
+    fn expect(self: &Arc<Self>) -> (Waiting, String) {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CALL_QUEUE);
+        self.lock().insert(token, tx);
+        let waiting = Waiting {
+            replies: self.clone(),
+            token,
+            rx,
+        };
+        (waiting, format!("{}{token}", self.prefix))
+    }
+
+    /// Subscribes to `prefix.*` once and routes each message to its call.
+    async fn subscribe(self: &Arc<Self>) -> Result<(), Error> {
+        self.subscribed
+            .get_or_try_init(|| async {
+                let mut sub = self
+                    .nats
+                    .subscribe(format!("{}*", self.prefix))
+                    .await
+                    .map_err(|e| Error::nats(format!("subscribe {}*", self.prefix), e))?;
+                let weak = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    while let Some(msg) = sub.next().await {
+                        let Some(replies) = weak.upgrade() else { break };
+                        let token = msg.subject.rsplit('.').next().and_then(|t| t.parse().ok());
+                        let tx = token.and_then(|t: u64| replies.lock().get(&t).cloned());
+                        // A full queue means the call is not reading; a
+                        // progress message more or less changes nothing.
+                        if let Some(tx) = tx {
+                            let _ = tx.try_send(msg);
+                        }
+                    }
+                });
+                Ok::<_, Error>(())
+            })
+            .await
+            .map(|_| ())
+    }
 }

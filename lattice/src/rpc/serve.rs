@@ -11,7 +11,10 @@ use std::{future::Future, time::Duration};
 
 use tracing::Instrument;
 
-use super::{Invocation, InvocationResponse};
+use super::{
+    Invocation, InvocationResponse,
+    remote::{PROGRESS, PROGRESS_HEADER, STATUS_HEADER},
+};
 use crate::trace::TraceContext;
 
 /// Serves one request message: decodes the [`Invocation`], runs `handle` within
@@ -52,9 +55,12 @@ pub async fn serve_invocation<F, Fut, E>(
             // themselves (actors, through epoch interruption) report their own,
             // more precise error first.
             let slack = deadline + Duration::from_millis(250);
-            let result = tokio::time::timeout(slack, handle(inv, trace, until))
-                .instrument(span.clone())
-                .await;
+            let work =
+                tokio::time::timeout(slack, handle(inv, trace, until)).instrument(span.clone());
+            let result = match progress_interval(&msg) {
+                Some(every) => with_progress(nats, &reply, every, work).await,
+                None => work.await,
+            };
             match result {
                 Ok(Ok(payload)) => InvocationResponse::ok(payload),
                 Ok(Err(e)) => {
@@ -71,6 +77,46 @@ pub async fn serve_invocation<F, Fut, E>(
     let body = encode_within(nats.max_payload(), response, what);
     if let Err(e) = nats.publish(reply, body.into()).await {
         tracing::warn!(target = %what, error = %e, "could not send reply");
+    }
+}
+
+/// The progress interval a caller asked for in [`PROGRESS_HEADER`], within
+/// 50 ms to 60 s (a caller cannot make a host chatter faster).
+fn progress_interval(msg: &async_nats::Message) -> Option<Duration> {
+    let ms: u64 = msg
+        .headers
+        .as_ref()?
+        .get(PROGRESS_HEADER)?
+        .as_str()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(ms.clamp(50, 60_000)))
+}
+
+/// Runs `work`, publishing a progress message to `reply` every `every` until
+/// it is done, so the caller knows this side is alive.
+async fn with_progress<T>(
+    nats: &async_nats::Client,
+    reply: &async_nats::Subject,
+    every: Duration,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(STATUS_HEADER, PROGRESS);
+                // Best effort: a lost progress message costs at most one
+                // interval of the caller's patience.
+                let _ = nats
+                    .publish_with_headers(reply.clone(), headers, bytes::Bytes::new())
+                    .await;
+            }
+        }
     }
 }
 

@@ -430,12 +430,29 @@ impl Route {
         }
         drop(body);
 
-        let reply = match self
+        // A request the client may repeat (GET, HEAD, PUT, DELETE, ...) is
+        // sent once more when the host serving it died mid-call: the queue
+        // group gives it to another replica. Others get 502: they may have run.
+        let again = parts.method.is_idempotent().then(|| payload.clone());
+        let mut result = self
             .actors
             .call_actor(&self.actor, HANDLE_REQUEST, payload)
-            .await
-        {
+            .await;
+        if let (Err(CallError::Lost(msg)), Some(payload)) = (&result, again) {
+            debug!(actor = %self.actor, method = %parts.method, "retrying once: {msg}");
+            result = self
+                .actors
+                .call_actor(&self.actor, HANDLE_REQUEST, payload)
+                .await;
+        }
+        let reply = match result {
             Ok(reply) => reply,
+            Err(CallError::Lost(msg)) => {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{}\n", codec::truncate(&msg, 200)),
+                );
+            }
             Err(CallError::NotRunning(_)) => {
                 return text(
                     StatusCode::SERVICE_UNAVAILABLE,

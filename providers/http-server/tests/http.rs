@@ -25,6 +25,8 @@ use lattice_provider_httpserver::HttpServerProvider;
 #[derive(Default)]
 struct TestActor {
     calls: AtomicUsize,
+    /// Calls to `/lostonce` so far: the first is "lost" (its host died).
+    lost_once: AtomicUsize,
 }
 
 impl ActorCaller for TestActor {
@@ -37,6 +39,10 @@ impl ActorCaller for TestActor {
         self.calls.fetch_add(1, Ordering::Relaxed);
         assert_eq!(operation, HANDLE_REQUEST);
         let actor = actor.to_string();
+        let lost_before = match rmp_serde::from_slice::<HttpRequest>(&payload) {
+            Ok(req) if req.path == "/lostonce" => self.lost_once.fetch_add(1, Ordering::Relaxed),
+            _ => usize::MAX,
+        };
         Box::pin(async move {
             let req: HttpRequest = rmp_serde::from_slice(&payload)
                 .map_err(|e| CallError::Failed(format!("bad request payload: {e}")))?;
@@ -54,6 +60,10 @@ impl ActorCaller for TestActor {
                     "actor {actor} is busy: 2 calls in flight and 4 queued on host h; retry later"
                 ))),
                 "/garbage" => Ok(b"\xc1\xc1 not msgpack".to_vec()),
+                "/lostonce" if lost_before == 0 => Err(CallError::Lost(format!(
+                    "no reply and no sign of life from the host serving actor {actor}"
+                ))),
+                "/lostonce" => reply(HttpResponse::new(200, "second try")),
                 "/sleep" => {
                     tokio::time::sleep(Duration::from_secs(10)).await;
                     reply(HttpResponse::new(200, "late"))
@@ -395,7 +405,7 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn actor_failures_map_to_status_codes() {
-    let (p, _) = provider().await;
+    let (p, actor) = provider().await;
     let addr = serve(&p, "faulty", &[]).await;
     let c = client();
     let get = |path: &'static str| {
@@ -434,6 +444,18 @@ async fn actor_failures_map_to_status_codes() {
         body.starts_with("actor faulty is busy: 2 calls in flight"),
         "{body}"
     );
+
+    // The host serving a call died mid-call: a GET is sent once more (and
+    // answered by another replica); a POST may have run, so it gets 502.
+    let (status, body) = get("/lostonce").await;
+    assert_eq!((status, body.as_str()), (200, "second try"));
+    assert_eq!(actor.lost_once.load(Ordering::Relaxed), 2, "one retry");
+    let (p2, _) = provider().await;
+    let addr2 = serve(&p2, "faulty", &[]).await;
+    let resp = c.post(url(addr2, "/lostonce")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("no sign of life"), "{body}");
 
     let (status, body) = get("/garbage").await;
     assert_eq!(status, 500);

@@ -109,6 +109,12 @@ pub enum CallError {
     /// 503 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+    /// The host serving the call went silent mid-call (it most likely died):
+    /// the call may or may not have run. An HTTP server answers 502; a
+    /// request that is safe to repeat may be sent again (another replica
+    /// takes it).
+    #[error("{0}")]
+    Lost(String),
     /// The actor answered with an error.
     #[error("{0}")]
     Failed(String),

@@ -534,7 +534,7 @@ impl Inner {
 
 /// Calls actors over NATS: what a provider running as its own process uses.
 pub struct NatsActorCaller {
-    nats: async_nats::Client,
+    caller: remote::Caller,
     lattice: LatticeId,
     origin: String,
     timeout: Duration,
@@ -549,7 +549,7 @@ impl NatsActorCaller {
         timeout: Duration,
     ) -> Self {
         NatsActorCaller {
-            nats,
+            caller: remote::Caller::new(nats),
             lattice,
             origin: origin.to_string(),
             timeout,
@@ -562,6 +562,7 @@ pub fn call_error(actor: &str, e: lattice::Error) -> CallError {
     match e {
         lattice::Error::NoResponders { .. } => CallError::NotRunning(actor.to_string()),
         lattice::Error::Timeout { .. } => CallError::Timeout(actor.to_string()),
+        lattice::Error::ServerLost { .. } => CallError::Lost(e.to_string()),
         lattice::Error::Remote(m) if CallError::is_busy_message(&m) => CallError::Busy(m),
         other => CallError::Failed(other.to_string()),
     }
@@ -575,7 +576,7 @@ impl ActorCaller for NatsActorCaller {
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
         let target = ActorId::new(actor).map(Target::Actor);
-        let (nats, lattice, timeout) = (self.nats.clone(), self.lattice.clone(), self.timeout);
+        let (caller, lattice, timeout) = (self.caller.clone(), self.lattice.clone(), self.timeout);
         let (origin, actor, operation) = (
             self.origin.clone(),
             actor.to_string(),
@@ -584,16 +585,10 @@ impl ActorCaller for NatsActorCaller {
         Box::pin(async move {
             let target = target.map_err(|e| CallError::Failed(e.to_string()))?;
             let inv = Invocation::new(origin, &target, operation, payload);
-            remote::invoke(
-                &nats,
-                &lattice,
-                &target,
-                &inv,
-                &TraceContext::new_root(),
-                timeout,
-            )
-            .await
-            .map_err(|e| call_error(&actor, e))
+            caller
+                .invoke(&lattice, &target, &inv, &TraceContext::new_root(), timeout)
+                .await
+                .map_err(|e| call_error(&actor, e))
         })
     }
 }
