@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Soak test (not part of the default test run): keeps HTTP load on a deployed app
 # while hosts are SIGKILLed and restarted one by one, then reports requests sent,
-# failed, the longest gap without a successful response, and for each kill the
-# time until the app was back at full replica count.
+# failed, the longest gap without a successful response, for each kill the
+# time until the app was back at full replica count, the requests in flight at
+# the kill and the failures around it, and whether the key-value counter ever
+# fell below the number of successful increments.
 #
 #   scripts/soak.sh [ROUNDS] [PAUSE_SECONDS]
 #
@@ -110,13 +112,14 @@ echo "==> HTTP server instances serving the link: $(http_instances) (one per hos
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/warm" >/dev/null && break; python3 -c 'import time; time.sleep(0.1)'; done
 
 DURATION=$(( ROUNDS * (PAUSE + 15) + 10 ))
-python3 scripts/soak_load.py "http://127.0.0.1:$HTTP_PORT/soak" "$DURATION" 8 "$WORK/STOP" >"$WORK/load.json" &
+python3 scripts/soak_load.py "http://127.0.0.1:$HTTP_PORT/soak" "$DURATION" 8 "$WORK/STOP" "$WORK/kills" >"$WORK/load.json" &
 LOAD_PID=$!
 
 printf '%-8s %-8s %-22s %s\n' round killed "back to 3 replicas (s)" "HTTP instances"
 for r in $(seq 1 "$ROUNDS"); do
     sleep "$PAUSE"
     victim="soak-$(( (r - 1) % 3 + 1 ))"
+    python3 -c 'import time; print(time.time())' >>"$WORK/kills"
     kill -KILL "${PIDS[$victim]}"
     secs="$(wait_full)"
     printf '%-8s %-8s %-22s %s\n' "$r" "$victim" "$secs" "$(http_instances)"
@@ -128,4 +131,9 @@ python3 - "$WORK/load.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 print(f"requests sent {s['sent']}, failed {s['failed']} ({100*s['failed']/max(1,s['sent']):.2f}%), longest gap without a success {s['longest_gap']:.2f} s")
+print(f"{'kill':<6} {'in flight (all hosts)':<22} failed around it")
+for i, k in enumerate(s["kills"], 1):
+    print(f"{i:<6} {k['in_flight']:<22} {k['failed']}")
+print(f"counter /soak: highest value returned {s['max_count']}, successful increments {s['successes']}",
+      "(ok: never lower)" if s["max_count"] >= s["successes"] else "(LOST INCREMENTS)")
 PY

@@ -979,7 +979,7 @@ async fn one_actor_holds_at_most_its_share_of_instance_slots() -> Result<()> {
             "share",
             &[
                 ("--max-instances", "4"),
-                ("--max-instances-per-actor", "4"),
+                ("--max-instances-per-actor", "2"),
                 ("--call-timeout", "20s"),
             ],
         )
