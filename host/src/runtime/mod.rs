@@ -171,11 +171,7 @@ impl Runtime {
     /// other than `asking` (which has none idle, or it would not instantiate);
     /// `false` when no actor has an idle instance.
     pub(crate) fn give_back_idle_instance(&self, asking: &actor::Actor) -> bool {
-        let candidates: Vec<Arc<actor::Actor>> = {
-            let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
-            actors.retain(|a| a.strong_count() > 0);
-            actors.iter().filter_map(std::sync::Weak::upgrade).collect()
-        };
+        let candidates = self.live_actors();
         let mut by_age: Vec<&Arc<actor::Actor>> = candidates
             .iter()
             .filter(|a| !std::ptr::eq(Arc::as_ptr(a), asking) && a.warm_instances() > 0)
@@ -194,12 +190,11 @@ impl Runtime {
     /// `instance_idle_timeout`; returns how many were dropped.
     pub fn trim_idle_instances(&self) -> usize {
         let idle = self.inner.config.instance_idle_timeout;
-        let actors: Vec<Arc<actor::Actor>> = {
-            let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
-            actors.retain(|a| a.strong_count() > 0);
-            actors.iter().filter_map(std::sync::Weak::upgrade).collect()
-        };
-        let dropped: usize = actors.iter().map(|a| a.trim_if_idle(idle)).sum();
+        let dropped: usize = self
+            .live_actors()
+            .iter()
+            .map(|a| a.trim_if_idle(idle))
+            .sum();
         if dropped > 0 {
             tracing::debug!(dropped, ?idle, "dropped idle warm instances");
         }
@@ -224,6 +219,13 @@ impl Runtime {
                 Runtime { inner }.trim_idle_instances();
             }
         })
+    }
+
+    /// The actors started on this runtime that still run (forgetting the rest).
+    fn live_actors(&self) -> Vec<Arc<actor::Actor>> {
+        let mut actors = self.inner.actors.lock().unwrap_or_else(|p| p.into_inner());
+        actors.retain(|a| a.strong_count() > 0);
+        actors.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
     fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Module>> {

@@ -33,15 +33,7 @@ pub async fn request(
     timeout: Duration,
     what: &str,
 ) -> Result<async_nats::Message, Error> {
-    // `max_payload` reads one field; `server_info()` would clone the whole INFO.
-    let max = nats.max_payload();
-    if max > 0 && body.len() > max {
-        return Err(Error::TooLarge {
-            what: format!("request to {what}"),
-            size: body.len(),
-            max,
-        });
-    }
+    fits(nats, &body, what)?;
     let req = async_nats::Request::new()
         .payload(body)
         .headers(headers)
@@ -59,6 +51,21 @@ pub async fn request(
             },
             _ => Error::nats(format!("request to {what}"), e),
         })
+}
+
+/// Refuses a request body larger than the server's max payload, naming both
+/// sizes, before the connection would drop it.
+fn fits(nats: &Client, body: &Bytes, what: &str) -> Result<(), Error> {
+    // `max_payload` reads one field; `server_info()` would clone the whole INFO.
+    let max = nats.max_payload();
+    if max > 0 && body.len() > max {
+        return Err(Error::TooLarge {
+            what: format!("request to {what}"),
+            size: body.len(),
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Header a caller sets on an invocation to ask for progress messages: its
@@ -127,11 +134,6 @@ impl Caller {
         }
     }
 
-    /// The connection.
-    pub fn nats(&self) -> &Client {
-        &self.inner.nats
-    }
-
     /// Sends `invocation` to `target` and returns the reply payload.
     ///
     /// # Errors
@@ -150,14 +152,7 @@ impl Caller {
     ) -> Result<Vec<u8>, Error> {
         let what = target.to_string();
         let body: Bytes = invocation.encode()?.into();
-        let max = self.inner.nats.max_payload();
-        if max > 0 && body.len() > max {
-            return Err(Error::TooLarge {
-                what: format!("request to {what}"),
-                size: body.len(),
-                max,
-            });
-        }
+        fits(&self.inner.nats, &body, &what)?;
         self.inner.subscribe().await?;
         let mut headers = HeaderMap::new();
         trace.inject(&mut headers);
