@@ -13,7 +13,8 @@
 # every host (`on_every_host = true`): the three HTTP server instances listen on
 # one port through SO_REUSEPORT, so the kernel sends new connections to the
 # live hosts only, and a killed host takes down one instance, not HTTP.
-# Builds go to $CARGO_TARGET_DIR (default target/).
+# Builds go to $CARGO_TARGET_DIR (default target/). SOAK_KEEP_LOGS=DIR keeps the
+# host, nats-server and load logs there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -36,6 +37,10 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     [ -n "${NATS_PID:-}" ] && kill -TERM "$NATS_PID" 2>/dev/null || true
     wait 2>/dev/null || true
+    if [ -n "${SOAK_KEEP_LOGS:-}" ]; then
+        mkdir -p "$SOAK_KEEP_LOGS" && cp "$WORK"/*.log "$WORK"/kills "$SOAK_KEEP_LOGS"/ 2>/dev/null || true
+        echo "logs kept in $SOAK_KEEP_LOGS" >&2
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -24,6 +24,14 @@ pub enum RuntimeError {
         /// The broken rule, naming the export or import.
         reason: String,
     },
+    /// The module's memory or table starts larger than an instance may be.
+    #[error("{what} cannot run on this host: {reason}")]
+    TooLarge {
+        /// Which module.
+        what: String,
+        /// Which size, the limit, and the setting behind it.
+        reason: String,
+    },
     /// wasmtime refused to compile or link the module.
     #[error("could not compile {what}: {reason}")]
     Compile {

@@ -373,24 +373,19 @@ impl CtlClient {
         let subject = subject::host_ctl(&self.lattice, host, op);
         let body = serde_json::to_vec(body).map_err(|e| json_err("encode", op, e))?;
         let what = format!("host {host:?} ({op})");
-        let msg = remote::request(
-            &self.nats,
-            subject,
-            HeaderMap::new(),
-            body.into(),
-            timeout,
-            &what,
-        )
-        .await
-        .map_err(|e| match e {
-            Error::NoResponders { .. } => Error::HostNotFound {
-                by: "id",
-                host: host.to_string(),
-                lattice: self.lattice.to_string(),
-                answered: String::new(),
-            },
-            other => other,
-        })?;
+        let msg = self
+            .caller
+            .request(subject, HeaderMap::new(), body.into(), timeout, &what)
+            .await
+            .map_err(|e| match e {
+                Error::NoResponders { .. } => Error::HostNotFound {
+                    by: "id",
+                    host: host.to_string(),
+                    lattice: self.lattice.to_string(),
+                    answered: String::new(),
+                },
+                other => other,
+            })?;
         let reply: CtlReply<Resp> =
             serde_json::from_slice(&msg.payload).map_err(|e| json_err("decode", op, e))?;
         reply.into_result()

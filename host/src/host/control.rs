@@ -115,7 +115,10 @@ pub(crate) async fn subscribe<A: ControlApi>(
                 };
                 let (nats, id) = (nats.clone(), id.clone());
                 tokio::spawn(async move {
-                    let body = handle(&api, &op, &msg.payload).instrument(span).await;
+                    // Progress lets the caller tell a slow start (a large
+                    // module compiling) from a host that died mid-request.
+                    let work = handle(&api, &op, &msg.payload).instrument(span);
+                    let body = lattice::rpc::serve::with_progress_if_asked(&nats, &msg, work).await;
                     if let Some(body) = body {
                         send(&nats, &id, reply, body).await;
                     }

@@ -36,6 +36,22 @@ use crate::error::{InvokeError, RuntimeError};
 /// Epoch ticks (10 ms each) a call runs before it yields to other tasks.
 const YIELD_TICKS: u64 = 2;
 
+/// Lets the guest in `store` run until `deadline`, yielding to the scheduler
+/// every [`YIELD_TICKS`] epoch ticks: a CPU-bound guest (a call or a slow
+/// `_initialize`) shares the host's threads with other work, and the task
+/// serving it can still send progress to its caller. Past the deadline the
+/// guest traps with [`Trap::Interrupt`].
+fn yield_until(store: &mut Store<StoreData>, deadline: Instant) {
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(YIELD_TICKS)
+        })
+    });
+    store.set_epoch_deadline(YIELD_TICKS.min(ticks_until(deadline)));
+}
+
 /// How long an instance's init functions may run.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -444,19 +460,7 @@ impl Actor {
             trace,
             deadline,
         ));
-        // Every few epoch ticks the guest yields to the scheduler, so a
-        // CPU-bound actor shares the host's threads with other calls and the
-        // serving task can still send progress to its caller; past the
-        // deadline it traps.
-        inst.store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(YIELD_TICKS)
-            })
-        });
-        inst.store
-            .set_epoch_deadline(YIELD_TICKS.min(ticks_until(deadline)));
+        yield_until(&mut inst.store, deadline);
         // The epoch trap is the real deadline; the timer is a backstop for a guest
         // stuck in a host call, and a little later so the trap wins when both fire.
         let backstop = deadline + Duration::from_millis(250);
@@ -550,7 +554,7 @@ impl Actor {
                 wasi: wasi_ctx(),
                 limiter: MemoryLimiter {
                     max_bytes: cfg.max_memory_bytes(),
-                    max_table_elements: 100_000,
+                    max_table_elements: super::validate::MAX_TABLE_ELEMENTS,
                 },
                 actor: self.label.clone(),
                 router: self.router.clone(),
@@ -559,8 +563,7 @@ impl Actor {
             };
             let mut store = Store::new(self.runtime.engine(), data);
             store.limiter(|d| &mut d.limiter);
-            store.epoch_deadline_trap();
-            store.set_epoch_deadline(ticks_until(Instant::now() + INIT_TIMEOUT));
+            yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
             match self.pre.instantiate_async(&mut store).await {
                 Ok(instance) => break (store, instance),
                 Err(e)

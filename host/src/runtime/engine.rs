@@ -31,7 +31,7 @@ pub fn build(cfg: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
             .total_stacks(cfg.max_instances)
             .max_memory_size(cfg.max_memory_bytes())
             // Standard Go modules have tables of tens of thousands of functions.
-            .table_elements(100_000)
+            .table_elements(super::validate::MAX_TABLE_ELEMENTS)
             .max_core_instance_size(4 << 20);
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {

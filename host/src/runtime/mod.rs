@@ -116,7 +116,8 @@ impl Runtime {
     /// Compilation runs on a blocking thread so the host keeps serving meanwhile.
     ///
     /// # Errors
-    /// [`RuntimeError::NotWasm`], [`RuntimeError::Compile`], [`RuntimeError::BadAbi`].
+    /// [`RuntimeError::NotWasm`], [`RuntimeError::TooLarge`], [`RuntimeError::Compile`],
+    /// [`RuntimeError::BadAbi`].
     pub async fn load(
         &self,
         what: &str,
@@ -128,6 +129,7 @@ impl Runtime {
         }
         validate::check_magic(what, &bytes)?;
         validate::check_go_reactor(what, &bytes)?;
+        validate::check_sizes(what, &bytes, self.inner.config.max_memory_mib)?;
         let this = self.clone();
         let (what_owned, digest_owned) = (what.to_string(), digest.clone());
         let (module, from) = tokio::task::spawn_blocking(move || {

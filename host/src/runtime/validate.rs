@@ -120,6 +120,55 @@ pub fn check_abi(what: &str, module: &Module) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Elements a table may hold (the pooling allocator's slots are this large).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Refuses, before compiling, a module whose memory or table starts larger
+/// than an instance may ever be on this host, naming both sizes and the
+/// setting: it could never be instantiated, and wasmtime's own message speaks
+/// of pooling slots in bytes. Malformed sections are left to the compiler.
+///
+/// # Errors
+/// [`RuntimeError::TooLarge`] with the initial size and the limit.
+pub fn check_sizes(what: &str, bytes: &[u8], max_memory_mib: u32) -> Result<(), RuntimeError> {
+    use wasmparser::{Parser, Payload};
+    let too_big = |reason: String| RuntimeError::TooLarge {
+        what: what.into(),
+        reason,
+    };
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::MemorySection(memories)) => {
+                for memory in memories.into_iter().flatten() {
+                    let mib = memory.initial.saturating_mul(64) >> 10;
+                    if mib > u64::from(max_memory_mib) {
+                        return Err(too_big(format!(
+                            "its memory starts at {mib} MiB ({} pages of 64 KiB), more than the \
+                             {max_memory_mib} MiB an instance may have on this host \
+                             (max_memory_mib)",
+                            memory.initial
+                        )));
+                    }
+                }
+            }
+            Ok(Payload::TableSection(tables)) => {
+                for table in tables.into_iter().flatten() {
+                    if table.ty.initial > MAX_TABLE_ELEMENTS as u64 {
+                        return Err(too_big(format!(
+                            "its table starts with {} elements, more than the \
+                             {MAX_TABLE_ELEMENTS} an instance may have",
+                            table.ty.initial
+                        )));
+                    }
+                }
+            }
+            Ok(Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a module built by the standard Go toolchain as a WASI *command*
 /// (`go build` without `-buildmode=c-shared`): it exports `_start` and no
 /// `_initialize`, and Go's runtime exits when `main` returns, so its exported

@@ -182,6 +182,46 @@ async fn endless_loop_is_stopped_at_the_deadline() -> Result<()> {
     Ok(())
 }
 
+/// A module whose memory starts larger than an instance may be (here 64 MiB on
+/// a host allowing 32) or whose table starts larger than the slots' tables is
+/// refused at start with both sizes and the setting named; the host keeps
+/// serving.
+#[tokio::test]
+async fn a_module_larger_than_an_instance_slot_is_refused_at_start() -> Result<()> {
+    let (lat, host) = lattice_with_hello(&[("--max-memory-mib", "32")]).await?;
+    let cases = [
+        (
+            "bigmem",
+            format!(r#"(module (memory (export "memory") 1024) {GUEST_CALL})"#),
+            vec![
+                "bigmem",
+                "64 MiB (1024 pages of 64 KiB)",
+                "32 MiB",
+                "max_memory_mib",
+            ],
+        ),
+        (
+            "bigtable",
+            format!(r#"(module (memory (export "memory") 1) (table 200000 funcref) {GUEST_CALL})"#),
+            vec!["bigtable", "200000 elements", "100000"],
+        ),
+    ];
+    for (id, module, parts) in cases {
+        let path = lat.dir.path().join(format!("{id}.wasm"));
+        std::fs::write(&path, wat(&module)?)?;
+        let err = format!(
+            "{:#}",
+            lat.start_actor(&host, &path, id, 1)
+                .await
+                .expect_err("an oversized module must be refused")
+        );
+        for part in parts {
+            ensure!(err.contains(part), "{part:?} not in {err}");
+        }
+    }
+    hello_still_works(&lat, "oversized modules").await
+}
+
 /// Growing memory past `--max-memory-mib` fails the call with an error naming
 /// the limit; the next call works.
 #[tokio::test]
@@ -756,4 +796,72 @@ async fn a_call_on_a_host_that_dies_fails_at_once() -> Result<()> {
         "{text}"
     );
     Ok(())
+}
+
+/// A control request to a host that dies while serving it (here a start whose
+/// `_initialize` spins) fails within about a second of the death, because the
+/// host sends progress while the start runs: the caller (and the reconciler)
+/// does not wait out the 120 s start timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_a_host_that_dies_fails_at_once() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let mut host = t.host("doomed", &[("--call-timeout", "120s")]).await?;
+    let slow = wat(&format!(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_initialize") (local $i i64)
+               (local.set $i (i64.const 40000000000))
+               (loop $spin
+                 (local.set $i (i64.sub (local.get $i) (i64.const 1)))
+                 (br_if $spin (i64.ne (local.get $i) (i64.const 0)))))
+             {GUEST_CALL})"#
+    ))?;
+    let digest = t.ctl.artifacts().await?.put(&slow, None).await?;
+    let cmd = lattice::ctl::StartActor {
+        actor_id: lattice::id::ActorId::new("slow")?,
+        digest,
+        reference: "slow.wasm".into(),
+        replicas: 1,
+        config: Default::default(),
+    };
+    let pid = host.pid();
+    let cpu_before = cpu_ticks(pid)?;
+    let start = {
+        let ctl = t.ctl.clone();
+        let id = HostId::new(host.host_id())?;
+        tokio::spawn(async move { ctl.start_actor(&id, &cmd).await })
+    };
+    // The spinning `_initialize` shows as the host's CPU time: once it has
+    // burnt 1.5 s (longer than the silence limit) the start is under way and
+    // was kept alive by progress messages.
+    wait_until(
+        "the slow start to spin",
+        Duration::from_secs(60),
+        || async { Ok((cpu_ticks(pid)? >= cpu_before + 150).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        !start.is_finished(),
+        "the slow start ended early: {:?}",
+        start.await?
+    );
+    host.kill()?;
+    let err = start.await?.expect_err("the host died mid-start");
+    ensure!(
+        matches!(err, lattice::Error::ServerLost { .. }),
+        "expected ServerLost, got: {err}"
+    );
+    ensure!(err.to_string().contains("actor.start"), "{err}");
+    Ok(())
+}
+
+/// The CPU time (user + system) process `pid` has used, in clock ticks
+/// (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name: state is field 3, utime 14.
+    let rest = stat.rsplit_once(')').context("no ) in /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok(utime + stime)
 }

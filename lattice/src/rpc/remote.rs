@@ -1,5 +1,6 @@
-//! Sending invocations over NATS: the one place remote calls are made, by the
-//! CLI, by hosts routing an actor's host call, and by providers calling actors.
+//! Sending requests over NATS: the one place remote calls are made, by the
+//! CLI, by hosts routing an actor's host call, by providers calling actors,
+//! and for control requests to one host.
 
 use std::{
     collections::HashMap,
@@ -10,48 +11,13 @@ use std::{
     time::Duration,
 };
 
-use async_nats::{Client, HeaderMap, RequestErrorKind};
+use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{Invocation, InvocationResponse, Target};
 use crate::{Error, id::LatticeId, trace::TraceContext};
-
-/// Sends a NATS request and maps failures to [`Error`] variants that name `what`.
-///
-/// Checks the server's max payload before sending, so an oversized request fails
-/// at once with both sizes instead of the connection dropping it.
-///
-/// # Errors
-/// [`Error::NoResponders`], [`Error::Timeout`], [`Error::TooLarge`] or [`Error::Nats`].
-pub async fn request(
-    nats: &Client,
-    subject: String,
-    headers: HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-    what: &str,
-) -> Result<async_nats::Message, Error> {
-    fits(nats, &body, what)?;
-    let req = async_nats::Request::new()
-        .payload(body)
-        .headers(headers)
-        .timeout(Some(timeout));
-    nats.send_request(subject.clone(), req)
-        .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => Error::NoResponders {
-                what: what.to_string(),
-                subject,
-            },
-            RequestErrorKind::TimedOut => Error::Timeout {
-                what: what.to_string(),
-                timeout,
-            },
-            _ => Error::nats(format!("request to {what}"), e),
-        })
-}
 
 /// Refuses a request body larger than the server's max payload, naming both
 /// sizes, before the connection would drop it.
@@ -150,23 +116,53 @@ impl Caller {
         trace: &TraceContext,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        let what = target.to_string();
         let body: Bytes = invocation.encode()?.into();
-        fits(&self.inner.nats, &body, &what)?;
-        self.inner.subscribe().await?;
         let mut headers = HeaderMap::new();
         trace.inject(&mut headers);
+        let msg = self
+            .request(
+                target.subject(lattice),
+                headers,
+                body,
+                timeout,
+                &target.to_string(),
+            )
+            .await?;
+        InvocationResponse::decode(&msg.payload)?.into_result()
+    }
+
+    /// Sends a request to `subject` asking for progress messages, and returns
+    /// the reply: the one way invocations and control requests to one host
+    /// are sent, so a serving side that dies mid-request is noticed within
+    /// [`SILENCE_LIMIT`] whatever the request was. `what` names the callee in
+    /// errors.
+    ///
+    /// # Errors
+    /// [`Error::NoResponders`] at once when nobody subscribes to `subject`,
+    /// [`Error::ServerLost`] when the side that took the request went silent,
+    /// [`Error::Timeout`], [`Error::TooLarge`] for a body over the server's max
+    /// payload, [`Error::Nats`] when publishing fails.
+    pub async fn request(
+        &self,
+        subject: String,
+        mut headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<async_nats::Message, Error> {
+        fits(&self.inner.nats, &body, what)?;
+        self.inner.subscribe().await?;
         headers.insert(
             PROGRESS_HEADER,
             PROGRESS_INTERVAL.as_millis().to_string().as_str(),
         );
         let (mut waiting, reply) = self.inner.expect();
-        let subject = target.subject(lattice);
         self.inner
             .nats
             .publish_with_reply_and_headers(subject.clone(), reply, headers, body)
             .await
             .map_err(|e| Error::nats(format!("request to {what}"), e))?;
+        let what = what.to_string();
         let deadline = Instant::now() + timeout;
         let mut heard = Instant::now();
         loop {
@@ -199,7 +195,7 @@ impl Caller {
                 heard = Instant::now();
                 continue;
             }
-            return InvocationResponse::decode(&msg.payload)?.into_result();
+            return Ok(msg);
         }
     }
 }

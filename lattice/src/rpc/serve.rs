@@ -57,10 +57,7 @@ pub async fn serve_invocation<F, Fut, E>(
             let slack = deadline + Duration::from_millis(250);
             let work =
                 tokio::time::timeout(slack, handle(inv, trace, until)).instrument(span.clone());
-            let result = match progress_interval(&msg) {
-                Some(every) => with_progress(nats, &reply, every, work).await,
-                None => work.await,
-            };
+            let result = with_progress_if_asked(nats, &msg, work).await;
             match result {
                 Ok(Ok(payload)) => InvocationResponse::ok(payload),
                 Ok(Err(e)) => {
@@ -91,6 +88,22 @@ fn progress_interval(msg: &async_nats::Message) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_millis(ms.clamp(50, 60_000)))
+}
+
+/// Runs `work`, the answering of request `msg`; when the caller asked for
+/// progress ([`PROGRESS_HEADER`], as [`super::remote::Caller`] does), publishes
+/// a progress message to the reply subject at the asked interval until `work`
+/// is done, so the caller can tell a long request from a dead server. Used for
+/// invocations and for the control requests that take time (starts, stops).
+pub async fn with_progress_if_asked<T>(
+    nats: &async_nats::Client,
+    msg: &async_nats::Message,
+    work: impl Future<Output = T>,
+) -> T {
+    match (progress_interval(msg), msg.reply.as_ref()) {
+        (Some(every), Some(reply)) => with_progress(nats, reply, every, work).await,
+        _ => work.await,
+    }
 }
 
 /// Runs `work`, publishing a progress message to `reply` every `every` until
