@@ -264,6 +264,17 @@ pub enum ControlError {
         /// Requests it runs at once.
         limit: usize,
     },
+    /// The reply would not fit in one NATS message.
+    #[error(
+        "the reply is {size} bytes, more than the NATS max payload of {max} bytes; \
+         raise max_payload in the server configuration"
+    )]
+    ReplyTooLarge {
+        /// Bytes of the encoded reply.
+        size: usize,
+        /// The server's max payload.
+        max: usize,
+    },
     /// The subject names no operation this host knows.
     #[error("unknown control operation {0:?}")]
     UnknownOperation(String),

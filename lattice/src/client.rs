@@ -15,7 +15,8 @@ use crate::{
     artifact::ArtifactStore,
     ctl::{
         ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
-        ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor, StopProvider,
+        InventoryRequest, ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor,
+        StopProvider,
     },
     host_registry::HostRegistry,
     id::{ActorId, HostId, LatticeId, ProviderId},
@@ -211,13 +212,42 @@ impl CtlClient {
         }
     }
 
-    /// The inventory of one host.
+    /// The inventory of one host, every page of it (a page is not a snapshot:
+    /// an actor started or stopped meanwhile may be missed or listed).
     ///
     /// # Errors
-    /// [`Error::HostNotFound`] when no such host is in the lattice.
+    /// [`Error::HostNotFound`] when no such host is in the lattice,
+    /// [`Error::Remote`] when a page does not advance past the one before.
     pub async fn inventory(&self, host: &HostId) -> Result<HostInventory, Error> {
-        self.host_request(host, subject::OP_INVENTORY, &(), self.timeout)
-            .await
+        let mut inv: HostInventory = self
+            .host_request(
+                host,
+                subject::OP_INVENTORY,
+                &InventoryRequest::default(),
+                self.timeout,
+            )
+            .await?;
+        while let Some(after) = inv.next.take() {
+            let page: HostInventory = self
+                .host_request(
+                    host,
+                    subject::OP_INVENTORY,
+                    &InventoryRequest {
+                        after: Some(after.clone()),
+                    },
+                    self.timeout,
+                )
+                .await?;
+            if page.actors.first().is_some_and(|a| a.id <= after) {
+                return Err(Error::Remote(format!(
+                    "host {host} answered an inventory page after actor {after} that starts at {}",
+                    page.actors[0].id
+                )));
+            }
+            inv.actors.extend(page.actors);
+            inv.next = page.next;
+        }
+        Ok(inv)
     }
 
     /// The inventory of every host that answers a ping within `window`; hosts

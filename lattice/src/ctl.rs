@@ -107,16 +107,62 @@ pub struct ActorDescription {
     pub status: ActorStatus,
 }
 
-/// Everything a host runs.
+/// Everything a host runs, or one page of it: a host with many actors (ten
+/// thousand take about 2.5 MB of JSON) answers in pages that fit the NATS max
+/// payload, and [`crate::client::CtlClient::inventory`] asks for the next
+/// page while [`HostInventory::next`] is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInventory {
     /// The host itself.
     pub host: HostInfo,
     /// Its actors, sorted by id.
     pub actors: Vec<ActorDescription>,
-    /// Its providers, sorted by id.
+    /// Its providers, sorted by id (on the first page only).
     #[serde(default)]
     pub providers: Vec<ProviderDescription>,
+    /// More actors follow this page: ask again with
+    /// [`InventoryRequest::after`] set to this id (the last one listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<ActorId>,
+}
+
+impl HostInventory {
+    /// The page of this inventory that starts after actor `after` (from the
+    /// first actor when `None`) and holds as many actors as fit in about
+    /// `budget` bytes of JSON, at least one. Providers go on the first page.
+    pub fn page(mut self, after: Option<&ActorId>, budget: usize) -> HostInventory {
+        let start = match after {
+            Some(a) => self.actors.partition_point(|d| &d.id <= a),
+            None => 0,
+        };
+        if after.is_some() {
+            self.providers.clear();
+        }
+        let mut used = serde_json::to_vec(&self.host).map_or(0, |v| v.len())
+            + serde_json::to_vec(&self.providers).map_or(0, |v| v.len());
+        let mut end = start;
+        for d in &self.actors[start..] {
+            let size = serde_json::to_vec(d).map_or(0, |v| v.len()) + 1;
+            if end > start && used + size > budget {
+                break;
+            }
+            used += size;
+            end += 1;
+        }
+        self.next =
+            (end < self.actors.len() && end > start).then(|| self.actors[end - 1].id.clone());
+        self.actors.truncate(end);
+        self.actors.drain(..start);
+        self
+    }
+}
+
+/// Body of an inventory request; `null` (or `{}`) asks for the first page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRequest {
+    /// List actors after this one (the [`HostInventory::next`] of the page before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<ActorId>,
 }
 
 /// Whether a provider works, in its own words.
@@ -301,6 +347,60 @@ pub fn format_pairs<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inventory(n: usize) -> HostInventory {
+        let host: HostInfo = serde_json::from_value(serde_json::json!({
+            "id": "H1", "name": "h", "lattice": "default", "labels": {}, "version": "0",
+            "uptime_secs": 0, "actors": n, "replicas": n
+        }))
+        .expect("host info");
+        let actors = (0..n)
+            .map(|i| {
+                serde_json::from_value(serde_json::json!({
+                    "id": format!("a{i:03}"),
+                    "digest": format!("sha256:{}", "0".repeat(64)),
+                    "reference": "x".repeat(100), "replicas": 1, "warm_instances": 0,
+                    "calls": 0, "errors": 0, "status": "running"
+                }))
+                .expect("actor description")
+            })
+            .collect();
+        HostInventory {
+            host,
+            actors,
+            providers: vec![],
+            next: None,
+        }
+    }
+
+    #[test]
+    fn pages_cover_every_actor_once_within_the_budget() {
+        let all = inventory(100);
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = all.clone().page(after.as_ref(), 4096);
+            let size = serde_json::to_vec(&page).unwrap().len();
+            assert!(size <= 4096 + 300, "page of {size} bytes");
+            seen.extend(page.actors.iter().map(|a| a.id.clone()));
+            pages += 1;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert!(pages > 3, "{pages} pages");
+        let want: Vec<_> = all.actors.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(seen, want);
+        // A budget smaller than one actor still makes progress.
+        let tiny = all.clone().page(None, 1);
+        assert_eq!(tiny.actors.len(), 1);
+        assert_eq!(tiny.next.as_ref().map(|a| a.as_str()), Some("a000"));
+        // Past the end: an empty last page.
+        let last = all.page(Some(&ActorId::new("a999").unwrap()), 4096);
+        assert!(last.actors.is_empty() && last.next.is_none());
+    }
 
     #[test]
     fn reply_shapes() {

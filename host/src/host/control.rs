@@ -13,7 +13,7 @@ use futures::StreamExt;
 use lattice::{
     ctl::{
         ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
-        ProviderAck, StartActor, StartProvider, StopActor, StopProvider,
+        InventoryRequest, ProviderAck, StartActor, StartProvider, StopActor, StopProvider,
     },
     id::{HostId, LatticeId},
     subject,
@@ -97,7 +97,9 @@ pub(crate) async fn subscribe<A: ControlApi>(
                 if is_quick(&op) {
                     // Answered from memory, here: nothing waits, so pings and
                     // inventories are answered whatever else the host does.
-                    let body = handle(&api, &op, &msg.payload).instrument(span).await;
+                    let body = handle(&api, &op, &msg.payload, max_reply(&nats))
+                        .instrument(span)
+                        .await;
                     if let Some(body) = body {
                         send(&nats, &id, reply, body).await;
                     }
@@ -117,7 +119,7 @@ pub(crate) async fn subscribe<A: ControlApi>(
                 tokio::spawn(async move {
                     // Progress lets the caller tell a slow start (a large
                     // module compiling) from a host that died mid-request.
-                    let work = handle(&api, &op, &msg.payload).instrument(span);
+                    let work = handle(&api, &op, &msg.payload, max_reply(&nats)).instrument(span);
                     let body = lattice::rpc::serve::with_progress_if_asked(&nats, &msg, work).await;
                     if let Some(body) = body {
                         send(&nats, &id, reply, body).await;
@@ -148,11 +150,28 @@ fn is_quick(op: &str) -> bool {
 
 /// Sends a control reply, signed with this host's id so a scatter-gather knows
 /// who has answered.
-async fn send(nats: &Client, id: &HostId, reply: async_nats::Subject, body: Vec<u8>) {
+async fn send(nats: &Client, id: &HostId, reply: async_nats::Subject, mut body: Vec<u8>) {
+    let max = max_reply(nats);
+    if body.len() > max {
+        // Dropped by NATS otherwise, and the caller would wait for nothing.
+        body = json(&CtlReply::<()>::from(Err(ControlError::ReplyTooLarge {
+            size: body.len(),
+            max,
+        })));
+    }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(lattice::ctl::HOST_HEADER, id.as_str());
     if let Err(e) = nats.publish_with_headers(reply, headers, body.into()).await {
         tracing::warn!(error = %e, "could not send control reply");
+    }
+}
+
+/// The largest reply NATS takes from this host (its max payload; 1 MiB, the
+/// server's default, before the server said).
+fn max_reply(nats: &Client) -> usize {
+    match nats.max_payload() {
+        0 => 1 << 20,
+        max => max,
     }
 }
 
@@ -171,14 +190,27 @@ fn operation(subject: &str, host_prefix: &str) -> String {
 
 /// Answers one request; `None` when the host stays silent (an auction it does
 /// not qualify for).
-async fn handle<A: ControlApi>(api: &Arc<A>, op: &str, payload: &[u8]) -> Option<Vec<u8>> {
+async fn handle<A: ControlApi>(
+    api: &Arc<A>,
+    op: &str,
+    payload: &[u8],
+    max_reply: usize,
+) -> Option<Vec<u8>> {
     Some(match op {
         subject::OP_PING_HOSTS => json(&CtlReply::Ok(api.info())),
         subject::OP_AUCTION_ACTOR => match parse::<AuctionRequest>(payload) {
             Ok(req) => json(&CtlReply::Ok(api.bid(&req))),
             Err(e) => reply::<Bid>(Err(e)),
         },
-        subject::OP_INVENTORY => json(&CtlReply::Ok(api.inventory())),
+        subject::OP_INVENTORY => match parse::<Option<InventoryRequest>>(payload) {
+            Ok(req) => {
+                let after = req.and_then(|r| r.after);
+                json(&CtlReply::Ok(
+                    api.inventory().page(after.as_ref(), max_reply / 2),
+                ))
+            }
+            Err(e) => reply::<HostInventory>(Err(e)),
+        },
         subject::OP_ACTOR_START => match parse(payload) {
             Ok(cmd) => reply(api.start_actor(cmd).await),
             Err(e) => reply::<ActorStarted>(Err(e)),

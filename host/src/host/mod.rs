@@ -357,6 +357,7 @@ impl HostInner {
             host: self.info(),
             actors: self.actors.descriptions(),
             providers: self.providers.descriptions(),
+            next: None,
         }
     }
 

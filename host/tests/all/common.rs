@@ -68,7 +68,11 @@ pub struct TestLattice {
 impl TestLattice {
     /// Starts a nats-server with JetStream on a free port and connects to it.
     pub async fn start() -> Result<Self> {
-        let nats = NatsServer::start().context("starting nats-server")?;
+        Self::on(NatsServer::start().context("starting nats-server")?).await
+    }
+
+    /// A lattice on `nats`, a server the test started (e.g. with a config).
+    pub async fn on(nats: NatsServer) -> Result<Self> {
         let id = unique_lattice_id();
         let client = async_nats::connect(nats.url())
             .await
