@@ -2,10 +2,7 @@
 
 package actor
 
-import (
-	"fmt"
-	"os"
-)
+import "os"
 
 // Outside a Lattice host (go test on the build machine) there is nobody to
 // call: host calls fail with ErrNoHost unless MockHost installed a stand-in,
@@ -13,7 +10,7 @@ import (
 
 func hostCall(_, _, _ string, _ []byte) ([]byte, error) { return nil, ErrNoHost }
 
-func consoleLog(message string) { fmt.Fprintln(os.Stderr, message) }
+func consoleLog(message string) { os.Stderr.WriteString(message + "\n") }
 
 // lastGuestError is what a panicking handler reported, for tests.
 var lastGuestError string

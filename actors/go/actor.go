@@ -25,7 +25,10 @@
 //
 // With the standard toolchain (Go 1.24 or later):
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o hello.wasm .
+//	GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags="-s -w" -buildmode=c-shared -o hello.wasm .
+//
+// (-trimpath and -ldflags="-s -w" are optional: they leave build paths, the
+// symbol table and DWARF out of the module.)
 //
 // -buildmode=c-shared is required: it makes a WASI reactor, which exports
 // _initialize (Go's runtime start-up and every init function, so the handlers
@@ -89,9 +92,11 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 
+	"lattice.dev/actor/internal/errtext"
 	"lattice.dev/actor/msgpack"
 )
 
@@ -138,7 +143,7 @@ func HandleTyped[In, Out any](operation string, handler func(In) (Out, error)) {
 			payload = msgpack.Nil
 		}
 		if err := msgpack.Unmarshal(payload, &in); err != nil {
-			return nil, fmt.Errorf("%s: payload is not valid msgpack for %T: %w", operation, in, err)
+			return nil, errtext.Wrap(operation+": payload is not valid msgpack for "+errtext.TypeName(in)+": ", err)
 		}
 		out, err := handler(in)
 		if err != nil {
@@ -146,7 +151,7 @@ func HandleTyped[In, Out any](operation string, handler func(In) (Out, error)) {
 		}
 		reply, err := msgpack.Marshal(out)
 		if err != nil {
-			return nil, fmt.Errorf("%s: could not encode the reply (%T) as msgpack: %w", operation, out, err)
+			return nil, errtext.Wrap(operation+": could not encode the reply ("+errtext.TypeName(out)+") as msgpack: ", err)
 		}
 		return reply, nil
 	})
@@ -176,9 +181,9 @@ func Dispatch(operation string, payload []byte) ([]byte, error) {
 func unknownOperation(operation string) error {
 	known := Operations()
 	if len(known) == 0 {
-		return fmt.Errorf("unknown operation %q; this actor handles no operations (did an init function register any with actor.Handle?)", operation)
+		return errors.New("unknown operation " + strconv.Quote(operation) + "; this actor handles no operations (did an init function register any with actor.Handle?)")
 	}
-	return fmt.Errorf("unknown operation %q; this actor handles: %s", operation, strings.Join(known, ", "))
+	return errors.New("unknown operation " + strconv.Quote(operation) + "; this actor handles: " + strings.Join(known, ", "))
 }
 
 // ErrNoHost is what host calls return outside a Lattice host (native builds,
@@ -251,14 +256,14 @@ func CallTyped[Out any](target, operation string, arg any) (Out, error) {
 	var out Out
 	payload, err := msgpack.Marshal(arg)
 	if err != nil {
-		return out, fmt.Errorf("call to %s %s: could not encode the argument: %w", target, operation, err)
+		return out, errtext.Wrap("call to "+target+" "+operation+": could not encode the argument: ", err)
 	}
 	reply, err := Call(target, operation, payload)
 	if err != nil {
 		return out, err
 	}
 	if err := msgpack.Unmarshal(reply, &out); err != nil {
-		return out, fmt.Errorf("the reply of %s %s is not valid msgpack for %T: %w", target, operation, out, err)
+		return out, errtext.Wrap("the reply of "+target+" "+operation+" is not valid msgpack for "+errtext.TypeName(out)+": ", err)
 	}
 	return out, nil
 }
@@ -268,6 +273,11 @@ func CallTyped[Out any](target, operation string, arg any) (Out, error) {
 func Log(message string) { consoleLog(message) }
 
 // Logf formats like fmt.Sprintf and logs the result.
+//
+// Logf links package fmt, which adds about half a megabyte to the module
+// (the Go linker drops fmt from actors that never call Logf, as the rest of
+// this SDK does not use it). To keep an actor small, build the line yourself
+// (strconv for numbers) and use [Log].
 func Logf(format string, args ...any) { consoleLog(fmt.Sprintf(format, args...)) }
 
 // guestCall runs one call for __guest_call: the handler for op, with panics
@@ -287,15 +297,11 @@ func guestCall(op string, payload []byte) (reply []byte, err error) {
 // error (it keeps the last stderr bytes of a trapped call). Exiting traps the
 // instance, so the host discards it.
 func handlerPanicked(op string, value any) {
-	msg := fmt.Sprint(value)
-	if err, ok := value.(error); ok {
-		msg = err.Error()
-	}
-	line := "panic in the handler for " + op + ": " + msg
+	line := "panic in the handler for " + op + ": " + panicText(value)
 	if stack := debug.Stack(); len(stack) > 0 {
 		consoleLog(line + "\n" + string(stack))
 	}
 	setGuestError(line)
-	fmt.Fprintln(os.Stderr, line)
+	os.Stderr.WriteString(line + "\n")
 	os.Exit(2)
 }

@@ -16,7 +16,7 @@
 //
 // Build (see the Makefile):
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o hello-go.wasm .
+//	GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags="-s -w" -buildmode=c-shared -o hello-go.wasm .
 //	tinygo build -target=wasip1 -buildmode=c-shared -o hello-go.wasm .
 package main
 
@@ -89,6 +89,6 @@ func call(payload []byte) ([]byte, error) {
 	if req.Target == "" || req.Operation == "" {
 		return nil, errors.New("Call: target and operation must not be empty")
 	}
-	actor.Logf("calling %s %s", req.Target, req.Operation)
+	actor.Log("calling " + req.Target + " " + req.Operation)
 	return actor.Call(req.Target, req.Operation, req.Payload)
 }

@@ -25,7 +25,8 @@
 package httpserver
 
 import (
-	"fmt"
+	"errors"
+	"strconv"
 	"strings"
 
 	"lattice.dev/actor"
@@ -104,9 +105,9 @@ func (r *Request) UnmarshalMsgpack(d *msgpack.Decoder) error {
 	case err != nil:
 		return err
 	case !method:
-		return fmt.Errorf("missing field %q", "method")
+		return errors.New(`missing field "method"`)
 	case !path:
-		return fmt.Errorf("missing field %q", "path")
+		return errors.New(`missing field "path"`)
 	}
 	return nil
 }
@@ -135,7 +136,7 @@ type Response struct {
 // MarshalMsgpack writes the response as a map with named fields.
 func (r Response) MarshalMsgpack(e *msgpack.Encoder) error {
 	if r.Status < 0 {
-		return fmt.Errorf("invalid HTTP status %d", r.Status)
+		return errors.New("invalid HTTP status " + strconv.Itoa(r.Status))
 	}
 	e.WriteMapHeader(3)
 	e.WriteString("status")
@@ -172,7 +173,7 @@ func (r *Response) UnmarshalMsgpack(d *msgpack.Decoder) error {
 		return err
 	})
 	if err == nil && !status {
-		err = fmt.Errorf("missing field %q", "status")
+		err = errors.New(`missing field "status"`)
 	}
 	return err
 }

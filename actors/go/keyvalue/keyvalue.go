@@ -20,9 +20,10 @@
 package keyvalue
 
 import (
-	"fmt"
+	"errors"
 
 	"lattice.dev/actor"
+	"lattice.dev/actor/internal/errtext"
 	"lattice.dev/actor/msgpack"
 )
 
@@ -134,7 +135,7 @@ func (s Store) call(op string, req msgpack.Marshaler, reply any, what string) er
 		return err
 	}
 	if err := msgpack.Unmarshal(raw, reply); err != nil {
-		return fmt.Errorf("could not decode msgpack: the reply to %s %s is not %s: %w", Contract, op, what, err)
+		return errtext.Wrap("could not decode msgpack: the reply to "+Contract+" "+op+" is not "+what+": ", err)
 	}
 	return nil
 }
@@ -206,7 +207,7 @@ func readKey(d *msgpack.Decoder, key *string) error {
 		return d.Skip()
 	})
 	if err == nil && !seen {
-		err = fmt.Errorf("missing field %q", "key")
+		err = errors.New(`missing field "key"`)
 	}
 	return err
 }
@@ -246,7 +247,7 @@ func (r *GetResponse) UnmarshalMsgpack(d *msgpack.Decoder) error {
 		return err
 	})
 	if err == nil && !seen {
-		err = fmt.Errorf("missing field %q", "found")
+		err = errors.New(`missing field "found"`)
 	}
 	return err
 }
@@ -303,7 +304,7 @@ func (r *SetRequest) UnmarshalMsgpack(d *msgpack.Decoder) error {
 		return err
 	})
 	if err == nil && !seen {
-		err = fmt.Errorf("missing field %q", "key")
+		err = errors.New(`missing field "key"`)
 	}
 	return err
 }
@@ -345,9 +346,9 @@ func (r *IncrementRequest) UnmarshalMsgpack(d *msgpack.Decoder) error {
 	case err != nil:
 		return err
 	case !seenKey:
-		return fmt.Errorf("missing field %q", "key")
+		return errors.New(`missing field "key"`)
 	case !seenDelta:
-		return fmt.Errorf("missing field %q", "delta")
+		return errors.New(`missing field "delta"`)
 	}
 	return nil
 }

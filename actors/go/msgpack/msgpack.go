@@ -33,11 +33,12 @@ package msgpack
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"sort"
 	"strconv"
 	"unicode/utf8"
+
+	"lattice.dev/actor/internal/errtext"
 )
 
 // Marshaler is implemented by types that write themselves as msgpack.
@@ -289,7 +290,7 @@ func (e *Encoder) Encode(v any) error {
 		e.WriteArrayHeader(len(v))
 		for i, x := range v {
 			if err := e.Encode(x); err != nil {
-				return fmt.Errorf("element %d: %w", i, err)
+				return errtext.Wrap("element "+strconv.Itoa(i)+": ", err)
 			}
 		}
 	case map[string]any:
@@ -297,7 +298,7 @@ func (e *Encoder) Encode(v any) error {
 		for _, k := range sortedKeys(v) {
 			e.WriteString(k)
 			if err := e.Encode(v[k]); err != nil {
-				return fmt.Errorf("field %q: %w", k, err)
+				return errtext.Wrap("field "+strconv.Quote(k)+": ", err)
 			}
 		}
 	case map[string]string:
@@ -329,7 +330,7 @@ func (e *Encoder) Encode(v any) error {
 		}
 		return e.Encode(*v)
 	default:
-		return fmt.Errorf("msgpack: cannot encode a value of type %T (implement msgpack.Marshaler)", v)
+		return errors.New("msgpack: cannot encode a value of type " + errtext.TypeName(v) + " (implement msgpack.Marshaler)")
 	}
 	return nil
 }
@@ -423,9 +424,9 @@ type TypeError struct {
 
 func (e *TypeError) Error() string {
 	if e.Got == KindInvalid {
-		return fmt.Sprintf("msgpack: expected %s, found invalid byte 0x%02x", e.Want, e.Byte)
+		return "msgpack: expected " + e.Want + ", found invalid byte 0x" + errtext.Hex2(e.Byte)
 	}
-	return fmt.Sprintf("msgpack: expected %s, found %s", e.Want, e.Got)
+	return "msgpack: expected " + e.Want + ", found " + e.Got.String()
 }
 
 // Decoder reads msgpack values from a byte slice, one after the other.
@@ -488,7 +489,7 @@ func kindOf(b byte) Kind {
 
 func (d *Decoder) typeErr(want string) error {
 	if d.pos >= len(d.data) {
-		return fmt.Errorf("msgpack: expected %s: %w", want, ErrShort)
+		return errtext.Wrap("msgpack: expected "+want+": ", ErrShort)
 	}
 	b := d.data[d.pos]
 	return &TypeError{Want: want, Got: kindOf(b), Byte: b}
@@ -595,7 +596,7 @@ func (d *Decoder) ReadInt() (int64, error) {
 		return 0, err
 	}
 	if !neg && v > math.MaxInt64 {
-		return 0, fmt.Errorf("msgpack: integer %d does not fit in an int64", v)
+		return 0, errors.New("msgpack: integer " + strconv.FormatUint(v, 10) + " does not fit in an int64")
 	}
 	return int64(v), nil
 }
@@ -607,7 +608,7 @@ func (d *Decoder) ReadUint() (uint64, error) {
 		return 0, err
 	}
 	if neg {
-		return 0, fmt.Errorf("msgpack: expected an unsigned integer, found %d", int64(v))
+		return 0, errors.New("msgpack: expected an unsigned integer, found " + strconv.FormatInt(int64(v), 10))
 	}
 	return v, nil
 }
@@ -619,7 +620,8 @@ func (d *Decoder) ReadIntRange(lo, hi int64) (int64, error) {
 		return 0, err
 	}
 	if n < lo || n > hi {
-		return 0, fmt.Errorf("msgpack: integer %d is out of range [%d, %d]", n, lo, hi)
+		return 0, errors.New("msgpack: integer " + strconv.FormatInt(n, 10) + " is out of range [" +
+			strconv.FormatInt(lo, 10) + ", " + strconv.FormatInt(hi, 10) + "]")
 	}
 	return n, nil
 }
@@ -752,7 +754,7 @@ func (d *Decoder) ReadBin() ([]byte, error) {
 			v, err := d.ReadIntRange(0, 255)
 			if err != nil {
 				d.pos = start
-				return nil, fmt.Errorf("byte %d: %w", i, err)
+				return nil, errtext.Wrap("byte "+strconv.Itoa(i)+": ", err)
 			}
 			out = append(out, byte(v))
 		}
@@ -813,10 +815,10 @@ func (d *Decoder) ReadMap(field func(key string) error) error {
 	for i := 0; i < n; i++ {
 		key, err := d.ReadString()
 		if err != nil {
-			return fmt.Errorf("map key %d: %w", i, err)
+			return errtext.Wrap("map key "+strconv.Itoa(i)+": ", err)
 		}
 		if err := field(key); err != nil {
-			return fmt.Errorf("field %q: %w", key, err)
+			return errtext.Wrap("field "+strconv.Quote(key)+": ", err)
 		}
 	}
 	return nil
@@ -832,7 +834,7 @@ func (d *Decoder) ReadStringArray() ([]string, error) {
 	for i := 0; i < n; i++ {
 		s, err := d.ReadString()
 		if err != nil {
-			return nil, fmt.Errorf("element %d: %w", i, err)
+			return nil, errtext.Wrap("element "+strconv.Itoa(i)+": ", err)
 		}
 		out = append(out, s)
 	}
@@ -966,7 +968,7 @@ func (d *Decoder) value(skip bool, depth int) (any, error) {
 			if skip {
 				_, err = d.value(true, depth+1)
 			} else if d.PeekKind() != KindString {
-				err = fmt.Errorf("msgpack: map key %d is a %s; only string keys are supported", i, d.PeekKind())
+				err = errors.New("msgpack: map key " + strconv.Itoa(i) + " is a " + d.PeekKind().String() + "; only string keys are supported")
 			} else {
 				key, err = d.ReadString()
 			}
@@ -1130,7 +1132,7 @@ func (d *Decoder) DecodeInto(v any) error {
 		}
 		*p, err = d.ReadHeaders()
 	default:
-		return fmt.Errorf("msgpack: cannot decode into a value of type %T (implement msgpack.Unmarshaler on a pointer)", v)
+		return errors.New("msgpack: cannot decode into a value of type " + errtext.TypeName(v) + " (implement msgpack.Unmarshaler on a pointer)")
 	}
 	return err
 }
@@ -1138,7 +1140,7 @@ func (d *Decoder) DecodeInto(v any) error {
 func (d *Decoder) readUintMax(hi uint64) (uint64, error) {
 	n, err := d.ReadUint()
 	if err == nil && n > hi {
-		return 0, fmt.Errorf("msgpack: integer %d is out of range [0, %d]", n, hi)
+		return 0, errors.New("msgpack: integer " + strconv.FormatUint(n, 10) + " is out of range [0, " + strconv.FormatUint(hi, 10) + "]")
 	}
 	return n, err
 }

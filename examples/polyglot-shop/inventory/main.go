@@ -17,7 +17,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 
 	"lattice.dev/actor"
@@ -163,7 +162,7 @@ func stock(req StockRequest) (StockLevel, error) {
 	if found {
 		level.Stock, err = strconv.ParseInt(string(value), 10, 64)
 		if err != nil {
-			return StockLevel{}, fmt.Errorf("stock of %q is not a number: %q", req.Item, value)
+			return StockLevel{}, errors.New("stock of " + strconv.Quote(req.Item) + " is not a number: " + strconv.Quote(string(value)))
 		}
 	}
 	return level, nil
@@ -176,7 +175,7 @@ func addStock(req AddStockRequest) (StockLevel, error) {
 		return StockLevel{}, err
 	}
 	if req.Qty < 1 {
-		return StockLevel{}, fmt.Errorf("qty must be at least 1, got %d", req.Qty)
+		return StockLevel{}, errors.New("qty must be at least 1, got " + strconv.FormatInt(req.Qty, 10))
 	}
 	n, err := keyvalue.Increment(stockKey(req.Item), req.Qty)
 	if err != nil {

@@ -234,7 +234,8 @@ pub fn go_command(dir: &Path) -> Result<Command> {
 }
 
 /// Builds the Go actor in `dir` (a `package main` using `lattice.dev/actor`)
-/// with `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared` and returns
+/// with `GOOS=wasip1 GOARCH=wasm go build -trimpath -ldflags="-s -w"
+/// -buildmode=c-shared` and returns
 /// `<workspace>/target/actors/go/<dir name>.wasm`, with the claims of the
 /// directory's `Makefile` (`NAME`, `VERSION`, `CONTRACTS`, `ACTORS`) embedded when it
 /// has them. See [`build_go_actor_with`].
@@ -306,7 +307,7 @@ fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
             set_go_env(&mut cmd);
             cmd.env("GOOS", "wasip1")
                 .env("GOARCH", "wasm")
-                .args(["build", "-trimpath"]);
+                .args(["build", "-trimpath", "-ldflags=-s -w"]);
             if build.c_shared {
                 cmd.arg("-buildmode=c-shared");
             }
