@@ -23,6 +23,8 @@ const LAST_REVISION_PREFIX: &str = "apprev.";
 #[derive(Clone)]
 pub struct AppStore {
     kv: kv::Store,
+    /// The server's max payload, checked before writing an app record.
+    max_payload: usize,
 }
 
 fn codec(action: &'static str, what: &str, e: impl std::fmt::Display) -> Error {
@@ -39,9 +41,11 @@ impl AppStore {
     /// # Errors
     /// [`Error::Nats`] when JetStream is unavailable.
     pub async fn open(nats: async_nats::Client, lattice: &LatticeId) -> Result<Self, Error> {
+        let max_payload = nats.max_payload();
         let js = jetstream::new(nats);
         Ok(AppStore {
             kv: open_state_bucket(&js, lattice).await?,
+            max_payload,
         })
     }
 
@@ -50,7 +54,9 @@ impl AppStore {
     /// revision number and the last one written wins.
     ///
     /// # Errors
-    /// [`Error::Nats`] on store failures.
+    /// [`Error::TooLarge`] for a record over the server's max payload,
+    /// [`Error::AppContention`] when other deploys kept winning, [`Error::Nats`]
+    /// on store failures.
     pub async fn deploy(
         &self,
         manifest: Manifest,
@@ -81,23 +87,33 @@ impl AppStore {
                 undeploying: false,
             };
             let body = serde_json::to_vec(&app).map_err(|e| codec("encode", "app", e))?;
-            let written = if kv_revision == 0 {
-                self.kv
-                    .create(&key, body.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+            // Past the limit NATS refuses the write, which is no conflict to retry.
+            if self.max_payload > 0 && body.len() > self.max_payload {
+                return Err(Error::TooLarge {
+                    what: format!(
+                        "app {} ({} actors, {} providers)",
+                        manifest.name,
+                        manifest.actors.len(),
+                        manifest.providers.len()
+                    ),
+                    size: body.len(),
+                    max: self.max_payload,
+                });
+            }
+            let context = || format!("write app {}", manifest.name);
+            // Someone else deployed in between: read again and go on top.
+            if kv_revision == 0 {
+                match self.kv.create(&key, body.into()).await {
+                    Ok(_) => return Ok(app),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(Error::nats(context(), e)),
+                }
             } else {
-                self.kv
-                    .update(&key, body.into(), kv_revision)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
-            match written {
-                Ok(()) => return Ok(app),
-                // Someone else deployed in between: read again and go on top.
-                Err(_) => continue,
+                match self.kv.update(&key, body.into(), kv_revision).await {
+                    Ok(_) => return Ok(app),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(Error::nats(context(), e)),
+                }
             }
         }
         Err(Error::AppContention {

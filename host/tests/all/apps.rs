@@ -551,3 +551,35 @@ on_every_host = true
     .await?;
     Ok(())
 }
+
+/// An app record larger than the NATS max payload (here 8,000 actors, about
+/// 1.4 MB of JSON against 1 MiB) is refused with both sizes named, not taken
+/// for a deploy conflict and retried.
+#[tokio::test]
+async fn an_app_over_the_max_payload_is_refused_with_its_size() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let mut toml = String::from("name = \"huge\"\n");
+    let mut digests = std::collections::BTreeMap::new();
+    let digest = lattice::digest::Digest::of(b"module");
+    for i in 0..8000 {
+        toml.push_str(&format!(
+            "[[actors]]\nid = \"a{i}\"\nref = \"hello.wasm\"\nreplicas = 1\n"
+        ));
+        digests.insert(format!("a{i}"), digest.clone());
+    }
+    let manifest = lattice::app::Manifest::from_toml(&toml)?;
+    let store = AppStore::open(t.ctl.nats().clone(), t.ctl.lattice()).await?;
+    let err = store
+        .deploy(manifest, digests)
+        .await
+        .expect_err("too large to store");
+    let text = err.to_string();
+    ensure!(
+        matches!(err, lattice::Error::TooLarge { .. }),
+        "expected TooLarge, got: {text}"
+    );
+    for part in ["app huge (8000 actors", "max payload of 1048576 bytes"] {
+        ensure!(text.contains(part), "{part:?} not in {text}");
+    }
+    Ok(())
+}
