@@ -197,6 +197,18 @@ pub async fn publish(
             return;
         }
     };
+    let max = nats.max_payload();
+    if max > 0 && body.len() > max {
+        // NATS would refuse it; say so loudly, since a missing heartbeat makes
+        // the lattice take a live host for dead.
+        tracing::warn!(
+            kind,
+            size = body.len(),
+            max,
+            "event larger than the NATS max payload; not published"
+        );
+        return;
+    }
     let send = nats.publish(crate::subject::event(lattice, kind), body.into());
     match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
         Ok(Ok(())) => {}

@@ -305,9 +305,11 @@ fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
         GoCompiler::Go => {
             let mut cmd = Command::new(go_binary()?);
             set_go_env(&mut cmd);
-            cmd.env("GOOS", "wasip1")
-                .env("GOARCH", "wasm")
-                .args(["build", "-trimpath", "-ldflags=-s -w"]);
+            cmd.env("GOOS", "wasip1").env("GOARCH", "wasm").args([
+                "build",
+                "-trimpath",
+                "-ldflags=-s -w",
+            ]);
             if build.c_shared {
                 cmd.arg("-buildmode=c-shared");
             }

@@ -97,9 +97,14 @@ pub(crate) async fn subscribe<A: ControlApi>(
                 if is_quick(&op) {
                     // Answered from memory, here: nothing waits, so pings and
                     // inventories are answered whatever else the host does.
-                    let body = handle(&api, &op, &msg.payload, max_reply(&nats))
-                        .instrument(span)
-                        .await;
+                    let body = handle(
+                        &api,
+                        &op,
+                        &msg.payload,
+                        lattice::rpc::remote::payload_limit(&nats),
+                    )
+                    .instrument(span)
+                    .await;
                     if let Some(body) = body {
                         send(&nats, &id, reply, body).await;
                     }
@@ -119,7 +124,13 @@ pub(crate) async fn subscribe<A: ControlApi>(
                 tokio::spawn(async move {
                     // Progress lets the caller tell a slow start (a large
                     // module compiling) from a host that died mid-request.
-                    let work = handle(&api, &op, &msg.payload, max_reply(&nats)).instrument(span);
+                    let work = handle(
+                        &api,
+                        &op,
+                        &msg.payload,
+                        lattice::rpc::remote::payload_limit(&nats),
+                    )
+                    .instrument(span);
                     let body = lattice::rpc::serve::with_progress_if_asked(&nats, &msg, work).await;
                     if let Some(body) = body {
                         send(&nats, &id, reply, body).await;
@@ -151,7 +162,7 @@ fn is_quick(op: &str) -> bool {
 /// Sends a control reply, signed with this host's id so a scatter-gather knows
 /// who has answered.
 async fn send(nats: &Client, id: &HostId, reply: async_nats::Subject, mut body: Vec<u8>) {
-    let max = max_reply(nats);
+    let max = lattice::rpc::remote::payload_limit(nats);
     if body.len() > max {
         // Dropped by NATS otherwise, and the caller would wait for nothing.
         body = json(&CtlReply::<()>::from(Err(ControlError::ReplyTooLarge {
@@ -163,15 +174,6 @@ async fn send(nats: &Client, id: &HostId, reply: async_nats::Subject, mut body: 
     headers.insert(lattice::ctl::HOST_HEADER, id.as_str());
     if let Err(e) = nats.publish_with_headers(reply, headers, body.into()).await {
         tracing::warn!(error = %e, "could not send control reply");
-    }
-}
-
-/// The largest reply NATS takes from this host (its max payload; 1 MiB, the
-/// server's default, before the server said).
-fn max_reply(nats: &Client) -> usize {
-    match nats.max_payload() {
-        0 => 1 << 20,
-        max => max,
     }
 }
 

@@ -427,9 +427,12 @@ impl HostInner {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 inner.beat().await;
-                inner
-                    .publish(EventData::HostHeartbeat(inner.inventory()))
-                    .await;
+                // The first page of the inventory: a host with thousands of
+                // actors would not fit in one message, and a heartbeat that is
+                // not sent makes the lattice take this host for dead.
+                let max = lattice::rpc::remote::payload_limit(&inner.nats);
+                let beat = inner.inventory().page(None, max / 2);
+                inner.publish(EventData::HostHeartbeat(beat)).await;
             }
         });
         self.track(task);

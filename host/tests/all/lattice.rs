@@ -1125,5 +1125,23 @@ async fn a_large_inventory_comes_in_pages() -> Result<()> {
     let inv = if json.is_array() { &json[0] } else { &json };
     let listed = inv["actors"].as_array().map_or(0, Vec::len);
     ensure!(listed == N, "the CLI listed {listed} actors");
+    // The heartbeat, too, carries the first page only (the whole inventory
+    // would be refused by NATS, and a host without heartbeats is taken for
+    // dead by the reconciler).
+    let mut events = lat.events().await?;
+    let ev = events
+        .wait_for("a heartbeat of host pages", Duration::from_secs(10), |e| {
+            e.kind == "host_heartbeat" && e.source == host_id.as_str()
+        })
+        .await?;
+    match ev.typed() {
+        Some(EventData::HostHeartbeat(inv)) => ensure!(
+            inv.next.is_some() && !inv.actors.is_empty() && inv.actors.len() < N,
+            "heartbeat with {} actors, next {:?}",
+            inv.actors.len(),
+            inv.next
+        ),
+        other => anyhow::bail!("heartbeat did not parse: {other:?}"),
+    }
     Ok(())
 }

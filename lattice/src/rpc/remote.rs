@@ -19,6 +19,15 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{Invocation, InvocationResponse, Target};
 use crate::{Error, id::LatticeId, trace::TraceContext};
 
+/// The largest message the server takes from `nats`: its max payload, or
+/// 1 MiB (the server's default) before the server said.
+pub fn payload_limit(nats: &Client) -> usize {
+    match nats.max_payload() {
+        0 => 1 << 20,
+        max => max,
+    }
+}
+
 /// Refuses a request body larger than the server's max payload, naming both
 /// sizes, before the connection would drop it.
 fn fits(nats: &Client, body: &Bytes, what: &str) -> Result<(), Error> {
