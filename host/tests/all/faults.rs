@@ -583,14 +583,10 @@ async fn sigterm_with_providers_while_nats_is_down_still_exits() -> Result<()> {
     Ok(())
 }
 
-/// A slow start (here an `_initialize` that spins for many seconds) holds up no
-/// other start: hello starts and answers while the slow actor is still being
-/// set up. Before, the whole start ran under a host-wide lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_start_does_not_hold_up_another() -> Result<()> {
-    let t = TestLattice::start().await?;
-    let host = t.host("a", &[("--call-timeout", "120s")]).await?;
-    let slow = wat(&format!(
+/// An actor module whose `_initialize` spins until the init deadline (10 s):
+/// a start that takes long and burns CPU all the while.
+fn slow_init_module() -> Result<Vec<u8>> {
+    wat(&format!(
         r#"(module (memory (export "memory") 1)
              (func (export "_initialize") (local $i i64)
                (local.set $i (i64.const 40000000000))
@@ -598,7 +594,17 @@ async fn a_slow_start_does_not_hold_up_another() -> Result<()> {
                  (local.set $i (i64.sub (local.get $i) (i64.const 1)))
                  (br_if $spin (i64.ne (local.get $i) (i64.const 0)))))
              {GUEST_CALL})"#
-    ))?;
+    ))
+}
+
+/// A slow start (here an `_initialize` that spins for many seconds) holds up no
+/// other start: hello starts and answers while the slow actor is still being
+/// set up. Before, the whole start ran under a host-wide lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_does_not_hold_up_another() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let host = t.host("a", &[("--call-timeout", "120s")]).await?;
+    let slow = slow_init_module()?;
     let slow_path = t.dir.path().join("slow.wasm");
     std::fs::write(&slow_path, slow)?;
     let hello = actor_wasm("hello")?;
@@ -806,15 +812,7 @@ async fn a_call_on_a_host_that_dies_fails_at_once() -> Result<()> {
 async fn a_start_on_a_host_that_dies_fails_at_once() -> Result<()> {
     let t = TestLattice::start().await?;
     let mut host = t.host("doomed", &[("--call-timeout", "120s")]).await?;
-    let slow = wat(&format!(
-        r#"(module (memory (export "memory") 1)
-             (func (export "_initialize") (local $i i64)
-               (local.set $i (i64.const 40000000000))
-               (loop $spin
-                 (local.set $i (i64.sub (local.get $i) (i64.const 1)))
-                 (br_if $spin (i64.ne (local.get $i) (i64.const 0)))))
-             {GUEST_CALL})"#
-    ))?;
+    let slow = slow_init_module()?;
     let digest = t.ctl.artifacts().await?.put(&slow, None).await?;
     let cmd = lattice::ctl::StartActor {
         actor_id: lattice::id::ActorId::new("slow")?,
