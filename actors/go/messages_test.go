@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"lattice.dev/actor/internal/fmtcheck"
+
 	"lattice.dev/actor/msgpack"
 )
 
@@ -23,22 +25,6 @@ func (o *order) UnmarshalMsgpack(d *msgpack.Decoder) error {
 	return err
 }
 
-// sameAsFmt checks err's message against fmt.Errorf(format, args..., inner)
-// where inner is what err unwraps to, and that errors.Is finds inner.
-func sameAsFmt(t *testing.T, err error, format string, args ...any) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want %q", format)
-	}
-	inner := errors.Unwrap(err)
-	if inner == nil || !errors.Is(err, inner) {
-		t.Fatalf("%q does not wrap an error", err)
-	}
-	if want := fmt.Errorf(format, append(args, inner)...).Error(); err.Error() != want {
-		t.Errorf("message\n got %q\nwant %q", err, want)
-	}
-}
-
 func TestMessagesAreFmts(t *testing.T) {
 	reset()
 	HandleTyped("Str", func(s string) (string, error) { return s, nil })
@@ -49,14 +35,14 @@ func TestMessagesAreFmts(t *testing.T) {
 
 	for op, in := range map[string]any{"Str": "", "Order": order{}, "Map": map[string]any{}, "Slice": []string{}} {
 		_, err := Dispatch(op, []byte{0xc1})
-		sameAsFmt(t, err, "%s: payload is not valid msgpack for %T: %w", op, in)
+		fmtcheck.Wraps(t, err, "%s: payload is not valid msgpack for %T: %w", op, in)
 		var te *msgpack.TypeError
 		if !errors.As(err, &te) {
 			t.Errorf("%s: %v does not unwrap to a *msgpack.TypeError", op, err)
 		}
 	}
 	_, err := Dispatch("BadReply", nil)
-	sameAsFmt(t, err, "%s: could not encode the reply (%T) as msgpack: %w", "BadReply", struct{ A int }{1})
+	fmtcheck.Wraps(t, err, "%s: could not encode the reply (%T) as msgpack: %w", "BadReply", struct{ A int }{1})
 
 	_, err = Dispatch("Nope \"quoted\"\n", nil)
 	want := fmt.Errorf("unknown operation %q; this actor handles: %s", "Nope \"quoted\"\n",
@@ -72,17 +58,17 @@ func TestMessagesAreFmts(t *testing.T) {
 	}
 
 	_, err = CallTyped[string]("other", "Op", struct{}{})
-	sameAsFmt(t, err, "call to %s %s: could not encode the argument: %w", "other", "Op")
+	fmtcheck.Wraps(t, err, "call to %s %s: could not encode the argument: %w", "other", "Op")
 	restore := MockHost(func(HostCallRequest) ([]byte, error) { return []byte{0xa1, 'x'}, nil })
 	_, err = CallTyped[int64]("other", "Op", nil)
-	sameAsFmt(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", int64(0))
+	fmtcheck.Wraps(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", int64(0))
 	_, err = CallTyped[map[string][]string]("other", "Op", nil)
-	sameAsFmt(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", map[string][]string(nil))
+	fmtcheck.Wraps(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", map[string][]string(nil))
 	restore()
 	restore = MockHost(func(HostCallRequest) ([]byte, error) { return nil, nil })
 	// Out = any: a nil interface, which %T prints as <nil>.
 	_, err = CallTyped[any]("other", "Op", nil)
-	sameAsFmt(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", nil)
+	fmtcheck.Wraps(t, err, "the reply of %s %s is not valid msgpack for %T: %w", "other", "Op", nil)
 	if !errors.Is(err, msgpack.ErrShort) {
 		t.Errorf("%v is not msgpack.ErrShort", err)
 	}

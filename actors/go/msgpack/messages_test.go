@@ -5,26 +5,12 @@ import (
 	"fmt"
 	"math"
 	"testing"
+
+	"lattice.dev/actor/internal/fmtcheck"
 )
 
 // The package builds its messages without fmt (to keep modules small); these
 // tests check them against the fmt format strings they replaced.
-
-// wrapsLikeFmt checks err against fmt.Errorf(format, args..., inner) where
-// inner is what err unwraps to, and that errors.Is finds inner.
-func wrapsLikeFmt(t *testing.T, err error, format string, args ...any) {
-	t.Helper()
-	if err == nil {
-		t.Fatalf("no error, want %q", format)
-	}
-	inner := errors.Unwrap(err)
-	if inner == nil || !errors.Is(err, inner) {
-		t.Fatalf("%q does not wrap an error", err)
-	}
-	if want := fmt.Errorf(format, append(args, inner)...).Error(); err.Error() != want {
-		t.Errorf("message\n got %q\nwant %q", err, want)
-	}
-}
 
 func sameAs(t *testing.T, err error, format string, args ...any) {
 	t.Helper()
@@ -39,9 +25,9 @@ func TestMessagesAreFmts(t *testing.T) {
 	_, err := Marshal(unsupported{})
 	sameAs(t, err, "msgpack: cannot encode a value of type %T (implement msgpack.Marshaler)", unsupported{})
 	_, err = Marshal([]any{1, "x", &unsupported{}})
-	wrapsLikeFmt(t, err, "element %d: %w", 2)
+	fmtcheck.Wraps(t, err, "element %d: %w", 2)
 	_, err = Marshal(map[string]any{"a": 1, "q\"\n\u00e9\x01": []int{1}})
-	wrapsLikeFmt(t, err, "field %q: %w", "q\"\n\u00e9\x01")
+	fmtcheck.Wraps(t, err, "field %q: %w", "q\"\n\u00e9\x01")
 	if errors.Unwrap(errors.Unwrap(err)) != nil {
 		t.Errorf("%v: the innermost error wraps nothing", err)
 	}
@@ -62,7 +48,7 @@ func TestMessagesAreFmts(t *testing.T) {
 		}
 	}
 	err = Unmarshal(nil, new(string))
-	wrapsLikeFmt(t, err, "msgpack: expected %s: %w", "string")
+	fmtcheck.Wraps(t, err, "msgpack: expected %s: %w", "string")
 	if !errors.Is(err, ErrShort) {
 		t.Errorf("%v is not ErrShort", err)
 	}
@@ -79,29 +65,29 @@ func TestMessagesAreFmts(t *testing.T) {
 	err = Unmarshal([]byte{0xd1, 0xff, 0x7f}, new(int8))
 	sameAs(t, err, "msgpack: integer %d is out of range [%d, %d]", int64(-129), int64(math.MinInt8), int64(math.MaxInt8))
 	_, err = NewDecoder(max[:0]).ReadIntRange(math.MinInt64, math.MaxInt64)
-	wrapsLikeFmt(t, err, "msgpack: expected %s: %w", "integer")
+	fmtcheck.Wraps(t, err, "msgpack: expected %s: %w", "integer")
 	_, err = NewDecoder([]byte{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0}).ReadIntRange(math.MinInt64+1, math.MaxInt64)
 	sameAs(t, err, "msgpack: integer %d is out of range [%d, %d]", int64(math.MinInt64), int64(math.MinInt64+1), int64(math.MaxInt64))
 	err = Unmarshal(max, new(uint32))
 	sameAs(t, err, "msgpack: integer %d is out of range [0, %d]", uint64(math.MaxUint64), uint64(math.MaxUint32))
 
 	_, err = NewDecoder([]byte{0x93, 1, 2, 0xcc}).ReadBin()
-	wrapsLikeFmt(t, err, "byte %d: %w", 2)
+	fmtcheck.Wraps(t, err, "byte %d: %w", 2)
 	_, err = NewDecoder([]byte{0x93, 1, 0xd1, 0x01, 0x00, 3}).ReadBin()
-	wrapsLikeFmt(t, err, "byte %d: %w", 1)
+	fmtcheck.Wraps(t, err, "byte %d: %w", 1)
 
 	d := NewDecoder([]byte{0x82, 0xa1, 'a', 1, 0x07, 2})
 	err = d.ReadMap(func(string) error { return d.Skip() })
-	wrapsLikeFmt(t, err, "map key %d: %w", 1)
+	fmtcheck.Wraps(t, err, "map key %d: %w", 1)
 	var te *TypeError
 	if !errors.As(err, &te) || te.Got != KindInt {
 		t.Errorf("%v does not unwrap to a TypeError", err)
 	}
 	err = Unmarshal([]byte{0x81, 0xa3, 'k', '"', 'y', 0x01}, new(map[string][]string))
-	wrapsLikeFmt(t, err, "field %q: %w", "k\"y")
+	fmtcheck.Wraps(t, err, "field %q: %w", "k\"y")
 
 	_, err = NewDecoder([]byte{0x92, 0xa1, 'x', 0xc3}).ReadStringArray()
-	wrapsLikeFmt(t, err, "element %d: %w", 1)
+	fmtcheck.Wraps(t, err, "element %d: %w", 1)
 
 	_, err = NewDecoder([]byte{0x82, 0xa1, 'a', 1, 0x92, 1}).Decode()
 	sameAs(t, err, "msgpack: map key %d is a %s; only string keys are supported", 1, KindArray)

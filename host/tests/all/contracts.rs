@@ -650,19 +650,18 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
         contract: keyvalue::CONTRACT.parse()?,
         link: lattice::id::LinkName::default_name(),
     };
-    let inv = lattice::rpc::Invocation::new("kvcounter", &target, keyvalue::GET, get.clone());
     let caller = lattice::rpc::remote::Caller::new(t.ctl.nats().clone());
-    let err = caller
-        .invoke(
-            &lid,
-            &target,
-            &inv,
-            &lattice::trace::TraceContext::new_root(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let get_as = |origin: &'static str| {
+        let inv = lattice::rpc::Invocation::new(origin, &target, keyvalue::GET, get.clone());
+        let (caller, lid, target) = (&caller, &lid, &target);
+        async move {
+            let trace = lattice::trace::TraceContext::new_root();
+            caller
+                .invoke(lid, target, &inv, &trace, Duration::from_secs(5))
+                .await
+        }
+    };
+    let err = get_as("kvcounter").await.unwrap_err().to_string();
     for needle in [
         "provider kv refuses",
         "actor kvcounter",
@@ -672,17 +671,7 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
         ensure!(err.contains(needle), "missing {needle:?} in: {err}");
     }
     // The linked origin is served over NATS too.
-    let inv = lattice::rpc::Invocation::new("probe", &target, keyvalue::GET, get);
-    caller
-        .invoke(
-            &lid,
-            &target,
-            &inv,
-            &lattice::trace::TraceContext::new_root(),
-            Duration::from_secs(5),
-        )
-        .await
-        .context("a linked origin is served")?;
+    get_as("probe").await.context("a linked origin is served")?;
     Ok(())
 }
 
