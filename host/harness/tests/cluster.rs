@@ -160,19 +160,23 @@ async fn cluster_forms_and_routes_messages_between_servers() -> Result<()> {
     // Each server advertises the client URLs of the whole cluster, itself
     // included: that is how async-nats learns where else to reconnect. The
     // list is gossiped over the routes and pushed to clients in later INFO
-    // messages, so right after connecting it may still be incomplete.
-    let want: Vec<String> = (0..3)
+    // messages, so right after connecting it may still be incomplete, and a
+    // client that connected while routes formed may not be sent the rest: each
+    // check reads the list a new connection is given.
+    let mut want: Vec<String> = (0..3)
         .map(|i| format!("127.0.0.1:{}", cluster.port(i)))
         .collect();
+    want.sort();
     wait_until(
         "n0 to advertise all 3 client URLs",
         Duration::from_secs(10),
         || {
-            let mut urls = c0.server_info().connect_urls;
-            urls.sort();
-            let mut want = want.clone();
-            want.sort();
-            async move { Ok((urls == want).then_some(())) }
+            let (url, want) = (cluster.url(0), want.clone());
+            async move {
+                let mut urls = async_nats::connect(url).await?.server_info().connect_urls;
+                urls.sort();
+                Ok((urls == want).then_some(()))
+            }
         },
     )
     .await?;
