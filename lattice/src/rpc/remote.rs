@@ -185,12 +185,15 @@ impl Caller {
                     ));
                 }
                 Err(_) if until >= deadline => return Err(Error::Timeout { what, timeout }),
-                Err(_) => {
-                    return Err(Error::ServerLost {
-                        what,
-                        silence: SILENCE_LIMIT,
-                    });
-                }
+                Err(_) => match self.catch_up(&mut waiting).await {
+                    Some(msg) => msg,
+                    None => {
+                        return Err(Error::ServerLost {
+                            what,
+                            silence: SILENCE_LIMIT,
+                        });
+                    }
+                },
             };
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                 return Err(Error::NoResponders { what, subject });
@@ -208,6 +211,29 @@ impl Caller {
         }
     }
 }
+
+impl Caller {
+    /// After a silence, tells "the serving side went quiet" from "this process
+    /// did not run": a process starved of CPU (a loaded machine) wakes with
+    /// progress messages unread in its socket and its timer already expired.
+    /// A round trip to the server passes everything the server sent before it
+    /// through the connection; the routing task then gets [`CATCH_UP`] to hand
+    /// a message on. `None`: nothing came, the serving side is lost.
+    async fn catch_up(&self, waiting: &mut Waiting) -> Option<async_nats::Message> {
+        tokio::time::timeout(SILENCE_LIMIT, self.inner.nats.flush())
+            .await
+            .ok()?
+            .ok()?;
+        tokio::time::timeout(CATCH_UP, waiting.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// How long a call waits, after the round trip of [`Caller::catch_up`], for
+/// the routing task to hand on what arrived.
+const CATCH_UP: Duration = Duration::from_millis(100);
 
 /// One call's place in [`Replies::pending`]; removed when dropped, so a call
 /// given up (timeout, cancelled future) leaves nothing behind.
