@@ -120,8 +120,13 @@ pub fn permissions(role: Role, lattice: &LatticeId, public_key: &str) -> Permiss
     match role {
         Role::Host => Permissions {
             // Within its own account: the whole lattice and its JetStream state.
+            // Replies go to `_INBOX.>` by an explicit allow, not only through
+            // `allow_responses`: that allows one message per request, and a
+            // host answers a long call or start with progress messages first,
+            // so the reply itself would be refused.
             publish_allow: vec![
                 format!("{l}.>"),
+                "_INBOX.>".into(),
                 "$JS.API.>".into(),
                 "$JS.FC.>".into(),
                 "$JS.ACK.>".into(),
