@@ -9,6 +9,11 @@
 //!   on another connection that publishes the payload straight back (the
 //!   payload is the same encoded invocation, so the bytes on the wire match).
 //!
+//! * `nats_control/start_to_first_call`: `CtlClient::start_actor` of a fresh
+//!   actor id (module cached, host known) until its first successful call, the
+//!   `CtlClient` row of issue 11's "start to first call" target (< 5 ms); the
+//!   actor is stopped after each timed run, outside the timing.
+//!
 //! One call at a time: these are latencies. `scripts/bench.sh` measures
 //! throughput with many calls in flight.
 //! Run with `cargo bench -p lattice-host --bench nats`.
@@ -35,6 +40,7 @@ use lattice_host::{
 struct Setup {
     host: Host,
     ctl: CtlClient,
+    digest: lattice::digest::Digest,
     echo_subject: String,
     echo_payload: bytes::Bytes,
 }
@@ -70,7 +76,7 @@ async fn setup(url: &str) -> anyhow::Result<Setup> {
         host.id(),
         &StartActor {
             actor_id: ActorId::new("hello")?,
-            digest,
+            digest: digest.clone(),
             reference: "hello.wasm".into(),
             replicas: 1,
             config: Default::default(),
@@ -101,6 +107,7 @@ async fn setup(url: &str) -> anyhow::Result<Setup> {
     Ok(Setup {
         host,
         ctl,
+        digest,
         echo_subject,
         echo_payload,
     })
@@ -172,6 +179,53 @@ fn nats_call(c: &mut Criterion) {
                         black_box(reply);
                     }
                     start.elapsed()
+                })
+                .await
+                .expect("bench task")
+            }
+        });
+    });
+    group.finish();
+
+    // Start a new actor of the cached module on a known host and call it until
+    // it answers: what a script driving the lattice through `CtlClient` waits.
+    let mut group = c.benchmark_group("nats_control");
+    group.sample_size(30);
+    let mut run = 0u64;
+    group.bench_function("start_to_first_call", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (ctl, host, digest) = (s.ctl.clone(), s.host.id().clone(), s.digest.clone());
+            let first = run;
+            run += iters;
+            async move {
+                tokio::spawn(async move {
+                    let mut timed = Duration::ZERO;
+                    for n in first..first + iters {
+                        let actor = ActorId::new(format!("start{n}")).expect("actor id");
+                        let start = Instant::now();
+                        ctl.start_actor(
+                            &host,
+                            &StartActor {
+                                actor_id: actor.clone(),
+                                digest: digest.clone(),
+                                reference: "hello.wasm".into(),
+                                replicas: 1,
+                                config: Default::default(),
+                            },
+                        )
+                        .await
+                        .expect("start_actor");
+                        // The host answers once the actor serves, so the first
+                        // call should succeed; retry anyway, as a client would.
+                        let mut tries = 0;
+                        while let Err(e) = ctl.call(actor.as_str(), "SayHello", "World").await {
+                            tries += 1;
+                            assert!(tries < 100, "{actor} never answered: {e}");
+                        }
+                        timed += start.elapsed();
+                        ctl.stop_actor(&host, &actor).await.expect("stop_actor");
+                    }
+                    timed
                 })
                 .await
                 .expect("bench task")

@@ -12,6 +12,11 @@
 //!    first successful call, on a fresh `lattice up` process: cold (empty
 //!    compile cache dir) and warm (the cache dir a cold run filled).
 //!
+//! With `--metrics`, rows (1m) and (2m) repeat rows 1 and 2 against a second
+//! in-process host that serves Prometheus metrics (`metrics_addr`), running
+//! the same module as actor `hellom`, in the same rounds: the cost of metrics
+//! is the ratio (1m)/(1) and (2m)/(2).
+//!
 //! Rows 1–3 run a bounded number of calls (`--calls`, `--max-time`) with
 //! `--concurrency` calls in flight, after `--warmup` calls that are not counted;
 //! latencies go into an HDR histogram. The three rows take turns in `--rounds`
@@ -90,6 +95,9 @@ struct Args {
     /// Skip the start rows (no `lattice` binary needed)
     #[arg(long)]
     skip_start: bool,
+    /// Also run rows 1 and 2 against a host that keeps and serves metrics
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// The outcome of one measured row.
@@ -189,16 +197,26 @@ enum Row {
     InProcess,
     Nats,
     Echo,
+    InProcessMetered,
+    NatsMetered,
 }
 
 impl Row {
-    const ALL: [Row; 3] = [Row::InProcess, Row::Nats, Row::Echo];
+    fn all(metrics: bool) -> Vec<Row> {
+        let mut rows = vec![Row::InProcess, Row::Nats, Row::Echo];
+        if metrics {
+            rows.extend([Row::InProcessMetered, Row::NatsMetered]);
+        }
+        rows
+    }
 
     fn name(self) -> &'static str {
         match self {
             Row::InProcess => "(1) hello in-process (Host::call_local)",
             Row::Nats => "(2) hello over NATS (CtlClient::call -> host)",
             Row::Echo => "(3) raw async-nats request-reply echo",
+            Row::InProcessMetered => "(1m) = (1) on a host serving metrics",
+            Row::NatsMetered => "(2m) = (2) on a host serving metrics",
         }
     }
 }
@@ -218,6 +236,8 @@ struct Bench {
     lattice: LatticeId,
     wasm: PathBuf,
     host: Host,
+    /// The host of rows (1m) and (2m), with metrics on.
+    metered: Option<Host>,
     ctl: CtlClient,
     echo_subject: String,
     say_hello: Vec<u8>,
@@ -259,6 +279,9 @@ fn main() -> Result<()> {
         let bench = Bench::setup(args, url, wasm).await?;
         let result = bench.run(&command).await;
         bench.host.shutdown("loadgen done").await;
+        if let Some(m) = &bench.metered {
+            m.shutdown("loadgen done").await;
+        }
         result
     })?;
     // Connections close with the runtime, before their server goes away.
@@ -286,22 +309,45 @@ impl Bench {
             },
         )
         .await?;
+        let metered = match args.metrics {
+            true => Some(
+                Host::start(
+                    lattice_host::nats::connect(&url, "loadgen-metered").await?,
+                    lattice.clone(),
+                    HostConfig {
+                        name: Some("loadgen-metered".into()),
+                        metrics_addr: Some(([127, 0, 0, 1], 0).into()),
+                        ..HostConfig::default()
+                    },
+                    RuntimeConfig {
+                        no_cache: true,
+                        ..RuntimeConfig::default()
+                    },
+                )
+                .await?,
+            ),
+            false => None,
+        };
         let ctl = CtlClient::new(
             lattice_host::nats::connect(&url, "loadgen-client").await?,
             lattice.clone(),
         );
         let digest = ctl.artifacts().await?.put(&bytes, None).await?;
-        ctl.start_actor(
-            host.id(),
-            &StartActor {
-                actor_id: ActorId::new("hello")?,
-                digest,
-                reference: "hello.wasm".into(),
-                replicas: args.replicas.max(1),
-                config: Default::default(),
-            },
-        )
-        .await?;
+        let on_hosts =
+            std::iter::once((&host, "hello")).chain(metered.iter().map(|m| (m, "hellom")));
+        for (host, actor) in on_hosts {
+            ctl.start_actor(
+                host.id(),
+                &StartActor {
+                    actor_id: ActorId::new(actor)?,
+                    digest: digest.clone(),
+                    reference: "hello.wasm".into(),
+                    replicas: args.replicas.max(1),
+                    config: Default::default(),
+                },
+            )
+            .await?;
+        }
 
         // The echo responder: its own connection, replies inline.
         let echo = lattice_host::nats::connect(&url, "loadgen-echo").await?;
@@ -333,6 +379,7 @@ impl Bench {
             lattice,
             wasm,
             host,
+            metered,
             ctl,
             echo_subject,
             say_hello,
@@ -375,19 +422,20 @@ impl Bench {
             self.args.max_time / rounds as u32,
         );
         for &c in &levels {
-            for row in Row::ALL {
+            let rows = Row::all(self.args.metrics);
+            for &row in &rows {
                 let _ = self.row(row, c, self.args.warmup, self.args.max_time).await;
             }
             // The rows take turns, round by round, so that rows 2 and 3 see the
             // same machine (other load, CPU frequency) and their ratio is fair.
-            let mut measured = [Measured::empty(), Measured::empty(), Measured::empty()];
+            let mut measured: Vec<Measured> = rows.iter().map(|_| Measured::empty()).collect();
             for _ in 0..rounds {
-                for (i, row) in Row::ALL.into_iter().enumerate() {
+                for (i, &row) in rows.iter().enumerate() {
                     measured[i].merge(self.row(row, c, round_calls, round_time).await);
                 }
             }
-            let [local, nats, echo] = &measured;
-            for (row, m) in Row::ALL.into_iter().zip([local, nats, echo]) {
+            let (local, nats, echo) = (&measured[0], &measured[1], &measured[2]);
+            for (&row, m) in rows.iter().zip(&measured) {
                 let name = row.name();
                 println!(
                     "{:<46} {:>9} {:>8} {:>7} {:>10} {:>10} {:>10.0}",
@@ -413,6 +461,23 @@ impl Bench {
                 ratio(nats.p(0.99) as f64, echo.p(0.99) as f64),
                 ratio(nats.per_sec(), echo.per_sec()),
             );
+            if let [_, _, _, local_m, nats_m] = measured.as_slice() {
+                for (name, with, without) in [
+                    ("    ratio (1m)/(1)", local_m, local),
+                    ("    ratio (2m)/(2)", nats_m, nats),
+                ] {
+                    println!(
+                        "{:<46} {:>9} {:>8} {:>7} {:>10} {:>10} {:>10}",
+                        name,
+                        c,
+                        "",
+                        "",
+                        ratio(with.p(0.50) as f64, without.p(0.50) as f64),
+                        ratio(with.p(0.99) as f64, without.p(0.99) as f64),
+                        ratio(with.per_sec(), without.per_sec()),
+                    );
+                }
+            }
         }
         println!(
             "ratio (2)/(3): latency p50 and p99 (above 1 = slower than the bare NATS round trip), calls/s (below 1 = fewer)"
@@ -548,13 +613,16 @@ impl Bench {
     /// Runs one row's calls: `calls` at most, for `max_time` at most.
     async fn row(&self, row: Row, concurrency: usize, calls: u64, max_time: Duration) -> Measured {
         let payload = self.say_hello.clone();
+        let (host, actor) = match (row, &self.metered) {
+            (Row::InProcessMetered | Row::NatsMetered, Some(m)) => (m.clone(), "hellom"),
+            _ => (self.host.clone(), "hello"),
+        };
         match row {
-            Row::InProcess => {
-                let host = self.host.clone();
+            Row::InProcess | Row::InProcessMetered => {
                 drive(concurrency, calls, max_time, move || {
                     let (host, payload) = (host.clone(), payload.clone());
                     async move {
-                        host.call_local("hello", "SayHello", payload)
+                        host.call_local(actor, "SayHello", payload)
                             .await
                             .map(drop)
                             .map_err(|e| e.to_string())
@@ -562,12 +630,12 @@ impl Bench {
                 })
                 .await
             }
-            Row::Nats => {
+            Row::Nats | Row::NatsMetered => {
                 let ctl = self.ctl.clone();
                 drive(concurrency, calls, max_time, move || {
                     let (ctl, payload) = (ctl.clone(), payload.clone());
                     async move {
-                        ctl.call_raw("hello", "SayHello", payload)
+                        ctl.call_raw(actor, "SayHello", payload)
                             .await
                             .map(drop)
                             .map_err(|e| e.to_string())

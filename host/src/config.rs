@@ -99,6 +99,9 @@ pub struct HostConfig {
     /// `LATTICE_ALLOWED_ISSUERS`, comma-separated).
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_issuers: Vec<String>,
+    /// Where to serve Prometheus metrics on `/metrics` (`--metrics-addr`,
+    /// `LATTICE_METRICS_ADDR`); unset: no metrics are kept at all.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A list given as a TOML/JSON array or as one comma- or space-separated
@@ -135,6 +138,7 @@ impl Default for HostConfig {
             reconcile: true,
             reconcile_interval: Duration::from_secs(1),
             allowed_issuers: Vec::new(),
+            metrics_addr: None,
         }
     }
 }

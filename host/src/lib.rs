@@ -28,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod metrics;
 pub mod nats;
 pub mod reconcile;
 pub mod runtime;

@@ -126,6 +126,19 @@ impl ActorTable {
         list
     }
 
+    /// What the metrics' state gauges show of every actor.
+    pub(crate) fn metrics_state(&self) -> Vec<crate::metrics::ActorState> {
+        self.read()
+            .values()
+            .map(|r| crate::metrics::ActorState {
+                id: r.actor.id().clone(),
+                replicas: r.actor.replicas(),
+                warm_instances: r.actor.warm_instances(),
+                in_flight: r.actor.in_flight(),
+            })
+            .collect()
+    }
+
     fn get(&self, id: &ActorId) -> Option<Arc<RunningActor>> {
         self.read().get(id).cloned()
     }

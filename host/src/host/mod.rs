@@ -89,6 +89,8 @@ pub(crate) struct HostInner {
     /// Serialises actor starts and stops on this host so two requests for the
     /// same id cannot race.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The host's metrics and where they are served, when metrics are on.
+    metrics: Option<(crate::metrics::Metrics, std::net::SocketAddr)>,
     /// Set when someone asks the host to stop (ctl `stop`); carries the reason.
     stop_requested: watch::Sender<Option<String>>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -109,7 +111,8 @@ impl Host {
         runtime: RuntimeConfig,
     ) -> Result<Self, HostError> {
         runtime.validate().map_err(HostError::Config)?;
-        let runtime = Runtime::new(runtime.resolve_cache_dir())?;
+        let metrics = config.metrics_addr.map(|_| crate::metrics::Metrics::new());
+        let runtime = Runtime::with_metrics(runtime.resolve_cache_dir(), metrics.clone())?;
         let id = HostId::generate();
         let name = config
             .name
@@ -148,6 +151,15 @@ impl Host {
             .cache()
             .await?;
         let (stop_requested, _) = watch::channel(None);
+        // Bound before the host exists, so a taken address fails the start.
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(
+                crate::metrics::bind(addr)
+                    .await
+                    .map_err(|e| HostError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
         let inner = Arc::new(HostInner {
             id,
             name,
@@ -164,6 +176,7 @@ impl Host {
             artifacts: tokio::sync::OnceCell::new(),
             trust,
             registry,
+            metrics: metrics.zip(metrics_listener.as_ref().map(|(_, addr)| *addr)),
             lifecycle: tokio::sync::Mutex::new(()),
             stop_requested,
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -172,6 +185,12 @@ impl Host {
         });
         for task in control::subscribe(&inner, &inner.nats, &inner.lattice, &inner.id).await? {
             inner.track(task);
+        }
+        if let Some((listener, _)) = metrics_listener {
+            let host = Arc::downgrade(&inner);
+            inner.track(crate::metrics::serve(listener, move || {
+                host.upgrade().map(|h| h.scrape()).unwrap_or_default()
+            }));
         }
         inner.beat().await;
         inner.spawn_heartbeat();
@@ -184,6 +203,7 @@ impl Host {
                 crate::reconcile::ReconcileConfig {
                     interval: inner.config.reconcile_interval,
                     heartbeat_interval: inner.config.heartbeat_interval,
+                    metrics: inner.metrics.as_ref().map(|(m, _)| m.clone()),
                 },
                 inner.reconcile_stop.subscribe(),
             ));
@@ -216,6 +236,12 @@ impl Host {
     /// This host's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Where this host serves `/metrics` (the bound address, so port 0 in the
+    /// configuration gives the port chosen), when metrics are on.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The host's inventory, as `ctl get inventory` shows it.
@@ -436,6 +462,26 @@ impl HostInner {
             }
         });
         self.track(task);
+    }
+
+    /// The metrics in the text format, the state gauges read now; empty when
+    /// metrics are off.
+    fn scrape(&self) -> String {
+        let Some((metrics, _)) = &self.metrics else {
+            return String::new();
+        };
+        metrics.refresh(&crate::metrics::HostState {
+            actors: self.actors.metrics_state(),
+            calls_in_flight: self.runtime.host_load().used(),
+            slots_in_use: self.runtime.slots_in_use(),
+            slots: self.runtime.config().max_instances,
+            nats_connects: self
+                .nats
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed),
+        });
+        metrics.encode()
     }
 
     pub(crate) fn track(&self, task: JoinHandle<()>) {

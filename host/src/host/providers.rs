@@ -22,12 +22,22 @@ use crate::error::{ControlError, HostCallError, InvokeError};
 /// Names of the providers built into the host, for `builtin:NAME`.
 pub const BUILTINS: &[&str] = &["httpserver", "keyvalue"];
 
-/// A fresh instance of a built-in provider.
-pub fn builtin(reference: &ProviderRef) -> Option<Arc<dyn Provider>> {
+/// A fresh instance of a built-in provider; the HTTP server counts its
+/// responses in `metrics` when given.
+pub fn builtin(
+    reference: &ProviderRef,
+    metrics: Option<&crate::metrics::Metrics>,
+) -> Option<Arc<dyn Provider>> {
     match reference.name() {
-        "httpserver" | "http-server" => Some(Arc::new(
-            lattice_provider_httpserver::HttpServerProvider::new(),
-        )),
+        "httpserver" | "http-server" => {
+            let mut http = lattice_provider_httpserver::HttpServerProvider::new();
+            if let Some(metrics) = metrics.cloned() {
+                http = http.with_observer(Arc::new(move |status, took| {
+                    metrics.http_request(status, took)
+                }));
+            }
+            Some(Arc::new(http))
+        }
         "keyvalue" | "kv" => Some(Arc::new(lattice_provider_keyvalue::KeyValueProvider::new())),
         _ => None,
     }
@@ -154,14 +164,17 @@ impl HostInner {
                 host: self.name.clone(),
             });
         }
-        let provider = builtin(&cmd.name).ok_or_else(|| ControlError::UnknownBuiltin {
-            reference: cmd.name.clone(),
-            known: BUILTINS
-                .iter()
-                .map(|b| format!("builtin:{b}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let provider =
+            builtin(&cmd.name, self.metrics.as_ref().map(|(m, _)| m)).ok_or_else(|| {
+                ControlError::UnknownBuiltin {
+                    reference: cmd.name.clone(),
+                    known: BUILTINS
+                        .iter()
+                        .map(|b| format!("builtin:{b}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
         let ctx = ProviderContext {
             lattice: self.lattice.clone(),
             provider_id: cmd.provider_id.to_string(),

@@ -46,15 +46,39 @@ impl HostCalls for Router {
         Box::pin(async move {
             let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
             let target = resolve(&host, &call)?;
-            host.invoke(Call {
-                origin: call.origin.to_string(),
-                target,
-                operation: call.operation,
-                payload: call.payload,
-                trace: call.trace,
-                deadline: call.deadline,
-            })
-            .await
+            // Kept only for counting a contract call by its link afterwards.
+            let link = match (&host.metrics, &target) {
+                (Some(_), Target::Provider { .. }) => Some(target.clone()),
+                _ => None,
+            };
+            let result = host
+                .invoke(Call {
+                    origin: call.origin.to_string(),
+                    target,
+                    operation: call.operation,
+                    payload: call.payload,
+                    trace: call.trace,
+                    deadline: call.deadline,
+                })
+                .await;
+            if let (
+                Some((metrics, _)),
+                Some(Target::Provider {
+                    provider,
+                    contract,
+                    link,
+                }),
+            ) = (&host.metrics, link)
+            {
+                metrics.link_call(
+                    &call.origin,
+                    contract.as_str(),
+                    link.as_str(),
+                    provider.as_str(),
+                    result.is_ok(),
+                );
+            }
+            result
         })
     }
 }

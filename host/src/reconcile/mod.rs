@@ -42,6 +42,8 @@ pub struct ReconcileConfig {
     pub interval: Duration,
     /// Heartbeat interval of hosts; three missed beats mean a host is gone.
     pub heartbeat_interval: Duration,
+    /// Where leadership and passes are counted, when the host serves metrics.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// Hosts seen alive, by their last heartbeat (or start) on our monotonic clock.
@@ -134,7 +136,11 @@ async fn run_inner(
                 return Ok(());
             }
         }
-        if !leading.load(Ordering::SeqCst) {
+        let is_leader = leading.load(Ordering::SeqCst);
+        if let Some(m) = &cfg.metrics {
+            m.reconciler_leading(is_leader);
+        }
+        if !is_leader {
             was_leader = false;
             continue;
         }
@@ -156,6 +162,9 @@ async fn run_inner(
         };
         if let Err(e) = pass.run(liveness.alive(cfg.heartbeat_interval * 3)).await {
             tracing::warn!(error = %e, "reconcile pass failed");
+        }
+        if let Some(m) = &cfg.metrics {
+            m.reconcile_pass();
         }
     }
 }

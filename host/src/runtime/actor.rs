@@ -169,6 +169,8 @@ pub struct Actor {
     /// since the process started: which actor gives up an instance first when
     /// the pooling allocator is full.
     last_used: AtomicU64,
+    /// This actor's call metrics, when the host serves metrics.
+    metrics: Option<crate::metrics::ActorCallMetrics>,
 }
 
 /// Idle instances one instantiation may take from other actors before it
@@ -213,6 +215,7 @@ impl Actor {
                     actor: id.to_string(),
                     reason: format!("{e:#}"),
                 })?;
+        let metrics = runtime.metrics().map(|m| m.actor_call(id.as_str()));
         let actor = Arc::new(Actor {
             label: Arc::from(id.as_str()),
             id,
@@ -230,6 +233,7 @@ impl Actor {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
+            metrics,
         });
         runtime.register(&actor);
         let first = actor.instantiate().await.map_err(|e| match e {
@@ -279,6 +283,12 @@ impl Actor {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Calls running or waiting for an instance now.
+    pub fn in_flight(&self) -> u32 {
+        let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
+        self.max_concurrency().saturating_sub(free) + self.queued()
+    }
+
     /// Lets a call in, at once and without waiting: a host slot, then an
     /// instance permit or else a place in the queue.
     ///
@@ -292,6 +302,9 @@ impl Actor {
         if result.is_err() {
             self.calls.fetch_add(1, Ordering::Relaxed);
             self.errors.fetch_add(1, Ordering::Relaxed);
+            if let Some(metrics) = &self.metrics {
+                metrics.refused();
+            }
         }
         result
     }
@@ -404,11 +417,15 @@ impl Actor {
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let began = self.metrics.as_ref().map(|_| Instant::now());
         let result = self
             .invoke_inner(admission, operation, payload, trace, deadline)
             .await;
         if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (Some(metrics), Some(began)) = (&self.metrics, began) {
+            metrics.call(operation, began.elapsed(), result.is_ok());
         }
         result
     }

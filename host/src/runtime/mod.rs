@@ -51,6 +51,8 @@ struct Inner {
     /// Every actor started on this runtime, to take idle instances back from
     /// when the pooling allocator is full.
     actors: Mutex<Vec<std::sync::Weak<actor::Actor>>>,
+    /// Where actors count their calls; `None` when metrics are off.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Runtime {
@@ -59,6 +61,17 @@ impl Runtime {
     /// # Errors
     /// [`RuntimeError::Engine`] when wasmtime cannot be set up.
     pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        Self::with_metrics(config, None)
+    }
+
+    /// [`Runtime::new`], with actors counting their calls in `metrics`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Engine`] when wasmtime cannot be set up.
+    pub fn with_metrics(
+        config: RuntimeConfig,
+        metrics: Option<crate::metrics::Metrics>,
+    ) -> Result<Self, RuntimeError> {
         let (engine, pooling) = engine::build(&config)?;
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
@@ -80,6 +93,7 @@ impl Runtime {
                 modules: Mutex::new(lru::LruCache::new(in_memory)),
                 load: Arc::new(actor::HostLoad::new(config.max_calls_per_host)),
                 actors: Mutex::new(Vec::new()),
+                metrics,
                 config,
             }),
         })
@@ -103,6 +117,20 @@ impl Runtime {
     /// The runtime's configuration.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    /// The metrics actors count their calls in, when metrics are on.
+    pub fn metrics(&self) -> Option<&crate::metrics::Metrics> {
+        self.inner.metrics.as_ref()
+    }
+
+    /// Instance slots of the pooling allocator holding an instance (0 without
+    /// pooling).
+    pub fn slots_in_use(&self) -> usize {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.core_instances() as usize)
     }
 
     /// Whether the pooling allocator is in use.

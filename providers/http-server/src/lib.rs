@@ -123,6 +123,10 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// (actor, link name)
 type LinkKey = (ActorId, LinkName);
 
+/// Told the status and duration of each response (see
+/// [`HttpServerProvider::with_observer`]).
+pub type ResponseObserver = Arc<dyn Fn(u16, Duration) + Send + Sync>;
+
 /// The `lattice:httpserver` provider: one HTTP listener per link.
 ///
 /// Cheap to create; listeners start with [`Provider::put_link`] and stop with
@@ -130,6 +134,7 @@ type LinkKey = (ActorId, LinkName);
 /// dropped). See the [crate docs](crate) for the link config and error mapping.
 pub struct HttpServerProvider {
     request_timeout: Duration,
+    observer: Option<ResponseObserver>,
     actors: Mutex<Option<Arc<dyn ActorCaller>>>,
     state: Mutex<State>,
 }
@@ -193,6 +198,7 @@ impl HttpServerProvider {
     pub fn new() -> Self {
         HttpServerProvider {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            observer: None,
             actors: Mutex::new(None),
             state: Mutex::new(State::default()),
         }
@@ -203,6 +209,15 @@ impl HttpServerProvider {
     #[must_use]
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Calls `observer` with the status and the time taken of every response
+    /// (a host counts them in its metrics). It runs on the request path, so it
+    /// must be quick. Applies to listeners started afterwards.
+    #[must_use]
+    pub fn with_observer(mut self, observer: ResponseObserver) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -344,6 +359,7 @@ impl HttpServerProvider {
                 max_body: AtomicUsize::new(config.max_body_bytes),
                 request_timeout: self.request_timeout,
                 limits: config.limits,
+                observer: self.observer.clone(),
             });
             let (stop, stop_rx) = oneshot::channel();
             let (closed_tx, closed) = oneshot::channel();

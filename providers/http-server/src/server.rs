@@ -91,6 +91,7 @@ pub(crate) struct Route {
     pub(crate) max_body: AtomicUsize,
     pub(crate) request_timeout: Duration,
     pub(crate) limits: Limits,
+    pub(crate) observer: Option<crate::ResponseObserver>,
 }
 
 /// Binds `addr` with `SO_REUSEADDR` (so a port freed by a stopped listener can be
@@ -343,16 +344,21 @@ impl hyper::service::Service<Request<Incoming>> for Handler {
             let _in_flight = in_flight;
             // No panic crosses a request boundary: a panicking actor caller costs
             // this request a 500, not the connection.
-            match AssertUnwindSafe(route.serve(req)).catch_unwind().await {
-                Ok(resp) => Ok(resp),
+            let began = route.observer.as_ref().map(|_| std::time::Instant::now());
+            let resp = match AssertUnwindSafe(route.serve(req)).catch_unwind().await {
+                Ok(resp) => resp,
                 Err(_) => {
                     warn!(actor = %route.actor, "the request handler panicked");
-                    Ok(text(
+                    text(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal error while handling the request\n".to_string(),
-                    ))
+                    )
                 }
+            };
+            if let (Some(observe), Some(began)) = (&route.observer, began) {
+                observe(resp.status().as_u16(), began.elapsed());
             }
+            Ok(resp)
         })
     }
 }

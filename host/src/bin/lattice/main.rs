@@ -98,6 +98,12 @@ enum Command {
         #[command(subcommand)]
         command: provider::ProviderCommand,
     },
+    /// Print a shell completion script, e.g. `lattice completions bash >
+    /// ~/.local/share/bash-completion/completions/lattice`
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,6 +132,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Completions { shell } = cli.command {
+        // Needs no configuration, NATS or logging: works on a bare machine.
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "lattice", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
     let figment = config::figment(cli.global.config.as_deref(), &cli.global);
     let log: LogConfig = figment.extract().context("invalid logging configuration")?;
     match cli.command {
@@ -158,7 +170,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Claims { command } => claims::run(out, command),
                     Command::Keys { command } => keys::run(out, command),
                     Command::App { command } => app::run(&connect, out, command).await,
-                    Command::Up(_) | Command::Provider { .. } | Command::Auth { .. } => {
+                    Command::Up(_)
+                    | Command::Provider { .. }
+                    | Command::Auth { .. }
+                    | Command::Completions { .. } => {
                         unreachable!("handled above")
                     }
                 }

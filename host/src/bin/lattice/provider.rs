@@ -20,7 +20,7 @@ pub enum ProviderCommand {
 pub async fn run(connect: &ConnectConfig, command: ProviderCommand) -> anyhow::Result<ExitCode> {
     let ProviderCommand::Run { name, id } = command;
     let reference = lattice::id::ProviderRef::builtin(&name)?;
-    let provider = providers::builtin(&reference).with_context(|| {
+    let provider = providers::builtin(&reference, None).with_context(|| {
         format!(
             "unknown built-in provider {name:?}; built-ins are: {}",
             providers::BUILTINS.join(", ")

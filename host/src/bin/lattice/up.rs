@@ -106,6 +106,11 @@ pub struct UpArgs {
     #[arg(long = "allowed-issuer", value_name = "PUBKEY")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     allowed_issuers: Vec<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics, e.g. 127.0.0.1:9090
+    /// (port 0 picks one; the address is printed) [env: LATTICE_METRICS_ADDR]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -132,6 +137,9 @@ pub async fn run(figment: Figment, args: UpArgs) -> anyhow::Result<std::process:
         host.id(),
         connect.lattice.as_str()
     );
+    if let Some(addr) = host.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
+    }
 
     let reason = tokio::select! {
         r = lattice::process::shutdown_signal() => r,
