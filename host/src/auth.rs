@@ -123,7 +123,9 @@ pub fn permissions(role: Role, lattice: &LatticeId, public_key: &str) -> Permiss
             // Replies go to `_INBOX.>` by an explicit allow, not only through
             // `allow_responses`: that allows one message per request, and a
             // host answers a long call or start with progress messages first,
-            // so the reply itself would be refused.
+            // so the reply itself would be refused. Reply tokens cannot be
+            // guessed (`lattice::rpc::remote`), so this reaches only requests
+            // the host was sent.
             publish_allow: vec![
                 format!("{l}.>"),
                 "_INBOX.>".into(),
@@ -140,6 +142,8 @@ pub fn permissions(role: Role, lattice: &LatticeId, public_key: &str) -> Permiss
         Role::Provider => {
             let publish_allow = vec![
                 format!("{l}.rpc.actor.*"),
+                // Replies with progress, as for hosts.
+                "_INBOX.>".into(),
                 format!("{l}.ctl.ping.providers"),
                 format!("{l}.evt.provider_started"),
                 format!("{l}.evt.provider_stopped"),

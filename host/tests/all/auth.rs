@@ -546,3 +546,76 @@ async fn up_listening_beyond_loopback_runs_the_generated_roles() -> Result<()> {
             .await;
     check
 }
+
+/// A call that runs past the progress interval gets its progress messages
+/// and then its reply through the roles: hosts and providers may publish to
+/// `_INBOX.>` (`allow_responses` alone allows one message per request, so the
+/// reply after a progress message was refused and the caller reported the
+/// serving side lost).
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_after_progress_get_through_for_hosts_and_providers() -> Result<()> {
+    use lattice::rpc::remote::{Caller, PROGRESS, STATUS_HEADER};
+
+    let lattice = Secured::start().await?;
+    let host = lattice.host("h1").await?;
+    let probe = actor_wasm("probe-actor")?.display().to_string();
+    lattice
+        .cli_as(
+            Some(Role::Admin),
+            &[
+                "ctl",
+                "start",
+                "actor",
+                &probe,
+                "--id",
+                "probe",
+                "--host",
+                host.host_id(),
+            ],
+        )
+        .await?
+        .success()?;
+    // 600 ms: two progress messages from the host before the reply.
+    let out = lattice
+        .cli_as(Some(Role::Caller), &["call", "probe", "Sleep", "600"])
+        .await?
+        .success()?;
+    ensure!(out.stdout.trim() == "600", "{}", out.stdout);
+
+    // A provider answering a host's request: progress three times, then the reply.
+    let (provider, _) = lattice.connect(Role::Provider).await?;
+    let subject = format!("lattice.{}.rpc.provider.slow", lattice.id);
+    let mut sub = provider.subscribe(subject.clone()).await?;
+    provider.flush().await?;
+    let responder = tokio::spawn(async move {
+        let msg = sub
+            .next()
+            .await
+            .context("no request reached the provider")?;
+        let reply = msg.reply.context("the request has no reply subject")?;
+        let mut progress = async_nats::HeaderMap::new();
+        progress.insert(STATUS_HEADER, PROGRESS);
+        for _ in 0..3 {
+            provider
+                .publish_with_headers(reply.clone(), progress.clone(), bytes::Bytes::new())
+                .await?;
+        }
+        provider.publish(reply, msg.payload).await?;
+        provider.flush().await?;
+        anyhow::Ok(())
+    });
+    let (host_client, _) = lattice.connect(Role::Host).await?;
+    let answer = Caller::new(host_client)
+        .request(
+            subject,
+            async_nats::HeaderMap::new(),
+            "ping".into(),
+            Duration::from_secs(10),
+            "the test provider",
+        )
+        .await
+        .context("the provider's reply after its progress messages")?;
+    ensure!(answer.payload.as_ref() == b"ping", "{:?}", answer.payload);
+    responder.await??;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    hash::BuildHasher,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -87,6 +88,8 @@ struct Replies {
     prefix: String,
     pending: Mutex<HashMap<u64, mpsc::Sender<async_nats::Message>>>,
     next: AtomicU64,
+    /// Keys of the hash that turns `next` into tokens (random per process).
+    tokens: std::hash::RandomState,
     subscribed: tokio::sync::OnceCell<()>,
 }
 
@@ -104,6 +107,7 @@ impl Caller {
                 prefix,
                 pending: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(0),
+                tokens: std::hash::RandomState::new(),
                 subscribed: tokio::sync::OnceCell::new(),
             }),
         }
@@ -255,10 +259,23 @@ impl Replies {
     }
 
     /// Registers a call: its receiver and its reply subject.
+    ///
+    /// A token is a keyed hash of a counter, not the counter: whoever was sent
+    /// one reply subject (a provider this host called) cannot work out the
+    /// others, so the roles that may publish to `_INBOX.>` (hosts, providers)
+    /// can answer only requests they were sent.
     fn expect(self: &Arc<Self>) -> (Waiting, String) {
-        let token = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
-        self.lock().insert(token, tx);
+        let token = loop {
+            let token = self
+                .tokens
+                .hash_one(self.next.fetch_add(1, Ordering::Relaxed));
+            // Two counters may hash alike; the second takes the next one.
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.lock().entry(token) {
+                slot.insert(tx);
+                break token;
+            }
+        };
         let waiting = Waiting {
             replies: self.clone(),
             token,
