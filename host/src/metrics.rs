@@ -414,6 +414,15 @@ pub(crate) struct HostState {
     pub nats_connects: u64,
 }
 
+/// Distinct operation names counted per actor. Operation names come from
+/// callers, so without a bound a caller could add series (and memory) without
+/// end by calling made-up operations; past it, calls count under
+/// [`OTHER_OPERATIONS`].
+pub const MAX_OPERATIONS_PER_ACTOR: usize = 64;
+
+/// The `operation` label of calls past [`MAX_OPERATIONS_PER_ACTOR`].
+pub const OTHER_OPERATIONS: &str = "other";
+
 /// One actor's state, read when scraped.
 pub(crate) struct ActorState {
     pub id: lattice::id::ActorId,
@@ -457,20 +466,26 @@ impl ActorCallMetrics {
         self.refused.inc();
     }
 
+    /// The counters of an operation not seen before: its own up to
+    /// [`MAX_OPERATIONS_PER_ACTOR`], then those of `operation="other"`.
     #[cold]
     fn operation(&self, operation: &str) -> (Counter, Counter) {
+        let mut known = self.operations.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(pair) = known.get(operation) {
+            return pair.clone();
+        }
+        let full = known.len() >= MAX_OPERATIONS_PER_ACTOR;
         let labels = OperationLabels {
             actor: self.actor.clone(),
-            operation: operation.to_string(),
+            operation: if full { OTHER_OPERATIONS } else { operation }.to_string(),
         };
         let pair = (
             self.metrics.inner.actor_calls.get_or_create_owned(&labels),
             self.metrics.inner.actor_errors.get_or_create_owned(&labels),
         );
-        self.operations
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(operation.into(), pair.clone());
+        if !full {
+            known.insert(operation.into(), pair.clone());
+        }
         pair
     }
 }
@@ -577,6 +592,30 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn operations_past_the_bound_count_as_other() {
+        let m = Metrics::new();
+        let probe = m.actor_call("probe");
+        for i in 0..MAX_OPERATIONS_PER_ACTOR + 6 {
+            probe.call(&format!("Op{i}"), Duration::from_micros(5), true);
+        }
+        probe.call("Op0", Duration::from_micros(5), true);
+        let text = m.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("lattice_actor_calls_total{"))
+            .count();
+        assert_eq!(series, MAX_OPERATIONS_PER_ACTOR + 1, "{text}");
+        assert!(
+            text.contains(r#"lattice_actor_calls_total{actor="probe",operation="other"} 6"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lattice_actor_calls_total{actor="probe",operation="Op0"} 2"#),
+            "{text}"
+        );
     }
 
     #[test]
