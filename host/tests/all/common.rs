@@ -22,7 +22,8 @@ use lattice::{
     id::{ActorId, HostId, LatticeId},
 };
 use lattice_harness::{
-    HostOptions, HostProcess, NatsServer, go_command, unique_lattice_id, wait_until, workspace_root,
+    HostOptions, HostProcess, NatsServer, free_port, go_command, unique_lattice_id, wait_until,
+    workspace_root,
 };
 
 /// The `lattice` binary built for this test run.
@@ -134,6 +135,28 @@ impl TestLattice {
         ];
         full.extend_from_slice(args);
         run_cli(&full, &[]).await
+    }
+
+    /// Starts the counter module `wasm` (actor id `actor`, from its file
+    /// name) with the built-in HTTP server and key-value providers, wherever
+    /// the lattice places them, and links both (HTTP on a free port of
+    /// 127.0.0.1); returns the port.
+    pub async fn serve_counter(&self, wasm: &str, actor: &str) -> Result<u16> {
+        self.cli(&["ctl", "start", "actor", wasm])
+            .await?
+            .success()?;
+        for provider in ["builtin:httpserver", "builtin:keyvalue"] {
+            self.cli(&["ctl", "start", "provider", provider])
+                .await?
+                .success()?;
+        }
+        let port = free_port();
+        let address = format!("address=127.0.0.1:{port}");
+        self.link_put(actor, "httpserver", "lattice:httpserver", &[&address])
+            .await?;
+        self.link_put(actor, "keyvalue", "lattice:keyvalue", &[])
+            .await?;
+        Ok(port)
     }
 
     /// Runs `lattice ctl link put ACTOR PROVIDER CONTRACT [K=V]...`, which

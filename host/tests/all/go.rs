@@ -13,8 +13,7 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use lattice_harness::{
-    GoBuild, build_go_actor, build_go_actor_with, free_port, tinygo_binary, wait_until,
-    workspace_root,
+    GoBuild, build_go_actor, build_go_actor_with, tinygo_binary, wait_until, workspace_root,
 };
 
 use crate::common::{TestLattice, actor_wasm, example_dir, get_until, go_vet_and_test, probe_call};
@@ -200,25 +199,7 @@ async fn kvcounter_go_serves_http_and_counts_in_keyvalue() -> Result<()> {
         claims.stdout
     );
 
-    t.cli(&["ctl", "start", "actor", &wasm_s])
-        .await?
-        .success()?;
-    for provider in ["builtin:httpserver", "builtin:keyvalue"] {
-        t.cli(&["ctl", "start", "provider", provider])
-            .await?
-            .success()?;
-    }
-    let port = free_port();
-    let address = format!("address=127.0.0.1:{port}");
-    t.link_put(
-        "kvcounter-go",
-        "httpserver",
-        "lattice:httpserver",
-        &[&address],
-    )
-    .await?;
-    t.link_put("kvcounter-go", "keyvalue", "lattice:keyvalue", &[])
-        .await?;
+    let port = t.serve_counter(&wasm_s, "kvcounter-go").await?;
 
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/hits");

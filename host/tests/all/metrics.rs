@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use lattice_harness::{free_port, wait_until};
+use lattice_harness::wait_until;
 
 use crate::common::{TestLattice, actor_wasm, get_until};
 
@@ -36,18 +36,7 @@ async fn a_host_counts_calls_links_and_http_requests() -> Result<()> {
     })
     .await?;
     let wasm = actor_wasm("kvcounter")?.display().to_string();
-    t.cli(&["ctl", "start", "actor", &wasm]).await?.success()?;
-    for provider in ["builtin:httpserver", "builtin:keyvalue"] {
-        t.cli(&["ctl", "start", "provider", provider])
-            .await?
-            .success()?;
-    }
-    let port = free_port();
-    let address = format!("address=127.0.0.1:{port}");
-    t.link_put("kvcounter", "httpserver", "lattice:httpserver", &[&address])
-        .await?;
-    t.link_put("kvcounter", "keyvalue", "lattice:keyvalue", &[])
-        .await?;
+    let port = t.serve_counter(&wasm, "kvcounter").await?;
     let hits = format!("http://127.0.0.1:{port}/hits");
     get_until(&hits, 200).await?;
     let http = reqwest::Client::new();
