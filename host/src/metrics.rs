@@ -33,7 +33,7 @@ use std::{
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet, text::encode},
     metrics::{MetricType, TypedMetric, counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
+    registry::{Metric, Registry},
 };
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which
@@ -156,6 +156,13 @@ struct Inner {
     refresh: Mutex<()>,
 }
 
+/// A new metric, registered in `r` under `name` (prefixed `lattice_`).
+fn registered<M: Metric + Clone + Default>(r: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    r.register(name, help, metric.clone());
+    metric
+}
+
 /// The metrics of one host. Cheap to clone; all clones share one registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -178,138 +185,104 @@ impl Metrics {
     /// A registry with every family of `docs/observability.md`, all empty.
     pub fn new() -> Self {
         let mut r = Registry::with_prefix("lattice");
-        let actor_calls = Family::default();
-        r.register(
-            "actor_calls",
-            "Calls into an actor on this host, by operation",
-            actor_calls.clone(),
-        );
-        let actor_errors = Family::default();
-        r.register(
-            "actor_errors",
-            "Calls into an actor on this host that failed (guest error, trap, deadline, busy while queued)",
-            actor_errors.clone(),
-        );
-        let actor_duration = Family::default();
-        r.register(
-            "actor_call_duration_seconds",
-            "Time from admitting a call to its result, queueing included",
-            actor_duration.clone(),
-        );
-        let actor_refused = Family::default();
-        r.register(
-            "actor_refused",
-            "Calls refused at once, before their operation was read: the actor or the host was busy, or the actor stopping",
-            actor_refused.clone(),
-        );
-        let actor_in_flight = Family::default();
-        r.register(
-            "actor_calls_in_flight",
-            "Calls into an actor running or queued now",
-            actor_in_flight.clone(),
-        );
-        let actor_warm = Family::default();
-        r.register(
-            "actor_warm_instances",
-            "Instantiated, idle instances of an actor ready for the next call",
-            actor_warm.clone(),
-        );
-        let actor_replicas = Family::default();
-        r.register(
-            "actor_replicas",
-            "Replicas of an actor on this host",
-            actor_replicas.clone(),
-        );
-        let link_calls = Family::default();
-        r.register(
-            "link_calls",
-            "Contract calls from actors on this host through a link to a provider",
-            link_calls.clone(),
-        );
-        let link_errors = Family::default();
-        r.register(
-            "link_errors",
-            "Contract calls through a link that failed",
-            link_errors.clone(),
-        );
-        let http_requests = Family::default();
-        r.register(
-            "http_requests",
-            "Requests answered by the in-host HTTP server provider, by status",
-            http_requests.clone(),
-        );
-        let http_duration = LatencyHistogram::default();
-        r.register(
-            "http_request_duration_seconds",
-            "Time from a request's head to the response of the in-host HTTP server provider",
-            http_duration.clone(),
-        );
-        let host_replicas = Gauge::default();
-        r.register(
-            "host_replicas",
-            "Actor replicas on this host, all actors",
-            host_replicas.clone(),
-        );
-        let host_calls_in_flight = Gauge::default();
-        r.register(
-            "host_calls_in_flight",
-            "Calls running or queued on this host, all actors (bounded by max-calls-per-host)",
-            host_calls_in_flight.clone(),
-        );
-        let pool_slots_in_use = Gauge::default();
-        r.register(
-            "pool_slots_in_use",
-            "Instance slots of the pooling allocator holding an instance",
-            pool_slots_in_use.clone(),
-        );
-        let pool_slots = Gauge::default();
-        r.register(
-            "pool_slots",
-            "Instance slots of the pooling allocator (max-instances)",
-            pool_slots.clone(),
-        );
-        let nats_reconnects = Counter::default();
-        r.register(
-            "nats_reconnects",
-            "Times the host's NATS connection was re-established",
-            nats_reconnects.clone(),
-        );
-        let reconciler_leader = Gauge::default();
-        r.register(
-            "reconciler_leader",
-            "1 while this host holds the reconciler lease, else 0",
-            reconciler_leader.clone(),
-        );
-        let reconciler_passes = Counter::default();
-        r.register(
-            "reconciler_passes",
-            "Reconcile passes this host ran as leader",
-            reconciler_passes.clone(),
-        );
+        let inner = Inner {
+            actor_calls: registered(
+                &mut r,
+                "actor_calls",
+                "Calls into an actor on this host, by operation",
+            ),
+            actor_errors: registered(
+                &mut r,
+                "actor_errors",
+                "Calls into an actor on this host that failed (guest error, trap, deadline, busy while queued)",
+            ),
+            actor_duration: registered(
+                &mut r,
+                "actor_call_duration_seconds",
+                "Time from admitting a call to its result, queueing included",
+            ),
+            actor_refused: registered(
+                &mut r,
+                "actor_refused",
+                "Calls refused at once, before their operation was read: the actor or the host was busy, or the actor stopping",
+            ),
+            actor_in_flight: registered(
+                &mut r,
+                "actor_calls_in_flight",
+                "Calls into an actor running or queued now",
+            ),
+            actor_warm: registered(
+                &mut r,
+                "actor_warm_instances",
+                "Instantiated, idle instances of an actor ready for the next call",
+            ),
+            actor_replicas: registered(
+                &mut r,
+                "actor_replicas",
+                "Replicas of an actor on this host",
+            ),
+            link_calls: registered(
+                &mut r,
+                "link_calls",
+                "Contract calls from actors on this host through a link to a provider",
+            ),
+            link_errors: registered(
+                &mut r,
+                "link_errors",
+                "Contract calls through a link that failed",
+            ),
+            http_requests: registered(
+                &mut r,
+                "http_requests",
+                "Requests answered by the in-host HTTP server provider, by status",
+            ),
+            http_duration: registered(
+                &mut r,
+                "http_request_duration_seconds",
+                "Time from a request's head to the response of the in-host HTTP server provider",
+            ),
+            host_replicas: registered(
+                &mut r,
+                "host_replicas",
+                "Actor replicas on this host, all actors",
+            ),
+            host_calls_in_flight: registered(
+                &mut r,
+                "host_calls_in_flight",
+                "Calls running or queued on this host, all actors (bounded by max-calls-per-host)",
+            ),
+            pool_slots_in_use: registered(
+                &mut r,
+                "pool_slots_in_use",
+                "Instance slots of the pooling allocator holding an instance",
+            ),
+            pool_slots: registered(
+                &mut r,
+                "pool_slots",
+                "Instance slots of the pooling allocator (max-instances)",
+            ),
+            nats_reconnects: registered(
+                &mut r,
+                "nats_reconnects",
+                "Times the host's NATS connection was re-established",
+            ),
+            reconciler_leader: registered(
+                &mut r,
+                "reconciler_leader",
+                "1 while this host holds the reconciler lease, else 0",
+            ),
+            reconciler_passes: registered(
+                &mut r,
+                "reconciler_passes",
+                "Reconcile passes this host ran as leader",
+            ),
+            nats_connects_seen: AtomicU64::new(1),
+            refresh: Mutex::new(()),
+            // Last: every field above registers its metric in `r` first.
+            registry: r,
+        };
         Metrics {
-            inner: Arc::new(Inner {
-                registry: r,
-                actor_calls,
-                actor_errors,
-                actor_duration,
-                actor_in_flight,
-                actor_refused,
-                actor_warm,
-                actor_replicas,
-                link_calls,
-                link_errors,
-                http_requests,
-                http_duration,
-                host_replicas,
-                host_calls_in_flight,
-                pool_slots_in_use,
-                pool_slots,
-                nats_reconnects,
-                nats_connects_seen: AtomicU64::new(1),
-                reconciler_leader,
-                reconciler_passes,
-                refresh: Mutex::new(()),
-            }),
+            inner: Arc::new(inner),
         }
     }
 

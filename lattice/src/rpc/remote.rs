@@ -214,9 +214,7 @@ impl Caller {
             return Ok(msg);
         }
     }
-}
 
-impl Caller {
     /// After a silence, tells "the serving side went quiet" from "this process
     /// did not run": a process starved of CPU (a loaded machine) wakes with
     /// progress messages unread in its socket and its timer already expired.
