@@ -11,7 +11,9 @@
 # starts its own nats-server -js on a free port and three hosts, and stops
 # everything it started on exit.
 #
-# Usage: scripts/bench-ctl.sh        Env: RUNS (default 20)
+# Usage: scripts/bench-ctl.sh
+# Env: RUNS (default 20); BASELINE=/path/to/another/lattice adds each row
+# measured with that binary too, run for run alternately with this build's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -56,21 +58,42 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 
-now_us() { echo $(( $(date +%s%N) / 1000 )); }
+BINS=("$LATTICE")
+[ -n "${BASELINE:-}" ] && BINS+=("$BASELINE")
 
-# time_runs NAME CMD... : runs CMD RUNS times (it may use $i), prints "p50 max" in ms
+# time_runs CMD : runs CMD RUNS times with each binary in turn (CMD uses $L for
+# the binary, $i and $b for unique ids), prints "p50 max" in ms per binary.
+# Bash's own clock: forking `date` around each run would add its cost to it.
 time_runs() {
-    local samples=()
+    local dir
+    dir="$(mktemp -d "$WORK/samples-XXXX")"
     for i in $(seq 1 "$RUNS"); do
-        local start end
-        start="$(now_us)"
-        eval "$@" >/dev/null
-        end="$(now_us)"
-        samples+=($(( end - start )))
+        for b in "${!BINS[@]}"; do
+            L="${BINS[$b]}"
+            local start="${EPOCHREALTIME/[.,]/}"
+            eval "$1" >/dev/null
+            local end="${EPOCHREALTIME/[.,]/}"
+            echo $(( 10#$end - 10#$start )) >>"$dir/$b"
+        done
     done
-    printf '%s\n' "${samples[@]}" | sort -n | awk '
-        { v[NR] = $1 }
-        END { printf "%.1f %.1f\n", v[int((NR + 1) / 2)] / 1000, v[NR] / 1000 }'
+    for b in "${!BINS[@]}"; do
+        sort -n "$dir/$b" | awk '
+            { v[NR] = $1 }
+            END { printf "%.1f %.1f\n", v[int((NR + 1) / 2)] / 1000, v[NR] / 1000 }'
+    done
+}
+
+# row_of LABEL TARGET CMD : one row per binary
+row_of() {
+    local label="$1" target="$2" b=0
+    while read -r p50 max; do
+        if [ "$b" = 0 ]; then
+            row "$label" "$RUNS" "$p50 ms" "$max ms" "$target"
+        else
+            row "  (baseline binary)" "$RUNS" "$p50 ms" "$max ms" ""
+        fi
+        b=$((b + 1))
+    done < <(time_runs "$3")
 }
 
 # The module is uploaded and compiled once; every run then starts a new id from
@@ -83,12 +106,15 @@ echo "Lattice control commands through the CLI, $(date -u '+%Y-%m-%d %H:%M UTC')
 echo "three hosts, nats-server $(nats-server --version 2>&1 | awk '{print $NF}') on 127.0.0.1; $RUNS runs per row; whole CLI processes"
 echo
 row "command" "runs" "p50" "max" "target"
-read -r p50 max < <(time_runs '"$LATTICE" ctl get hosts')
-row "lattice ctl get hosts" "$RUNS" "$p50 ms" "$max ms" "< 20 ms"
-read -r p50 max < <(time_runs '"$LATTICE" ctl get inventory')
-row "lattice ctl get inventory" "$RUNS" "$p50 ms" "$max ms" "< 20 ms"
-read -r p50 max < <(time_runs '"$LATTICE" ctl start actor "$HELLO" --id "c$i" --host h1 && "$LATTICE" call "c$i" SayHello "\"x\""')
-row "ctl start actor (cached) + first lattice call" "$RUNS" "$p50 ms" "$max ms" "< 20 ms"
-read -r p50 max < <(time_runs '"$LATTICE" ctl start actor "$HELLO" --id "a$i" && "$LATTICE" call "a$i" SayHello "\"x\""')
-row "  the same, placed by auction (no --host)" "$RUNS" "$p50 ms" "$max ms" "< 20 ms"
+[ -n "${BASELINE:-}" ] && echo "(baseline rows: $BASELINE, run for run alternately with this build)"
+row_of "lattice ctl get hosts" "< 20 ms" '"$L" ctl get hosts'
+row_of "lattice ctl get inventory" "< 20 ms" '"$L" ctl get inventory'
+row_of "ctl start actor (cached) + first lattice call" "< 20 ms" \
+    '"$L" ctl start actor "$HELLO" --id "c$b-$i" --host h1 && "$L" call "c$b-$i" SayHello "\"x\""'
+row_of "  the same, placed by auction (no --host)" "< 20 ms" \
+    '"$L" ctl start actor "$HELLO" --id "a$b-$i" && "$L" call "a$b-$i" SayHello "\"x\""'
+row_of "ctl start actor (cached) alone" "" \
+    '"$L" ctl start actor "$HELLO" --id "s$b-$i" --host h1'
+row_of "lattice call alone" "" '"$L" call warm SayHello "\"x\""'
+row_of "lattice --version (process start, no NATS)" "" '"$L" --version'
 echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the numbers)"

@@ -22,6 +22,15 @@ pub struct ArtifactStore {
     state: kv::Store,
 }
 
+/// What [`ArtifactStore::upload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The digest the bytes are stored under.
+    pub digest: Digest,
+    /// Whether they were sent (`false`: the store had them already).
+    pub uploaded: bool,
+}
+
 /// Where a module reference points.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reference {
@@ -87,26 +96,28 @@ impl ArtifactStore {
             num_replicas,
             ..Default::default()
         };
-        let objects = match js.get_object_store(&bucket).await {
-            Ok(s) => s,
-            Err(_) => match js.create_object_store(config(replicas)).await {
-                Ok(s) => s,
-                // Fewer servers than replicas, or another client created it first.
-                Err(_) => match js.get_object_store(&bucket).await {
-                    Ok(s) => s,
-                    Err(_) => js.create_object_store(config(1)).await.map_err(|e| {
-                    Error::nats(
-                        format!(
-                            "open artifact store {} (is JetStream enabled? start nats-server with -js)",
-                            subject::artifact_bucket(lattice)
-                        ),
-                        e,
-                    )
-                })?,
+        let objects = async {
+            match js.get_object_store(&bucket).await {
+                Ok(s) => Ok(s),
+                Err(_) => match js.create_object_store(config(replicas)).await {
+                    Ok(s) => Ok(s),
+                    // Fewer servers than replicas, or another client created it first.
+                    Err(_) => match js.get_object_store(&bucket).await {
+                        Ok(s) => Ok(s),
+                        Err(_) => js.create_object_store(config(1)).await.map_err(|e| {
+                            Error::nats(
+                                format!(
+                                    "open artifact store {bucket} (is JetStream enabled? start nats-server with -js)"
+                                ),
+                                e,
+                            )
+                        }),
+                    },
                 },
-            },
+            }
         };
-        let state = open_state_bucket(&js, lattice).await?;
+        // Both buckets at once: each open is a round trip to the server.
+        let (objects, state) = tokio::try_join!(objects, open_state_bucket(&js, lattice))?;
         Ok(ArtifactStore {
             lattice: lattice.clone(),
             objects,
@@ -120,6 +131,16 @@ impl ArtifactStore {
     /// # Errors
     /// [`Error::TooLarge`] past [`MAX_ARTIFACT_BYTES`]; [`Error::Nats`] on store failures.
     pub async fn put(&self, bytes: &[u8], tag: Option<(&str, &str)>) -> Result<Digest, Error> {
+        Ok(self.upload(bytes, tag).await?.digest)
+    }
+
+    /// [`ArtifactStore::put`], also saying whether the bytes had to be
+    /// uploaded: a start sent before the upload finished may have failed for
+    /// want of them.
+    ///
+    /// # Errors
+    /// As [`ArtifactStore::put`].
+    pub async fn upload(&self, bytes: &[u8], tag: Option<(&str, &str)>) -> Result<Upload, Error> {
         if bytes.len() > MAX_ARTIFACT_BYTES {
             return Err(Error::TooLarge {
                 what: "artifact".into(),
@@ -128,7 +149,17 @@ impl ArtifactStore {
             });
         }
         let digest = Digest::of(bytes);
-        let present = matches!(self.objects.info(digest.as_str()).await, Ok(info) if info.size == bytes.len() && !info.deleted);
+        if let Some((name, tag)) = tag {
+            Reference::parse(&format!("{name}:{tag}"))?;
+        }
+        // Whether the object and the tag are already there, asked at once.
+        let (info, tagged) = tokio::join!(self.objects.info(digest.as_str()), async {
+            match tag {
+                Some((name, tag)) => self.state.get(tag_key(name, tag)).await.ok().flatten(),
+                None => None,
+            }
+        });
+        let present = matches!(info, Ok(info) if info.size == bytes.len() && !info.deleted);
         if !present {
             let mut reader = bytes;
             self.objects
@@ -136,14 +167,18 @@ impl ArtifactStore {
                 .await
                 .map_err(|e| Error::nats(format!("upload artifact {digest}"), e))?;
         }
-        if let Some((name, tag)) = tag {
-            Reference::parse(&format!("{name}:{tag}"))?;
+        if let Some((name, tag)) = tag
+            && tagged.as_deref() != Some(digest.as_str().as_bytes())
+        {
             self.state
                 .put(tag_key(name, tag), digest.as_str().to_string().into())
                 .await
                 .map_err(|e| Error::nats(format!("tag {name}:{tag}"), e))?;
         }
-        Ok(digest)
+        Ok(Upload {
+            digest,
+            uploaded: !present,
+        })
     }
 
     /// Resolves a digest or `name:tag` to a digest present in the store.

@@ -4,7 +4,7 @@
 //! Used by the `lattice` CLI and by tests. Sending invocations lives in
 //! [`crate::rpc::remote`].
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::{Client, HeaderMap};
 use futures::StreamExt;
@@ -18,7 +18,7 @@ use crate::{
         InventoryRequest, ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor,
         StopProvider,
     },
-    host_registry::HostRegistry,
+    host_registry,
     id::{ActorId, HostId, LatticeId, ProviderId},
     link_store::LinkStore,
     rpc::{Invocation, Target, remote},
@@ -43,9 +43,6 @@ pub struct CtlClient {
     caller: remote::Caller,
     lattice: LatticeId,
     timeout: Duration,
-    /// Opened on the first gather; `None` when the state bucket cannot be
-    /// read (no JetStream, or NATS permissions): gathers then use their window.
-    registry: Arc<tokio::sync::OnceCell<Option<HostRegistry>>>,
 }
 
 impl CtlClient {
@@ -56,7 +53,6 @@ impl CtlClient {
             nats,
             lattice,
             timeout: DEFAULT_TIMEOUT,
-            registry: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -94,7 +90,7 @@ impl CtlClient {
                 &subject::ctl(&self.lattice, subject::OP_PING_HOSTS),
                 &(),
                 window,
-                self.live_hosts().await,
+                Expect::LiveHosts,
             )
             .await?;
         hosts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -115,7 +111,7 @@ impl CtlClient {
                 &subject::ctl(&self.lattice, subject::OP_PING_PROVIDERS),
                 &(),
                 window,
-                BTreeSet::new(),
+                Expect::Unknown,
             )
             .await?;
         providers.sort_by(|a, b| a.id.cmp(&b.id).then(a.location.cmp(&b.location)));
@@ -180,7 +176,7 @@ impl CtlClient {
                 &subject::ctl(&self.lattice, subject::OP_AUCTION_ACTOR),
                 request,
                 window,
-                self.live_hosts().await,
+                Expect::LiveHosts,
             )
             .await?;
         Ok(bids.into_iter().flatten().collect())
@@ -421,32 +417,18 @@ impl CtlClient {
         reply.into_result()
     }
 
-    /// The hosts the registry knows to be alive; empty when it cannot be read.
-    async fn live_hosts(&self) -> BTreeSet<HostId> {
-        let registry = self
-            .registry
-            .get_or_init(|| async {
-                HostRegistry::open(self.nats.clone(), &self.lattice)
-                    .await
-                    .ok()
-            })
-            .await;
-        match registry {
-            Some(r) => r.live().await.unwrap_or_default(),
-            None => BTreeSet::new(),
-        }
-    }
-
     /// Publishes a request to everyone on `subject` and collects the answers
-    /// until every host in `expect` has answered (hosts name themselves in the
-    /// [`crate::ctl::HOST_HEADER`]) or `window` has passed; an empty `expect`
-    /// always waits out the window.
+    /// for `window` at most. With [`Expect::LiveHosts`] the lattice's host
+    /// registry is read while the hosts answer, and the gather ends as soon as
+    /// every live host has answered (hosts name themselves in the
+    /// [`crate::ctl::HOST_HEADER`]); when the registry cannot be read or lists
+    /// no host, the whole window is waited out.
     async fn gather<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
         &self,
         subject: &str,
         body: &Req,
         window: Duration,
-        mut expect: BTreeSet<HostId>,
+        expect: Expect,
     ) -> Result<Vec<Resp>, Error> {
         let inbox = self.nats.new_inbox();
         let mut sub = self
@@ -459,29 +441,60 @@ impl CtlClient {
             .publish_with_reply(subject.to_string(), inbox, body.into())
             .await
             .map_err(|e| Error::nats(format!("publish {subject}"), e))?;
-        let early_end = !expect.is_empty();
-        let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + window;
-        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
-            if let Some(host) = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(crate::ctl::HOST_HEADER))
-            {
-                expect.retain(|h| h.as_str() != host.as_str());
+        // Read after publishing, so the hosts answer while it is read.
+        let registry = host_registry::live(&self.nats, &self.lattice);
+        tokio::pin!(registry);
+        let mut reading_registry = expect == Expect::LiveHosts;
+        // `None` until the registry has been read: hosts not yet answered.
+        let mut waiting_for: Option<BTreeSet<HostId>> = None;
+        let mut answered = BTreeSet::new();
+        let mut out = Vec::new();
+        loop {
+            tokio::select! {
+                live = &mut registry, if reading_registry => {
+                    reading_registry = false;
+                    if let Ok(live) = live
+                        && !live.is_empty()
+                    {
+                        waiting_for = Some(live.into_iter().filter(|h| !answered.contains(h.as_str())).collect());
+                    }
+                }
+                msg = tokio::time::timeout_at(deadline, sub.next()) => {
+                    let Ok(Some(msg)) = msg else { break };
+                    if let Some(host) = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(crate::ctl::HOST_HEADER))
+                    {
+                        if let Some(w) = waiting_for.as_mut() {
+                            w.retain(|h| h.as_str() != host.as_str());
+                        }
+                        answered.insert(host.as_str().to_string());
+                    }
+                    // A host that cannot bid answers with an error; skip it, and skip
+                    // replies from versions we cannot read rather than failing the whole gather.
+                    if let Ok(CtlReply::Ok(v)) = serde_json::from_slice::<CtlReply<Resp>>(&msg.payload) {
+                        out.push(v);
+                    }
+                }
             }
-            // A host that cannot bid answers with an error; skip it, and skip
-            // replies from versions we cannot read rather than failing the whole gather.
-            if let Ok(CtlReply::Ok(v)) = serde_json::from_slice::<CtlReply<Resp>>(&msg.payload) {
-                out.push(v);
-            }
-            if early_end && expect.is_empty() {
+            if waiting_for.as_ref().is_some_and(BTreeSet::is_empty) {
                 break;
             }
         }
         let _ = sub.unsubscribe().await;
         Ok(out)
     }
+}
+
+/// Whom a [`CtlClient::gather`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// The hosts the registry lists as alive.
+    LiveHosts,
+    /// Nobody known in advance (providers): the whole window.
+    Unknown,
 }
 
 fn json_err(action: &'static str, what: &str, e: serde_json::Error) -> Error {

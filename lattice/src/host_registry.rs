@@ -12,7 +12,11 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{
+    self,
+    consumer::{DeliverPolicy, ReplayPolicy, push},
+    kv,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +24,7 @@ use crate::{
     Error,
     artifact::open_state_bucket,
     id::{HostId, LatticeId},
+    subject,
 };
 
 /// The key prefix of host records in the state bucket.
@@ -32,7 +37,7 @@ pub struct HostRecord {
     pub heartbeat_ms: u64,
 }
 
-/// Reads and writes the host records of one lattice.
+/// Writes the host records of one lattice (a host's own); [`live`] reads them.
 #[derive(Clone)]
 pub struct HostRegistry {
     kv: kv::Store,
@@ -80,50 +85,84 @@ impl HostRegistry {
             .await
             .map_err(|e| Error::nats(format!("remove host {host}"), e))
     }
+}
 
-    /// The hosts whose record was written within three of their heartbeat
-    /// intervals of the newest record (server time).
-    ///
-    /// # Errors
-    /// [`Error::Nats`] when the bucket cannot be read.
-    pub async fn live(&self) -> Result<BTreeSet<HostId>, Error> {
-        let keys: Vec<String> = self
-            .kv
-            .keys()
+/// The hosts of `lattice` whose record was written within three of their
+/// heartbeat intervals of the newest record (server time).
+///
+/// Reads every record with one ordered consumer of the state bucket's stream
+/// (last value per key), without fetching the bucket's info first: one round
+/// trip before the records arrive, so a CLI gather that reads this beside its
+/// request rarely waits for it.
+///
+/// # Errors
+/// [`Error::Nats`] when the bucket does not exist or cannot be read (no
+/// JetStream, or NATS permissions).
+pub async fn live(
+    nats: &async_nats::Client,
+    lattice: &LatticeId,
+) -> Result<BTreeSet<HostId>, Error> {
+    let bucket = subject::state_bucket(lattice);
+    let stream = jetstream::new(nats.clone())
+        .get_stream_no_info(format!("KV_{bucket}"))
+        .await
+        .map_err(|e| Error::nats(format!("open state bucket {bucket}"), e))?;
+    let prefix = format!("$KV.{bucket}.{KEY_PREFIX}");
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: nats.new_inbox(),
+            filter_subject: format!("{prefix}>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            replay_policy: ReplayPolicy::Instant,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::nats("list hosts", e))?;
+    let mut seen = Vec::new();
+    if consumer.cached_info().num_pending > 0 {
+        let mut records = consumer
+            .messages()
             .await
-            .map_err(|e| Error::nats("list hosts", e))?
-            .filter_map(|k| async move { k.ok() })
-            .filter(|k| futures::future::ready(k.starts_with(KEY_PREFIX)))
-            .collect()
-            .await;
-        let mut seen = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(entry) = self
-                .kv
-                .entry(&key)
-                .await
-                .map_err(|e| Error::nats(format!("read {key}"), e))?
-                .filter(|e| e.operation == kv::Operation::Put)
-            else {
-                continue;
+            .map_err(|e| Error::nats("list hosts", e))?;
+        while let Some(msg) = records.next().await {
+            let msg = msg.map_err(|e| Error::nats("list hosts", e))?;
+            let (pending, written) = match msg.info() {
+                Ok(info) => (info.pending, info.published),
+                Err(e) => {
+                    return Err(Error::Codec {
+                        action: "decode",
+                        what: format!("metadata of host record {}", msg.subject),
+                        reason: e.to_string(),
+                    });
+                }
             };
-            let (Ok(host), Ok(record)) = (
-                HostId::new(&key[KEY_PREFIX.len()..]),
-                serde_json::from_slice::<HostRecord>(&entry.value),
-            ) else {
-                continue; // not a host record this version can read
-            };
-            seen.push((host, record, entry.created));
+            // A delete or purge marker carries this header; a put does not.
+            let deleted = msg
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get("KV-Operation").is_some());
+            if !deleted
+                && let Some(id) = msg.subject.strip_prefix(prefix.as_str())
+                && let (Ok(host), Ok(record)) = (
+                    HostId::new(id),
+                    serde_json::from_slice::<HostRecord>(&msg.payload),
+                )
+            {
+                seen.push((host, record, written));
+            } // else: not a host record this version can read
+            if pending == 0 {
+                break;
+            }
         }
-        let Some(newest) = seen.iter().map(|(_, _, at)| *at).max() else {
-            return Ok(BTreeSet::new());
-        };
-        Ok(seen
-            .into_iter()
-            .filter(|(_, record, at)| {
-                (newest - *at).whole_milliseconds() <= i128::from(record.heartbeat_ms) * 3
-            })
-            .map(|(host, _, _)| host)
-            .collect())
     }
+    let Some(newest) = seen.iter().map(|(_, _, at)| *at).max() else {
+        return Ok(BTreeSet::new());
+    };
+    Ok(seen
+        .into_iter()
+        .filter(|(_, record, at)| {
+            (newest - *at).whole_milliseconds() <= i128::from(record.heartbeat_ms) * 3
+        })
+        .map(|(host, _, _)| host)
+        .collect())
 }

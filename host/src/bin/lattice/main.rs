@@ -108,7 +108,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A host or provider serves many things at once: one worker per core. The
+    // other commands wait on a few requests; one thread starts and stops in
+    // a fraction of the time, which a command that takes milliseconds feels.
+    let runtime = match &cli.command {
+        Command::Up(_) | Command::Provider { .. } => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");

@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::{
     args::StartActorArgs,
-    artifact::{display_reference, push_or_resolve},
-    placement::{actor_replicas, hosts_running},
+    artifact::{LocalModule, display_reference, resolve},
+    placement::{actor_replicas, hosts_running, resolve_host},
 };
 use crate::output::{OutputFormat, print_json, print_table, spinner};
 
@@ -55,35 +55,75 @@ pub(super) async fn start(
         Some(id) => ActorId::new(id.as_str())?,
         None => crate::default_actor_id(&args.reference)?,
     };
-    let (digest, contracts) = push_or_resolve(ctl, &args.reference).await?;
-    let plan = actor_replicas(
-        ctl,
-        connect,
-        &actor_id,
-        contracts,
-        args.host.as_deref(),
-        args.count,
-        &args.constraints,
-    )
-    .await?;
-
-    let pb = spinner(format!("starting {actor_id} on {} host(s)", plan.len()));
-    let starts = plan.iter().map(|(host, name, n)| {
+    let local = LocalModule::read(&args.reference)?;
+    let (digest, contracts) = match &local {
+        Some(m) => (m.digest.clone(), m.contracts.clone()),
+        None => resolve(ctl, &args.reference).await?,
+    };
+    let pb = spinner(match &local {
+        Some(m) => format!(
+            "uploading {} ({:.1} KiB) and starting {actor_id}",
+            args.reference,
+            m.bytes.len() as f64 / 1024.0
+        ),
+        None => format!("starting {actor_id}"),
+    });
+    let start_on = |host: &HostId, name: &str, replicas: u32| {
         let cmd = StartActor {
             actor_id: actor_id.clone(),
             digest: digest.clone(),
             reference: display_reference(&args.reference),
-            replicas: *n,
+            replicas,
             config: args.env_vars.iter().cloned().collect(),
         };
+        let (host, name) = (host.clone(), name.to_string());
         async move {
-            ctl.start_actor(host, &cmd).await.map_err(|e| StartFailure {
-                host: name.clone(),
-                error: e.to_string(),
-            })
+            ctl.start_actor(&host, &cmd)
+                .await
+                .map_err(|e| StartFailure {
+                    host: name,
+                    error: e.to_string(),
+                })
         }
-    });
-    let results = futures::future::join_all(starts).await;
+    };
+    // A host that has the module cached starts it without the store, so the
+    // starts go out while a local file is uploaded; one that needed the upload
+    // is asked again once it is done.
+    let place_and_start = async {
+        let plan = match args.host.as_deref() {
+            Some(h) => vec![(resolve_host(ctl, h).await?, h.to_string(), args.count)],
+            None => {
+                actor_replicas(
+                    ctl,
+                    connect,
+                    &actor_id,
+                    contracts,
+                    args.count,
+                    &args.constraints,
+                )
+                .await?
+            }
+        };
+        let results =
+            futures::future::join_all(plan.iter().map(|(h, name, n)| start_on(h, name, *n))).await;
+        anyhow::Ok((plan, results))
+    };
+    let upload = async {
+        match &local {
+            Some(m) => m.upload(ctl, &args.reference).await,
+            None => Ok(false),
+        }
+    };
+    let (placed, uploaded) = tokio::join!(place_and_start, upload);
+    let uploaded = uploaded?;
+    let (plan, mut results) = placed?;
+    if uploaded {
+        for ((host, name, n), result) in plan.iter().zip(results.iter_mut()) {
+            if result.is_err() {
+                *result = start_on(host, name, *n).await;
+            }
+        }
+    }
     pb.finish_and_clear();
     let (mut started, mut failed) = (Vec::new(), Vec::new());
     for r in results {

@@ -6,46 +6,68 @@ use std::path::Path;
 use anyhow::Context;
 use lattice::{client::CtlClient, digest::Digest};
 
-use crate::output::spinner;
+/// A module read from a local file: hashed here, so a start can be sent while
+/// it is uploaded.
+pub(super) struct LocalModule {
+    pub(super) bytes: Vec<u8>,
+    pub(super) digest: Digest,
+    /// The contracts its claims list, for the auction.
+    pub(super) contracts: Vec<String>,
+}
 
-/// A local file is pushed to the lattice's artifact store (tagged `<stem>:latest`);
-/// anything else must already be there. Also returns the contracts the module's
-/// claims list, for the auction.
-pub(super) async fn push_or_resolve(
+impl LocalModule {
+    /// Reads `reference` when it names a local file (it exists, ends in
+    /// `.wasm` or has a `/`); `None` for a digest or `name:tag`.
+    pub(super) fn read(reference: &str) -> anyhow::Result<Option<Self>> {
+        let path = Path::new(reference);
+        if !(path.exists() || reference.ends_with(".wasm") || reference.contains('/')) {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("could not read {reference}"))?;
+        Ok(Some(LocalModule {
+            digest: Digest::of(&bytes),
+            contracts: contracts_of(&bytes),
+            bytes,
+        }))
+    }
+
+    /// Stores the module in the lattice's artifact store, tagged
+    /// `<file stem>:latest`; `true` when the store did not have it yet.
+    pub(super) async fn upload(&self, ctl: &CtlClient, reference: &str) -> anyhow::Result<bool> {
+        let stem = crate::default_actor_id(reference)?;
+        let store = ctl
+            .artifacts()
+            .await
+            .context("could not open the lattice's artifact store")?;
+        let done = store
+            .upload(&self.bytes, Some((stem.as_str(), "latest")))
+            .await
+            .with_context(|| format!("could not upload {reference}"))?;
+        Ok(done.uploaded)
+    }
+}
+
+/// A digest or `name:tag` already in the store, and the contracts its claims
+/// list.
+pub(super) async fn resolve(
     ctl: &CtlClient,
     reference: &str,
 ) -> anyhow::Result<(Digest, Vec<String>)> {
-    let path = Path::new(reference);
-    let looks_like_file = path.exists() || reference.ends_with(".wasm") || reference.contains('/');
     let store = ctl
         .artifacts()
         .await
         .context("could not open the lattice's artifact store")?;
-    let contracts_of = |bytes: &[u8]| {
-        lattice::claims::read(bytes)
-            .ok()
-            .flatten()
-            .map(|c| c.contracts)
-            .unwrap_or_default()
-    };
-    if !looks_like_file {
-        let digest = store.resolve(reference).await?;
-        let bytes = store.get(&digest).await?;
-        return Ok((digest, contracts_of(&bytes)));
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("could not read {reference}"))?;
-    let stem = crate::default_actor_id(reference)?;
-    let pb = spinner(format!(
-        "uploading {} ({:.1} KiB)",
-        path.display(),
-        bytes.len() as f64 / 1024.0
-    ));
-    let digest = store
-        .put(&bytes, Some((stem.as_str(), "latest")))
-        .await
-        .with_context(|| format!("could not upload {reference}"));
-    pb.finish_and_clear();
-    Ok((digest?, contracts_of(&bytes)))
+    let digest = store.resolve(reference).await?;
+    let bytes = store.get(&digest).await?;
+    Ok((digest, contracts_of(&bytes)))
+}
+
+fn contracts_of(bytes: &[u8]) -> Vec<String> {
+    lattice::claims::read(bytes)
+        .ok()
+        .flatten()
+        .map(|c| c.contracts)
+        .unwrap_or_default()
 }
 
 /// What inventories show: a file's name rather than its full local path.

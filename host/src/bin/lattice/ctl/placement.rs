@@ -23,22 +23,16 @@ pub(super) async fn resolve_host(ctl: &CtlClient, id_or_name: &str) -> anyhow::R
 }
 
 /// Where `count` replicas of `actor_id` start, as (host id, host name as
-/// shown, replicas): all on `host` when one is given, else spread over the
-/// hosts that bid in an auction (matching `constraints`, able to serve
-/// `contracts`).
+/// shown, replicas): spread over the hosts that bid in an auction (matching
+/// `constraints`, able to serve `contracts`). (`--host` skips the auction.)
 pub(super) async fn actor_replicas(
     ctl: &CtlClient,
     connect: &ConnectConfig,
     actor_id: &ActorId,
     contracts: Vec<String>,
-    host: Option<&str>,
     count: u32,
     constraints: &[(String, String)],
 ) -> anyhow::Result<Vec<(HostId, String, u32)>> {
-    if let Some(h) = host {
-        let id = resolve_host(ctl, h).await?;
-        return Ok(vec![(id, h.to_string(), count)]);
-    }
     let constraints: BTreeMap<_, _> = constraints.iter().cloned().collect();
     let bids = ctl
         .auction_actor(
