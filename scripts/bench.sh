@@ -3,8 +3,9 @@
 #   (1) hello SayHello in-process (Host::call_local)
 #   (2) hello SayHello over NATS, client -> host (CtlClient::call)
 #   (3) a raw async-nats request-reply echo in the same run, and the ratio (2)/(3)
-#   (1m), (2m) rows 1 and 2 on a host serving Prometheus metrics, and the
-#       ratios (1m)/(1), (2m)/(2): the cost of metrics (issue 13: >= 0.95)
+#   (1m), (2m) rows 1 and 2 on a host serving Prometheus metrics and exporting
+#       spans over OTLP (to a collector in loadgen that drops them), and the
+#       ratios (1m)/(1), (2m)/(2): the cost of metrics and tracing (issue 13: >= 0.95)
 #   (4) `lattice ctl start actor` -> first successful call, cold (empty compile
 #       cache) and warm (cache populated, fresh host process)
 # p50/p99 latency and calls/s, measured by host/examples/loadgen.rs (HDR
@@ -91,7 +92,7 @@ CMD=(cargo run --release --quiet -p lattice-host --example loadgen --
     --nats-url "$URL"
     --lattice-bin "$ROOT/target/release/lattice"
     --concurrency "${BENCH_CONCURRENCY:-1,16}"
-    --metrics
+    --metrics --otlp
     "$@")
 echo
 loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }

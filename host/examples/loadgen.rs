@@ -15,7 +15,9 @@
 //! With `--metrics`, rows (1m) and (2m) repeat rows 1 and 2 against a second
 //! in-process host that serves Prometheus metrics (`metrics_addr`), running
 //! the same module as actor `hellom`, in the same rounds: the cost of metrics
-//! is the ratio (1m)/(1) and (2m)/(2).
+//! is the ratio (1m)/(1) and (2m)/(2). With `--otlp` as well, those two rows
+//! also export their spans over OTLP (to a collector in this process that
+//! reads and drops them), and the ratios are the cost of metrics and tracing.
 //!
 //! Rows 1–3 run a bounded number of calls (`--calls`, `--max-time`) with
 //! `--concurrency` calls in flight, after `--warmup` calls that are not counted;
@@ -98,6 +100,11 @@ struct Args {
     /// Also run rows 1 and 2 against a host that keeps and serves metrics
     #[arg(long)]
     metrics: bool,
+    /// With --metrics: rows (1m) and (2m) also export their spans over OTLP
+    /// (to a collector in this process that reads and drops them); the other
+    /// rows run with export paused
+    #[arg(long, requires = "metrics")]
+    otlp: bool,
 }
 
 /// The outcome of one measured row.
@@ -215,8 +222,8 @@ impl Row {
             Row::InProcess => "(1) hello in-process (Host::call_local)",
             Row::Nats => "(2) hello over NATS (CtlClient::call -> host)",
             Row::Echo => "(3) raw async-nats request-reply echo",
-            Row::InProcessMetered => "(1m) = (1) on a host serving metrics",
-            Row::NatsMetered => "(2m) = (2) on a host serving metrics",
+            Row::InProcessMetered => "(1m) = (1) with metrics (and spans if --otlp)",
+            Row::NatsMetered => "(2m) = (2) with metrics (and spans if --otlp)",
         }
     }
 }
@@ -246,13 +253,15 @@ struct Bench {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if !args.otlp {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
 
     // Our own server unless one was given; kept alive until the end.
@@ -276,8 +285,27 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let telemetry = match args.otlp {
+            true => {
+                let log = lattice_host::config::LogConfig {
+                    log: std::env::var("RUST_LOG").ok(),
+                    log_json: false,
+                    otlp_endpoint: Some(otlp_sink().await?),
+                };
+                Some(lattice_host::telemetry::init(&log, "warn", "loadgen")?)
+            }
+            false => None,
+        };
         let bench = Bench::setup(args, url, wasm).await?;
         let result = bench.run(&command).await;
+        if let Some(t) = telemetry {
+            t.shutdown();
+            println!(
+                "OTLP: the collector received {} exports, {} KiB of spans",
+                OTLP_EXPORTS.load(Ordering::Relaxed),
+                OTLP_BYTES.load(Ordering::Relaxed) / 1024
+            );
+        }
         bench.host.shutdown("loadgen done").await;
         if let Some(m) = &bench.metered {
             m.shutdown("loadgen done").await;
@@ -617,6 +645,12 @@ impl Bench {
             (Row::InProcessMetered | Row::NatsMetered, Some(m)) => (m.clone(), "hellom"),
             _ => (self.host.clone(), "hello"),
         };
+        if self.args.otlp {
+            lattice_host::telemetry::set_exporting(matches!(
+                row,
+                Row::InProcessMetered | Row::NatsMetered
+            ));
+        }
         match row {
             Row::InProcess | Row::InProcessMetered => {
                 drive(concurrency, calls, max_time, move || {
@@ -786,4 +820,38 @@ fn ratio(a: f64, b: f64) -> String {
     } else {
         "-".into()
     }
+}
+
+/// Exports and bytes [`otlp_sink`] received.
+static OTLP_EXPORTS: AtomicU64 = AtomicU64::new(0);
+static OTLP_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// An OTLP/HTTP collector on a free port of 127.0.0.1 that reads every
+/// export and answers 200: the exporter's whole cost, no backend's. Returns
+/// its URL.
+async fn otlp_sink() -> Result<String> {
+    use http_body_util::{BodyExt, Empty};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        if let Ok(body) = req.into_body().collect().await {
+                            OTLP_EXPORTS.fetch_add(1, Ordering::Relaxed);
+                            OTLP_BYTES.fetch_add(body.to_bytes().len() as u64, Ordering::Relaxed);
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            Empty::<bytes::Bytes>::new(),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(url)
 }

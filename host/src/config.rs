@@ -299,7 +299,7 @@ impl RuntimeConfig {
     }
 }
 
-/// Logging.
+/// Logging and trace export.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct LogConfig {
@@ -307,6 +307,10 @@ pub struct LogConfig {
     pub log: Option<String>,
     /// Log as JSON lines (`LATTICE_LOG_JSON=true`).
     pub log_json: bool,
+    /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended) (`--otlp-endpoint`,
+    /// `LATTICE_OTLP_ENDPOINT`; else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Builds the layered figment: defaults, the config file (explicit path, else

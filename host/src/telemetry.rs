@@ -1,32 +1,266 @@
-//! Logging: `tracing-subscriber` with an env filter (`LATTICE_LOG`), human or JSON.
+//! Logging (`tracing-subscriber` with an env filter, `LATTICE_LOG`, human or
+//! JSON) and, when an OTLP endpoint is configured, span export over
+//! OpenTelemetry.
+//!
+//! Exported are the `serve` span of every request a process answers over NATS
+//! (actors on hosts, providers), the `host_call` span of every call an actor
+//! makes (in-process or not), the CLI's `call` span, and other spans at INFO
+//! or above; the log filter does not apply to them. Each serving
+//! span is made the child of the span named in the request's `traceparent`
+//! header ([`lattice::trace::enter`]), so one request is one trace across
+//! processes.
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing::{Level, subscriber::Interest};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry,
+    filter::{DynFilterFn, dynamic_filter_fn},
+    fmt,
+    layer::Context,
+    prelude::*,
+};
 
 use crate::config::LogConfig;
 
+/// The standard variable naming the collector when no Lattice setting does.
+pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// How long [`Telemetry::shutdown`] waits for the last spans to be sent.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What went wrong setting up trace export.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The endpoint is not an `http://` URL the exporter can use.
+    #[error(
+        "invalid OTLP endpoint {endpoint:?}: {reason} (expected e.g. http://127.0.0.1:4318; set --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// The installed exporter, if any: shut it down before the process exits so
+/// the last spans are sent.
+#[must_use = "shut it down at exit, or the last spans are lost"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Sends the spans still buffered (waiting at most a few seconds) and stops
+    /// the exporter. Failures are logged: telemetry never fails a command.
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider
+            && let Err(e) = p.shutdown_with_timeout(FLUSH_TIMEOUT)
+        {
+            tracing::warn!(error = %e, "could not send the last spans");
+        }
+    }
+}
+
 /// Installs the global subscriber. `default_filter` applies when `LATTICE_LOG`
-/// (or the config's `log`) is unset. Logs go to stderr so stdout stays for output.
-pub fn init(cfg: &LogConfig, default_filter: &str) {
+/// (or the config's `log`) is unset. Logs go to stderr so stdout stays for
+/// output. With an OTLP endpoint (the config's, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported under `service`'s name.
+///
+/// # Errors
+/// [`TelemetryError::Endpoint`] when the endpoint is not a usable `http://`
+/// URL. (An unreachable collector is not an error: export failures are logged
+/// and the spans dropped.)
+pub fn init(
+    cfg: &LogConfig,
+    default_filter: &str,
+    service: &str,
+) -> Result<Telemetry, TelemetryError> {
+    let endpoint = cfg
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var(OTEL_ENDPOINT_ENV).ok())
+        .filter(|e| !e.trim().is_empty());
+    let provider = endpoint
+        .map(|e| tracer_provider(e.trim(), service))
+        .transpose()?;
+
     let filter = cfg
         .log
         .as_deref()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = if cfg.log_json {
-        registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .try_init()
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    layers.push(if cfg.log_json {
+        fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
     } else {
-        registry
-            .with(
-                fmt::layer()
-                    .with_target(false)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-    };
+        fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    });
+    if let Some(p) = &provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("lattice"))
+                // Every call makes spans: only the fields the code gives them.
+                // (Ids travel in `TraceContext`s, not in OTel's current
+                // context, so entering a span need not activate one.)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false)
+                .with_filter(export_filter())
+                .boxed(),
+        );
+        lattice::trace::install_linker(link);
+    }
     // Already installed (tests, embedding): keep the existing one.
-    let _ = result;
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+    let bad = |reason: String| TelemetryError::Endpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    // The exporter has no TLS compiled in: say so instead of failing every export.
+    if !endpoint.starts_with("http://") {
+        return Err(bad(
+            "only http:// collectors are supported (run a local collector to forward over TLS)"
+                .into(),
+        ));
+    }
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    url.parse::<hyper::Uri>().map_err(|e| bad(e.to_string()))?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_string())
+                .build(),
+        )
+        .build())
+}
+
+static EXPORTING: AtomicBool = AtomicBool::new(true);
+
+/// Pauses (`false`) or resumes span export of this process; spans started
+/// while paused are not exported. For benchmarks that compare calls with and
+/// without export in one process.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Which spans are exported: INFO and above, and Lattice's own DEBUG spans
+/// (an actor's host calls), while [`set_exporting`] has not paused export.
+/// Spans only: events would become span events, costing every call. Decided
+/// per callsite once (events and other spans: never, so they cost nothing
+/// here), then per span only the pause flag.
+fn export_filter<S>() -> DynFilterFn<
+    S,
+    impl Fn(&tracing::Metadata<'_>, &Context<'_, S>) -> bool,
+    impl Fn(&'static tracing::Metadata<'static>) -> Interest,
+> {
+    dynamic_filter_fn(|_: &tracing::Metadata<'_>, _: &Context<'_, S>| {
+        EXPORTING.load(Ordering::Relaxed)
+    })
+    .with_callsite_filter(|m| {
+        if m.is_span() && (*m.level() <= Level::INFO || m.target().starts_with("lattice")) {
+            Interest::sometimes()
+        } else {
+            Interest::never()
+        }
+    })
+}
+
+/// The [`lattice::trace::SpanLinker`] of an exporting process.
+fn link(
+    span: &tracing::Span,
+    incoming: Option<&lattice::trace::TraceContext>,
+) -> Option<lattice::trace::TraceContext> {
+    if let Some(t) = incoming
+        && let (Ok(trace_id), Ok(span_id)) =
+            (TraceId::from_hex(&t.trace_id), SpanId::from_hex(&t.span_id))
+    {
+        let flags = if t.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let remote = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    let cx = span.context();
+    let own = cx.span().span_context().clone();
+    own.is_valid().then(|| lattice::trace::TraceContext {
+        trace_id: format!("{:032x}", own.trace_id()),
+        span_id: format!("{:016x}", own.span_id()),
+        sampled: own.is_sampled(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_gets_its_own_context_and_its_parent_from_the_header() {
+        let provider = SdkTracerProvider::builder().build();
+        let layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(EnvFilter::new("warn,async_nats=off"))
+                .boxed(),
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(export_filter())
+                .boxed(),
+        ];
+        let subscriber = tracing_subscriber::registry().with(layers);
+        tracing::subscriber::with_default(subscriber, || {
+            let root = tracing::info_span!("root");
+            let own = link(&root, None).expect("an exported span has a context");
+            let child = tracing::info_span!("child");
+            let next = link(&child, Some(&own)).expect("a context");
+            assert_eq!(next.trace_id, own.trace_id);
+            assert_ne!(next.span_id, own.span_id);
+            // Paused: spans are not exported, so they have no context.
+            set_exporting(false);
+            let paused = link(&tracing::info_span!("paused"), Some(&own));
+            set_exporting(true);
+            assert_eq!(paused, None);
+            assert!(link(&tracing::info_span!("resumed"), None).is_some());
+            // Events and spans of other crates below INFO are never exported.
+            assert!(link(&tracing::debug_span!(target: "hyper", "other"), None).is_none());
+        });
+    }
 }

@@ -9,6 +9,7 @@ use std::{collections::BTreeSet, time::Duration};
 use async_nats::{Client, HeaderMap};
 use futures::StreamExt;
 use serde::{Serialize, de::DeserializeOwned};
+use tracing::Instrument;
 
 use crate::{
     Error,
@@ -23,7 +24,6 @@ use crate::{
     link_store::LinkStore,
     rpc::{Invocation, Target, remote},
     subject,
-    trace::TraceContext,
 };
 
 /// Default timeout of control requests and calls.
@@ -367,14 +367,12 @@ impl CtlClient {
     ) -> Result<Vec<u8>, Error> {
         let target = Target::Actor(ActorId::new(actor)?);
         let invocation = Invocation::new("cli", &target, operation, payload);
+        // The root of the request's trace when this process exports spans.
+        let span = tracing::info_span!("call", actor = %actor, operation = %operation);
+        let trace = crate::trace::enter(&span, None);
         self.caller
-            .invoke(
-                &self.lattice,
-                &target,
-                &invocation,
-                &TraceContext::new_root(),
-                self.timeout,
-            )
+            .invoke(&self.lattice, &target, &invocation, &trace, self.timeout)
+            .instrument(span)
             .await
     }
 

@@ -2,29 +2,69 @@
 //!
 //! We use the W3C `traceparent` header format (`00-{trace}-{span}-01`) so a
 //! request's trace id stays the same from the CLI through every host it crosses.
-//! Hosts record the trace id as a field on their `tracing` spans; an OpenTelemetry
-//! exporter can pick the same header up later without a protocol change.
+//! Hosts record the trace id as a field on their `tracing` spans. When a
+//! process exports spans (OpenTelemetry, installed by the host crate through
+//! [`install_linker`]), [`enter`] makes each serving span the child of the
+//! span named in the header and hands its own id to the next hop, so the spans
+//! of one request form one connected trace across processes.
+
+use std::sync::OnceLock;
 
 use async_nats::HeaderMap;
+
+/// Joins `span` to the trace `incoming` (when the request carried one) and
+/// returns the context of `span` itself, for the next hop; `None` when `span`
+/// is not exported (filtered out), and the caller falls back to ids of its own.
+pub type SpanLinker =
+    fn(span: &tracing::Span, incoming: Option<&TraceContext>) -> Option<TraceContext>;
+
+static LINKER: OnceLock<SpanLinker> = OnceLock::new();
+
+/// Installs the process's [`SpanLinker`]; once per process (later calls are
+/// ignored and return `false`).
+pub fn install_linker(linker: SpanLinker) -> bool {
+    LINKER.set(linker).is_ok()
+}
+
+/// The trace context a request served in `span` continues: `span`'s own
+/// exported context when a linker is installed, else `incoming` with a fresh
+/// span id (or a new trace when nothing came in).
+pub fn enter(span: &tracing::Span, incoming: Option<TraceContext>) -> TraceContext {
+    if let Some(link) = LINKER.get()
+        && let Some(own) = link(span, incoming.as_ref())
+    {
+        return own;
+    }
+    match incoming {
+        Some(t) => t.child(),
+        None => TraceContext::new_root(),
+    }
+}
 
 /// The header name, as in the W3C Trace Context spec.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// A trace id and the id of the span that sent the message.
+/// A trace id, the id of the span that sent the message, and whether the
+/// trace is sampled (recorded and exported).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     /// 32 hex digits, shared by every hop of one request.
     pub trace_id: String,
     /// 16 hex digits, the sender's span.
     pub span_id: String,
+    /// The W3C `sampled` flag: whether the sender records this trace. A
+    /// receiver that samples by its parent (the default) records it too, so
+    /// a sampling decision made where a trace starts holds on every host.
+    pub sampled: bool,
 }
 
 impl TraceContext {
-    /// Starts a new trace.
+    /// Starts a new trace (sampled).
     pub fn new_root() -> Self {
         TraceContext {
             trace_id: uuid::Uuid::new_v4().simple().to_string(),
             span_id: new_span_id(),
+            sampled: true,
         }
     }
 
@@ -33,6 +73,7 @@ impl TraceContext {
         TraceContext {
             trace_id: self.trace_id.clone(),
             span_id: new_span_id(),
+            sampled: self.sampled,
         }
     }
 
@@ -44,17 +85,24 @@ impl TraceContext {
         if trace.len() != 32 || span.len() != 16 {
             return None;
         }
+        // Absent or unreadable flags: sampled, as before flags were read.
+        let sampled = parts
+            .next()
+            .and_then(|f| u8::from_str_radix(f, 16).ok())
+            .is_none_or(|f| f & 1 == 1);
         Some(TraceContext {
             trace_id: trace.to_string(),
             span_id: span.to_string(),
+            sampled,
         })
     }
 
     /// Writes `traceparent` into headers.
     pub fn inject(&self, headers: &mut HeaderMap) {
+        let flags = if self.sampled { "01" } else { "00" };
         headers.insert(
             TRACEPARENT,
-            format!("00-{}-{}-01", self.trace_id, self.span_id).as_str(),
+            format!("00-{}-{}-{flags}", self.trace_id, self.span_id).as_str(),
         );
     }
 }
@@ -78,5 +126,22 @@ mod tests {
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.span_id, t.span_id);
         assert_eq!(TraceContext::from_headers(None), None);
+        let unsampled = TraceContext {
+            sampled: false,
+            ..t.child()
+        };
+        let mut h = HeaderMap::new();
+        unsampled.inject(&mut h);
+        assert_eq!(
+            TraceContext::from_headers(Some(&h)),
+            Some(unsampled.clone())
+        );
+        assert!(!unsampled.child().sampled);
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            format!("00-{}-{}", t.trace_id, t.span_id).as_str(),
+        );
+        assert!(TraceContext::from_headers(Some(&h)).is_some_and(|c| c.sampled));
     }
 }

@@ -21,6 +21,8 @@ use lattice::{
     rpc::Target,
 };
 
+use tracing::Instrument;
+
 use super::{HostInner, invoke::Call};
 use crate::{
     error::HostCallError,
@@ -43,43 +45,56 @@ impl Router {
 impl HostCalls for Router {
     fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>> {
         let host = self.host.clone();
-        Box::pin(async move {
-            let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
-            let target = resolve(&host, &call)?;
-            // Kept only for counting a contract call by its link afterwards.
-            let link = match (&host.metrics, &target) {
-                (Some(_), Target::Provider { .. }) => Some(target.clone()),
-                _ => None,
-            };
-            let result = host
-                .invoke(Call {
-                    origin: call.origin.to_string(),
-                    target,
-                    operation: call.operation,
-                    payload: call.payload,
-                    trace: call.trace,
-                    deadline: call.deadline,
-                })
-                .await;
-            if let (
-                Some((metrics, _)),
-                Some(Target::Provider {
-                    provider,
-                    contract,
-                    link,
-                }),
-            ) = (&host.metrics, link)
-            {
-                metrics.link_call(
-                    &call.origin,
-                    contract.as_str(),
-                    link.as_str(),
-                    provider.as_str(),
-                    result.is_ok(),
-                );
+        // DEBUG: free unless spans are exported (the exporter takes
+        // `lattice*` spans at DEBUG), so a call's trace shows each hop an
+        // actor makes, in-process ones included.
+        let span = tracing::debug_span!(
+            "host_call",
+            origin = %call.origin,
+            namespace = %call.namespace,
+            operation = %call.operation,
+        );
+        let trace = lattice::trace::enter(&span, Some(call.trace.clone()));
+        Box::pin(
+            async move {
+                let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
+                let target = resolve(&host, &call)?;
+                // Kept only for counting a contract call by its link afterwards.
+                let link = match (&host.metrics, &target) {
+                    (Some(_), Target::Provider { .. }) => Some(target.clone()),
+                    _ => None,
+                };
+                let result = host
+                    .invoke(Call {
+                        origin: call.origin.to_string(),
+                        target,
+                        operation: call.operation,
+                        payload: call.payload,
+                        trace,
+                        deadline: call.deadline,
+                    })
+                    .await;
+                if let (
+                    Some((metrics, _)),
+                    Some(Target::Provider {
+                        provider,
+                        contract,
+                        link,
+                    }),
+                ) = (&host.metrics, link)
+                {
+                    metrics.link_call(
+                        &call.origin,
+                        contract.as_str(),
+                        link.as_str(),
+                        provider.as_str(),
+                        result.is_ok(),
+                    );
+                }
+                result
             }
-            result
-        })
+            .instrument(span),
+        )
     }
 }
 

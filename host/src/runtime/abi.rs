@@ -310,7 +310,8 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
                     let call = call_state(&mut caller)?;
                     call.host_response = None;
                     call.host_error = None;
-                    (call.trace.child(), call.deadline)
+                    // The router opens the host call's own span under it.
+                    (call.trace.clone(), call.deadline)
                 };
                 let binding = String::from_utf8_lossy(&binding).into_owned();
                 let call = HostCall {

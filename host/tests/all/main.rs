@@ -21,4 +21,5 @@ mod go;
 mod lattice;
 mod metrics;
 mod polyglot;
+mod traces;
 mod trust;

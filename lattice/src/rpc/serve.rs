@@ -36,9 +36,7 @@ pub async fn serve_invocation<F, Fut, E>(
     let Some(reply) = msg.reply.clone() else {
         return;
     };
-    let trace = TraceContext::from_headers(msg.headers.as_ref())
-        .map(|t| t.child())
-        .unwrap_or_else(TraceContext::new_root);
+    let incoming = TraceContext::from_headers(msg.headers.as_ref());
     let response = match Invocation::decode(&msg.payload) {
         Err(e) => InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
         Ok(inv) => {
@@ -47,8 +45,10 @@ pub async fn serve_invocation<F, Fut, E>(
                 target = %what,
                 operation = %inv.operation,
                 origin = %inv.origin,
-                trace_id = %trace.trace_id,
+                trace_id = tracing::field::Empty,
             );
+            let trace = crate::trace::enter(&span, incoming);
+            span.record("trace_id", trace.trace_id.as_str());
             let operation = inv.operation.clone();
             let until = tokio::time::Instant::now() + deadline;
             // A little slack past the deadline: handlers that enforce it

@@ -55,6 +55,10 @@ struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     #[serde(skip)]
     output: OutputFormat,
+    /// Export spans to this OTLP/HTTP collector, e.g. http://127.0.0.1:4318 [env: LATTICE_OTLP_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT]
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
     nats: nats_args::NatsArgs,
@@ -149,26 +153,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let figment = config::figment(cli.global.config.as_deref(), &cli.global);
     let log: LogConfig = figment.extract().context("invalid logging configuration")?;
-    match cli.command {
-        Command::Up(args) => {
-            lattice_host::telemetry::init(
-                &log,
-                "info,async_nats=warn,cranelift=warn,wasmtime=warn",
-            );
-            up::run(figment, args).await
-        }
+    let (default_filter, service) = match &cli.command {
+        Command::Up(_) => (
+            "info,async_nats=warn,cranelift=warn,wasmtime=warn",
+            "lattice-host",
+        ),
+        Command::Provider { .. } => ("info,async_nats=warn", "lattice-provider"),
+        Command::Auth { .. } => ("warn", "lattice-cli"),
+        _ => ("warn,async_nats=off", "lattice-cli"),
+    };
+    let telemetry = lattice_host::telemetry::init(&log, default_filter, service)?;
+    let result = match cli.command {
+        Command::Up(args) => up::run(figment, args).await,
         Command::Provider { command } => {
-            lattice_host::telemetry::init(&log, "info,async_nats=warn");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
             refusable(provider::run(&connect, command)).await
         }
         Command::Auth { command } => {
-            lattice_host::telemetry::init(&log, "warn");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
             auth::run(&connect.lattice, command)
         }
         command => {
-            lattice_host::telemetry::init(&log, "warn,async_nats=off");
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
             let out = cli.global.output;
             refusable(async {
@@ -189,7 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-    }
+    };
+    telemetry.shutdown();
+    result
 }
 
 /// Where the CLI's NATS connections report permission violations.
