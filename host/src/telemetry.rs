@@ -121,20 +121,7 @@ pub fn init(
             .boxed()
     });
     if let Some(p) = &provider {
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(p.tracer("lattice"))
-                // Every call makes spans: only the fields the code gives them.
-                // (Ids travel in `TraceContext`s, not in OTel's current
-                // context, so entering a span need not activate one.)
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_tracked_inactivity(false)
-                .with_context_activation(false)
-                .with_filter(export_filter())
-                .boxed(),
-        );
+        layers.push(export_layer(p, "lattice"));
         lattice::trace::install_linker(link);
     }
     // Already installed (tests, embedding): keep the existing one.
@@ -178,6 +165,25 @@ static EXPORTING: AtomicBool = AtomicBool::new(true);
 /// without export in one process.
 pub fn set_exporting(on: bool) {
     EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// The layer that hands spans to `provider`'s tracer named `name`.
+fn export_layer(
+    provider: &SdkTracerProvider,
+    name: &'static str,
+) -> Box<dyn Layer<Registry> + Send + Sync> {
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(name))
+        // Every call makes spans: only the fields the code gives them.
+        // (Ids travel in `TraceContext`s, not in OTel's current
+        // context, so entering a span need not activate one.)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_filter(export_filter())
+        .boxed()
 }
 
 /// Which spans are exported: INFO and above, and Lattice's own DEBUG spans
@@ -240,10 +246,7 @@ mod tests {
                 .with_writer(std::io::stderr)
                 .with_filter(EnvFilter::new("warn,async_nats=off"))
                 .boxed(),
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("test"))
-                .with_filter(export_filter())
-                .boxed(),
+            export_layer(&provider, "test"),
         ];
         let subscriber = tracing_subscriber::registry().with(layers);
         tracing::subscriber::with_default(subscriber, || {

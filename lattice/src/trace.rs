@@ -29,9 +29,9 @@ pub fn install_linker(linker: SpanLinker) -> bool {
 /// The trace context a request served in `span` continues: `span`'s own
 /// exported context when a linker is installed, else `incoming` with a fresh
 /// span id (or a new trace when nothing came in).
-pub fn enter(span: &tracing::Span, incoming: Option<TraceContext>) -> TraceContext {
+pub fn enter(span: &tracing::Span, incoming: Option<&TraceContext>) -> TraceContext {
     if let Some(link) = LINKER.get()
-        && let Some(own) = link(span, incoming.as_ref())
+        && let Some(own) = link(span, incoming)
     {
         return own;
     }

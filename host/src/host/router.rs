@@ -54,7 +54,7 @@ impl HostCalls for Router {
             namespace = %call.namespace,
             operation = %call.operation,
         );
-        let trace = lattice::trace::enter(&span, Some(call.trace.clone()));
+        let trace = lattice::trace::enter(&span, Some(&call.trace));
         Box::pin(
             async move {
                 let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;

@@ -47,7 +47,7 @@ pub async fn serve_invocation<F, Fut, E>(
                 origin = %inv.origin,
                 trace_id = tracing::field::Empty,
             );
-            let trace = crate::trace::enter(&span, incoming);
+            let trace = crate::trace::enter(&span, incoming.as_ref());
             span.record("trace_id", trace.trace_id.as_str());
             let operation = inv.operation.clone();
             let until = tokio::time::Instant::now() + deadline;
