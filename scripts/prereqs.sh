@@ -6,6 +6,9 @@
 #   - clang, lld, wasi-libc, wasm32 compiler-rt for C actors (Debian packages):
 #     lattice_prereqs_c below
 #   - faketime for one apps test (Debian package): lattice_prereqs_test_tools below
+#   - Chromium (Debian package) and playwright-core (npm, into target/browser)
+#     for the dashboard's browser test: lattice_prereqs_browser below, which
+#     only scripts/test.sh calls (bringing a lattice up needs no browser)
 # Source it (`. scripts/prereqs.sh`) so the PATH it extends stays in effect.
 set -euo pipefail
 
@@ -152,6 +155,39 @@ lattice_prereqs_test_tools() {
     fi
 }
 # --- end test tools -----------------------------------------------------------
+
+# --- Browser test ---------------------------------------------------------------
+# The dashboard test (host/tests/all/ui.rs) drives Debian's Chromium with
+# playwright-core from npm, installed under target/browser (not committed), with
+# the machine's Node.js (Debian's nodejs and npm when there is none).
+LATTICE_PLAYWRIGHT_VERSION=1.65.1
+lattice_prereqs_browser() {
+    local root sudo=""
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && sudo="sudo"
+    local packages=()
+    command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+    command -v node >/dev/null 2>&1 || packages+=(nodejs)
+    command -v npm >/dev/null 2>&1 || packages+=(npm)
+    if [ "${#packages[@]}" -gt 0 ]; then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            echo "error: the browser test needs ${packages[*]}; there is no apt-get here, install them by hand" >&2
+            return 1
+        fi
+        echo "==> apt-get install ${packages[*]}" >&2
+        if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2; then
+            $sudo apt-get update -qq >&2
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
+        fi
+    fi
+    local dir="$root/target/browser"
+    if ! grep -qs "\"version\": \"$LATTICE_PLAYWRIGHT_VERSION\"" "$dir/node_modules/playwright-core/package.json"; then
+        echo "==> npm install playwright-core@$LATTICE_PLAYWRIGHT_VERSION (into target/browser)" >&2
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --silent "playwright-core@$LATTICE_PLAYWRIGHT_VERSION" >&2
+    fi
+}
+# --- end browser test -------------------------------------------------------------
 
 lattice_prereqs
 lattice_prereqs_go

@@ -299,6 +299,19 @@ pub enum ControlError {
         /// Replicas the request adds.
         asked: u32,
     },
+    /// A scale request asked for more replicas than one host runs.
+    #[error(
+        "actor {actor} may run at most {} replicas on host {host}; {asked} were asked for",
+        crate::host::MAX_REPLICAS_PER_HOST
+    )]
+    ScaleTooLarge {
+        /// The actor.
+        actor: ActorId,
+        /// This host's name.
+        host: String,
+        /// Replicas asked for.
+        asked: u32,
+    },
     /// The actor runs here already, from another module.
     #[error(
         "actor {actor} already runs module {running} on host {host}; stop it before starting {wanted}"

@@ -15,9 +15,9 @@ use crate::{
     Error,
     artifact::ArtifactStore,
     ctl::{
-        ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
-        InventoryRequest, ProviderAck, ProviderDescription, StartActor, StartProvider, StopActor,
-        StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo,
+        HostInventory, InventoryRequest, ProviderAck, ProviderDescription, ScaleActor, StartActor,
+        StartProvider, StopActor, StopProvider,
     },
     host_registry,
     id::{ActorId, HostId, LatticeId, ProviderId},
@@ -327,6 +327,25 @@ impl CtlClient {
         };
         // Stopping waits for in-flight calls to drain.
         self.host_request(host, subject::OP_ACTOR_STOP, &cmd, self.timeout * 4)
+            .await
+    }
+
+    /// Sets the replicas of an actor running on one host.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the host does not run it, or `replicas` is 0 or
+    /// past the per-host limit (the message names the limit).
+    pub async fn scale_actor(
+        &self,
+        host: &HostId,
+        actor: &ActorId,
+        replicas: u32,
+    ) -> Result<ActorScaled, Error> {
+        let cmd = ScaleActor {
+            actor_id: actor.clone(),
+            replicas,
+        };
+        self.host_request(host, subject::OP_ACTOR_SCALE, &cmd, self.timeout)
             .await
     }
 

@@ -103,6 +103,11 @@ pub struct ActorDescription {
     pub calls: u64,
     /// Calls that failed (trap, deadline, actor error) since start.
     pub errors: u64,
+    /// Microseconds spent in calls since start: the difference between two
+    /// inventories over the difference in `calls` is the mean latency between
+    /// them. Zero from hosts older than this field.
+    #[serde(default)]
+    pub call_time_us: u64,
     /// Running or stopping.
     pub status: ActorStatus,
 }
@@ -328,6 +333,30 @@ pub struct ActorStopped {
     /// The actor.
     pub actor_id: ActorId,
     /// Replicas that were running.
+    pub replicas: u32,
+}
+
+/// Host-targeted: set the replicas an actor runs on this host, up or down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleActor {
+    /// The actor, which must already run on the host.
+    pub actor_id: ActorId,
+    /// Replicas it should run here: at least 1 (stop it to run none).
+    pub replicas: u32,
+}
+
+/// Reply to [`ScaleActor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorScaled {
+    /// Host that scaled it.
+    pub host_id: HostId,
+    /// Host name.
+    pub host_name: String,
+    /// The actor.
+    pub actor_id: ActorId,
+    /// Replicas before.
+    pub before: u32,
+    /// Replicas now.
     pub replicas: u32,
 }
 

@@ -64,6 +64,17 @@ pub enum EventData {
         /// Replicas now on this host.
         replicas: u32,
     },
+    /// An actor's replicas on a host were set by a scale request.
+    ActorScaled {
+        /// The host.
+        host_id: HostId,
+        /// The actor.
+        actor_id: ActorId,
+        /// Replicas before.
+        before: u32,
+        /// Replicas now.
+        replicas: u32,
+    },
     /// An actor stopped on a host.
     ActorStopped {
         /// The host.
@@ -134,6 +145,7 @@ impl EventData {
             EventData::HostHeartbeat(_) => "host_heartbeat",
             EventData::HostStopped { .. } => "host_stopped",
             EventData::ActorStarted { .. } => "actor_started",
+            EventData::ActorScaled { .. } => "actor_scaled",
             EventData::ActorStopped { .. } => "actor_stopped",
             EventData::ActorFailed { .. } => "actor_failed",
             EventData::ProviderStarted { .. } => "provider_started",

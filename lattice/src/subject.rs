@@ -24,6 +24,8 @@ pub const OP_AUCTION_ACTOR: &str = "auction.actor";
 pub const OP_ACTOR_START: &str = "actor.start";
 /// Host-targeted: stop an actor ([`crate::ctl::StopActor`]).
 pub const OP_ACTOR_STOP: &str = "actor.stop";
+/// Host-targeted: set an actor's replicas on the host ([`crate::ctl::ScaleActor`]).
+pub const OP_ACTOR_SCALE: &str = "actor.scale";
 /// Lattice-wide: every provider answers with its [`crate::ctl::ProviderDescription`].
 pub const OP_PING_PROVIDERS: &str = "ping.providers";
 /// Host-targeted: start a built-in provider ([`crate::ctl::StartProvider`]).

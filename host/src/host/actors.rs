@@ -9,7 +9,10 @@ use std::{
 
 use lattice::{
     claims::Claims,
-    ctl::{ActorDescription, ActorStarted, ActorStatus, ActorStopped, StartActor, StopActor},
+    ctl::{
+        ActorDescription, ActorScaled, ActorStarted, ActorStatus, ActorStopped, ScaleActor,
+        StartActor, StopActor,
+    },
     event::EventData,
     id::ActorId,
     subject,
@@ -44,6 +47,7 @@ impl RunningActor {
 
     fn description(&self) -> ActorDescription {
         let (calls, errors) = self.actor.stats();
+        let call_time_us = u64::try_from(self.actor.call_time().as_micros()).unwrap_or(u64::MAX);
         ActorDescription {
             id: self.actor.id().clone(),
             digest: self.actor.digest().clone(),
@@ -52,6 +56,7 @@ impl RunningActor {
             warm_instances: self.actor.warm_instances(),
             calls,
             errors,
+            call_time_us,
             status: if self.stopping() {
                 ActorStatus::Stopping
             } else {
@@ -363,6 +368,54 @@ impl HostInner {
             compiled,
             elapsed_ms: began.elapsed().as_millis() as u64,
         }
+    }
+
+    /// Sets the replicas of an actor running here, up or down (calls running
+    /// now finish; see [`Actor::set_replicas`]), and publishes `actor_scaled`.
+    ///
+    /// # Errors
+    /// [`ControlError::NoReplicas`] for 0 (stop the actor instead),
+    /// [`ControlError::TooManyReplicas`] past the per-host limit,
+    /// [`ControlError::ActorNotHere`] when it does not run here.
+    pub(crate) async fn scale_actor(&self, cmd: ScaleActor) -> Result<ActorScaled, ControlError> {
+        if cmd.replicas == 0 {
+            return Err(ControlError::NoReplicas {
+                actor: cmd.actor_id,
+            });
+        }
+        let _guard = self.lifecycle.lock().await;
+        let running = self
+            .actors
+            .get(&cmd.actor_id)
+            .filter(|r| !r.stopping())
+            .ok_or_else(|| ControlError::ActorNotHere {
+                actor: cmd.actor_id.clone(),
+                host: self.name.clone(),
+                host_id: self.id.clone(),
+            })?;
+        if cmd.replicas > MAX_REPLICAS_PER_HOST {
+            return Err(ControlError::ScaleTooLarge {
+                actor: cmd.actor_id,
+                host: self.name.clone(),
+                asked: cmd.replicas,
+            });
+        }
+        let before = running.actor.set_replicas(cmd.replicas);
+        self.publish(EventData::ActorScaled {
+            host_id: self.id.clone(),
+            actor_id: cmd.actor_id.clone(),
+            before,
+            replicas: cmd.replicas,
+        })
+        .await;
+        tracing::info!(actor = %cmd.actor_id, before, replicas = cmd.replicas, "actor scaled");
+        Ok(ActorScaled {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            actor_id: cmd.actor_id,
+            before,
+            replicas: cmd.replicas,
+        })
     }
 
     /// Stops an actor on this host: no new calls, in-flight ones drain.

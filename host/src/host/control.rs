@@ -12,8 +12,9 @@ use async_nats::Client;
 use futures::StreamExt;
 use lattice::{
     ctl::{
-        ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo, HostInventory,
-        InventoryRequest, ProviderAck, StartActor, StartProvider, StopActor, StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo,
+        HostInventory, InventoryRequest, ProviderAck, ScaleActor, StartActor, StartProvider,
+        StopActor, StopProvider,
     },
     id::{HostId, LatticeId},
     subject,
@@ -44,6 +45,11 @@ pub(crate) trait ControlApi: Send + Sync + 'static {
         self: &Arc<Self>,
         cmd: StopActor,
     ) -> impl Future<Output = Result<ActorStopped, ControlError>> + Send;
+    /// Sets an actor's replicas.
+    fn scale_actor(
+        self: &Arc<Self>,
+        cmd: ScaleActor,
+    ) -> impl Future<Output = Result<ActorScaled, ControlError>> + Send;
     /// Starts a built-in provider.
     fn start_provider(
         self: &Arc<Self>,
@@ -220,6 +226,10 @@ async fn handle<A: ControlApi>(
         subject::OP_ACTOR_STOP => match parse(payload) {
             Ok(cmd) => reply(api.stop_actor(cmd).await),
             Err(e) => reply::<ActorStopped>(Err(e)),
+        },
+        subject::OP_ACTOR_SCALE => match parse(payload) {
+            Ok(cmd) => reply(api.scale_actor(cmd).await),
+            Err(e) => reply::<ActorScaled>(Err(e)),
         },
         subject::OP_PROVIDER_START => match parse(payload) {
             Ok(cmd) => reply(api.start_provider(cmd).await),

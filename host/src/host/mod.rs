@@ -23,8 +23,8 @@ use async_nats::Client;
 use lattice::{
     artifact::ArtifactStore,
     ctl::{
-        ActorStarted, ActorStopped, AuctionRequest, Bid, HostInfo, HostInventory, ProviderAck,
-        StartActor, StartProvider, StopActor, StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, HostInfo, HostInventory,
+        ProviderAck, ScaleActor, StartActor, StartProvider, StopActor, StopProvider,
     },
     event::EventData,
     id::{HostId, LatticeId},
@@ -511,6 +511,10 @@ impl ControlApi for HostInner {
 
     async fn stop_actor(self: &Arc<Self>, cmd: StopActor) -> Result<ActorStopped, ControlError> {
         HostInner::stop_actor(self, cmd).await
+    }
+
+    async fn scale_actor(self: &Arc<Self>, cmd: ScaleActor) -> Result<ActorScaled, ControlError> {
+        HostInner::scale_actor(self, cmd).await
     }
 
     async fn start_provider(

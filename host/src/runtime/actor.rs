@@ -165,6 +165,9 @@ pub struct Actor {
     config: std::collections::BTreeMap<String, String>,
     calls: AtomicU64,
     errors: AtomicU64,
+    /// Nanoseconds spent in calls since start: with `calls`, the mean latency
+    /// an inventory reader (the dashboard) sees between two reads.
+    call_ns: AtomicU64,
     /// When a call last took or gave back a warm instance, in milliseconds
     /// since the process started: which actor gives up an instance first when
     /// the pooling allocator is full.
@@ -232,6 +235,7 @@ impl Actor {
             config,
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            call_ns: AtomicU64::new(0),
             last_used: AtomicU64::new(now_ms()),
             metrics,
         });
@@ -358,6 +362,35 @@ impl Actor {
         after
     }
 
+    /// Sets the replicas to `n` (at least 1), up or down; returns the count
+    /// before. Scaling down takes the freed call slots away at once when they
+    /// are idle, otherwise as the calls holding them finish: calls running now
+    /// are never cut short.
+    pub fn set_replicas(&self, n: u32) -> u32 {
+        let n = n.max(1);
+        let cfg = self.runtime.config();
+        let before = self.replicas.swap(n, Ordering::Relaxed);
+        let (was, now) = (concurrency_for(cfg, before), concurrency_for(cfg, n));
+        if now >= was {
+            self.permits.add_permits((now - was) as usize);
+            return before;
+        }
+        let fewer = (was - now) as usize;
+        let gone = self.permits.forget_permits(fewer);
+        if gone < fewer {
+            // The rest are held by running calls: take them as they come back.
+            // A stop closes the semaphore, which ends this wait too.
+            let permits = self.permits.clone();
+            let rest = u32::try_from(fewer - gone).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(rest).await {
+                    p.forget();
+                }
+            });
+        }
+        before
+    }
+
     /// Warm instances ready now.
     pub fn warm_instances(&self) -> usize {
         self.lock_warm().len()
@@ -369,6 +402,11 @@ impl Actor {
             self.calls.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
         )
+    }
+
+    /// Time spent in calls since start (admitted calls, from admission to answer).
+    pub fn call_time(&self) -> Duration {
+        Duration::from_nanos(self.call_ns.load(Ordering::Relaxed))
     }
 
     /// Refuses new calls, waits (up to `timeout`) for in-flight ones, and drops
@@ -417,15 +455,20 @@ impl Actor {
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let began = self.metrics.as_ref().map(|_| Instant::now());
+        let began = Instant::now();
         let result = self
             .invoke_inner(admission, operation, payload, trace, deadline)
             .await;
         if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        if let (Some(metrics), Some(began)) = (&self.metrics, began) {
-            metrics.call(operation, began.elapsed(), result.is_ok());
+        let took = began.elapsed();
+        self.call_ns.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.call(operation, took, result.is_ok());
         }
         result
     }

@@ -13,7 +13,10 @@ use lattice::{
 use lattice_harness::{HostOptions, HostProcess, NatsServer, unique_lattice_id};
 use lattice_host::auth::{LatticeUsers, Role};
 
-use crate::common::{BIN, CliOutput, HOST_DEFAULTS, actor_wasm, run_cli};
+use crate::{
+    common::{BIN, CliOutput, HOST_DEFAULTS, actor_wasm, run_cli},
+    ui::Dashboard,
+};
 
 /// How long a refusal may take to arrive: "at once", far below any timeout.
 const REFUSED_WITHIN: Duration = Duration::from_secs(3);
@@ -329,6 +332,58 @@ async fn an_observer_reads_hosts_and_events_but_cannot_call() -> Result<()> {
     let subject = format!("lattice.{}.evt.host_heartbeat", lattice.id);
     observer.publish(subject.clone(), "{}".into()).await?;
     refused(&mut rx, &subject).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_observer_dashboard_shows_the_lattice_and_its_actions_are_refused() -> Result<()> {
+    let wasm = actor_wasm("hello")?.display().to_string();
+    let lattice = Secured::start().await?;
+    let host = lattice.host("h1").await?;
+    lattice
+        .cli_as(Some(Role::Admin), &["ctl", "start", "actor", &wasm])
+        .await?
+        .success()?;
+    let url = lattice.nats.url();
+    let config = lattice.dir.path().join("config.toml").display().to_string();
+    let seed = lattice.seed(Role::Observer).display().to_string();
+    let ui = Dashboard::spawn(&[
+        "--nats-url",
+        &url,
+        "--lattice",
+        &lattice.id,
+        "--config",
+        &config,
+        "--nats-nkey",
+        &seed,
+    ])
+    .await?;
+    let http = reqwest::Client::new();
+    let state = format!("{}api/state", ui.url);
+    let read = |body: String| -> Result<serde_json::Value> { Ok(serde_json::from_str(&body)?) };
+
+    let got = read(http.get(&state).send().await?.text().await?)?;
+    ensure!(
+        got["hosts"][0]["host"]["id"] == host.host_id()
+            && got["hosts"][0]["actors"][0]["id"] == "hello",
+        "an observer's dashboard lacks the host or the actor: {got}"
+    );
+    let resp = http
+        .post(format!("{}api/actors/hello/scale", ui.url))
+        .header("content-type", "application/json")
+        .body(r#"{"replicas":2}"#)
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    let error = read(resp.text().await?)?;
+    let error = error["error"].as_str().unwrap_or_default();
+    ensure!(
+        status == 403 && error.contains("role observer") && error.contains("actor.scale"),
+        "an observer's scale: {status} {error}"
+    );
+    // The refusal failed that request only: the dashboard still reads.
+    let again = read(http.get(&state).send().await?.text().await?)?;
+    ensure!(again["hosts"][0]["actors"][0]["replicas"] == 1, "{again}");
     Ok(())
 }
 

@@ -23,3 +23,4 @@ mod metrics;
 mod polyglot;
 mod traces;
 mod trust;
+mod ui;

@@ -1,9 +1,15 @@
 //! `lattice app deploy|list|status|undeploy`: declarative apps.
 
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, bail};
-use lattice::{app::Manifest, app_store::AppStore, digest::Digest};
+use lattice::{
+    app::{AppStatus, DeployedApp, Manifest},
+    app_store::AppStore,
+    client::CtlClient,
+    ctl::HostInventory,
+    digest::Digest,
+};
 use lattice_host::config::ConnectConfig;
 use serde::Serialize;
 
@@ -120,56 +126,63 @@ pub async fn run(
         }
         AppCommand::Status { name } => return status(&ctl, &store, out, &name).await,
         AppCommand::Undeploy { name } => {
-            let Some(app) = store.mark_undeploying(&name).await? else {
+            let pb = spinner(format!("undeploying {name}"));
+            let app = undeploy(&ctl, &store, &name, crate::gather_window(connect)).await;
+            pb.finish_and_clear();
+            let Some(app) = app? else {
                 bail!(
-                    "no app named {name:?} in lattice {:?}",
+                    "no app named {name:?} in lattice {:?}; `lattice app list` shows the deployed ones",
                     ctl.lattice().as_str()
                 );
             };
-            // The reconciler leader removes what the app runs, then the record.
-            let pb = spinner(format!("undeploying {name}"));
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-            let mut done = false;
-            while tokio::time::Instant::now() < deadline {
-                match store.get(&name).await? {
-                    None => {
-                        done = true;
-                        break;
-                    }
-                    Some(now) if !now.undeploying => {
-                        pb.finish_and_clear();
-                        return Err(lattice::Error::AppRedeployed {
-                            name,
-                            revision: now.revision,
-                        }
-                        .into());
-                    }
-                    Some(_) => {}
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            pb.finish_and_clear();
-            if !done {
-                // No reconciler answered (every host runs with --no-reconcile?):
-                // clean up from here.
-                eprintln!(
-                    "warning: no reconciler removed the app within 15 s; cleaning up from the CLI"
-                );
-                let inventories = ctl.inventories(crate::gather_window(connect)).await?;
-                let failures = ctl.remove_app_resources(&app, &inventories).await;
-                if !failures.is_empty() {
-                    bail!("could not undeploy app {name}: {}", failures.join("; "));
-                }
-                store.remove(&name).await?;
-            }
             println!("undeployed app {name} (revision {})", app.revision);
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Marks app `name` for removal and waits (up to 15 s) for the reconciler
+/// leader to remove what it runs and then its record; when none does (every
+/// host runs with `--no-reconcile`), removes it from here. Returns the app as
+/// it was, `None` when there is no such app.
+pub(crate) async fn undeploy(
+    ctl: &CtlClient,
+    store: &AppStore,
+    name: &str,
+    window: Duration,
+) -> anyhow::Result<Option<DeployedApp>> {
+    let Some(app) = store.mark_undeploying(name).await? else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        match store.get(name).await? {
+            None => return Ok(Some(app)),
+            Some(now) if !now.undeploying => {
+                return Err(lattice::Error::AppRedeployed {
+                    name: name.to_string(),
+                    revision: now.revision,
+                }
+                .into());
+            }
+            Some(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("warning: no reconciler removed app {name} within 15 s; cleaning up from here");
+    let inventories = ctl.inventories(window).await?;
+    let failures = ctl.remove_app_resources(&app, &inventories).await;
+    if !failures.is_empty() {
+        bail!("could not undeploy app {name}: {}", failures.join("; "));
+    }
+    store.remove(name).await?;
+    Ok(Some(app))
+}
+
+/// Desired against actual for one app: what `app status` prints and the
+/// dashboard shows.
 #[derive(Serialize)]
-struct StatusReport {
+pub(crate) struct StatusReport {
     name: String,
     revision: u64,
     converged: bool,
@@ -188,21 +201,13 @@ struct ActorLine {
     problem: Option<String>,
 }
 
-async fn status(
-    ctl: &lattice::client::CtlClient,
-    store: &AppStore,
-    out: OutputFormat,
-    name: &str,
-) -> anyhow::Result<ExitCode> {
-    let Some(app) = store.get(name).await? else {
-        bail!(
-            "no app named {name:?} in lattice {:?}",
-            ctl.lattice().as_str()
-        );
-    };
-    let seen = store.status(name).await?;
-    // Actual counts are read live, not from the reconciler's last pass.
-    let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
+/// The status of `app` from the reconciler's last word on it (`seen`) and
+/// live inventories.
+pub(crate) fn status_report(
+    app: &DeployedApp,
+    seen: Option<AppStatus>,
+    invs: &[HostInventory],
+) -> StatusReport {
     let actors: Vec<ActorLine> = app
         .manifest
         .actors
@@ -231,8 +236,8 @@ async fn status(
         .as_ref()
         .map(|s| s.providers.clone())
         .unwrap_or_default();
-    let report = StatusReport {
-        name: name.to_string(),
+    StatusReport {
+        name: app.manifest.name.clone(),
         revision: app.revision,
         // Converged only once the reconciler has looked at this very revision:
         // before its first pass, no provider is listed at all.
@@ -246,7 +251,25 @@ async fn status(
         providers,
         reconciler: seen.as_ref().map(|s| s.reconciler.clone()),
         observed_at: seen.as_ref().map(|s| s.observed_at.clone()),
+    }
+}
+
+async fn status(
+    ctl: &lattice::client::CtlClient,
+    store: &AppStore,
+    out: OutputFormat,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let Some(app) = store.get(name).await? else {
+        bail!(
+            "no app named {name:?} in lattice {:?}",
+            ctl.lattice().as_str()
+        );
     };
+    let seen = store.status(name).await?;
+    // Actual counts are read live, not from the reconciler's last pass.
+    let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
+    let report = status_report(&app, seen, &invs);
     if out == OutputFormat::Json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

@@ -10,6 +10,7 @@ mod keys;
 mod nats_args;
 mod output;
 mod provider;
+mod ui;
 mod up;
 
 use std::{path::PathBuf, process::ExitCode, sync::LazyLock, time::Duration};
@@ -77,6 +78,8 @@ enum Command {
     Call(call::CallArgs),
     /// Print lattice events as they happen
     Events(events::EventsArgs),
+    /// Serve a live dashboard of the lattice in the browser
+    Ui(ui::UiArgs),
     /// Deploy and inspect declarative apps
     App {
         #[command(subcommand)]
@@ -173,6 +176,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
             auth::run(&connect.lattice, command)
         }
+        // A server: a refused request fails that request, not the dashboard.
+        Command::Ui(args) => {
+            let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
+            ui::run(&connect, args).await
+        }
         command => {
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
             let out = cli.global.output;
@@ -185,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Keys { command } => keys::run(out, command),
                     Command::App { command } => app::run(&connect, out, command).await,
                     Command::Up(_)
+                    | Command::Ui(_)
                     | Command::Provider { .. }
                     | Command::Auth { .. }
                     | Command::Completions { .. } => {

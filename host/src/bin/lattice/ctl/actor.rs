@@ -1,12 +1,12 @@
 //! `lattice ctl start actor` (upload or resolve the module, place the
-//! replicas, start them) and `lattice ctl stop actor`.
+//! replicas, start them), `lattice ctl scale actor` and `lattice ctl stop actor`.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
 use lattice::{
     client::CtlClient,
-    ctl::{ActorStarted, StartActor},
+    ctl::{ActorScaled, ActorStarted, StartActor},
     digest::Digest,
     id::{ActorId, HostId},
 };
@@ -229,6 +229,62 @@ pub(super) async fn stop(
             println!(
                 "stopped {actor} on {} ({} replicas)",
                 s.host_name, s.replicas
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) async fn scale(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    id: &str,
+    replicas: u32,
+    host: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let actor = ActorId::new(id)?;
+    let targets = hosts_running(
+        ctl,
+        connect,
+        host,
+        |inv| inv.actors.iter().any(|a| a.id == actor),
+        || {
+            format!(
+                "actor {actor} is not running on any host in lattice {:?}; start it with `lattice ctl start actor`",
+                ctl.lattice().as_str()
+            )
+        },
+    )
+    .await?;
+    let results = futures::future::join_all(
+        targets
+            .iter()
+            .map(|(h, _)| ctl.scale_actor(h, &actor, replicas)),
+    )
+    .await;
+    let mut scaled: Vec<ActorScaled> = Vec::new();
+    let mut ok = true;
+    for r in results {
+        match r {
+            Ok(s) => scaled.push(s),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if out == OutputFormat::Json {
+        print_json(&scaled)?;
+    } else {
+        for s in &scaled {
+            println!(
+                "scaled {actor} on {} from {} to {} replicas",
+                s.host_name, s.before, s.replicas
             );
         }
     }

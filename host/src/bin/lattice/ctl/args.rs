@@ -17,10 +17,30 @@ pub enum CtlCommand {
         #[command(subcommand)]
         what: StopCommand,
     },
+    /// Set the replicas of a running actor, up or down
+    Scale {
+        #[command(subcommand)]
+        what: ScaleCommand,
+    },
     /// Put or delete links between actors and providers
     Link {
         #[command(subcommand)]
         what: LinkCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ScaleCommand {
+    /// Set an actor's replicas on every host running it, or on one host
+    Actor {
+        /// Actor id
+        id: String,
+        /// Replicas per host, at least 1 (`ctl stop actor` runs none)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        replicas: u32,
+        /// Only on this host (id or name)
+        #[arg(long)]
+        host: Option<String>,
     },
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`args`]: the clap types of the subcommands.
 //! - [`get`]: `get hosts|inventory|links|providers`, as tables or JSON.
-//! - [`actor`]: `start actor` (upload, placement, start) and `stop actor`.
+//! - [`actor`]: `start actor` (upload, placement, start), `scale actor` and `stop actor`.
 //! - [`provider`]: `start provider` and `stop provider` (built-ins inside hosts).
 //! - [`link`]: `link put|del`.
 //! - [`placement`]: which hosts a command acts on (host names, auctions, spread).
@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use lattice_host::config::ConnectConfig;
 
 pub use args::CtlCommand;
-use args::{StartCommand, StopCommand};
+use args::{ScaleCommand, StartCommand, StopCommand};
 
 use crate::output::OutputFormat;
 
@@ -52,6 +52,9 @@ pub async fn run(
         CtlCommand::Stop {
             what: StopCommand::Provider { id, host },
         } => provider::stop(&ctl, connect, out, &id, host.as_deref()).await,
+        CtlCommand::Scale {
+            what: ScaleCommand::Actor { id, replicas, host },
+        } => actor::scale(&ctl, connect, out, &id, replicas, host.as_deref()).await,
         CtlCommand::Link { what } => link::run(&ctl, out, what).await,
     }
 }
