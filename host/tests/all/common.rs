@@ -382,6 +382,15 @@ impl CliOutput {
 /// Runs the `lattice` binary with `args` and extra environment `env`, without
 /// any `LATTICE_*` variables of the test's own environment.
 pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Result<CliOutput> {
+    run_cli_within(args, env, CLI_TIMEOUT).await
+}
+
+/// [`run_cli`] for a command that may take up to `timeout` (builds).
+pub async fn run_cli_within(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<CliOutput> {
     let command = format!("lattice {}", args.join(" "));
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
@@ -395,9 +404,9 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Result<CliOutput> {
     without_lattice_env(cmd.as_std_mut());
     cmd.envs(env.iter().copied());
     let started = Instant::now();
-    let output = tokio::time::timeout(CLI_TIMEOUT, cmd.output())
+    let output = tokio::time::timeout(timeout, cmd.output())
         .await
-        .map_err(|_| anyhow!("`{command}` did not finish within {CLI_TIMEOUT:?}"))?
+        .map_err(|_| anyhow!("`{command}` did not finish within {timeout:?}"))?
         .with_context(|| format!("running `{command}`"))?;
     Ok(CliOutput {
         command,

@@ -20,6 +20,7 @@ mod faults;
 mod go;
 mod lattice;
 mod metrics;
+mod new;
 mod polyglot;
 mod traces;
 mod trust;

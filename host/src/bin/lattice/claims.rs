@@ -101,7 +101,7 @@ fn read_module(module: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Reads an issuer seed file (`lattice keys gen`).
-fn read_issuer(file: &Path) -> anyhow::Result<nkeys::KeyPair> {
+pub(crate) fn read_issuer(file: &Path) -> anyhow::Result<nkeys::KeyPair> {
     let seed = std::fs::read_to_string(file)
         .with_context(|| format!("could not read the issuer seed file {}", file.display()))?;
     let kp = nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {

@@ -9,6 +9,7 @@ mod events;
 mod keys;
 mod nats_args;
 mod output;
+mod project;
 mod provider;
 mod ui;
 mod up;
@@ -80,6 +81,10 @@ enum Command {
     Events(events::EventsArgs),
     /// Serve a live dashboard of the lattice in the browser
     Ui(ui::UiArgs),
+    /// Write a new actor project (with its SDK) that builds anywhere
+    New(project::new::NewArgs),
+    /// Build the actor project here (or in DIR): build/NAME.wasm with its claims
+    Build(project::build::BuildArgs),
     /// Deploy and inspect declarative apps
     App {
         #[command(subcommand)]
@@ -191,6 +196,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Events(args) => events::run(&connect, out, args).await,
                     Command::Claims { command } => claims::run(out, command),
                     Command::Keys { command } => keys::run(out, command),
+                    Command::New(args) => project::new::run(out, args),
+                    Command::Build(args) => project::build::run(out, args),
                     Command::App { command } => app::run(&connect, out, command).await,
                     Command::Up(_)
                     | Command::Ui(_)

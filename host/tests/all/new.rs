@@ -1,0 +1,156 @@
+//! `lattice new` and `lattice build`: a project for each language, made in an
+//! empty directory outside the workspace, built with its toolchain and the
+//! SDK it carries, started on a host and called; and the bad inputs.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use lattice_harness::{go_binary, go_cache_dir, workspace_root};
+
+use crate::common::{TestLattice, run_cli, run_cli_within};
+
+/// A cold Rust build compiles the SDK's dependencies once.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The environment a build gets: the harness's Go caches (no downloads) and
+/// `go` on PATH; Rust builds share one target directory across test runs.
+fn toolchain_env() -> Result<Vec<(String, String)>> {
+    let go = go_binary()?;
+    let go_dir = go.parent().context("go has no directory")?;
+    let path = format!(
+        "{}:{}",
+        go_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = go_cache_dir();
+    let dir = |p: &Path| p.display().to_string();
+    Ok(vec![
+        ("PATH".into(), path),
+        ("GOCACHE".into(), dir(&cache.join("cache"))),
+        ("GOPATH".into(), dir(&cache.join("path"))),
+        ("GOMODCACHE".into(), dir(&cache.join("path/pkg/mod"))),
+        ("GOPROXY".into(), "off".into()),
+        ("GOTOOLCHAIN".into(), "local".into()),
+        ("GOTELEMETRY".into(), "off".into()),
+        ("GOWORK".into(), "off".into()),
+        ("GOENV".into(), "off".into()),
+        (
+            "CARGO_TARGET_DIR".into(),
+            dir(&workspace_root().join("target/new-actors")),
+        ),
+    ])
+}
+
+async fn lattice(args: &[&str]) -> Result<crate::common::CliOutput> {
+    let env = toolchain_env()?;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_cli_within(args, &env, BUILD_TIMEOUT).await
+}
+
+#[tokio::test]
+async fn a_new_project_in_each_language_builds_starts_and_answers() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let _host = lat.host("new-host", &[]).await?;
+    let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;
+    for language in ["c", "go", "rust"] {
+        let name = format!("demo-{language}");
+        let dir = scratch.path().join(&name);
+        let dir_arg = dir.display().to_string();
+        let out = lattice(&["new", language, &name, "--dir", &dir_arg])
+            .await?
+            .success()?;
+        ensure!(out.stdout.contains("lattice build"), "{}", out.stdout);
+
+        let out = lattice(&["build", &dir_arg, "--output", "json"])
+            .await?
+            .success()?;
+        let built: serde_json::Value = serde_json::from_str(&out.stdout)
+            .with_context(|| format!("build output: {}", out.stdout))?;
+        let module = dir.join("build").join(format!("{name}.wasm"));
+        ensure!(
+            built["module"] == module.display().to_string() && built["claims"]["name"] == name,
+            "{language}: {built}"
+        );
+        let module_arg = module.display().to_string();
+        lat.cli(&["ctl", "start", "actor", &module_arg])
+            .await?
+            .success()?;
+        let reply: String = lat.call(&name, "SayHello", "world").await?;
+        assert_eq!(reply, "Hello, world!", "{language}");
+        let inspect = lat
+            .cli(&["claims", "inspect", &module_arg])
+            .await?
+            .success()?;
+        ensure!(
+            inspect.stdout.contains(&format!("name:      {name}")),
+            "{}",
+            inspect.stdout
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
+    let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;
+    let at = |p: &str| scratch.path().join(p).display().to_string();
+
+    run_cli(&["new", "cobol", "x"], &[])
+        .await?
+        .failure()?
+        .stderr_has(&["cobol", "rust", "go", "c"])?;
+    run_cli(&["new", "c", "bad name", "--dir", &at("bad")], &[])
+        .await?
+        .failure()?
+        .stderr_has(&["bad name"])?;
+    run_cli(&["new", "rust", "9lives", "--dir", &at("nine")], &[])
+        .await?
+        .failure()?
+        .stderr_has(&["9lives", "start with a letter"])?;
+
+    let dir = at("taken");
+    run_cli(&["new", "c", "taken", "--dir", &dir], &[])
+        .await?
+        .success()?;
+    run_cli(&["new", "c", "taken", "--dir", &dir], &[])
+        .await?
+        .failure()?
+        .stderr_has(&["already exists"])?;
+
+    run_cli(&["build", &at("")], &[])
+        .await?
+        .failure()?
+        .stderr_has(&["lattice.toml", "lattice new"])?;
+
+    // A compile error: the compiler's words and the file, no module.
+    let source = scratch.path().join("taken/taken.c");
+    std::fs::write(&source, "int broken( {\n")?;
+    lattice(&["build", &dir])
+        .await?
+        .failure()?
+        .stderr_has(&["taken.c", "clang failed"])?;
+    ensure!(!scratch.path().join("taken/build/taken.wasm").exists());
+
+    // lattice.toml with an unknown language, an unknown key, a bad contract.
+    let manifest = scratch.path().join("taken/lattice.toml");
+    let good = std::fs::read_to_string(&manifest)?;
+    for (bad, words) in [
+        (
+            good.replace("language = \"c\"", "language = \"cobol\""),
+            &["cobol", "language"][..],
+        ),
+        (format!("{good}\n[extra]\n"), &["extra"][..]),
+        (
+            good.replace("contracts = []", "contracts = [\"nocolon\"]"),
+            &["nocolon"][..],
+        ),
+    ] {
+        std::fs::write(&manifest, bad)?;
+        std::fs::write(&source, "")?;
+        lattice(&["build", &dir])
+            .await?
+            .failure()?
+            .stderr_has(words)?;
+    }
+    Ok(())
+}
