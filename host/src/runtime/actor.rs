@@ -470,6 +470,16 @@ impl Actor {
         if let Some(metrics) = &self.metrics {
             metrics.call(operation, took, result.is_ok());
         }
+        // One line per call for `lattice dev` (LATTICE_LOG=lattice::call=debug);
+        // a disabled callsite costs a load.
+        match &result {
+            Ok(reply) => {
+                tracing::debug!(target: "lattice::call", actor = %self.label, operation, took_us = took.as_micros() as u64, reply_bytes = reply.len(), "call")
+            }
+            Err(e) => {
+                tracing::debug!(target: "lattice::call", actor = %self.label, operation, took_us = took.as_micros() as u64, error = %e, "call failed")
+            }
+        }
         result
     }
 

@@ -154,3 +154,132 @@ async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
     }
     Ok(())
 }
+
+/// Output lines of a process, collected as they come.
+type Lines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn collect(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, into: Lines) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            into.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+}
+
+fn saw(lines: &Lines, needle: &str) -> bool {
+    lines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|l| l.contains(needle))
+}
+
+/// `lattice dev` for each language: C on a lattice with no host (dev starts
+/// one and shows its call log), Go and Rust joining a running host. Each
+/// answers, is replaced after a save, and is gone after Ctrl-C.
+#[tokio::test]
+async fn dev_runs_each_language_and_replaces_it_on_save() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let scratch = tempfile::Builder::new().prefix("lattice-dev-").tempdir()?;
+    let mut joined_host = None;
+    for language in ["c", "go", "rust"] {
+        if language != "c" && joined_host.is_none() {
+            joined_host = Some(lat.host("dev-joined", &[]).await?);
+        }
+        let name = format!("live-{language}");
+        let dir = scratch.path().join(&name);
+        let dir_arg = dir.display().to_string();
+        lattice(&["new", language, &name, "--dir", &dir_arg])
+            .await?
+            .success()?;
+
+        let url = lat.nats.url();
+        let mut cmd = tokio::process::Command::new(crate::common::BIN);
+        crate::common::without_lattice_env(cmd.as_std_mut());
+        cmd.args([
+            "--nats-url",
+            &url,
+            "--lattice",
+            &lat.id,
+            "dev",
+            &dir_arg,
+            "--poll",
+            "100ms",
+        ])
+        .envs(toolchain_env()?)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+        let mut dev = cmd.spawn().context("starting lattice dev")?;
+        let out: Lines = Default::default();
+        collect(dev.stdout.take().context("stdout")?, out.clone());
+        collect(dev.stderr.take().context("stderr")?, out.clone());
+        let dump = || out.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+
+        let started = lattice_harness::wait_until("dev to start", BUILD_TIMEOUT, || async {
+            Ok(saw(&out, "watching").then_some(()))
+        })
+        .await;
+        started.with_context(|| format!("{language}: dev did not start:\n{}", dump()))?;
+        let reply: String = lat.call(&name, "SayHello", "world").await?;
+        assert_eq!(reply, "Hello, world!", "{language}");
+
+        let source = match language {
+            "c" => dir.join(format!("{name}.c")),
+            "go" => dir.join("main.go"),
+            _ => dir.join("src/lib.rs"),
+        };
+        let text = std::fs::read_to_string(&source)?;
+        std::fs::write(&source, text.replace("Hello, ", "Hi, "))?;
+        let replaced = lattice_harness::wait_until("the new module", BUILD_TIMEOUT, || async {
+            let reply = lat.call::<_, String>(&name, "SayHello", "world").await;
+            Ok((reply.as_deref().ok() == Some("Hi, world!")).then_some(()))
+        })
+        .await;
+        replaced.with_context(|| format!("{language}: the save did not take:\n{}", dump()))?;
+        ensure!(saw(&out, &format!("replaced {name}")), "{}", dump());
+        if language == "c" {
+            // dev started the host, whose log has a line per call.
+            ensure!(
+                saw(&out, "dev-live-c") || saw(&out, "starting one"),
+                "{}",
+                dump()
+            );
+            ensure!(
+                saw(&out, "SayHello"),
+                "no call line in the dev host's log:\n{}",
+                dump()
+            );
+        }
+
+        // Ctrl-C: the actor (and the host dev started) stop.
+        let pid = dev.id().context("dev exited early")? as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+            .await
+            .with_context(|| format!("{language}: dev did not stop:\n{}", dump()))??;
+        ensure!(
+            status.success(),
+            "{language}: dev exited with {status}:\n{}",
+            dump()
+        );
+        let left = lat.ctl.inventories(Duration::from_secs(1)).await?;
+        ensure!(
+            !left
+                .iter()
+                .any(|i| i.actors.iter().any(|a| a.id.as_str() == name)),
+            "{language}: {name} still runs after dev stopped"
+        );
+        if language == "c" {
+            ensure!(
+                !left.iter().any(|i| i.host.name == "dev-live-c"),
+                "the host dev started still runs"
+            );
+        }
+    }
+    Ok(())
+}

@@ -85,6 +85,8 @@ enum Command {
     New(project::new::NewArgs),
     /// Build the actor project here (or in DIR): build/NAME.wasm with its claims
     Build(project::build::BuildArgs),
+    /// Build, run and replace the actor project on every save
+    Dev(project::dev::DevArgs),
     /// Deploy and inspect declarative apps
     App {
         #[command(subcommand)]
@@ -198,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Command::Keys { command } => keys::run(out, command),
                     Command::New(args) => project::new::run(out, args),
                     Command::Build(args) => project::build::run(out, args),
+                    Command::Dev(args) => project::dev::run(&connect, args).await,
                     Command::App { command } => app::run(&connect, out, command).await,
                     Command::Up(_)
                     | Command::Ui(_)

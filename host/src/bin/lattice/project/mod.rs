@@ -8,8 +8,10 @@
 //!
 //! - [`new`]: `lattice new rust|go|c NAME`, the templates and the vendored SDKs.
 //! - [`build`]: `lattice build`, per language, then claims (and a signature).
+//! - [`dev`]: `lattice dev`, build, run and replace on every save.
 
 pub mod build;
+pub mod dev;
 pub mod new;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,31 @@ pub struct ProjectFile {
     /// How to build it.
     #[serde(default)]
     pub build: BuildSection,
+    /// What `lattice dev` sets up beside it.
+    #[serde(default)]
+    pub dev: DevSection,
+}
+
+/// `[dev]` of `lattice.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevSection {
+    /// Links `lattice dev` puts, starting their built-in providers when none runs.
+    #[serde(default)]
+    pub links: Vec<DevLink>,
+}
+
+/// One `[[dev.links]]`: a contract served by a built-in provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevLink {
+    /// The contract, e.g. `lattice:httpserver`.
+    pub contract: String,
+    /// The provider, e.g. `builtin:httpserver` (its id is the name after `builtin:`).
+    pub provider: String,
+    /// The link's config, e.g. `{ address = "127.0.0.1:8080" }`.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// `[actor]` of `lattice.toml`.
