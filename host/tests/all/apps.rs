@@ -583,3 +583,37 @@ async fn an_app_over_the_max_payload_is_refused_with_its_size() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn deploy_wait_reports_progress_until_converged_or_the_timeout() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _host = t.host("solo", FAST).await?;
+    std::fs::copy(
+        actor_wasm("kvcounter")?,
+        t.dir.path().join("kvcounter.wasm"),
+    )?;
+    let toml = kvcounter_app("kvcounter.wasm", 2, free_port(), "");
+    let file = write_file(t.dir.path(), "counter.toml", toml.as_bytes())?;
+    let file = file.display().to_string();
+
+    // Too short a wait fails naming the app and the command that shows why.
+    let out = t
+        .cli(&["app", "deploy", &file, "--wait", "1ms"])
+        .await?
+        .failure()?;
+    out.stderr_has(&["counter", "has not converged", "lattice app status counter"])?;
+
+    let out = t
+        .cli(&["app", "deploy", &file, "--wait", "60s"])
+        .await?
+        .success()?;
+    // Not a terminal: plain progress lines, then the verdict.
+    out.stderr_has(&["app counter", "converged"])?;
+    let status = t
+        .cli(&["app", "status", "counter", "--output", "json"])
+        .await?
+        .success()?;
+    let status: serde_json::Value = serde_json::from_str(&status.stdout)?;
+    ensure!(status["converged"] == true, "{status}");
+    Ok(())
+}

@@ -117,6 +117,36 @@ async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
         .failure()?
         .stderr_has(&["already exists"])?;
 
+    // Signed when an issuer is given; an unusable seed is named.
+    let issuer = at("issuer.nk");
+    run_cli(&["keys", "gen", "--out", &issuer], &[])
+        .await?
+        .success()?;
+    let out = lattice(&["build", &dir, "--issuer", &issuer, "--output", "json"])
+        .await?
+        .success()?;
+    let built: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    let issuer_key = built["issuer"].as_str().unwrap_or_default().to_string();
+    ensure!(issuer_key.starts_with('A'), "not signed: {built}");
+    let module = scratch
+        .path()
+        .join("taken/build/taken.wasm")
+        .display()
+        .to_string();
+    let inspect = run_cli(&["claims", "inspect", &module], &[])
+        .await?
+        .success()?;
+    ensure!(
+        inspect.stdout.contains(&issuer_key) && inspect.stdout.contains("signature: valid"),
+        "{}",
+        inspect.stdout
+    );
+    std::fs::write(at("junk.nk"), "not a seed")?;
+    lattice(&["build", &dir, "--issuer", &at("junk.nk")])
+        .await?
+        .failure()?
+        .stderr_has(&["junk.nk", "lattice keys gen"])?;
+
     run_cli(&["build", &at("")], &[])
         .await?
         .failure()?
@@ -129,7 +159,8 @@ async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
         .await?
         .failure()?
         .stderr_has(&["taken.c", "clang failed"])?;
-    ensure!(!scratch.path().join("taken/build/taken.wasm").exists());
+    let last_good = std::fs::read(scratch.path().join("taken/build/taken.wasm"))?;
+    ensure!(!last_good.is_empty(), "the last good module is kept");
 
     // lattice.toml with an unknown language, an unknown key, a bad contract.
     let manifest = scratch.path().join("taken/lattice.toml");

@@ -13,7 +13,7 @@ use lattice::{
 use lattice_host::config::ConnectConfig;
 use serde::Serialize;
 
-use crate::output::{OutputFormat, print_json, print_table, spinner};
+use crate::output::{OutputFormat, print_json, print_table, progress, spinner};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AppCommand {
@@ -21,6 +21,9 @@ pub enum AppCommand {
     Deploy {
         /// The manifest file
         file: PathBuf,
+        /// Wait (up to this long, e.g. 60s) until the app has converged, showing progress
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "TIMEOUT")]
+        wait: Option<Duration>,
     },
     /// Deployed apps
     List,
@@ -44,7 +47,7 @@ pub async fn run(
     let ctl = crate::client(connect).await?;
     let store = AppStore::open(ctl.nats().clone(), ctl.lattice()).await?;
     match command {
-        AppCommand::Deploy { file } => {
+        AppCommand::Deploy { file, wait } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("could not read {}", file.display()))?;
             let manifest = Manifest::from_toml(&text)
@@ -85,6 +88,9 @@ pub async fn run(
                     app.manifest.links.len(),
                     app.manifest.name
                 );
+            }
+            if let Some(timeout) = wait {
+                converge(&ctl, &store, &app.manifest.name, app.revision, timeout).await?;
             }
         }
         AppCommand::List => {
@@ -135,10 +141,66 @@ pub async fn run(
                     ctl.lattice().as_str()
                 );
             };
-            println!("undeployed app {name} (revision {})", app.revision);
+            if out == OutputFormat::Json {
+                print_json(&serde_json::json!({ "name": name, "revision": app.revision }))?;
+            } else {
+                println!("undeployed app {name} (revision {})", app.revision);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until revision `revision` of app `name` has converged, telling how
+/// far it is whenever that changes.
+async fn converge(
+    ctl: &CtlClient,
+    store: &AppStore,
+    name: &str,
+    revision: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let pb = spinner(format!("app {name}: waiting for the reconciler"));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut said = String::new();
+    loop {
+        let app = store.get(name).await?;
+        let Some(app) = app.filter(|a| a.revision == revision) else {
+            pb.finish_and_clear();
+            bail!("app {name} changed while waiting for revision {revision} to converge");
+        };
+        let seen = store.status(name).await?;
+        let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
+        let report = status_report(&app, seen, &invs);
+        if report.converged {
+            pb.finish_and_clear();
+            eprintln!("app {name} revision {revision} converged");
+            return Ok(());
+        }
+        let actors: u32 = report.actors.iter().map(|a| a.actual.min(a.desired)).sum();
+        let want: u32 = report.actors.iter().map(|a| a.desired).sum();
+        let providers = report.providers.iter().filter(|p| p.running).count();
+        let now = format!(
+            "app {name}: {actors}/{want} actor replicas, {providers}/{} providers{}",
+            app.manifest.providers.len(),
+            report
+                .problem
+                .as_deref()
+                .map_or(String::new(), |p| format!("; problem: {p}"))
+        );
+        if now != said {
+            progress(&pb, now.clone());
+            said = now;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            pb.finish_and_clear();
+            bail!(
+                "app {name} revision {revision} has not converged within {}: {said}; `lattice app status {name}` shows what is missing",
+                humantime::format_duration(timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Marks app `name` for removal and waits (up to 15 s) for the reconciler

@@ -5,6 +5,8 @@ use std::{path::PathBuf, process::ExitCode};
 use lattice::id::LatticeId;
 use lattice_host::auth::{self, Role};
 
+use crate::output::{OutputFormat, print_json};
+
 #[derive(clap::Subcommand, Debug)]
 pub enum AuthCommand {
     /// Write an nkey seed per role (host, provider, admin, caller, observer) and
@@ -16,9 +18,37 @@ pub enum AuthCommand {
     },
 }
 
-pub fn run(lattice: &LatticeId, command: AuthCommand) -> anyhow::Result<ExitCode> {
+pub fn run(
+    lattice: &LatticeId,
+    output: OutputFormat,
+    command: AuthCommand,
+) -> anyhow::Result<ExitCode> {
     let AuthCommand::Init { out } = command;
     let files = auth::init(&out, lattice)?;
+    if output == OutputFormat::Json {
+        let roles: serde_json::Map<String, serde_json::Value> = files
+            .users
+            .users
+            .iter()
+            .map(|(role, public)| {
+                (
+                    role.name().to_string(),
+                    serde_json::json!({
+                        "public_key": public.to_string(),
+                        "seed_file": role.seed_file(&out),
+                    }),
+                )
+            })
+            .collect();
+        print_json(&serde_json::json!({
+            "lattice": lattice.as_str(),
+            "created": files.created,
+            "dir": files.dir,
+            "nats_conf": files.nats_conf,
+            "roles": roles,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{} seeds for lattice {:?} in {} (mode 0600); server config {}",
         if files.created {

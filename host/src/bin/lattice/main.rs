@@ -181,7 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Auth { command } => {
             let connect: ConnectConfig = figment.extract().context("invalid configuration")?;
-            auth::run(&connect.lattice, command)
+            auth::run(&connect.lattice, cli.global.output, command)
         }
         // A server: a refused request fails that request, not the dashboard.
         Command::Ui(args) => {

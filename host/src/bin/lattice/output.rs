@@ -38,16 +38,38 @@ pub fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-/// A spinner on stderr (hidden when stderr is not a terminal).
+/// A spinner on stderr for a step that may be slow. When stderr is no
+/// terminal the spinner is hidden and the message is printed as a plain line
+/// instead, once the step has taken a second (fast steps stay quiet).
 pub fn spinner(message: impl Into<String>) -> ProgressBar {
+    let message = message.into();
     let pb = ProgressBar::new_spinner();
     pb.set_style(
         ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    pb.set_message(message.into());
+    pb.set_message(message.clone());
     pb.enable_steady_tick(Duration::from_millis(100));
+    if pb.is_hidden() {
+        let pb = pb.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            if !pb.is_finished() {
+                eprintln!("{message} …");
+            }
+        });
+    }
     pb
+}
+
+/// Tells how a slow step goes: the spinner's message on a terminal, a plain
+/// line on stderr otherwise.
+pub fn progress(pb: &ProgressBar, message: String) {
+    if pb.is_hidden() {
+        eprintln!("{message}");
+    } else {
+        pb.set_message(message);
+    }
 }
 
 /// `3d 4h`, `5m 2s`, `12s`.
