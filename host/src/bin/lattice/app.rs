@@ -324,7 +324,7 @@ async fn status(
 ) -> anyhow::Result<ExitCode> {
     let Some(app) = store.get(name).await? else {
         bail!(
-            "no app named {name:?} in lattice {:?}",
+            "no app named {name:?} in lattice {:?}; `lattice app list` shows the deployed ones",
             ctl.lattice().as_str()
         );
     };

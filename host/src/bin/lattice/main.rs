@@ -6,6 +6,7 @@ mod call;
 mod claims;
 mod ctl;
 mod events;
+mod hint;
 mod keys;
 mod nats_args;
 mod output;
@@ -148,6 +149,9 @@ fn main() -> ExitCode {
                 eprintln!("error: {err:?}");
             } else {
                 eprintln!("error: {err:#}");
+            }
+            if let Some(fix) = hint::fix_for(&err) {
+                eprintln!("hint: {fix}");
             }
             ExitCode::FAILURE
         }

@@ -192,7 +192,7 @@ pub(super) async fn stop(
         |inv| inv.actors.iter().any(|a| a.id == actor),
         || {
             format!(
-                "actor {actor} is not running on any host in lattice {:?}",
+                "actor {actor} is not running on any host in lattice {:?}; `lattice ctl get inventory` lists what runs",
                 ctl.lattice().as_str()
             )
         },

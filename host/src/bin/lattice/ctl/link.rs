@@ -96,7 +96,9 @@ async fn del(
     link_name: &LinkName,
 ) -> anyhow::Result<()> {
     let Some(link) = store.delete(&actor, contract, link_name).await? else {
-        bail!("there is no link {actor} {contract} with link name {link_name:?}");
+        bail!(
+            "there is no link {actor} {contract} with link name {link_name:?}; `lattice ctl get links` lists them"
+        );
     };
     publish_event(
         ctl,
