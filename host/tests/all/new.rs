@@ -272,6 +272,14 @@ async fn dev_runs_each_language_and_replaces_it_on_save() -> Result<()> {
         .await;
         replaced.with_context(|| format!("{language}: the save did not take:\n{}", dump()))?;
         ensure!(saw(&out, &format!("replaced {name}")), "{}", dump());
+        if language != "c" {
+            // Joined: dev lists the calls that reach the actor over NATS.
+            ensure!(
+                saw(&out, &format!("call {name} SayHello")),
+                "no call line:\n{}",
+                dump()
+            );
+        }
         if language == "c" {
             // dev started the host, whose log has a line per call.
             ensure!(

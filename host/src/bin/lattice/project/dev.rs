@@ -106,16 +106,32 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
         dir.display(),
         args.poll
     );
-    if own.is_none() {
-        println!(
-            "(joined a running host: the actor's log lines are in that host's output; `LATTICE_LOG=lattice::call=debug` there logs every call)"
-        );
-    }
+    // With a host of its own, the host's log shows every call; joining one,
+    // dev watches the calls that reach the actor over NATS (calls from the
+    // same host, such as its in-process HTTP server, do not pass there).
+    let mut calls = match own {
+        Some(_) => None,
+        None => {
+            println!(
+                "(joined a running host: calls over NATS are listed here; the actor's own log lines are in that host's output)"
+            );
+            Some(
+                ctl.nats()
+                    .subscribe(lattice::subject::actor_rpc(ctl.lattice(), &actor))
+                    .await
+                    .context("watching the actor's calls")?,
+            )
+        }
+    };
 
     let mut seen = fingerprint(&dir);
     let outcome = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break Ok(()),
+            Some(msg) = next_call(&mut calls) => {
+                log_call(&name, &msg);
+                continue;
+            }
             _ = tokio::time::sleep(args.poll) => {}
         }
         let now = fingerprint(&dir);
@@ -147,6 +163,28 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
     let _ = ctl.stop_actor(&host, &actor).await;
     drop(own);
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// The next call seen on the actor's subject; pending forever without a watch.
+async fn next_call(calls: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    use futures::StreamExt;
+    match calls {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One line per call: operation, caller, argument size.
+fn log_call(name: &str, msg: &async_nats::Message) {
+    match lattice::rpc::Invocation::decode(&msg.payload) {
+        Ok(inv) => println!(
+            "call {name} {} from {} ({} bytes)",
+            inv.operation,
+            inv.origin,
+            inv.payload.len()
+        ),
+        Err(e) => println!("call {name}: unreadable invocation ({e})"),
+    }
 }
 
 /// A client of the lattice, and the host process started when no host answered.
