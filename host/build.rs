@@ -50,6 +50,16 @@ fn main() {
         manifest.display().to_string()
     )
     .unwrap();
+    // Its lock file: a new Rust project starts from the versions this
+    // workspace is built and tested with (cargo drops what it does not use).
+    let lock = root.join("Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    writeln!(
+        out,
+        "pub const WORKSPACE_LOCK: &str = include_str!({:?});",
+        lock.display().to_string()
+    )
+    .unwrap();
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("sdk_files.rs");
     std::fs::write(dest, out).expect("OUT_DIR is writable");
 }

@@ -375,7 +375,7 @@ impl HostInner {
     ///
     /// # Errors
     /// [`ControlError::NoReplicas`] for 0 (stop the actor instead),
-    /// [`ControlError::TooManyReplicas`] past the per-host limit,
+    /// [`ControlError::ScaleTooLarge`] past the per-host limit,
     /// [`ControlError::ActorNotHere`] when it does not run here.
     pub(crate) async fn scale_actor(&self, cmd: ScaleActor) -> Result<ActorScaled, ControlError> {
         if cmd.replicas == 0 {

@@ -149,7 +149,7 @@ pub(crate) async fn subscribe<A: ControlApi>(
     Ok(tasks)
 }
 
-/// Control requests (starts and stops) one subscription runs at once; past
+/// Control requests (starts, stops, scales) one subscription runs at once; past
 /// it a request is answered "busy" at once. Pings, auctions and inventories
 /// are answered in the reading loop and never count.
 pub const MAX_CONTROL_TASKS: usize = 32;
@@ -160,6 +160,7 @@ fn is_quick(op: &str) -> bool {
         op,
         subject::OP_ACTOR_START
             | subject::OP_ACTOR_STOP
+            | subject::OP_ACTOR_SCALE
             | subject::OP_PROVIDER_START
             | subject::OP_PROVIDER_STOP
     )
@@ -285,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn only_starts_and_stops_leave_the_loop() {
+    fn only_starts_stops_and_scales_leave_the_loop() {
         for op in [
             "ping.hosts",
             "auction.actor",
@@ -298,6 +299,7 @@ mod tests {
         for op in [
             "actor.start",
             "actor.stop",
+            "actor.scale",
             "provider.start",
             "provider.stop",
         ] {

@@ -376,6 +376,8 @@ impl Actor {
             return before;
         }
         let fewer = (was - now) as usize;
+        // Idle instances past the new limit would only hold pool slots.
+        self.lock_warm().truncate(now as usize);
         let gone = self.permits.forget_permits(fewer);
         if gone < fewer {
             // The rest are held by running calls: take them as they come back.

@@ -1,7 +1,9 @@
 //! The command that would fix an error, printed after it (`hint: …`).
 //!
-//! Read from the typed errors in the chain, not from their wording; errors
-//! written in the CLI itself carry their fix in the message.
+//! Read from the typed errors in the chain (only a refused connection is told
+//! from an unreachable server by the server's words, which async-nats passes
+//! on as text); errors written in the CLI itself carry their fix in the
+//! message.
 
 use lattice::{Error, auth::AuthError};
 

@@ -99,7 +99,8 @@ pub fn build(dir: &Path, issuer: Option<&Path>) -> anyhow::Result<Built> {
         )
     })?;
     // `build/NAME.wasm`, not `./build/NAME.wasm`, when building here.
-    let out_dir = if dir == Path::new(".") {
+    let here = dir.components().all(|c| c == std::path::Component::CurDir);
+    let out_dir = if here {
         PathBuf::from("build")
     } else {
         dir.join("build")

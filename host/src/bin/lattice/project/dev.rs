@@ -7,7 +7,8 @@
 //! call, goes to this terminal. The actor runs under its project name, with
 //! the providers and links of `[dev]` in `lattice.toml`. Sources are polled
 //! (every `--poll`); a failed build keeps the last good module running. Ctrl-C
-//! stops the actor, and the host when `dev` started it.
+//! stops the actor, and the host when `dev` started it. A module that builds
+//! but does not start is replaced by the last good one again.
 
 use std::{
     path::{Path, PathBuf},
@@ -69,6 +70,8 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
     let name = project.actor.name.clone();
     let actor = ActorId::new(&name)?;
     let issuer = args.issuer.clone();
+    // Taken before the first build: a save during it is seen.
+    let mut seen = fingerprint(&dir);
     let first = {
         let (dir, issuer) = (dir.clone(), issuer.clone());
         tokio::task::spawn_blocking(move || build(&dir, issuer.as_deref())).await??
@@ -98,8 +101,9 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
             eprintln!("stopped {name} on host {}", inv.host.name);
         }
     }
-    replace(&ctl, &host, &actor, &first.module, None).await?;
-    let mut running = first.digest;
+    let mut running = upload(&ctl, &actor, &first.module).await?;
+    let reference = first.module.display().to_string();
+    run_module(&ctl, &host, &actor, &running, &reference).await?;
     println!(
         "running {name} on lattice {:?}; watching {} for changes (every {:?}); Ctrl-C to stop",
         ctl.lattice().as_str(),
@@ -124,10 +128,13 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
         }
     };
 
-    let mut seen = fingerprint(&dir);
+    // One handler for the whole session: a Ctrl-C during a build or a
+    // replacement is kept until the loop looks.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("could not watch for Ctrl-C")?;
     let outcome = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = interrupt.recv() => break Ok(()),
             Some(msg) = next_call(&mut calls) => {
                 log_call(&name, &msg);
                 continue;
@@ -141,22 +148,40 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
         seen = now;
         let began = Instant::now();
         let (d, i) = (dir.clone(), issuer.clone());
-        match tokio::task::spawn_blocking(move || build(&d, i.as_deref())).await? {
+        let built = tokio::select! {
+            built = tokio::task::spawn_blocking(move || build(&d, i.as_deref())) => built?,
+            _ = interrupt.recv() => break Ok(()),
+        };
+        let built = match built {
             Ok(built) if built.digest == running => {
                 println!("rebuilt {name}: the module is unchanged");
+                continue;
             }
-            Ok(built) => {
-                if let Err(e) = replace(&ctl, &host, &actor, &built.module, Some(&running)).await {
-                    break Err(e);
-                }
-                running = built.digest;
+            Ok(built) => built,
+            Err(e) => {
+                eprintln!("error: {e:#}\n{name} keeps running the last good module");
+                continue;
+            }
+        };
+        let digest = upload(&ctl, &actor, &built.module).await?;
+        let reference = built.module.display().to_string();
+        match run_module(&ctl, &host, &actor, &digest, &reference).await {
+            Ok(()) => {
+                running = digest;
                 println!(
                     "replaced {name} with {} in {} ms",
                     running.short(),
                     began.elapsed().as_millis()
                 );
             }
-            Err(e) => eprintln!("error: {e:#}\n{name} keeps running the last good module"),
+            Err(e) => {
+                // It built but does not start (say, its init traps): back to
+                // the module that ran.
+                eprintln!("error: {e:#}\n{name} goes back to the last good module");
+                if let Err(e) = run_module(&ctl, &host, &actor, &running, &reference).await {
+                    break Err(e.context("could not restart the last good module"));
+                }
+            }
         }
     };
     eprintln!("stopping {name}");
@@ -217,6 +242,9 @@ async fn join_or_start(
         "no host in lattice {:?}: starting one (dev-{name})",
         connect.lattice.as_str()
     );
+    // Its own process group: a Ctrl-C in this terminal reaches dev, which
+    // stops the actor first and then the host.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().context("could not start `lattice up`")?;
     let own = OwnHost(child);
     let deadline = Instant::now() + HOST_START;
@@ -278,29 +306,31 @@ async fn setup_links(
     Ok(())
 }
 
-/// Uploads `module` and runs it as `actor` on `host`, in place of the module
-/// `old` runs there now.
-async fn replace(
-    ctl: &CtlClient,
-    host: &HostId,
-    actor: &ActorId,
-    module: &Path,
-    old: Option<&Digest>,
-) -> anyhow::Result<()> {
+/// Uploads `module` to the lattice's artifact store (tag `NAME:dev`).
+async fn upload(ctl: &CtlClient, actor: &ActorId, module: &Path) -> anyhow::Result<Digest> {
     let bytes =
         std::fs::read(module).with_context(|| format!("could not read {}", module.display()))?;
-    let digest = ctl
+    Ok(ctl
         .artifacts()
         .await?
         .put(&bytes, Some((actor.as_str(), "dev")))
-        .await?;
-    if old.is_some()
-        || ctl
-            .inventory(host)
-            .await?
-            .actors
-            .iter()
-            .any(|a| &a.id == actor)
+        .await?)
+}
+
+/// Runs module `digest` as `actor` on `host`, in place of what runs there.
+async fn run_module(
+    ctl: &CtlClient,
+    host: &HostId,
+    actor: &ActorId,
+    digest: &Digest,
+    reference: &str,
+) -> anyhow::Result<()> {
+    if ctl
+        .inventory(host)
+        .await?
+        .actors
+        .iter()
+        .any(|a| &a.id == actor)
     {
         ctl.stop_actor(host, actor).await?;
     }
@@ -308,8 +338,8 @@ async fn replace(
         host,
         &StartActor {
             actor_id: actor.clone(),
-            digest,
-            reference: module.display().to_string(),
+            digest: digest.clone(),
+            reference: reference.to_string(),
             replicas: 1,
             config: Default::default(),
         },

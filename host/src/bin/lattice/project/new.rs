@@ -121,6 +121,8 @@ fn files(language: Language, name: &str) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
                 "src/lib.rs".into(),
                 fill(include_str!("templates/lib.rs.tmpl")),
             ));
+            // The versions Lattice itself is tested with; cargo prunes the rest.
+            files.push(("Cargo.lock".into(), sdk::WORKSPACE_LOCK.as_bytes().to_vec()));
             vendor_crate(
                 &mut files,
                 "vendor/lattice-actor",

@@ -9,9 +9,10 @@
 //! the credentials it was given.
 //!
 //! Whoever reaches the port may act with those credentials, so the defaults are
-//! narrow: it listens on loopback; on loopback it answers only requests
-//! addressed to a loopback name (no DNS rebinding); actions take JSON bodies
-//! only and refuse a foreign `Origin` (no cross-site form posts).
+//! narrow: it listens on loopback; it answers only requests addressed to an IP
+//! address, `localhost` or a name given with `--allow-host` (no DNS
+//! rebinding); actions take JSON bodies only and refuse a foreign `Origin` (no
+//! cross-site form posts).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -23,7 +24,7 @@ use std::{
 use anyhow::Context;
 use axum::{
     Json, Router,
-    extract::{Path, Request, State, rejection::JsonRejection},
+    extract::{Path, RawQuery, Request, State, rejection::JsonRejection},
     http::{HeaderMap, Method, StatusCode, header},
     middleware::{self, Next},
     response::{
@@ -51,6 +52,9 @@ use crate::app::{StatusReport, status_report, undeploy};
 /// The page; its script polls `/api/state` and listens to `/api/events`.
 const INDEX: &str = include_str!("index.html");
 
+/// How long requests in flight may finish after Ctrl-C.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Event streams open at once: each holds a NATS subscription.
 const MAX_EVENT_STREAMS: usize = 64;
 
@@ -59,15 +63,22 @@ pub struct UiArgs {
     /// Address to serve the dashboard on (port 0 picks a free one)
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: SocketAddr,
+    /// A DNS name browsers may reach the dashboard by (besides IP addresses
+    /// and localhost); repeat for more
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
 }
 
 struct Ui {
     ctl: CtlClient,
     apps: AppStore,
     window: Duration,
-    /// Requests must name one of these in `Host` (empty: any name).
+    /// DNS names requests may give in `Host`; IP addresses always pass.
     hosts: Vec<String>,
     streams: Arc<Semaphore>,
+    /// Turns true at Ctrl-C: event streams end, so the graceful shutdown
+    /// does not wait on open tabs.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub async fn run(connect: &ConnectConfig, args: UiArgs) -> anyhow::Result<ExitCode> {
@@ -82,15 +93,20 @@ pub async fn run(connect: &ConnectConfig, args: UiArgs) -> anyhow::Result<ExitCo
             )
         })?;
     let addr = listener.local_addr()?;
-    let hosts = if addr.ip().is_loopback() {
-        allowed_hosts(addr)
-    } else {
+    if !addr.ip().is_loopback() {
         eprintln!(
             "warning: serving on {addr}: anyone who reaches it can scale and stop actors with this command's NATS credentials"
         );
-        Vec::new()
-    };
+    }
+    let mut hosts: Vec<String> = args
+        .allow_host
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    hosts.push("localhost".to_string());
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let ui = Arc::new(Ui {
+        stopping,
         window: crate::gather_window(connect),
         ctl,
         apps,
@@ -101,12 +117,19 @@ pub async fn run(connect: &ConnectConfig, args: UiArgs) -> anyhow::Result<ExitCo
         "dashboard of lattice {:?} at http://{addr}/; Ctrl-C to stop",
         ui.ctl.lattice().as_str()
     );
-    axum::serve(listener, router(ui))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("the dashboard server failed")?;
+    let mut stop_seen = ui.stopping.clone();
+    let server = axum::serve(listener, router(ui)).with_graceful_shutdown(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.send(true);
+    });
+    // Requests in flight get a few seconds after Ctrl-C, not for ever.
+    tokio::select! {
+        result = server => result.context("the dashboard server failed")?,
+        _ = async {
+            let _ = stop_seen.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_LIMIT).await;
+        } => eprintln!("stopped with requests still open after {SHUTDOWN_LIMIT:?}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,20 +151,20 @@ fn router(ui: Arc<Ui>) -> Router {
         .with_state(ui)
 }
 
-/// `Host` values a loopback server answers: its port under each loopback name.
-fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
-    let port = addr.port();
-    let mut names = vec![
-        format!("localhost:{port}"),
-        format!("127.0.0.1:{port}"),
-        format!("[::1]:{port}"),
-    ];
-    if let IpAddr::V4(ip) = addr.ip()
-        && ip != std::net::Ipv4Addr::LOCALHOST
-    {
-        names.push(format!("{ip}:{port}"));
-    }
-    names
+/// Whether a `Host` header names an IP address or one of `names`: a page
+/// that reached us through its own DNS name (DNS rebinding) gives its name.
+fn host_allowed(host: &str, names: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<IpAddr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    name.parse::<IpAddr>().is_ok() || names.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Refuses requests for another host name (DNS rebinding) and actions from
@@ -152,11 +175,11 @@ async fn guard(State(ui): State<Arc<Ui>>, request: Request, next: Next) -> Respo
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    if !ui.hosts.is_empty() && !ui.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !host_allowed(host, &ui.hosts) {
         return failure(
             StatusCode::FORBIDDEN,
             format!(
-                "this dashboard answers requests for {} only, not for Host {host:?}",
+                "this dashboard answers requests for IP addresses and {} only, not for Host {host:?}; add the name with `lattice ui --allow-host NAME`",
                 ui.hosts.join(", ")
             ),
         );
@@ -268,7 +291,10 @@ async fn read_state(ui: &Ui) -> Result<LatticeState, ApiError> {
 
 async fn events(
     State(ui): State<Arc<Ui>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
+    // `?heartbeats=1`: heartbeats (a whole inventory each) only when asked for.
+    let heartbeats = query.is_some_and(|q| q.split('&').any(|p| p == "heartbeats=1"));
     let permit = ui.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -279,11 +305,17 @@ async fn events(
     let stream = sub.filter_map(move |msg| {
         // The permit lives as long as the stream.
         let _held = &permit;
-        let event = serde_json::from_slice::<Event>(&msg.payload).ok();
+        let event = serde_json::from_slice::<Event>(&msg.payload)
+            .ok()
+            .filter(|e| heartbeats || e.kind != "host_heartbeat");
         async move {
             let event = event?;
             SseEvent::default().json_data(&event).ok().map(Ok)
         }
+    });
+    let mut stopping = ui.stopping.clone();
+    let stream = stream.take_until(async move {
+        let _ = stopping.wait_for(|s| *s).await;
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
@@ -396,7 +428,13 @@ async fn undeploy_app(
     let result = refusable(async {
         undeploy(&ui.ctl, &ui.apps, &name, ui.window)
             .await
-            .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, format!("{e:#}")))
+            .map_err(|e| {
+                let status = match e.downcast_ref::<lattice::Error>() {
+                    Some(lattice::Error::AppRedeployed { .. }) => StatusCode::CONFLICT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                ApiError(status, format!("{e:#}"))
+            })
     })
     .await;
     match result {
@@ -412,5 +450,33 @@ async fn undeploy_app(
             ),
         )),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ip_addresses_and_allowed_names_pass_as_host() {
+        let names = vec!["localhost".to_string(), "dash.example".to_string()];
+        for ok in [
+            "127.0.0.1:8000",
+            "10.0.0.5",
+            "[::1]:8000",
+            "localhost:8000",
+            "DASH.example:80",
+        ] {
+            assert!(host_allowed(ok, &names), "{ok}");
+        }
+        for bad in [
+            "evil.example:8000",
+            "",
+            "127.0.0.1.evil.example",
+            "[nonsense]:1",
+            "localhost.evil:8000",
+        ] {
+            assert!(!host_allowed(bad, &names), "{bad}");
+        }
     }
 }
