@@ -123,18 +123,6 @@ pub fn build(dir: &Path, issuer: Option<&Path>) -> anyhow::Result<Built> {
         .with_context(|| format!("could not read {}", compiled.display()))?;
     let _ = std::fs::remove_file(&compiled);
 
-    let claims = Claims {
-        name: actor.name.clone(),
-        version: actor.version.clone(),
-        contracts: actor.contracts.clone(),
-        actors: actor.actors.clone(),
-    };
-    claims.validate().with_context(|| {
-        format!(
-            "invalid claims in {}",
-            dir.join(super::PROJECT_FILE).display()
-        )
-    })?;
     let issuer = issuer
         .map(Path::to_path_buf)
         .or_else(|| project.build.issuer.as_ref().map(|p| dir.join(p)));
