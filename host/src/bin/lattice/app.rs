@@ -164,14 +164,11 @@ async fn converge(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut said = String::new();
     loop {
-        let app = store.get(name).await?;
-        let Some(app) = app.filter(|a| a.revision == revision) else {
+        let current = current_report(ctl, store, name).await?;
+        let Some((app, report)) = current.filter(|(a, _)| a.revision == revision) else {
             pb.finish_and_clear();
             bail!("app {name} changed while waiting for revision {revision} to converge");
         };
-        let seen = store.status(name).await?;
-        let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
-        let report = status_report(&app, seen, &invs);
         if report.converged {
             pb.finish_and_clear();
             eprintln!("app {name} revision {revision} converged");
@@ -263,6 +260,22 @@ struct ActorLine {
     problem: Option<String>,
 }
 
+/// App `name` and its status now, `None` when there is no such app.
+async fn current_report(
+    ctl: &CtlClient,
+    store: &AppStore,
+    name: &str,
+) -> anyhow::Result<Option<(DeployedApp, StatusReport)>> {
+    let Some(app) = store.get(name).await? else {
+        return Ok(None);
+    };
+    let seen = store.status(name).await?;
+    // Actual counts are read live, not from the reconciler's last pass.
+    let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
+    let report = status_report(&app, seen, &invs);
+    Ok(Some((app, report)))
+}
+
 /// The status of `app` from the reconciler's last word on it (`seen`) and
 /// live inventories.
 pub(crate) fn status_report(
@@ -317,21 +330,17 @@ pub(crate) fn status_report(
 }
 
 async fn status(
-    ctl: &lattice::client::CtlClient,
+    ctl: &CtlClient,
     store: &AppStore,
     out: OutputFormat,
     name: &str,
 ) -> anyhow::Result<ExitCode> {
-    let Some(app) = store.get(name).await? else {
+    let Some((_, report)) = current_report(ctl, store, name).await? else {
         bail!(
             "no app named {name:?} in lattice {:?}; `lattice app list` shows the deployed ones",
             ctl.lattice().as_str()
         );
     };
-    let seen = store.status(name).await?;
-    // Actual counts are read live, not from the reconciler's last pass.
-    let invs = ctl.inventories(lattice::client::DEFAULT_GATHER).await?;
-    let report = status_report(&app, seen, &invs);
     if out == OutputFormat::Json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

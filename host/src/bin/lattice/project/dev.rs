@@ -82,17 +82,7 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
         first.digest.short()
     );
 
-    let (ctl, own) = join_or_start(connect, &name).await?;
-    let host = match &own {
-        Some(_) => ctl.resolve_host(&format!("dev-{name}")).await?,
-        None => ctl
-            .ping_hosts(crate::gather_window(connect))
-            .await?
-            .into_iter()
-            .next()
-            .map(|h| h.id)
-            .context("the host that answered a moment ago is gone")?,
-    };
+    let (ctl, host, own) = join_or_start(connect, &name).await?;
     setup_links(&ctl, &host, &actor, &project).await?;
     // The project's actor id is dev's own: copies elsewhere would answer calls too.
     for inv in ctl.inventories(crate::gather_window(connect)).await? {
@@ -101,9 +91,10 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
             eprintln!("stopped {name} on host {}", inv.host.name);
         }
     }
+    // The module that runs, and the reference it was started from.
     let mut running = upload(&ctl, &actor, &first.module).await?;
-    let reference = first.module.display().to_string();
-    run_module(&ctl, &host, &actor, &running, &reference).await?;
+    let mut running_ref = first.module.display().to_string();
+    run_module(&ctl, &host, &actor, &running, &running_ref).await?;
     println!(
         "running {name} on lattice {:?}; watching {} for changes (every {:?}); Ctrl-C to stop",
         ctl.lattice().as_str(),
@@ -168,6 +159,7 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
         match run_module(&ctl, &host, &actor, &digest, &reference).await {
             Ok(()) => {
                 running = digest;
+                running_ref = reference;
                 println!(
                     "replaced {name} with {} in {} ms",
                     running.short(),
@@ -178,7 +170,7 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
                 // It built but does not start (say, its init traps): back to
                 // the module that ran.
                 eprintln!("error: {e:#}\n{name} goes back to the last good module");
-                if let Err(e) = run_module(&ctl, &host, &actor, &running, &reference).await {
+                if let Err(e) = run_module(&ctl, &host, &actor, &running, &running_ref).await {
                     break Err(e.context("could not restart the last good module"));
                 }
             }
@@ -212,18 +204,20 @@ fn log_call(name: &str, msg: &async_nats::Message) {
     }
 }
 
-/// A client of the lattice, and the host process started when no host answered.
+/// A client of the lattice, the host to run on (the first that answers), and
+/// the host process started when none answered (then the host is that one).
 async fn join_or_start(
     connect: &ConnectConfig,
     name: &str,
-) -> anyhow::Result<(CtlClient, Option<OwnHost>)> {
+) -> anyhow::Result<(CtlClient, HostId, Option<OwnHost>)> {
     if let Ok(ctl) = crate::client(connect).await
-        && !ctl
+        && let Some(first) = ctl
             .ping_hosts(crate::gather_window(connect))
             .await?
-            .is_empty()
+            .into_iter()
+            .next()
     {
-        return Ok((ctl, None));
+        return Ok((ctl, first.id, None));
     }
     let exe = std::env::current_exe().context("could not find the lattice binary")?;
     let mut cmd = std::process::Command::new(exe);
@@ -248,11 +242,17 @@ async fn join_or_start(
     let child = cmd.spawn().context("could not start `lattice up`")?;
     let own = OwnHost(child);
     let deadline = Instant::now() + HOST_START;
+    // Connected once NATS is up (the host may be starting it), then asked
+    // until the host has joined.
+    let mut client = None;
     loop {
-        if let Ok(ctl) = crate::client(connect).await
-            && ctl.resolve_host(&format!("dev-{name}")).await.is_ok()
+        if client.is_none() {
+            client = crate::client(connect).await.ok();
+        }
+        if let Some(ctl) = &client
+            && let Ok(host) = ctl.resolve_host(&format!("dev-{name}")).await
         {
-            return Ok((ctl, Some(own)));
+            return Ok((ctl.clone(), host, Some(own)));
         }
         if Instant::now() > deadline {
             bail!(
