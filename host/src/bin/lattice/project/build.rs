@@ -285,3 +285,24 @@ fn c(dir: &Path, name: &str, out: &Path) -> anyhow::Result<()> {
     )
     .map(drop)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags are written three times (here, `actors/c/lattice.mk`, the
+    /// test harness): keep this copy equal to the Makefile's, which the
+    /// harness checks too.
+    #[test]
+    fn c_flags_match_lattice_mk() {
+        let mk = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../actors/c/lattice.mk"
+        ));
+        let line = mk
+            .lines()
+            .find_map(|l| l.strip_prefix("C_ACTOR_FLAGS :="))
+            .expect("lattice.mk sets C_ACTOR_FLAGS");
+        assert_eq!(line.split_whitespace().collect::<Vec<_>>(), C_FLAGS);
+    }
+}
