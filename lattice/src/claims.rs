@@ -13,6 +13,9 @@
 //!   policy ([`token::IssuerPolicy`]) runs only modules signed by an allowed
 //!   issuer whose bytes did not change after signing.
 //!
+//! A WASI 0.2 component carries its claims the same way: a top-level custom
+//! section (components frame their sections like modules do).
+//!
 //! An actor without claims may call no contract and no other actor.
 
 pub mod token;
@@ -133,10 +136,13 @@ fn sections(wasm: &[u8]) -> Result<Vec<Section<'_>>, Error> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
         return Err(not_wasm("missing the \\0asm magic bytes"));
     }
-    if wasm[4..8] != [1, 0, 0, 0] {
-        return Err(not_wasm(
-            "not a core module (version 1); components are not actors",
-        ));
+    // A core module (version 1) or a component (version 0xd, layer 1): both
+    // frame their top-level sections the same way, custom sections included.
+    if wasm[4..8] != [1, 0, 0, 0] && wasm[4..8] != [0x0d, 0, 1, 0] {
+        return Err(not_wasm(format!(
+            "unknown binary version {:02x?}: neither a core module nor a WASI 0.2 component",
+            &wasm[4..8]
+        )));
     }
     let mut pos = 8;
     let mut out = Vec::new();
@@ -213,7 +219,7 @@ fn section_data(wasm: &[u8]) -> Result<Option<&[u8]>, Error> {
 /// must be a token.
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core wasm module or the section is
+/// [`Error::Codec`] when the bytes are neither a module nor a component, or the section is
 /// neither valid JSON claims nor a well-formed token.
 pub fn read_embedded(wasm: &[u8]) -> Result<Option<Embedded>, Error> {
     let Some(data) = section_data(wasm)? else {
@@ -239,7 +245,7 @@ pub fn read_embedded(wasm: &[u8]) -> Result<Option<Embedded>, Error> {
 /// signature; `Ok(None)` when it has none.
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core wasm module or the claims
+/// [`Error::Codec`] when the bytes are neither a module nor a component, or the claims
 /// section does not decode.
 pub fn read(wasm: &[u8]) -> Result<Option<Claims>, Error> {
     Ok(read_embedded(wasm)?.map(Embedded::into_claims))
@@ -249,7 +255,7 @@ pub fn read(wasm: &[u8]) -> Result<Option<Claims>, Error> {
 /// place, byte for byte.
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core module.
+/// [`Error::Codec`] when the bytes are neither a core module nor a component.
 pub fn strip(wasm: &[u8]) -> Result<Vec<u8>, Error> {
     let secs = sections(wasm)?;
     let mut out = Vec::with_capacity(wasm.len());
@@ -267,7 +273,7 @@ pub fn strip(wasm: &[u8]) -> Result<Vec<u8>, Error> {
 /// claims token is signed for, unchanged by re-signing or replacing claims.
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core module.
+/// [`Error::Codec`] when the bytes are neither a core module nor a component.
 pub fn module_hash(wasm: &[u8]) -> Result<String, Error> {
     use sha2::Digest as _;
     Ok(hex::encode(sha2::Sha256::digest(strip(wasm)?)))
@@ -290,7 +296,7 @@ fn with_section(wasm: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> {
 /// claims section, signed or not, is removed; the new one is appended).
 ///
 /// # Errors
-/// [`Error::Codec`] when the bytes are not a core module; [`Error::InvalidId`] when
+/// [`Error::Codec`] when the bytes are neither a core module nor a component; [`Error::InvalidId`] when
 /// the claims are invalid.
 pub fn embed(wasm: &[u8], claims: &Claims) -> Result<Vec<u8>, Error> {
     claims.validate()?;
@@ -329,6 +335,23 @@ mod tests {
         let again = embed(&with, &c2).unwrap();
         assert_eq!(read(&again).unwrap(), Some(c2));
         assert_eq!(again.len(), with.len() - "lattice:keyvalue".len() - 2);
+    }
+
+    #[test]
+    fn components_carry_claims_like_modules() {
+        // The empty component: magic, version 0x0d, layer 1.
+        let component = b"\0asm\x0d\0\x01\0";
+        let claims = Claims {
+            name: "web".into(),
+            contracts: vec!["lattice:keyvalue".into()],
+            ..Claims::default()
+        };
+        let with = embed(component, &claims).unwrap();
+        assert!(with.starts_with(component));
+        assert_eq!(read(&with).unwrap(), Some(claims));
+        assert_eq!(strip(&with).unwrap(), component.to_vec());
+        let err = read(b"\0asm\x02\0\0\0").unwrap_err().to_string();
+        assert!(err.contains("unknown binary version"), "{err}");
     }
 
     #[test]

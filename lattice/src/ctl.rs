@@ -67,6 +67,26 @@ pub struct HostInfo {
     pub replicas: u64,
 }
 
+/// What an actor's code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A core WebAssembly module speaking waPC (`__guest_call`).
+    #[default]
+    Module,
+    /// A WASI 0.2 component (`wasi:http/incoming-handler`).
+    Component,
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ActorKind::Module => "module",
+            ActorKind::Component => "component",
+        })
+    }
+}
+
 /// State of an actor on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +115,9 @@ pub struct ActorDescription {
     pub digest: Digest,
     /// The reference it was started from (file name, tag or digest).
     pub reference: String,
+    /// A waPC module or a component; `module` from hosts older than this field.
+    #[serde(default)]
+    pub kind: ActorKind,
     /// Replicas on this host: how many calls it may serve at once here.
     pub replicas: u32,
     /// Warm instances kept ready right now.

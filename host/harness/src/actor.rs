@@ -131,14 +131,26 @@ fn build_uncached(package: &str) -> Result<PathBuf> {
 
 /// Makes sure the `wasm32-wasip1` standard library is installed (once per process).
 fn ensure_wasm_target() -> Result<()> {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    READY
-        .get_or_init(|| install_wasm_target().map_err(|e| format!("{e:#}")))
+    ensure_rust_target(WASM_TARGET)
+}
+
+/// Makes sure the standard library of Rust target `target` is installed,
+/// with `rustup target add` when rustup manages the toolchain (once per
+/// process and target).
+pub fn ensure_rust_target(target: &str) -> Result<()> {
+    static READY: OnceLock<Mutex<HashMap<String, Result<(), String>>>> = OnceLock::new();
+    let mut ready = READY
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    ready
+        .entry(target.to_owned())
+        .or_insert_with(|| install_rust_target(target).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }
 
-fn install_wasm_target() -> Result<()> {
+fn install_rust_target(target: &str) -> Result<()> {
     let installed = match Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -150,17 +162,17 @@ fn install_wasm_target() -> Result<()> {
     };
     if String::from_utf8_lossy(&installed)
         .lines()
-        .any(|l| l.trim() == WASM_TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
     let out = Command::new("rustup")
-        .args(["target", "add", WASM_TARGET])
+        .args(["target", "add", target])
         .output()
-        .with_context(|| format!("running `rustup target add {WASM_TARGET}`"))?;
+        .with_context(|| format!("running `rustup target add {target}`"))?;
     if !out.status.success() {
         bail!(
-            "`rustup target add {WASM_TARGET}` failed ({}):\n{}",
+            "`rustup target add {target}` failed ({}):\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );

@@ -44,15 +44,19 @@
 mod actor;
 mod c;
 mod cluster;
+mod component;
 mod go;
 mod host;
 mod module;
 mod nats;
 mod util;
 
-pub use actor::{WASM_PROFILE, WASM_TARGET, actor_target_dir, build_actor, workspace_root};
+pub use actor::{
+    WASM_PROFILE, WASM_TARGET, actor_target_dir, build_actor, ensure_rust_target, workspace_root,
+};
 pub use c::{C_FLAGS, C_TOOLCHAIN_PACKAGES, build_c_actor, c_sdk_dir, c_target_dir};
 pub use cluster::{CLUSTER_NAME, CLUSTER_READY_TIMEOUT, NatsCluster};
+pub use component::{COMPONENT_TARGET, build_component, component_target_dir};
 pub use go::{
     GO_ENV, GO_INSTALL_HINT, GoBuild, GoCompiler, TINYGO_ENV, build_go_actor, build_go_actor_with,
     go_binary, go_cache_dir, go_command, go_sdk_dir, go_target_dir, set_go_env, tinygo_binary,

@@ -52,6 +52,7 @@ impl RunningActor {
             id: self.actor.id().clone(),
             digest: self.actor.digest().clone(),
             reference: self.reference.clone(),
+            kind: self.actor.kind(),
             replicas: self.actor.replicas(),
             warm_instances: self.actor.warm_instances(),
             calls,
@@ -306,7 +307,7 @@ impl HostInner {
         cmd: &StartActor,
     ) -> Result<
         (
-            wasmtime::Module,
+            crate::runtime::Code,
             Option<Arc<lattice::claims::Claims>>,
             LoadedFrom,
         ),

@@ -22,12 +22,14 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
     time::Instant,
 };
-use wasmtime::{InstancePre, Module, Store, Trap, TypedFunc, UpdateDeadline};
+use wasmtime::{InstancePre, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::{
-    Runtime,
+    Code, Runtime,
     abi::{CallState, HostCalls, MemoryLimiter, StoreData},
+    component::{self, ComponentData, HttpCallError},
     engine::ticks_until,
     stdio::{LogStream, StderrTail, Stdio},
 };
@@ -41,7 +43,7 @@ const YIELD_TICKS: u64 = 2;
 /// `_initialize`) shares the host's threads with other work, and the task
 /// serving it can still send progress to its caller. Past the deadline the
 /// guest traps with [`Trap::Interrupt`].
-fn yield_until(store: &mut Store<StoreData>, deadline: Instant) {
+fn yield_until<T>(store: &mut Store<T>, deadline: Instant) {
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {
             UpdateDeadline::Interrupt
@@ -143,9 +145,21 @@ impl Admission {
     }
 }
 
-struct WarmInstance {
-    store: Store<StoreData>,
-    guest_call: TypedFunc<(i32, i32), i32>,
+enum WarmInstance {
+    Module {
+        store: Store<StoreData>,
+        guest_call: TypedFunc<(i32, i32), i32>,
+    },
+    Component {
+        store: Store<ComponentData>,
+        proxy: Proxy,
+    },
+}
+
+/// An actor's code, linked against the host's imports.
+enum Prepared {
+    Module(InstancePre<StoreData>),
+    Component(ProxyPre<ComponentData>),
 }
 
 /// A running actor on this host.
@@ -154,7 +168,7 @@ pub struct Actor {
     label: Arc<str>,
     digest: Digest,
     runtime: Runtime,
-    pre: InstancePre<StoreData>,
+    pre: Prepared,
     router: Arc<dyn HostCalls>,
     warm: Mutex<Vec<WarmInstance>>,
     permits: Arc<Semaphore>,
@@ -196,28 +210,37 @@ fn now_ms() -> u64 {
 }
 
 impl Actor {
-    /// Links a validated module and creates one instance eagerly, so a module whose
-    /// init traps is refused at start rather than at its first call.
+    /// Links a validated module or component and creates one instance
+    /// eagerly, so code whose init traps is refused at start rather than at
+    /// its first call.
     ///
     /// # Errors
-    /// [`RuntimeError::Instantiate`] when linking or the guest's init fails.
+    /// [`RuntimeError::Instantiate`] when linking (a component importing what
+    /// the host does not provide, named) or the guest's init fails.
     pub async fn start(
         runtime: &Runtime,
         id: ActorId,
         digest: Digest,
-        module: &Module,
+        code: &Code,
         replicas: u32,
         config: std::collections::BTreeMap<String, String>,
         router: Arc<dyn HostCalls>,
     ) -> Result<Arc<Self>, RuntimeError> {
-        let pre =
-            runtime
-                .linker()
-                .instantiate_pre(module)
-                .map_err(|e| RuntimeError::Instantiate {
-                    actor: id.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
+        let refused = |reason: String| RuntimeError::Instantiate {
+            actor: id.to_string(),
+            reason,
+        };
+        let pre = match code {
+            Code::Module(module) => Prepared::Module(
+                runtime
+                    .linker()
+                    .instantiate_pre(module)
+                    .map_err(|e| refused(format!("{e:#}")))?,
+            ),
+            Code::Component(c) => Prepared::Component(
+                component::prepare(runtime.component_linker(), c).map_err(refused)?,
+            ),
+        };
         let metrics = runtime.metrics().map(|m| m.actor_call(id.as_str()));
         let actor = Arc::new(Actor {
             label: Arc::from(id.as_str()),
@@ -262,6 +285,14 @@ impl Actor {
     /// The module digest.
     pub fn digest(&self) -> &Digest {
         &self.digest
+    }
+
+    /// A waPC module or a component.
+    pub fn kind(&self) -> lattice::ctl::ActorKind {
+        match self.pre {
+            Prepared::Module(_) => lattice::ctl::ActorKind::Module,
+            Prepared::Component(_) => lattice::ctl::ActorKind::Component,
+        }
     }
 
     /// Replicas on this host.
@@ -520,69 +551,104 @@ impl Actor {
         };
         self.last_used.store(now_ms(), Ordering::Relaxed);
         let warm = self.lock_warm().pop();
-        let mut inst = match warm {
+        let inst = match warm {
             Some(i) => i,
             None => self.instantiate().await?,
         };
-        let (op_len, msg_len) = (operation.len() as i32, payload.len() as i32);
-        inst.store.data_mut().stderr.clear();
-        inst.store.data_mut().call = Some(CallState::new(
-            operation.to_string(),
-            payload,
-            trace,
-            deadline,
-        ));
-        yield_until(&mut inst.store, deadline);
         // The epoch trap is the real deadline; the timer is a backstop for a guest
         // stuck in a host call, and a little later so the trap wins when both fire.
         let backstop = deadline + Duration::from_millis(250);
-        let outcome = tokio::time::timeout_at(
-            backstop,
-            inst.guest_call
-                .call_async(&mut inst.store, (op_len, msg_len)),
-        )
-        .await;
-        match outcome {
-            Err(_) => Err(deadline_err("")),
-            Ok(Err(err)) => {
-                if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-                    return Err(deadline_err(""));
-                }
-                let mut message = format!("{}", err.root_cause());
-                if let Some(tail) = inst.store.data().stderr.get() {
-                    message.push_str(&format!(" (actor stderr: {tail})"));
-                }
-                tracing::warn!(actor = %self.id, operation, error = %message, "instance trapped; discarded");
-                Err(InvokeError::Trap {
-                    actor: self.id.to_string(),
-                    operation: operation.to_string(),
-                    message,
-                })
+        let trapped = |err: wasmtime::Error, stderr: &StderrTail| {
+            if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                return deadline_err("");
             }
-            Ok(Ok(code)) => {
-                let call = inst.store.data_mut().call.take();
+            let mut message = format!("{}", err.root_cause());
+            if let Some(tail) = stderr.get() {
+                message.push_str(&format!(" (actor stderr: {tail})"));
+            }
+            tracing::warn!(actor = %self.id, operation, error = %message, "instance trapped; discarded");
+            InvokeError::Trap {
+                actor: self.id.to_string(),
+                operation: operation.to_string(),
+                message,
+            }
+        };
+        let guest_err = |message: String| InvokeError::Guest {
+            actor: self.id.to_string(),
+            operation: operation.to_string(),
+            message,
+        };
+        let (result, inst) = match inst {
+            WarmInstance::Module {
+                mut store,
+                guest_call,
+            } => {
+                let (op_len, msg_len) = (operation.len() as i32, payload.len() as i32);
+                store.data_mut().stderr.clear();
+                store.data_mut().call = Some(CallState::new(
+                    operation.to_string(),
+                    payload,
+                    trace,
+                    deadline,
+                ));
+                yield_until(&mut store, deadline);
+                let outcome = tokio::time::timeout_at(
+                    backstop,
+                    guest_call.call_async(&mut store, (op_len, msg_len)),
+                )
+                .await;
+                let code = match outcome {
+                    Err(_) => return Err(deadline_err("")),
+                    Ok(Err(err)) => return Err(trapped(err, &store.data().stderr)),
+                    Ok(Ok(code)) => code,
+                };
+                let call = store.data_mut().call.take();
                 let result = match (code, call) {
                     (1, Some(call)) => Ok(call.response.unwrap_or_default()),
-                    (0, Some(call)) => Err(InvokeError::Guest {
-                        actor: self.id.to_string(),
-                        operation: operation.to_string(),
-                        message: call.guest_error.unwrap_or_else(|| {
-                            "the actor reported an error without a message".into()
-                        }),
-                    }),
-                    (other, _) => Err(InvokeError::Guest {
-                        actor: self.id.to_string(),
-                        operation: operation.to_string(),
-                        message: format!(
-                            "__guest_call returned {other}; the waPC ABI allows only 1 (ok) or 0 (error)"
-                        ),
-                    }),
+                    (0, Some(call)) => Err(guest_err(call.guest_error.unwrap_or_else(|| {
+                        "the actor reported an error without a message".into()
+                    }))),
+                    (other, _) => Err(guest_err(format!(
+                        "__guest_call returned {other}; the waPC ABI allows only 1 (ok) or 0 (error)"
+                    ))),
                 };
-                self.last_used.store(now_ms(), Ordering::Relaxed);
-                self.lock_warm().push(inst);
-                result
+                (result, WarmInstance::Module { store, guest_call })
             }
-        }
+            WarmInstance::Component { mut store, proxy } => {
+                if operation != lattice::contracts::httpserver::HANDLE_REQUEST {
+                    self.lock_warm()
+                        .push(WarmInstance::Component { store, proxy });
+                    return Err(guest_err(format!(
+                        "a wasi:http component answers only {} (through the lattice:httpserver provider)",
+                        lattice::contracts::httpserver::HANDLE_REQUEST
+                    )));
+                }
+                store.data_mut().stderr.clear();
+                yield_until(&mut store, deadline);
+                let outcome = tokio::time::timeout_at(
+                    backstop,
+                    component::handle_http(&mut store, &proxy, &payload),
+                )
+                .await;
+                // Anything but a whole response leaves the instance in an
+                // unknown state (a body half read, a handler still running):
+                // it is not reused.
+                match outcome {
+                    Err(_) => return Err(deadline_err("")),
+                    Ok(Err(HttpCallError::Trap(err))) => {
+                        return Err(trapped(err, &store.data().stderr));
+                    }
+                    Ok(Err(HttpCallError::BadRequest(m))) => {
+                        return Err(guest_err(format!("bad request: {m}")));
+                    }
+                    Ok(Err(HttpCallError::BadResponse(m))) => return Err(guest_err(m)),
+                    Ok(Ok(reply)) => (Ok(reply), WarmInstance::Component { store, proxy }),
+                }
+            }
+        };
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+        self.lock_warm().push(inst);
+        result
     }
 
     /// Creates a fresh instance from the `InstancePre` (running the guest's init
@@ -610,11 +676,40 @@ impl Actor {
                     Stdio::Stderr,
                     Some(stderr.clone()),
                 ))
-                .arg(self.id.as_str());
+                .arg(self.id.as_str())
+                // No sockets: a contract grants network access, not WASI.
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false);
             for (k, v) in cfg.actor_env.iter().chain(self.config.iter()) {
                 wasi.env(k, v);
             }
-            wasi.build_p1()
+            wasi
+        };
+        let limiter = || MemoryLimiter {
+            max_bytes: cfg.max_memory_bytes(),
+            max_table_elements: super::validate::MAX_TABLE_ELEMENTS,
+        };
+        let pre = match &self.pre {
+            Prepared::Module(pre) => pre,
+            Prepared::Component(pre) => {
+                let mut evicted = 0u32;
+                return loop {
+                    let data = ComponentData::new(
+                        self.label.clone(),
+                        wasi_ctx().build(),
+                        limiter(),
+                        stderr.clone(),
+                    );
+                    let mut store = Store::new(self.runtime.engine(), data);
+                    store.limiter(|d| &mut d.limiter);
+                    yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
+                    match pre.instantiate_async(&mut store).await {
+                        Ok(proxy) => break Ok(WarmInstance::Component { store, proxy }),
+                        Err(e) => self.make_room(e, &mut evicted).map_err(fail)?,
+                    }
+                };
+            }
         };
         // The pooling allocator has a fixed number of slots: when they are all
         // taken, an idle instance of the least recently used actor is given
@@ -623,11 +718,8 @@ impl Actor {
         let mut evicted = 0u32;
         let (mut store, instance) = loop {
             let data = StoreData {
-                wasi: wasi_ctx(),
-                limiter: MemoryLimiter {
-                    max_bytes: cfg.max_memory_bytes(),
-                    max_table_elements: super::validate::MAX_TABLE_ELEMENTS,
-                },
+                wasi: wasi_ctx().build_p1(),
+                limiter: limiter(),
                 actor: self.label.clone(),
                 router: self.router.clone(),
                 stderr: stderr.clone(),
@@ -636,22 +728,9 @@ impl Actor {
             let mut store = Store::new(self.runtime.engine(), data);
             store.limiter(|d| &mut d.limiter);
             yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
-            match self.pre.instantiate_async(&mut store).await {
+            match pre.instantiate_async(&mut store).await {
                 Ok(instance) => break (store, instance),
-                Err(e)
-                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                        .is_some()
-                        && evicted < MAX_EVICTIONS_PER_INSTANCE =>
-                {
-                    if !self.runtime.give_back_idle_instance(self) {
-                        return Err(fail(format!(
-                            "{e:#}: every instance slot of this host is in use by a call in flight \
-                             (raise max_instances); retry later"
-                        )));
-                    }
-                    evicted += 1;
-                }
-                Err(e) => return Err(fail(format!("{e:#}"))),
+                Err(e) => self.make_room(e, &mut evicted).map_err(fail)?,
             }
         };
         // Reactors (Go c-shared, C, Rust cdylib) initialise their runtime in
@@ -678,7 +757,27 @@ impl Actor {
         let guest_call = instance
             .get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")
             .map_err(|e| fail(format!("{e:#}")))?;
-        Ok(WarmInstance { store, guest_call })
+        Ok(WarmInstance::Module { store, guest_call })
+    }
+
+    /// After a failed instantiation: when the pooling allocator was full,
+    /// gives back an idle instance of another actor so the caller can try
+    /// again (`Ok`); otherwise the reason to fail with.
+    fn make_room(&self, e: wasmtime::Error, evicted: &mut u32) -> Result<(), String> {
+        let full = e
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some();
+        if !full || *evicted >= MAX_EVICTIONS_PER_INSTANCE {
+            return Err(format!("{e:#}"));
+        }
+        if !self.runtime.give_back_idle_instance(self) {
+            return Err(format!(
+                "{e:#}: every instance slot of this host is in use by a call in flight \
+                 (raise max_instances); retry later"
+            ));
+        }
+        *evicted += 1;
+        Ok(())
     }
 
     /// When this actor last used an instance (see [`Actor::give_back_instance`]).

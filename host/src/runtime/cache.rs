@@ -11,7 +11,9 @@ use std::{
 };
 
 use lattice::digest::Digest;
-use wasmtime::{Engine, Module};
+use wasmtime::{Engine, Module, component::Component};
+
+use super::Code;
 
 /// On-disk cache of compiled modules for one engine configuration.
 #[derive(Clone, Debug)]
@@ -38,8 +40,9 @@ impl ModuleCache {
             .map(|d| d.join(format!("{}.cwasm", digest.hex())))
     }
 
-    /// Loads a cached compilation of `digest`, if there is a usable one.
-    pub fn load(&self, engine: &Engine, digest: &Digest) -> Option<Module> {
+    /// Loads a cached compilation of `digest` (a component when `component`),
+    /// if there is a usable one.
+    pub fn load(&self, engine: &Engine, digest: &Digest, component: bool) -> Option<Code> {
         let path = self.path(digest)?;
         if !path.exists() {
             return None;
@@ -49,7 +52,12 @@ impl ModuleCache {
         // compatibility hash), and wasmtime checks the header again. A file
         // tampered with by someone who can write our cache dir could run code as
         // us — the same trust as our own binary.
-        match unsafe { Module::deserialize_file(engine, &path) } {
+        let loaded = if component {
+            unsafe { Component::deserialize_file(engine, &path) }.map(Code::Component)
+        } else {
+            unsafe { Module::deserialize_file(engine, &path) }.map(Code::Module)
+        };
+        match loaded {
             Ok(m) => {
                 // Recently used: pruning removes others first.
                 if let Ok(f) = std::fs::File::options().append(true).open(&path) {
@@ -67,12 +75,16 @@ impl ModuleCache {
 
     /// Writes a compiled module to the cache (atomically: temp file + rename).
     /// Failures are logged, never fatal: the cache is an optimisation.
-    pub fn store(&self, digest: &Digest, module: &Module) {
+    pub fn store(&self, digest: &Digest, code: &Code) {
         let Some(path) = self.path(digest) else {
             return;
         };
         let result = (|| -> anyhow::Result<()> {
-            let bytes = module.serialize().map_err(anyhow::Error::from)?;
+            let bytes = match code {
+                Code::Module(m) => m.serialize(),
+                Code::Component(c) => c.serialize(),
+            }
+            .map_err(anyhow::Error::from)?;
             let dir = path.parent().expect("cache path has a parent");
             std::fs::create_dir_all(dir)?;
             let tmp = dir.join(format!(".{}.{}.tmp", digest.hex(), std::process::id()));
@@ -137,8 +149,8 @@ mod tests {
         // Room for two modules (and a little slack), not three.
         let cache = ModuleCache::new(Some(root.path()), &engine, one * 2 + one / 2);
         let d = |n: u8| Digest::of(&[n]);
-        cache.store(&d(1), &module(&engine, 1));
-        cache.store(&d(2), &module(&engine, 2));
+        cache.store(&d(1), &Code::Module(module(&engine, 1)));
+        cache.store(&d(2), &Code::Module(module(&engine, 2)));
         // Make 1 the most recently used, with a clearly later timestamp.
         let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
         let p1 = cache.path(&d(1)).unwrap();
@@ -148,13 +160,13 @@ mod tests {
             .unwrap()
             .set_modified(later)
             .unwrap();
-        cache.store(&d(3), &module(&engine, 3));
+        cache.store(&d(3), &Code::Module(module(&engine, 3)));
         assert!(cache.path(&d(1)).unwrap().exists(), "recently used stays");
         assert!(
             !cache.path(&d(2)).unwrap().exists(),
             "least recently used goes"
         );
         assert!(cache.path(&d(3)).unwrap().exists(), "just stored stays");
-        assert!(cache.load(&engine, &d(1)).is_some());
+        assert!(cache.load(&engine, &d(1), false).is_some());
     }
 }

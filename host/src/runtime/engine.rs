@@ -32,7 +32,11 @@ pub fn build(cfg: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
             .max_memory_size(cfg.max_memory_bytes())
             // Standard Go modules have tables of tens of thousands of functions.
             .table_elements(super::validate::MAX_TABLE_ELEMENTS)
-            .max_core_instance_size(4 << 20);
+            .max_core_instance_size(4 << 20)
+            // Components (wasi:http) count here as well as in the core
+            // slots: one per component instance, holding several core ones.
+            .total_component_instances(cfg.max_instances)
+            .max_component_instance_size(4 << 20);
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
             Ok(engine) => return Ok((engine, true)),

@@ -5,10 +5,13 @@
 //!   the compiled-module caches (memory and disk).
 //! * [`actor::Actor`] is one actor on this host: an `InstancePre`, a pool of warm
 //!   instances, and the concurrency limit of its replicas.
+//! * [`component`]: WASI 0.2 components (wasi:http) run as actors too; [`Code`]
+//!   is either kind, compiled.
 
 pub mod abi;
 pub mod actor;
 pub mod cache;
+pub mod component;
 pub mod engine;
 pub mod stdio;
 pub mod validate;
@@ -16,7 +19,7 @@ pub mod validate;
 use std::sync::{Arc, Mutex};
 
 use lattice::digest::Digest;
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, Linker, Module, component::Component};
 
 use crate::{config::RuntimeConfig, error::RuntimeError};
 use abi::StoreData;
@@ -33,6 +36,26 @@ pub enum LoadedFrom {
     Compiled,
 }
 
+/// Compiled actor code: a waPC core module or a WASI 0.2 component. Cheap to
+/// clone.
+#[derive(Clone)]
+pub enum Code {
+    /// A core module speaking waPC.
+    Module(Module),
+    /// A component exporting `wasi:http/incoming-handler`.
+    Component(Component),
+}
+
+impl Code {
+    /// What the inventory calls this kind of code.
+    pub fn kind(&self) -> lattice::ctl::ActorKind {
+        match self {
+            Code::Module(_) => lattice::ctl::ActorKind::Module,
+            Code::Component(_) => lattice::ctl::ActorKind::Component,
+        }
+    }
+}
+
 /// The host's wasmtime engine and module caches. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -42,10 +65,11 @@ pub struct Runtime {
 struct Inner {
     engine: Engine,
     linker: Linker<StoreData>,
+    components: wasmtime::component::Linker<component::ComponentData>,
     config: RuntimeConfig,
     pooling: bool,
     disk: ModuleCache,
-    modules: Mutex<lru::LruCache<Digest, Module>>,
+    modules: Mutex<lru::LruCache<Digest, Code>>,
     /// Calls in flight and queued across all actors, against `max_calls_per_host`.
     load: Arc<actor::HostLoad>,
     /// Every actor started on this runtime, to take idle instances back from
@@ -76,6 +100,8 @@ impl Runtime {
         engine::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         abi::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        let components =
+            component::linker(&engine).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         let disk = ModuleCache::new(
             config.cache_dir.as_deref(),
             &engine,
@@ -88,6 +114,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                components,
                 pooling,
                 disk,
                 modules: Mutex::new(lru::LruCache::new(in_memory)),
@@ -107,6 +134,11 @@ impl Runtime {
     /// The linker every actor is linked with.
     pub fn linker(&self) -> &Linker<StoreData> {
         &self.inner.linker
+    }
+
+    /// The linker every component actor is linked with.
+    pub fn component_linker(&self) -> &wasmtime::component::Linker<component::ComponentData> {
+        &self.inner.components
     }
 
     /// Calls in flight and queued across all actors of this runtime (the host).
@@ -138,7 +170,8 @@ impl Runtime {
         self.inner.pooling
     }
 
-    /// Compiles (or loads from cache) and validates a module.
+    /// Compiles (or loads from cache) and validates a module or a component
+    /// (told apart by the binary's header).
     ///
     /// `what` names the module in errors (e.g. `actor "hello" (hello.wasm)`).
     /// Compilation runs on a blocking thread so the host keeps serving meanwhile.
@@ -151,41 +184,51 @@ impl Runtime {
         what: &str,
         digest: &Digest,
         bytes: Arc<Vec<u8>>,
-    ) -> Result<(Module, LoadedFrom), RuntimeError> {
+    ) -> Result<(Code, LoadedFrom), RuntimeError> {
         if let Some(m) = self.lock_modules().get(digest) {
             return Ok((m.clone(), LoadedFrom::Memory));
         }
         validate::check_magic(what, &bytes)?;
-        validate::check_go_reactor(what, &bytes)?;
-        validate::check_sizes(what, &bytes, self.inner.config.max_memory_mib)?;
+        let is_component = component::is_component(&bytes);
+        if !is_component {
+            validate::check_go_reactor(what, &bytes)?;
+            validate::check_sizes(what, &bytes, self.inner.config.max_memory_mib)?;
+        }
         let this = self.clone();
         let (what_owned, digest_owned) = (what.to_string(), digest.clone());
-        let (module, from) = tokio::task::spawn_blocking(move || {
+        let (code, from) = tokio::task::spawn_blocking(move || {
             let inner = &this.inner;
-            if let Some(m) = inner.disk.load(&inner.engine, &digest_owned) {
+            if let Some(m) = inner.disk.load(&inner.engine, &digest_owned, is_component) {
                 return Ok((m, LoadedFrom::Disk));
             }
-            let m =
-                Module::from_binary(&inner.engine, &bytes).map_err(|e| RuntimeError::Compile {
-                    what: what_owned.clone(),
-                    reason: format!("{e:#}"),
-                })?;
-            validate::check_abi(&what_owned, &m)?;
-            inner.disk.store(&digest_owned, &m);
-            Ok::<_, RuntimeError>((m, LoadedFrom::Compiled))
+            let compile_err = |e: wasmtime::Error| RuntimeError::Compile {
+                what: what_owned.clone(),
+                reason: format!("{e:#}"),
+            };
+            let code = if is_component {
+                Code::Component(Component::new(&inner.engine, &*bytes).map_err(compile_err)?)
+            } else {
+                let m = Module::from_binary(&inner.engine, &bytes).map_err(compile_err)?;
+                validate::check_abi(&what_owned, &m)?;
+                Code::Module(m)
+            };
+            inner.disk.store(&digest_owned, &code);
+            Ok::<_, RuntimeError>((code, LoadedFrom::Compiled))
         })
         .await
         .map_err(|e| RuntimeError::Compile {
             what: what.to_string(),
             reason: format!("compiler task failed: {e}"),
         })??;
-        validate::check_abi(what, &module)?;
-        self.lock_modules().put(digest.clone(), module.clone());
-        Ok((module, from))
+        if let Code::Module(m) = &code {
+            validate::check_abi(what, m)?;
+        }
+        self.lock_modules().put(digest.clone(), code.clone());
+        Ok((code, from))
     }
 
-    /// The compiled module of `digest` when it is in the in-memory cache.
-    pub fn cached(&self, digest: &Digest) -> Option<Module> {
+    /// The compiled code of `digest` when it is in the in-memory cache.
+    pub fn cached(&self, digest: &Digest) -> Option<Code> {
         self.lock_modules().get(digest).cloned()
     }
 
@@ -258,7 +301,7 @@ impl Runtime {
         actors.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
-    fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Module>> {
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, lru::LruCache<Digest, Code>> {
         self.inner.modules.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -24,7 +24,8 @@ pub const WAPC_IMPORTS: &[&str] = &[
 /// The WASI preview 1 module name.
 pub const WASI_P1: &str = "wasi_snapshot_preview1";
 
-/// Checks the magic bytes, so "not wasm" is said plainly.
+/// Checks the magic bytes and the version (a core module or a component), so
+/// "not wasm" is said plainly.
 ///
 /// # Errors
 /// [`RuntimeError::NotWasm`].
@@ -49,10 +50,15 @@ pub fn check_magic(what: &str, bytes: &[u8]) -> Result<(), RuntimeError> {
             ),
         });
     }
-    if bytes[4..8] != [1, 0, 0, 0] {
+    // A core module (version 1) or a component (version 0xd, layer 1).
+    if bytes[4..8] != [1, 0, 0, 0] && bytes[4..8] != [0x0d, 0, 1, 0] {
         return Err(RuntimeError::NotWasm {
             what: what.into(),
-            reason: "it is a WebAssembly component or a newer binary version; Lattice actors are core modules built for wasm32-wasip1".into(),
+            reason: format!(
+                "unknown binary version {:02x?}: Lattice runs core modules (version 1, \
+                 wasm32-wasip1) and WASI 0.2 components",
+                &bytes[4..8]
+            ),
         });
     }
     Ok(())
@@ -283,11 +289,12 @@ mod tests {
                 .contains("nothing")
         );
         assert!(check_magic("ok", b"\0asm\x01\0\0\0").is_ok());
+        assert!(check_magic("component", b"\0asm\x0d\0\x01\0").is_ok());
         assert!(
-            check_magic("c", b"\0asm\x0d\0\x01\0")
+            check_magic("v2", b"\0asm\x02\0\0\0")
                 .unwrap_err()
                 .to_string()
-                .contains("component")
+                .contains("unknown binary version [02, 00, 00, 00]")
         );
     }
 

@@ -14,6 +14,7 @@ mod auth;
 mod c;
 mod cli;
 mod cluster;
+mod components;
 mod contracts;
 mod decoders;
 mod faults;

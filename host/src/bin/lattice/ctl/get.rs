@@ -109,6 +109,7 @@ async fn inventory(
                 vec![
                     inv.host.name.clone(),
                     a.id.to_string(),
+                    a.kind.to_string(),
                     a.digest.short().to_string(),
                     a.replicas.to_string(),
                     a.warm_instances.to_string(),
@@ -126,6 +127,7 @@ async fn inventory(
         &[
             "host",
             "actor",
+            "kind",
             "digest",
             "replicas",
             "warm",

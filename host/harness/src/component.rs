@@ -1,0 +1,97 @@
+//! Building the standalone Rust component crates of this repository (each with
+//! its own `Cargo.lock`, outside the workspace) to `wasm32-wasip2`.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::actor::{ensure_rust_target, workspace_root};
+
+/// The target triple Rust components are built for.
+pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
+
+type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
+
+/// The cargo target directory components are built in,
+/// `<workspace>/target/components`.
+pub fn component_target_dir() -> PathBuf {
+    workspace_root().join("target").join("components")
+}
+
+/// Builds the component crate in `dir` (relative to the workspace root, e.g.
+/// `bench/wasi-http-hello`) with `cargo build --release --locked --target
+/// wasm32-wasip2` and returns the path of its `.wasm`, named after the
+/// package (`-` → `_`). Once per process and crate; installs the target with
+/// rustup first when it is missing. Cargo's output is shown only on failure.
+pub fn build_component(dir: &str) -> Result<PathBuf> {
+    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
+    let cell = {
+        let mut builds = BUILDS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(builds.entry(dir.to_owned()).or_default())
+    };
+    cell.get_or_init(|| build_uncached(dir).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_uncached(dir: &str) -> Result<PathBuf> {
+    ensure_rust_target(COMPONENT_TARGET)?;
+    let manifest = workspace_root().join(dir).join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let name = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("name = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .with_context(|| format!("no package name in {}", manifest.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let target_dir = component_target_dir();
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        COMPONENT_TARGET,
+    ])
+    .arg("--manifest-path")
+    .arg(&manifest)
+    .env("CARGO_TARGET_DIR", &target_dir);
+    for var in [
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd
+        .output()
+        .with_context(|| format!("running `cargo build` for {}", manifest.display()))?;
+    if !output.status.success() {
+        bail!(
+            "building component {dir} for {COMPONENT_TARGET} failed ({}); cargo said:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let wasm = target_dir
+        .join(COMPONENT_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    if !wasm.is_file() {
+        bail!("cargo built {dir} but {} does not exist", wasm.display());
+    }
+    Ok(wasm)
+}

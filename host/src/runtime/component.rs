@@ -1,0 +1,280 @@
+//! WASI 0.2 components as actors: the store they run in, the imports the host
+//! gives them, and how a `lattice:httpserver` call becomes a
+//! `wasi:http/incoming-handler` call.
+//!
+//! A component gets what `wasmtime serve -Scli` gives (the `wasi:cli`,
+//! `wasi:io`, `wasi:clocks`, `wasi:random` interfaces and `wasi:http/types`),
+//! with no preopened directories and no sockets. Outgoing HTTP
+//! (`wasi:http/outgoing-handler`) links, so a component that imports it
+//! starts, but every request is refused with `HTTP-request-denied` and the URL
+//! is logged. A component importing anything else is refused at start with the
+//! missing interface named.
+//!
+//! The HTTP provider hands the host a whole request ([`HttpRequest`]) and
+//! takes back a whole response ([`HttpResponse`]): a body is buffered up to
+//! [`MAX_RESPONSE_BODY`] on its way out of the component.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use lattice::contracts::httpserver::{HttpRequest, HttpResponse};
+use wasmtime::{
+    Engine, Store,
+    component::{Component, Linker, ResourceTable},
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
+    p2::bindings::{Proxy, ProxyPre, http::types::Scheme},
+};
+
+use super::{abi::MemoryLimiter, stdio::StderrTail};
+
+/// Largest response body a component may send back through the HTTP
+/// provider, in bytes; a longer one fails the call (502 at the provider).
+pub const MAX_RESPONSE_BODY: usize = 8 << 20;
+
+/// What a component's store holds: WASI, wasi:http and its resources.
+pub struct ComponentData {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) hooks: Hooks,
+    pub(crate) limiter: MemoryLimiter,
+    /// The end of what the guest wrote to stderr, for trap messages.
+    pub(crate) stderr: StderrTail,
+}
+
+impl ComponentData {
+    /// The store data of one instance of `actor`.
+    pub fn new(actor: Arc<str>, wasi: WasiCtx, limiter: MemoryLimiter, stderr: StderrTail) -> Self {
+        ComponentData {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks { actor },
+            limiter,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for ComponentData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ComponentData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// wasi:http behaviour of one instance: outgoing requests are refused.
+pub struct Hooks {
+    actor: Arc<str>,
+}
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        // The guest sees only the error code; the log says what was refused.
+        tracing::warn!(
+            actor = %self.actor,
+            url = %request.uri(),
+            "outgoing HTTP request refused: components may not make outgoing requests on this host"
+        );
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The linker every component is linked with: WASI 0.2 (`-Scli`) and wasi:http.
+///
+/// # Errors
+/// When wasmtime refuses a definition (a bug, not an input error).
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentData>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    Ok(linker)
+}
+
+/// Whether `bytes` is a component rather than a core module (by its header:
+/// `\0asm` then the component version and layer).
+pub fn is_component(bytes: &[u8]) -> bool {
+    wasmparser::Parser::is_component(bytes)
+}
+
+/// Links `component` against the host's imports and finds its
+/// `wasi:http/incoming-handler` export.
+///
+/// # Errors
+/// A message naming the import the host does not provide, or saying the
+/// export is missing.
+pub fn prepare(
+    linker: &Linker<ComponentData>,
+    component: &Component,
+) -> Result<ProxyPre<ComponentData>, String> {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
+        format!("the component imports something this host does not provide: {e:#}")
+    })?;
+    ProxyPre::new(pre).map_err(|e| {
+        format!(
+            "the component does not export wasi:http/incoming-handler@0.2 \
+             (the only component world Lattice serves): {e:#}"
+        )
+    })
+}
+
+/// Why a request to a component failed.
+#[derive(Debug)]
+pub enum HttpCallError {
+    /// The request could not be decoded or turned into a wasi:http request.
+    BadRequest(String),
+    /// The guest trapped (the instance must be thrown away).
+    Trap(wasmtime::Error),
+    /// The guest answered something the provider cannot pass on.
+    BadResponse(String),
+}
+
+/// Calls `handle` on `proxy` with `request` (msgpack [`HttpRequest`]) and
+/// returns the msgpack [`HttpResponse`]. The caller bounds the time.
+pub async fn handle_http(
+    store: &mut Store<ComponentData>,
+    proxy: &Proxy,
+    request: &[u8],
+) -> Result<Vec<u8>, HttpCallError> {
+    let request: HttpRequest = rmp_serde::from_slice(request)
+        .map_err(|e| HttpCallError::BadRequest(format!("not an HttpRequest: {e}")))?;
+    let hyper_request = to_hyper(request).map_err(HttpCallError::BadRequest)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let data = store.data_mut();
+    let req = data
+        .http()
+        .new_incoming_request(Scheme::Http, hyper_request)
+        .map_err(|e| HttpCallError::BadRequest(format!("{e:#}")))?;
+    let out = data
+        .http()
+        .new_response_outparam(tx)
+        .map_err(|e| HttpCallError::BadRequest(format!("{e:#}")))?;
+    // The guest writes the body after handing over the response, through a
+    // bounded channel: read it while `handle` runs.
+    let collect = async move {
+        let response = match rx.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => {
+                return Err(HttpCallError::BadResponse(format!(
+                    "the component answered with an error: {code:?}"
+                )));
+            }
+            Err(_) => {
+                return Err(HttpCallError::BadResponse(
+                    "the component returned without setting a response".into(),
+                ));
+            }
+        };
+        from_hyper(response).await
+    };
+    let call = proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, req, out);
+    tokio::pin!(call, collect);
+    let mut response = None;
+    // A trap ends the call at once: the body's sender lives in the store, so
+    // a body the guest left open would otherwise never end.
+    loop {
+        tokio::select! {
+            called = &mut call => {
+                called.map_err(HttpCallError::Trap)?;
+                break;
+            }
+            collected = &mut collect, if response.is_none() => response = Some(collected),
+        }
+    }
+    match response {
+        Some(response) => response,
+        None => collect.await,
+    }
+}
+
+fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let mut uri = request.path.clone();
+    if !request.query.is_empty() {
+        uri.push('?');
+        uri.push_str(&request.query);
+    }
+    let mut builder = hyper::Request::builder()
+        .method(request.method.as_str())
+        .uri(&uri);
+    let mut has_host = false;
+    for (name, values) in &request.headers {
+        has_host |= name == "host";
+        for value in values {
+            builder = builder.header(name, value);
+        }
+    }
+    if !has_host {
+        // wasi:http requires an authority.
+        builder = builder.header("host", "localhost");
+    }
+    builder
+        .body(Full::new(Bytes::from(request.body)))
+        .map_err(|e| format!("invalid request ({} {uri}): {e}", request.method))
+}
+
+async fn from_hyper(
+    response: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+) -> Result<Vec<u8>, HttpCallError> {
+    let (parts, body) = response.into_parts();
+    let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in &parts.headers {
+        let value = value.to_str().map_err(|_| {
+            HttpCallError::BadResponse(format!(
+                "response header {name} is not visible ASCII: {:?}",
+                value.as_bytes()
+            ))
+        })?;
+        headers
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(value.to_string());
+    }
+    let body = Limited::new(body, MAX_RESPONSE_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            HttpCallError::BadResponse(if e.is::<http_body_util::LengthLimitError>() {
+                format!("the response body exceeds {MAX_RESPONSE_BODY} bytes")
+            } else {
+                format!("the response body failed: {e}")
+            })
+        })?
+        .to_bytes();
+    let response = HttpResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec(),
+    };
+    rmp_serde::to_vec_named(&response)
+        .map_err(|e| HttpCallError::BadResponse(format!("could not encode the response: {e}")))
+}

@@ -1,0 +1,232 @@
+//! WASI 0.2 components as actors: the `wasmtime serve` hello component served
+//! through the HTTP provider in-process and across hosts, shown as components
+//! in the inventory, and bad components refused or survived.
+
+use anyhow::{Context, Result, ensure};
+use lattice::ctl::ActorKind;
+use lattice_harness::{build_component, free_port};
+
+use crate::common::*;
+
+/// The component `scripts/bench-http.sh` runs under `wasmtime serve`.
+const HELLO: &str = "bench/wasi-http-hello";
+/// A component that misbehaves on request.
+const FAULTS: &str = "host/tests/components/http-faults";
+
+/// Starts the component at `wasm` as `actor` on `host`, the HTTP provider on
+/// `web` (unless it runs there already), links them on a free port; returns
+/// the base URL.
+async fn serve(
+    t: &TestLattice,
+    wasm: &std::path::Path,
+    actor: &str,
+    host: &str,
+    web: Option<&str>,
+) -> Result<String> {
+    let wasm = wasm.display().to_string();
+    t.cli(&[
+        "ctl", "start", "actor", &wasm, "--id", actor, "--host", host,
+    ])
+    .await?
+    .success()?;
+    if let Some(web) = web {
+        t.cli(&[
+            "ctl",
+            "start",
+            "provider",
+            "builtin:httpserver",
+            "--host",
+            web,
+        ])
+        .await?
+        .success()?;
+    }
+    let port = free_port();
+    let address = format!("address=127.0.0.1:{port}");
+    t.link_put(actor, "httpserver", "lattice:httpserver", &[&address])
+        .await?;
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn a_wasi_http_component_serves_in_process_and_across_hosts() -> Result<()> {
+    let wasm = build_component(HELLO)?;
+    let t = TestLattice::start().await?;
+    let app = t.host("app", &[]).await?;
+    let _web = t.host("web", &[]).await?;
+
+    // The provider on the actor's own host: called in-process.
+    let url = serve(&t, &wasm, "hello-http", "app", Some("app")).await?;
+    let body = get_until(&format!("{url}/"), 200).await?;
+    ensure!(body == "Hello, world!", "in-process answer: {body:?}");
+    let r = reqwest::get(format!("{url}/any/path?x=1")).await?;
+    ensure!(r.status() == 200, "status {}", r.status());
+    ensure!(
+        r.headers()["content-type"] == "text/plain; charset=utf-8",
+        "the component's headers pass through: {:?}",
+        r.headers()
+    );
+
+    // The inventory says what it is.
+    let seen = t
+        .actor_on(&app, "hello-http")
+        .await?
+        .context("hello-http in app's inventory")?;
+    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
+    let table = t.cli(&["ctl", "get", "inventory"]).await?.success()?;
+    ensure!(
+        table.stdout.contains("component"),
+        "the inventory table shows the kind:\n{}",
+        table.stdout
+    );
+
+    // The provider on another host: the request crosses NATS.
+    let remote = serve(&t, &wasm, "hello-remote", "app", Some("web")).await?;
+    let body = get_until(&format!("{remote}/"), 200).await?;
+    ensure!(body == "Hello, world!", "cross-host answer: {body:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_components_get_clear_errors_and_the_host_serves_on() -> Result<()> {
+    let hello = build_component(HELLO)?;
+    let faults = build_component(FAULTS)?;
+    let t = TestLattice::start().await?;
+    let _h = t.host("h1", &[]).await?;
+    let url = serve(&t, &faults, "faults", "h1", Some("h1")).await?;
+    let hello_url = serve(&t, &hello, "hello-http", "h1", None).await?;
+    get_until(&format!("{hello_url}/"), 200).await?;
+    let client = reqwest::Client::new();
+
+    // The request reaches the component whole.
+    let r = client
+        .post(format!("{url}/echo?q=1"))
+        .header("x-greeting", "hi")
+        .body("the body")
+        .send()
+        .await?;
+    ensure!(r.status() == 200, "echo status {}", r.status());
+    ensure!(r.headers()["x-echo"] == "yes", "echo header");
+    let text = r.text().await?;
+    ensure!(text == "Method::Post q=1 hi the body", "echo: {text:?}");
+
+    // Each fault: the status, words naming what went wrong, and hello still
+    // answering afterwards.
+    let cases: &[(&str, u16, &[&str])] = &[
+        (
+            "/trap-mid-body",
+            500,
+            &["trapped in HttpServer.HandleRequest", "panicked"],
+        ),
+        ("/hang", 504, &["did not answer in time"]),
+        ("/bad-header", 500, &["trapped", "panicked"]),
+        ("/latin1-header", 500, &["x-name", "not visible ASCII"]),
+        ("/no-response", 500, &["without setting a response"]),
+    ];
+    for (path, status, words) in cases {
+        let r = client.get(format!("{url}{path}")).send().await?;
+        let got = r.status().as_u16();
+        let text = r.text().await?;
+        ensure!(got == *status, "{path}: status {got}, body {text:?}");
+        for w in *words {
+            ensure!(
+                text.to_lowercase().contains(&w.to_lowercase()),
+                "{path}: {text:?} lacks {w:?}"
+            );
+        }
+        let hello = client.get(format!("{hello_url}/")).send().await?;
+        ensure!(hello.status() == 200, "hello after {path}");
+        let again = client.get(format!("{url}/echo")).send().await?;
+        ensure!(
+            again.status() == 200,
+            "the faulty actor serves on after {path}"
+        );
+    }
+
+    // A waPC operation on a component names what it does answer.
+    let err = t
+        .cli(&["call", "faults", "SayHello", "\"x\""])
+        .await?
+        .failure()?;
+    err.stderr_has(&["HttpServer.HandleRequest"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn components_the_host_cannot_run_are_refused_naming_why() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _h = t.host("h1", &[]).await?;
+    let dir = tempfile::tempdir()?;
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "kv.wasm",
+            r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
+            &["wasi:keyvalue/store@0.2.0-draft"],
+        ),
+        (
+            "empty.wasm",
+            "(component)",
+            &["does not export wasi:http/incoming-handler"],
+        ),
+    ];
+    for (file, text, words) in cases {
+        let path = write_file(dir.path(), file, &wat(text)?)?;
+        let out = t
+            .cli(&["ctl", "start", "actor", &path.display().to_string()])
+            .await?
+            .failure()?;
+        out.stderr_has(words)?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn signed_components_run_under_an_issuer_policy() -> Result<()> {
+    let wasm = build_component(HELLO)?;
+    let wasm_s = wasm.display().to_string();
+    let t = TestLattice::start().await?;
+    let seed = t.dir.path().join("issuer.nk").display().to_string();
+    let issuer = t.cli(&["keys", "gen", "--out", &seed]).await?.success()?;
+    let issuer = issuer.stdout.trim().to_string();
+    let signed = t.dir.path().join("hello-signed.wasm").display().to_string();
+    t.cli(&[
+        "claims",
+        "sign",
+        &wasm_s,
+        "--issuer",
+        &seed,
+        "--name",
+        "hello-http",
+        "-o",
+        &signed,
+    ])
+    .await?
+    .success()?;
+    let inspected = t.cli(&["claims", "inspect", &signed]).await?.success()?;
+    ensure!(
+        inspected.stdout.contains("signature: valid"),
+        "{}",
+        inspected.stdout
+    );
+    let _a = t
+        .host("a", &[("--allowed-issuer", issuer.as_str())])
+        .await?;
+
+    let refused = t
+        .cli(&["ctl", "start", "actor", &wasm_s, "--id", "unsigned"])
+        .await?
+        .failure()?;
+    refused.stderr_has(&["issuer policy", "not signed"])?;
+
+    let url = serve(
+        &t,
+        std::path::Path::new(&signed),
+        "hello-http",
+        "a",
+        Some("a"),
+    )
+    .await?;
+    let body = get_until(&format!("{url}/"), 200).await?;
+    ensure!(body == "Hello, world!", "signed component: {body:?}");
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Answers by path: `/echo` sends back method, query, a header and the body;
+//! the others misbehave the ways a host must survive.
+//!
+//! * `/trap-mid-body`: starts a response, writes part of the body, panics.
+//! * `/hang`: never returns (the host's deadline must end it).
+//! * `/bad-header`: builds a header the HTTP rules forbid (wasi:http refuses
+//!   it and the component panics, as `expect` would in real code).
+//! * `/latin1-header`: a header value that is not ASCII text.
+//! * `/no-response`: returns without setting any response.
+
+use wasi::http::types::{
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+struct Faults;
+
+fn respond(out: ResponseOutparam, status: u16, headers: Fields, body: &[u8]) {
+    let response = OutgoingResponse::new(headers);
+    response.set_status_code(status).expect("a valid status");
+    let outgoing = response.body().expect("the body of a new response");
+    ResponseOutparam::set(out, Ok(response));
+    let stream = outgoing.write().expect("the body stream");
+    stream.blocking_write_and_flush(body).expect("writing the body");
+    drop(stream);
+    OutgoingBody::finish(outgoing, None).expect("finishing the body");
+}
+
+impl wasi::exports::http::incoming_handler::Guest for Faults {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+        match path {
+            "/echo" => {
+                let mut body = Vec::new();
+                let incoming = request.consume().expect("the request body");
+                let stream = incoming.stream().expect("the request body stream");
+                while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+                    body.extend_from_slice(&chunk);
+                }
+                let greeting = request
+                    .headers()
+                    .get("x-greeting")
+                    .first()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let text = format!(
+                    "{:?} {query} {greeting} {}",
+                    request.method(),
+                    String::from_utf8_lossy(&body)
+                );
+                let headers =
+                    Fields::from_list(&[("x-echo".to_string(), b"yes".to_vec())]).expect("valid");
+                respond(out, 200, headers, text.as_bytes());
+            }
+            "/trap-mid-body" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let outgoing = response.body().expect("the body of a new response");
+                ResponseOutparam::set(out, Ok(response));
+                let stream = outgoing.write().expect("the body stream");
+                let _ = stream.blocking_write_and_flush(b"the first half");
+                panic!("the handler failed half way through the body");
+            }
+            "/hang" => {
+                #[allow(clippy::empty_loop)]
+                loop {}
+            }
+            "/bad-header" => {
+                let headers = Fields::from_list(&[("bad header\n".to_string(), b"x".to_vec())])
+                    .expect("wasi:http refuses an invalid header name");
+                respond(out, 200, headers, b"unreachable");
+            }
+            "/latin1-header" => {
+                let headers = Fields::from_list(&[("x-name".to_string(), vec![0xe9, b't', 0xe9])])
+                    .expect("valid: obs-text is allowed in a header value");
+                respond(out, 200, headers, b"latin-1");
+            }
+            "/no-response" => {}
+            _ => respond(out, 404, Fields::new(), b"unknown path"),
+        }
+    }
+}
+
+wasi::http::proxy::export!(Faults);
