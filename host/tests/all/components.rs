@@ -160,8 +160,8 @@ async fn components_the_host_cannot_run_are_refused_naming_why() -> Result<()> {
     let cases: &[(&str, &str, &[&str])] = &[
         (
             "kv.wasm",
-            r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func)))))"#,
-            &["wasi:keyvalue/store@0.2.0-draft"],
+            r#"(component (import "wasi:keyvalue/batch@0.2.0-draft" (instance (export "get-many" (func)))))"#,
+            &["wasi:keyvalue/batch@0.2.0-draft", "does not provide"],
         ),
         (
             "empty.wasm",
@@ -228,5 +228,109 @@ async fn signed_components_run_under_an_issuer_policy() -> Result<()> {
     .await?;
     let body = get_until(&format!("{url}/"), 200).await?;
     ensure!(body == "Hello, world!", "signed component: {body:?}");
+    Ok(())
+}
+
+/// The key-value counter component of `examples/components/rust-counter`.
+const COUNTER: &str = "examples/components/rust-counter";
+
+#[tokio::test]
+async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> Result<()> {
+    let counter = build_component(COUNTER)?;
+    let kvcounter = actor_wasm("kvcounter")?.display().to_string();
+    let t = TestLattice::start().await?;
+    let _h = t.host("h1", &[]).await?;
+
+    // Without claims for lattice:keyvalue the store refuses: access denied.
+    let url = serve(&t, &counter, "bare", "h1", Some("h1")).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "h1",
+    ])
+    .await?
+    .success()?;
+    t.link_put("bare", "keyvalue", "lattice:keyvalue", &["bucket=shared"])
+        .await?;
+    let refused = get_until(&format!("{url}/hits"), 500).await?;
+    ensure!(
+        refused.contains("access denied"),
+        "a component without claims: {refused:?}"
+    );
+
+    // With claims, through a link to the same bucket as the waPC kvcounter.
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join("counter.wasm").display().to_string();
+    let counter_s = counter.display().to_string();
+    t.cli(&[
+        "claims",
+        "put",
+        &counter_s,
+        "--name",
+        "counter",
+        "--contract",
+        "lattice:keyvalue",
+        "-o",
+        &claimed,
+    ])
+    .await?
+    .success()?;
+    let url = serve(&t, std::path::Path::new(&claimed), "counter", "h1", None).await?;
+    t.link_put(
+        "counter",
+        "keyvalue",
+        "lattice:keyvalue",
+        &["bucket=shared"],
+    )
+    .await?;
+    t.cli(&["ctl", "start", "actor", &kvcounter, "--host", "h1"])
+        .await?
+        .success()?;
+    let port = free_port();
+    let address = format!("address=127.0.0.1:{port}");
+    t.link_put("kvcounter", "httpserver", "lattice:httpserver", &[&address])
+        .await?;
+    t.link_put(
+        "kvcounter",
+        "keyvalue",
+        "lattice:keyvalue",
+        &["bucket=shared"],
+    )
+    .await?;
+
+    let count = |body: String| -> Result<i64> {
+        let v: serde_json::Value = serde_json::from_str(&body).context("JSON count")?;
+        v["count"].as_i64().context("count")
+    };
+    // kvcounter counts `/hits` under `counter/hits`: the component's path
+    // `/counter/hits` is the same key.
+    let wapc = format!("http://127.0.0.1:{port}/hits");
+    let first = count(get_until(&wapc, 200).await?)?;
+    let client = reqwest::Client::new();
+    let second = count(
+        client
+            .get(format!("{url}/counter/hits"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    let third = count(client.get(&wapc).send().await?.text().await?)?;
+    ensure!(
+        second == first + 1 && third == first + 2,
+        "one counter for both: {first}, {second}, {third}"
+    );
+    let peek = count(
+        client
+            .get(format!("{url}/counter/hits?peek"))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    ensure!(peek == third, "get reads the counter: {peek} vs {third}");
     Ok(())
 }

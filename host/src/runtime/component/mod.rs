@@ -4,7 +4,8 @@
 //!
 //! A component gets what `wasmtime serve -Scli` gives (the `wasi:cli`,
 //! `wasi:io`, `wasi:clocks`, `wasi:random` interfaces and `wasi:http/types`),
-//! with no preopened directories and no sockets. Outgoing HTTP
+//! with no preopened directories and no sockets, and `wasi:keyvalue`
+//! ([`keyvalue`]) over its `lattice:keyvalue` links. Outgoing HTTP
 //! (`wasi:http/outgoing-handler`) links, so a component that imports it
 //! starts, but every request is refused with `HTTP-request-denied` and the URL
 //! is logged. A component importing anything else is refused at start with the
@@ -13,6 +14,8 @@
 //! The HTTP provider hands the host a whole request ([`HttpRequest`]) and
 //! takes back a whole response ([`HttpResponse`]): a body is buffered up to
 //! [`MAX_RESPONSE_BODY`] on its way out of the component.
+
+pub mod keyvalue;
 
 use std::sync::Arc;
 
@@ -29,7 +32,13 @@ use wasmtime_wasi_http::{
     p2::bindings::{Proxy, ProxyPre, http::types::Scheme},
 };
 
-use super::{abi::MemoryLimiter, stdio::StderrTail};
+use lattice::trace::TraceContext;
+use tokio::time::Instant;
+
+use super::{
+    abi::{HostCalls, MemoryLimiter},
+    stdio::StderrTail,
+};
 
 /// Largest response body a component may send back through the HTTP
 /// provider, in bytes; a longer one fails the call (502 at the provider).
@@ -44,11 +53,23 @@ pub struct ComponentData {
     pub(crate) limiter: MemoryLimiter,
     /// The end of what the guest wrote to stderr, for trap messages.
     pub(crate) stderr: StderrTail,
+    /// Where contract calls (`wasi:keyvalue`) go.
+    router: Arc<dyn HostCalls>,
+    /// The call being served: its trace and deadline bound the contract
+    /// calls it makes.
+    pub(crate) trace: TraceContext,
+    pub(crate) deadline: Instant,
 }
 
 impl ComponentData {
     /// The store data of one instance of `actor`.
-    pub fn new(actor: Arc<str>, wasi: WasiCtx, limiter: MemoryLimiter, stderr: StderrTail) -> Self {
+    pub fn new(
+        actor: Arc<str>,
+        wasi: WasiCtx,
+        limiter: MemoryLimiter,
+        stderr: StderrTail,
+        router: Arc<dyn HostCalls>,
+    ) -> Self {
         ComponentData {
             wasi,
             http: WasiHttpCtx::new(),
@@ -56,6 +77,9 @@ impl ComponentData {
             hooks: Hooks { actor },
             limiter,
             stderr,
+            router,
+            trace: TraceContext::new_root(),
+            deadline: Instant::now(),
         }
     }
 }
@@ -108,7 +132,8 @@ impl WasiHttpHooks for Hooks {
     }
 }
 
-/// The linker every component is linked with: WASI 0.2 (`-Scli`) and wasi:http.
+/// The linker every component is linked with: WASI 0.2 (`-Scli`), wasi:http
+/// and wasi:keyvalue.
 ///
 /// # Errors
 /// When wasmtime refuses a definition (a bug, not an input error).
@@ -116,6 +141,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    keyvalue::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
