@@ -24,12 +24,11 @@ use tokio::{
 };
 use wasmtime::{InstancePre, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::{
     Code, Runtime,
     abi::{CallState, HostCalls, MemoryLimiter, StoreData},
-    component::{self, ComponentData, HttpCallError},
+    component::{self, CallError, ComponentData, ComponentInstance, ComponentPre},
     engine::ticks_until,
     stdio::{LogStream, StderrTail, Stdio},
 };
@@ -152,14 +151,14 @@ enum WarmInstance {
     },
     Component {
         store: Store<ComponentData>,
-        proxy: Proxy,
+        instance: ComponentInstance,
     },
 }
 
 /// An actor's code, linked against the host's imports.
 enum Prepared {
     Module(InstancePre<StoreData>),
-    Component(ProxyPre<ComponentData>),
+    Component(ComponentPre),
 }
 
 /// A running actor on this host.
@@ -614,15 +613,10 @@ impl Actor {
                 };
                 (result, WarmInstance::Module { store, guest_call })
             }
-            WarmInstance::Component { mut store, proxy } => {
-                if operation != lattice::contracts::httpserver::HANDLE_REQUEST {
-                    self.lock_warm()
-                        .push(WarmInstance::Component { store, proxy });
-                    return Err(guest_err(format!(
-                        "a wasi:http component answers only {} (through the lattice:httpserver provider)",
-                        lattice::contracts::httpserver::HANDLE_REQUEST
-                    )));
-                }
+            WarmInstance::Component {
+                mut store,
+                instance,
+            } => {
                 let data = store.data_mut();
                 data.stderr.clear();
                 data.trace = trace;
@@ -630,23 +624,25 @@ impl Actor {
                 yield_until(&mut store, deadline);
                 let outcome = tokio::time::timeout_at(
                     backstop,
-                    component::handle_http(&mut store, &proxy, &payload),
+                    instance.call(&mut store, operation, &payload),
                 )
                 .await;
-                // Anything but a whole response leaves the instance in an
-                // unknown state (a body half read, a handler still running):
-                // it is not reused.
-                match outcome {
+                // Only a whole answer (or the handler's own error) leaves the
+                // instance in a known state; after anything else (a body half
+                // read, a handler still running) it is not reused.
+                let result = match outcome {
                     Err(_) => return Err(deadline_err("")),
-                    Ok(Err(HttpCallError::Trap(err))) => {
+                    Ok(Err(CallError::Trap(err))) => {
                         return Err(trapped(err, &store.data().stderr));
                     }
-                    Ok(Err(HttpCallError::BadRequest(m))) => {
+                    Ok(Err(CallError::BadRequest(m))) => {
                         return Err(guest_err(format!("bad request: {m}")));
                     }
-                    Ok(Err(HttpCallError::BadResponse(m))) => return Err(guest_err(m)),
-                    Ok(Ok(reply)) => (Ok(reply), WarmInstance::Component { store, proxy }),
-                }
+                    Ok(Err(CallError::BadResponse(m))) => return Err(guest_err(m)),
+                    Ok(Err(CallError::Failed(m) | CallError::Unsupported(m))) => Err(guest_err(m)),
+                    Ok(Ok(reply)) => Ok(reply),
+                };
+                (result, WarmInstance::Component { store, instance })
             }
         };
         self.last_used.store(now_ms(), Ordering::Relaxed);
@@ -708,8 +704,8 @@ impl Actor {
                     let mut store = Store::new(self.runtime.engine(), data);
                     store.limiter(|d| &mut d.limiter);
                     yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
-                    match pre.instantiate_async(&mut store).await {
-                        Ok(proxy) => break Ok(WarmInstance::Component { store, proxy }),
+                    match pre.instantiate(&mut store).await {
+                        Ok(instance) => break Ok(WarmInstance::Component { store, instance }),
                         Err(e) => self.make_room(e, &mut evicted).map_err(fail)?,
                     }
                 };

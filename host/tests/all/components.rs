@@ -166,7 +166,10 @@ async fn components_the_host_cannot_run_are_refused_naming_why() -> Result<()> {
         (
             "empty.wasm",
             "(component)",
-            &["does not export wasi:http/incoming-handler"],
+            &[
+                "exports neither wasi:http/incoming-handler",
+                "lattice:actor/handler",
+            ],
         ),
     ];
     for (file, text, words) in cases {
@@ -332,5 +335,76 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
             .await?,
     )?;
     ensure!(peek == third, "get reads the counter: {peek} vs {third}");
+    Ok(())
+}
+
+/// A component of Lattice's own world (`wit/actor.wit`).
+const MESH_PROBE: &str = "host/tests/components/mesh-probe";
+
+#[tokio::test]
+async fn components_answer_and_make_calls_in_the_mesh() -> Result<()> {
+    let probe = build_component(MESH_PROBE)?;
+    let probe_s = probe.display().to_string();
+    let hello = actor_wasm("hello")?.display().to_string();
+    let t = TestLattice::start().await?;
+    let h = t.host("h1", &[]).await?;
+    t.cli(&["ctl", "start", "actor", &probe_s, "--id", "probe"])
+        .await?
+        .success()?;
+    t.cli(&["ctl", "start", "actor", &hello]).await?.success()?;
+
+    // `lattice call` reaches lattice:actor/handler.
+    let echo = t
+        .cli(&["call", "probe", "Echo", "\"hi\""])
+        .await?
+        .success()?;
+    ensure!(echo.stdout.contains("hi"), "echo: {}", echo.stdout);
+    let failed = t
+        .cli(&["call", "probe", "Fail", "\"x\""])
+        .await?
+        .failure()?;
+    failed.stderr_has(&["actor probe failed Fail", "asked to fail"])?;
+
+    // Calls out go through the claims: none yet.
+    let refused = t
+        .cli(&["call", "probe", "Relay:hello:SayHello", "\"ana\""])
+        .await?
+        .failure()?;
+    refused.stderr_has(&["may not call actor hello"])?;
+
+    // With hello in its claims, the call goes through; a contract without
+    // claims and a link is still refused, naming the contract.
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join("relay.wasm").display().to_string();
+    t.cli(&[
+        "claims", "put", &probe_s, "--name", "relay", "--actor", "hello", "-o", &claimed,
+    ])
+    .await?
+    .success()?;
+    t.cli(&["ctl", "start", "actor", &claimed])
+        .await?
+        .success()?;
+    let relayed = t
+        .cli(&["call", "relay", "Relay:hello:SayHello", "\"ana\""])
+        .await?
+        .success()?;
+    ensure!(
+        relayed.stdout.contains("Hello, ana!"),
+        "relayed: {}",
+        relayed.stdout
+    );
+    let contract = t
+        .cli(&[
+            "call",
+            "relay",
+            "Relay:lattice:keyvalue:KeyValue.Get",
+            "{\"key\":\"k\"}",
+        ])
+        .await?
+        .failure()?;
+    contract.stderr_has(&["may not call contract lattice:keyvalue"])?;
+
+    let seen = t.actor_on(&h, "relay").await?.context("relay runs")?;
+    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
     Ok(())
 }

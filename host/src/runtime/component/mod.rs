@@ -16,6 +16,7 @@
 //! [`MAX_RESPONSE_BODY`] on its way out of the component.
 
 pub mod keyvalue;
+pub mod mesh;
 
 use std::sync::Arc;
 
@@ -29,7 +30,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-    p2::bindings::{Proxy, ProxyPre, http::types::Scheme},
+    p2::bindings::{Proxy, ProxyIndices, http::types::Scheme},
 };
 
 use lattice::trace::TraceContext;
@@ -142,6 +143,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<ComponentData>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     keyvalue::add_to_linker(&mut linker)?;
+    mesh::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -151,70 +153,145 @@ pub fn is_component(bytes: &[u8]) -> bool {
     wasmparser::Parser::is_component(bytes)
 }
 
-/// Links `component` against the host's imports and finds its
-/// `wasi:http/incoming-handler` export.
+/// A component linked against the host's imports, with the exports it
+/// serves calls through.
+pub struct ComponentPre {
+    pre: wasmtime::component::InstancePre<ComponentData>,
+    http: Option<ProxyIndices>,
+    handler: Option<mesh::HandlerIndices>,
+}
+
+/// One instance of a component: what it exports.
+pub struct ComponentInstance {
+    http: Option<Proxy>,
+    handler: Option<mesh::Handler>,
+}
+
+/// Links `component` against the host's imports and finds its exports:
+/// `wasi:http/incoming-handler`, `lattice:actor/handler`, or both.
 ///
 /// # Errors
-/// A message naming the import the host does not provide, or saying the
-/// export is missing.
+/// A message naming the import the host does not provide, or saying that
+/// neither export is there.
 pub fn prepare(
     linker: &Linker<ComponentData>,
     component: &Component,
-) -> Result<ProxyPre<ComponentData>, String> {
+) -> Result<ComponentPre, String> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         format!("the component imports something this host does not provide: {e:#}")
     })?;
-    ProxyPre::new(pre).map_err(|e| {
-        format!(
-            "the component does not export wasi:http/incoming-handler@0.2 \
-             (the only component world Lattice serves): {e:#}"
-        )
-    })
+    let http = ProxyIndices::new(&pre).ok();
+    let handler = mesh::HandlerIndices::new(&pre).ok();
+    if http.is_none() && handler.is_none() {
+        return Err(
+            "the component exports neither wasi:http/incoming-handler@0.2 nor \
+             lattice:actor/handler@0.1.0, so nothing could call it"
+                .into(),
+        );
+    }
+    Ok(ComponentPre { pre, http, handler })
 }
 
-/// Why a request to a component failed.
+impl ComponentPre {
+    /// Instantiates the component in `store` (running its start functions).
+    ///
+    /// # Errors
+    /// wasmtime's error (a full instance pool among them).
+    pub async fn instantiate(
+        &self,
+        store: &mut Store<ComponentData>,
+    ) -> wasmtime::Result<ComponentInstance> {
+        let instance = self.pre.instantiate_async(&mut *store).await?;
+        let http = match &self.http {
+            Some(i) => Some(i.load(&mut *store, &instance)?),
+            None => None,
+        };
+        let handler = match &self.handler {
+            Some(i) => Some(i.load(&mut *store, &instance)?),
+            None => None,
+        };
+        Ok(ComponentInstance { http, handler })
+    }
+}
+
+/// Why a call to a component failed.
 #[derive(Debug)]
-pub enum HttpCallError {
+pub enum CallError {
     /// The request could not be decoded or turned into a wasi:http request.
     BadRequest(String),
     /// The guest trapped (the instance must be thrown away).
     Trap(wasmtime::Error),
     /// The guest answered something the provider cannot pass on.
     BadResponse(String),
+    /// `lattice:actor/handler` answered an error (the instance is fine).
+    Failed(String),
+    /// The component exports nothing that answers this operation.
+    Unsupported(String),
+}
+
+impl ComponentInstance {
+    /// Calls `operation` with `payload`: `HttpServer.HandleRequest` goes to
+    /// `wasi:http/incoming-handler` when exported, anything else to
+    /// `lattice:actor/handler`. The caller bounds the time.
+    pub async fn call(
+        &self,
+        store: &mut Store<ComponentData>,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, CallError> {
+        use lattice::contracts::httpserver::HANDLE_REQUEST;
+        match (&self.http, &self.handler) {
+            (Some(proxy), _) if operation == HANDLE_REQUEST => {
+                handle_http(store, proxy, payload).await
+            }
+            (_, Some(handler)) => handler
+                .call_handle(&mut *store, operation, payload)
+                .await
+                .map_err(CallError::Trap)?
+                .map_err(CallError::Failed),
+            (Some(_), None) => Err(CallError::Unsupported(format!(
+                "a wasi:http component answers only {HANDLE_REQUEST} (through the \
+                 lattice:httpserver provider); export lattice:actor/handler to answer others"
+            ))),
+            (None, None) => Err(CallError::Unsupported(
+                "the component exports no handler".into(),
+            )),
+        }
+    }
 }
 
 /// Calls `handle` on `proxy` with `request` (msgpack [`HttpRequest`]) and
 /// returns the msgpack [`HttpResponse`]. The caller bounds the time.
-pub async fn handle_http(
+async fn handle_http(
     store: &mut Store<ComponentData>,
     proxy: &Proxy,
     request: &[u8],
-) -> Result<Vec<u8>, HttpCallError> {
+) -> Result<Vec<u8>, CallError> {
     let request: HttpRequest = rmp_serde::from_slice(request)
-        .map_err(|e| HttpCallError::BadRequest(format!("not an HttpRequest: {e}")))?;
-    let hyper_request = to_hyper(request).map_err(HttpCallError::BadRequest)?;
+        .map_err(|e| CallError::BadRequest(format!("not an HttpRequest: {e}")))?;
+    let hyper_request = to_hyper(request).map_err(CallError::BadRequest)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let data = store.data_mut();
     let req = data
         .http()
         .new_incoming_request(Scheme::Http, hyper_request)
-        .map_err(|e| HttpCallError::BadRequest(format!("{e:#}")))?;
+        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
     let out = data
         .http()
         .new_response_outparam(tx)
-        .map_err(|e| HttpCallError::BadRequest(format!("{e:#}")))?;
+        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
     // The guest writes the body after handing over the response, through a
     // bounded channel: read it while `handle` runs.
     let collect = async move {
         let response = match rx.await {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
-                return Err(HttpCallError::BadResponse(format!(
+                return Err(CallError::BadResponse(format!(
                     "the component answered with an error: {code:?}"
                 )));
             }
             Err(_) => {
-                return Err(HttpCallError::BadResponse(
+                return Err(CallError::BadResponse(
                     "the component returned without setting a response".into(),
                 ));
             }
@@ -231,7 +308,7 @@ pub async fn handle_http(
     loop {
         tokio::select! {
             called = &mut call => {
-                called.map_err(HttpCallError::Trap)?;
+                called.map_err(CallError::Trap)?;
                 break;
             }
             collected = &mut collect, if response.is_none() => response = Some(collected),
@@ -270,12 +347,12 @@ fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String>
 
 async fn from_hyper(
     response: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-) -> Result<Vec<u8>, HttpCallError> {
+) -> Result<Vec<u8>, CallError> {
     let (parts, body) = response.into_parts();
     let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (name, value) in &parts.headers {
         let value = value.to_str().map_err(|_| {
-            HttpCallError::BadResponse(format!(
+            CallError::BadResponse(format!(
                 "response header {name} is not visible ASCII: {:?}",
                 value.as_bytes()
             ))
@@ -289,7 +366,7 @@ async fn from_hyper(
         .collect()
         .await
         .map_err(|e| {
-            HttpCallError::BadResponse(if e.is::<http_body_util::LengthLimitError>() {
+            CallError::BadResponse(if e.is::<http_body_util::LengthLimitError>() {
                 format!("the response body exceeds {MAX_RESPONSE_BODY} bytes")
             } else {
                 format!("the response body failed: {e}")
@@ -302,5 +379,5 @@ async fn from_hyper(
         body: body.to_vec(),
     };
     rmp_serde::to_vec_named(&response)
-        .map_err(|e| HttpCallError::BadResponse(format!("could not encode the response: {e}")))
+        .map_err(|e| CallError::BadResponse(format!("could not encode the response: {e}")))
 }
