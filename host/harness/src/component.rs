@@ -95,3 +95,103 @@ fn build_uncached(dir: &str) -> Result<PathBuf> {
     }
     Ok(wasm)
 }
+
+/// The componentize-py release Python components are built with (PyPI).
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// Builds the Python component whose `app.py` is in `dir` (relative to the
+/// workspace root) for WIT world `world` of the repository's `wit/` (e.g.
+/// `lattice:actor/http`) with componentize-py, installing it from PyPI
+/// (`pip install componentize-py==0.25.1`) when it is not on `PATH`. Returns
+/// `<workspace>/target/components/python/<dir name>.wasm`; once per process
+/// and directory. Takes some seconds: the component holds a whole Python
+/// interpreter (about 18 MB).
+pub fn build_python_component(dir: &str, world: &str) -> Result<PathBuf> {
+    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
+    let cell = {
+        let mut builds = BUILDS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(builds.entry(format!("{dir} {world}")).or_default())
+    };
+    cell.get_or_init(|| build_python_uncached(dir, world).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_python_uncached(dir: &str, world: &str) -> Result<PathBuf> {
+    let tool = componentize_py()?;
+    let root = workspace_root();
+    let name = std::path::Path::new(dir)
+        .file_name()
+        .with_context(|| format!("no directory name in {dir}"))?
+        .to_string_lossy()
+        .into_owned();
+    let out_dir = component_target_dir().join("python");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let wasm = out_dir.join(format!("{name}.wasm"));
+    let output = Command::new(&tool)
+        .current_dir(root.join(dir))
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args(["-w", world, "componentize", "app", "-o"])
+        .arg(&wasm)
+        .output()
+        .with_context(|| format!("running {} in {dir}", tool.display()))?;
+    if !output.status.success() {
+        bail!(
+            "componentize-py failed on {dir} ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(wasm)
+}
+
+/// `componentize-py` on `PATH` or in pip's scripts directory, installed with
+/// pip when missing.
+fn componentize_py() -> Result<PathBuf> {
+    let works = |p: &std::path::Path| {
+        Command::new(p).arg("--version").output().is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains(COMPONENTIZE_PY_VERSION)
+        })
+    };
+    let on_path = PathBuf::from("componentize-py");
+    if works(&on_path) {
+        return Ok(on_path);
+    }
+    let scripts = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
+        .output()
+        .context("running python3 to find pip's scripts directory")?;
+    let in_scripts =
+        PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim()).join("componentize-py");
+    if works(&in_scripts) {
+        return Ok(in_scripts);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+        .output()
+        .context("running pip to install componentize-py")?;
+    if !out.status.success() || !works(&in_scripts) {
+        bail!(
+            "could not install componentize-py {COMPONENTIZE_PY_VERSION} with pip ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(in_scripts)
+}

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use lattice::ctl::ActorKind;
-use lattice_harness::{build_component, free_port};
+use lattice_harness::{build_component, build_python_component, free_port};
 
 use crate::common::*;
 
@@ -405,6 +405,75 @@ async fn components_answer_and_make_calls_in_the_mesh() -> Result<()> {
     contract.stderr_has(&["may not call contract lattice:keyvalue"])?;
 
     let seen = t.actor_on(&h, "relay").await?.context("relay runs")?;
+    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_components_serve_http_and_count_in_keyvalue() -> Result<()> {
+    let hello = build_python_component("examples/components/python-hello", "lattice:actor/http")?;
+    let counter = build_python_component(
+        "examples/components/python-counter",
+        "lattice:actor/http-keyvalue",
+    )?;
+    let t = TestLattice::start().await?;
+    let h = t.host("h1", &[("--call-timeout", "20s")]).await?;
+
+    let url = serve(&t, &hello, "py-hello", "h1", Some("h1")).await?;
+    let body = get_until(&format!("{url}/"), 200).await?;
+    ensure!(body == "Hello from Python!", "python hello: {body:?}");
+    // A Python exception: a 500 naming the actor, and the next request works.
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{url}/raise")).send().await?;
+    let (status, text) = (r.status().as_u16(), r.text().await?);
+    ensure!(
+        status == 500 && text.contains("actor py-hello trapped"),
+        "a raise: {status} {text:?}"
+    );
+    let again = client.get(format!("{url}/")).send().await?;
+    ensure!(again.status() == 200, "after a raise: {}", again.status());
+
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join("py-counter.wasm").display().to_string();
+    let counter_s = counter.display().to_string();
+    t.cli(&[
+        "claims",
+        "put",
+        &counter_s,
+        "--name",
+        "py-counter",
+        "--contract",
+        "lattice:keyvalue",
+        "-o",
+        &claimed,
+    ])
+    .await?
+    .success()?;
+    let url = serve(&t, std::path::Path::new(&claimed), "py-counter", "h1", None).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "h1",
+    ])
+    .await?
+    .success()?;
+    t.link_put("py-counter", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    let first: serde_json::Value =
+        serde_json::from_str(&get_until(&format!("{url}/n"), 200).await?)?;
+    let second: serde_json::Value =
+        serde_json::from_str(&client.get(format!("{url}/n")).send().await?.text().await?)?;
+    ensure!(
+        second["count"].as_i64() == first["count"].as_i64().map(|n| n + 1),
+        "python counts: {first} then {second}"
+    );
+    let seen = t
+        .actor_on(&h, "py-counter")
+        .await?
+        .context("py-counter runs")?;
     ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
     Ok(())
 }
