@@ -195,6 +195,12 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Disable the on-disk compiled-module cache.
     pub no_cache: bool,
+    /// Keep a component's instance for its next request after a complete
+    /// response, as waPC instances are kept. Off by default: a fresh instance
+    /// per request is the wasi:http norm, and some language runtimes (the
+    /// JavaScript engine of componentize-js) answer only one request per
+    /// instance. Faster when every component on the host allows it.
+    pub reuse_component_instances: bool,
     /// Largest size of the on-disk compiled-module cache, in MiB; the least
     /// recently used modules are removed past it.
     pub cache_max_mib: u64,
@@ -219,6 +225,7 @@ impl Default for RuntimeConfig {
             pooling: true,
             cache_dir: None,
             no_cache: false,
+            reuse_component_instances: false,
             cache_max_mib: 1024,
             max_cached_modules: 256,
             actor_env: BTreeMap::new(),

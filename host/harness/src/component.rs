@@ -195,3 +195,91 @@ fn componentize_py() -> Result<PathBuf> {
     }
     Ok(in_scripts)
 }
+
+/// The componentize-js release JavaScript components are built with (npm).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+
+/// Builds the JavaScript component `source` (a file in `dir`, relative to the
+/// workspace root) for world `world` of `dir/wit` with componentize-js,
+/// installed with npm into `<workspace>/target/js-tools` when missing (npm
+/// must be on `PATH`; `scripts/prereqs.sh` installs Node.js). Returns
+/// `<workspace>/target/components/js/<source stem>.wasm`; once per process
+/// and source. Takes tens of seconds: the component holds a JavaScript engine
+/// (about 13 MB), initialised at build time.
+pub fn build_js_component(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
+    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
+    let cell = {
+        let mut builds = BUILDS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(builds.entry(format!("{dir} {source}")).or_default())
+    };
+    cell.get_or_init(|| build_js_uncached(dir, source, world).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn build_js_uncached(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
+    let tool = componentize_js()?;
+    let root = workspace_root();
+    let stem = std::path::Path::new(source)
+        .file_stem()
+        .with_context(|| format!("no file name in {source}"))?
+        .to_string_lossy()
+        .into_owned();
+    let out_dir = component_target_dir().join("js");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let wasm = out_dir.join(format!("{stem}.wasm"));
+    let output = Command::new(&tool)
+        .current_dir(root.join(dir))
+        .arg(source)
+        .args(["--wit", "wit", "-n", world, "-o"])
+        .arg(&wasm)
+        .output()
+        .with_context(|| format!("running {} in {dir}", tool.display()))?;
+    if !output.status.success() || !wasm.is_file() {
+        bail!(
+            "componentize-js failed on {dir}/{source} ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(wasm)
+}
+
+/// `componentize-js` under `<workspace>/target/js-tools`, installed with npm
+/// when missing or of another version.
+fn componentize_js() -> Result<PathBuf> {
+    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TOOL.get_or_init(|| install_componentize_js().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn install_componentize_js() -> Result<PathBuf> {
+    let prefix = workspace_root().join("target").join("js-tools");
+    let tool = prefix.join("node_modules/.bin/componentize-js");
+    let manifest = prefix.join("node_modules/@bytecodealliance/componentize-js/package.json");
+    let installed = std::fs::read_to_string(&manifest)
+        .is_ok_and(|m| m.contains(&format!("\"version\": \"{COMPONENTIZE_JS_VERSION}\"")));
+    if installed && tool.is_file() {
+        return Ok(tool);
+    }
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    let out = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("@bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"))
+        .output()
+        .context("running npm to install componentize-js (is Node.js installed? scripts/prereqs.sh installs it)")?;
+    if !out.status.success() || !tool.is_file() {
+        bail!(
+            "could not install componentize-js {COMPONENTIZE_JS_VERSION} with npm ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(tool)
+}

@@ -642,6 +642,11 @@ impl Actor {
                     Ok(Err(CallError::Failed(m) | CallError::Unsupported(m))) => Err(guest_err(m)),
                     Ok(Ok(reply)) => Ok(reply),
                 };
+                if !self.runtime.config().reuse_component_instances {
+                    // A fresh instance per request: this one goes (its pool
+                    // slot is free again once the store drops).
+                    return result;
+                }
                 (result, WarmInstance::Component { store, instance })
             }
         };

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, ensure};
 use lattice::ctl::ActorKind;
-use lattice_harness::{build_component, build_python_component, free_port};
+use lattice_harness::{build_component, build_js_component, build_python_component, free_port};
 
 use crate::common::*;
 
@@ -474,6 +474,75 @@ async fn python_components_serve_http_and_count_in_keyvalue() -> Result<()> {
         .actor_on(&h, "py-counter")
         .await?
         .context("py-counter runs")?;
+    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_components_serve_http_and_count_in_keyvalue() -> Result<()> {
+    const JS: &str = "examples/components/js";
+    let hello = build_js_component(JS, "hello.js", "http")?;
+    let counter = build_js_component(JS, "counter.js", "http-keyvalue")?;
+    let t = TestLattice::start().await?;
+    let h = t.host("h1", &[("--call-timeout", "5s")]).await?;
+
+    let url = serve(&t, &hello, "js-hello", "h1", Some("h1")).await?;
+    let body = get_until(&format!("{url}/"), 200).await?;
+    ensure!(body == "Hello from JavaScript!", "js hello: {body:?}");
+    // An uncaught exception: the engine never responds, so the call ends at
+    // its deadline (504 naming the actor), and the next request works.
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{url}/throw")).send().await?;
+    let (status, text) = (r.status().as_u16(), r.text().await?);
+    ensure!(
+        status == 504 && text.contains("actor js-hello"),
+        "a throw: {status} {text:?}"
+    );
+    let again = client.get(format!("{url}/")).send().await?;
+    ensure!(again.status() == 200, "after a throw: {}", again.status());
+
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join("js-counter.wasm").display().to_string();
+    let counter_s = counter.display().to_string();
+    t.cli(&[
+        "claims",
+        "put",
+        &counter_s,
+        "--name",
+        "js-counter",
+        "--contract",
+        "lattice:keyvalue",
+        "-o",
+        &claimed,
+    ])
+    .await?
+    .success()?;
+    let url = serve(&t, std::path::Path::new(&claimed), "js-counter", "h1", None).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "h1",
+    ])
+    .await?
+    .success()?;
+    t.link_put("js-counter", "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    let first: serde_json::Value =
+        serde_json::from_str(&get_until(&format!("{url}/n"), 200).await?)?;
+    let second = client.get(format!("{url}/n")).send().await?.text().await?;
+    let second: serde_json::Value =
+        serde_json::from_str(&second).with_context(|| format!("second count: {second:?}"))?;
+    ensure!(
+        second["count"].as_i64() == first["count"].as_i64().map(|n| n + 1),
+        "javascript counts: {first} then {second}"
+    );
+    let seen = t
+        .actor_on(&h, "js-counter")
+        .await?
+        .context("js-counter runs")?;
     ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
     Ok(())
 }

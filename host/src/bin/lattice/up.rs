@@ -75,6 +75,11 @@ pub struct UpArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     no_cache: bool,
+    /// Reuse a component's instance for its next request (default: a fresh
+    /// instance per request; JavaScript components need that)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reuse_component_instances: bool,
     /// The nats-server binary for the embedded server
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
