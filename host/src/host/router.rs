@@ -96,6 +96,40 @@ impl HostCalls for Router {
             .instrument(span),
         )
     }
+
+    fn outgoing_http(&self, origin: &str, authority: &str) -> Result<(), String> {
+        use lattice::contracts::httpclient::{CONFIG_ALLOWED_HOSTS, CONTRACT, allows};
+        let host = self.host.upgrade().ok_or("the host is shutting down")?;
+        let claims = host.actors.claims(origin).flatten();
+        let contract = ContractId::new(CONTRACT).map_err(|e| e.to_string())?;
+        // Claims and a default link, checked as for any contract call.
+        resolve_contract(
+            &host,
+            origin,
+            claims.as_deref(),
+            contract.clone(),
+            "default",
+        )
+        .map_err(|e| e.to_string())?;
+        let actor = ActorId::new(origin).map_err(|e| e.to_string())?;
+        let link = LinkName::new("default").map_err(|e| e.to_string())?;
+        let allowed = host
+            .links
+            .get(&actor, &contract, &link)
+            .and_then(|def| def.config.get(CONFIG_ALLOWED_HOSTS).cloned())
+            .unwrap_or_default();
+        if allows(&allowed, authority) {
+            return Ok(());
+        }
+        Err(format!(
+            "actor {origin} may not send HTTP requests to {authority}: its {CONTRACT} link allows {}",
+            if allowed.trim().is_empty() {
+                format!("no host (set {CONFIG_ALLOWED_HOSTS}=HOST[:PORT],...)")
+            } else {
+                format!("only {allowed}")
+            }
+        ))
+    }
 }
 
 /// Parses the call's namespace into a [`Target`] and checks the caller may call it.

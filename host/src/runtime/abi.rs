@@ -45,6 +45,16 @@ pub trait HostCalls: Send + Sync + 'static {
     /// Performs the call; the error's message is handed to the guest as is, so
     /// it must say what failed.
     fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>>;
+
+    /// Whether actor `origin` may send an HTTP request to `authority`
+    /// (`host[:port]`) through `wasi:http/outgoing-handler`; the error says
+    /// why not. Refused unless the router says otherwise.
+    fn outgoing_http(&self, origin: &str, authority: &str) -> Result<(), String> {
+        let _ = origin;
+        Err(format!(
+            "this runtime makes no outgoing HTTP requests (to {authority})"
+        ))
+    }
 }
 
 /// Refuses every host call: for running one actor on its own (benchmarks,

@@ -546,3 +546,82 @@ async fn javascript_components_serve_http_and_count_in_keyvalue() -> Result<()> 
     ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
     Ok(())
 }
+
+/// A one-route HTTP server on a free port answering every request with
+/// `body`; returns its port. Ends with the test's runtime.
+async fn outside_server(body: &'static str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+#[tokio::test]
+async fn outgoing_http_needs_claims_and_an_allowed_host() -> Result<()> {
+    let faults = build_component(FAULTS)?;
+    let faults_s = faults.display().to_string();
+    let allowed = outside_server("from the outside").await?;
+    let other = outside_server("from elsewhere").await?;
+    let t = TestLattice::start().await?;
+    let _h = t.host("h1", &[]).await?;
+    let client = reqwest::Client::new();
+
+    // No claims: refused.
+    let url = serve(&t, &faults, "no-claims", "h1", Some("h1")).await?;
+    get_until(&format!("{url}/echo"), 200).await?;
+    let r = client
+        .get(format!("{url}/fetch?http://127.0.0.1:{allowed}/"))
+        .send()
+        .await?;
+    let (status, text) = (r.status().as_u16(), r.text().await?);
+    ensure!(
+        status == 502 && text.contains("HttpRequestDenied"),
+        "without claims: {status} {text:?}"
+    );
+
+    // Claims and a link allowing one host:port.
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join("fetcher.wasm").display().to_string();
+    t.cli(&[
+        "claims",
+        "put",
+        &faults_s,
+        "--name",
+        "fetcher",
+        "--contract",
+        "lattice:httpclient",
+        "-o",
+        &claimed,
+    ])
+    .await?
+    .success()?;
+    let url = serve(&t, std::path::Path::new(&claimed), "fetcher", "h1", None).await?;
+    let allow = format!("allowed_hosts=127.0.0.1:{allowed}");
+    t.link_put("fetcher", "host", "lattice:httpclient", &[&allow])
+        .await?;
+    let fetched = get_until(&format!("{url}/fetch?http://127.0.0.1:{allowed}/x"), 200).await?;
+    ensure!(fetched == "from the outside", "allowed: {fetched:?}");
+    let r = client
+        .get(format!("{url}/fetch?http://127.0.0.1:{other}/"))
+        .send()
+        .await?;
+    let (status, text) = (r.status().as_u16(), r.text().await?);
+    ensure!(
+        status == 502 && text.contains("HttpRequestDenied"),
+        "another port: {status} {text:?}"
+    );
+    Ok(())
+}

@@ -4,5 +4,6 @@
 //! byte fields are msgpack `bin`. `docs/contracts.md` describes the same schemas
 //! field by field for SDKs in other languages.
 
+pub mod httpclient;
 pub mod httpserver;
 pub mod keyvalue;

@@ -6,9 +6,10 @@
 //! `wasi:io`, `wasi:clocks`, `wasi:random` interfaces and `wasi:http/types`),
 //! with no preopened directories and no sockets, and `wasi:keyvalue`
 //! ([`keyvalue`]) over its `lattice:keyvalue` links. Outgoing HTTP
-//! (`wasi:http/outgoing-handler`) links, so a component that imports it
-//! starts, but every request is refused with `HTTP-request-denied` and the URL
-//! is logged. A component importing anything else is refused at start with the
+//! (`wasi:http/outgoing-handler`) goes out only when the claims list
+//! `lattice:httpclient` and the request's host is in the `allowed_hosts` of
+//! that link; anything else is refused with `HTTP-request-denied` and the URL
+//! logged. A component importing anything else is refused at start with the
 //! missing interface named.
 //!
 //! The HTTP provider hands the host a whole request ([`HttpRequest`]) and
@@ -75,7 +76,10 @@ impl ComponentData {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks { actor },
+            hooks: Hooks {
+                actor,
+                router: router.clone(),
+            },
             limiter,
             stderr,
             router,
@@ -104,16 +108,18 @@ impl WasiHttpView for ComponentData {
     }
 }
 
-/// wasi:http behaviour of one instance: outgoing requests are refused.
+/// wasi:http behaviour of one instance: outgoing requests only where the
+/// router allows them.
 pub struct Hooks {
     actor: Arc<str>,
+    router: Arc<dyn HostCalls>,
 }
 
 impl WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
         request: hyper::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
         dyn Future<
@@ -123,13 +129,29 @@ impl WasiHttpHooks for Hooks {
                 )>,
             > + Send,
     > {
-        // The guest sees only the error code; the log says what was refused.
-        tracing::warn!(
-            actor = %self.actor,
-            url = %request.uri(),
-            "outgoing HTTP request refused: components may not make outgoing requests on this host"
-        );
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        if let Err(why) = self.router.outgoing_http(&self.actor, &authority) {
+            // The guest sees only the error code; the log says what was
+            // refused and why.
+            tracing::warn!(
+                actor = %self.actor,
+                url = %request.uri(),
+                "outgoing HTTP request refused: {why}"
+            );
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        tracing::debug!(actor = %self.actor, url = %request.uri(), "outgoing HTTP request");
+        Box::new(async move {
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(http_body_util::BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            ))
+        })
     }
 }
 

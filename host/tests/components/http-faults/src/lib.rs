@@ -7,6 +7,8 @@
 //!   it and the component panics, as `expect` would in real code).
 //! * `/latin1-header`: a header value that is not ASCII text.
 //! * `/no-response`: returns without setting any response.
+//! * `/fetch?URL`: GETs URL through `wasi:http/outgoing-handler` and answers
+//!   its body (200) or the error (502).
 
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -23,6 +25,34 @@ fn respond(out: ResponseOutparam, status: u16, headers: Fields, body: &[u8]) {
     stream.blocking_write_and_flush(body).expect("writing the body");
     drop(stream);
     OutgoingBody::finish(outgoing, None).expect("finishing the body");
+}
+
+fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    use wasi::http::{outgoing_handler, types::OutgoingRequest, types::Scheme};
+    let (scheme, rest) = url.split_once("://").ok_or("no scheme in the URL")?;
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, format!("/{p}")),
+        None => (rest, "/".to_string()),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    request.set_scheme(Some(&scheme)).map_err(|_| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|_| "bad authority")?;
+    request.set_path_with_query(Some(&path)).map_err(|_| "bad path")?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    future.subscribe().block();
+    let response = future
+        .get()
+        .ok_or("no response")?
+        .map_err(|_| "response taken")?
+        .map_err(|e| format!("{e:?}"))?;
+    let body = response.consume().map_err(|_| "no body")?;
+    let stream = body.stream().map_err(|_| "no body stream")?;
+    let mut out = Vec::new();
+    while let Ok(chunk) = stream.blocking_read(64 * 1024) {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 impl wasi::exports::http::incoming_handler::Guest for Faults {
@@ -75,6 +105,10 @@ impl wasi::exports::http::incoming_handler::Guest for Faults {
                 respond(out, 200, headers, b"latin-1");
             }
             "/no-response" => {}
+            "/fetch" => match fetch(query) {
+                Ok(body) => respond(out, 200, Fields::new(), &body),
+                Err(e) => respond(out, 502, Fields::new(), e.as_bytes()),
+            },
             _ => respond(out, 404, Fields::new(), b"unknown path"),
         }
     }
