@@ -9,6 +9,9 @@
 #   - Chromium (Debian package) and playwright-core (npm, into target/browser)
 #     for the dashboard's browser test: lattice_prereqs_browser below, which
 #     only scripts/test.sh calls (bringing a lattice up needs no browser)
+#   - componentize-py (PyPI) and componentize-js (npm, into target/js-tools)
+#     for the Python and JavaScript component tests:
+#     lattice_prereqs_components below, which only scripts/test.sh calls
 # Source it (`. scripts/prereqs.sh`) so the PATH it extends stays in effect.
 set -euo pipefail
 
@@ -191,6 +194,29 @@ lattice_prereqs_browser() {
     fi
 }
 # --- end browser test -------------------------------------------------------------
+
+# --- Component toolchains -----------------------------------------------------------
+# The versions the test harness (host/harness/src/component.rs) expects; it
+# installs them itself too when they are missing. Needs Node.js and npm
+# (lattice_prereqs_browser installs them).
+LATTICE_COMPONENTIZE_PY_VERSION=0.25.1
+LATTICE_COMPONENTIZE_JS_VERSION=0.23.0
+lattice_prereqs_components() {
+    local root
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    if ! componentize-py --version 2>/dev/null | grep -q "$LATTICE_COMPONENTIZE_PY_VERSION"; then
+        echo "==> pip install componentize-py==$LATTICE_COMPONENTIZE_PY_VERSION" >&2
+        python3 -m pip install --quiet --disable-pip-version-check "componentize-py==$LATTICE_COMPONENTIZE_PY_VERSION" >&2
+        hash -r
+    fi
+    local dir="$root/target/js-tools"
+    if ! grep -qs "\"version\": \"$LATTICE_COMPONENTIZE_JS_VERSION\"" "$dir/node_modules/@bytecodealliance/componentize-js/package.json"; then
+        echo "==> npm install @bytecodealliance/componentize-js@$LATTICE_COMPONENTIZE_JS_VERSION (into target/js-tools)" >&2
+        mkdir -p "$dir"
+        npm install --prefix "$dir" --no-audit --no-fund --silent "@bytecodealliance/componentize-js@$LATTICE_COMPONENTIZE_JS_VERSION" >&2
+    fi
+}
+# --- end component toolchains -------------------------------------------------------
 
 lattice_prereqs
 lattice_prereqs_go

@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/prereqs.sh
 lattice_prereqs_browser
+lattice_prereqs_components
 echo "==> nats-server $(nats-server --version 2>&1 | head -1)" >&2
 exec cargo test --workspace "$@"
