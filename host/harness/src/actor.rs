@@ -4,19 +4,17 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+use crate::util::{OncePerProcess, clean_cargo_env};
 
 /// The target triple actors are built for.
 pub const WASM_TARGET: &str = "wasm32-wasip1";
 
 /// The cargo profile actors are built with (defined in the workspace `Cargo.toml`).
 pub const WASM_PROFILE: &str = "wasm";
-
-/// One build per package per process; the error text is kept so that every
-/// caller of a failed build sees the same failure.
-type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
 
 /// The root of this workspace (the directory of the root `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
@@ -56,19 +54,8 @@ pub fn actor_target_dir() -> PathBuf {
 /// meant for the host target (e.g. coverage instrumentation) and would break or
 /// slow down the wasm build.
 pub fn build_actor(package: &str) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry(package.to_owned()).or_default())
-    };
-    // The map lock is released: builds of different packages run in parallel,
-    // callers for this package block here until its build is done.
-    cell.get_or_init(|| build_uncached(package).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static BUILDS: OncePerProcess<String> = OncePerProcess::new();
+    BUILDS.get(package.to_owned(), || build_uncached(package))
 }
 
 fn build_uncached(package: &str) -> Result<PathBuf> {
@@ -84,18 +71,7 @@ fn build_uncached(package: &str) -> Result<PathBuf> {
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir);
-    for var in [
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+    clean_cargo_env(&mut cmd);
     let output = cmd.output().with_context(|| {
         format!(
             "running `{} build -p {package}` for {WASM_TARGET}",

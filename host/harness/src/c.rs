@@ -1,16 +1,15 @@
 //! Building C actors (the C SDK in `actors/c`) to `wasm32-wasip1` from source
 //! with clang and wasi-libc.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::actor::workspace_root;
 use crate::module::{finish_module, read_makefile_claims};
+use crate::util::OncePerProcess;
 
 /// The Debian packages of the C toolchain (`scripts/prereqs.sh` installs them).
 pub const C_TOOLCHAIN_PACKAGES: &str = "clang lld wasi-libc libclang-rt-dev-wasm32";
@@ -36,8 +35,6 @@ pub const C_FLAGS: &[&str] = &[
     "-Werror",
     "-Wl,--strip-all",
 ];
-
-type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
 
 /// The C SDK directory, `<workspace>/actors/c` (`lattice.h`, `lattice.c`).
 pub fn c_sdk_dir() -> PathBuf {
@@ -68,20 +65,11 @@ pub fn c_target_dir() -> PathBuf {
 /// install), when the sources do not compile (with clang's output), or when
 /// the claims in the Makefile are invalid.
 pub fn build_c_actor(dir: &Path) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<PathBuf, BuildCell>>> = OnceLock::new();
+    static BUILDS: OncePerProcess<PathBuf> = OncePerProcess::new();
     let dir = dir
         .canonicalize()
         .with_context(|| format!("C actor directory {} does not exist", dir.display()))?;
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry(dir.clone()).or_default())
-    };
-    cell.get_or_init(|| build_uncached(&dir).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    BUILDS.get(dir.clone(), || build_uncached(&dir))
 }
 
 fn build_uncached(dir: &Path) -> Result<PathBuf> {

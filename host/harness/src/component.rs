@@ -1,20 +1,17 @@
 //! Building the standalone Rust component crates of this repository (each with
 //! its own `Cargo.lock`, outside the workspace) to `wasm32-wasip2`.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::actor::{ensure_rust_target, workspace_root};
+use crate::util::{OncePerProcess, clean_cargo_env};
 
 /// The target triple Rust components are built for.
 pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
-
-type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
 
 /// The cargo target directory components are built in,
 /// `<workspace>/target/components`.
@@ -28,17 +25,8 @@ pub fn component_target_dir() -> PathBuf {
 /// package (`-` → `_`). Once per process and crate; installs the target with
 /// rustup first when it is missing. Cargo's output is shown only on failure.
 pub fn build_component(dir: &str) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry(dir.to_owned()).or_default())
-    };
-    cell.get_or_init(|| build_uncached(dir).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static BUILDS: OncePerProcess<String> = OncePerProcess::new();
+    BUILDS.get(dir.to_owned(), || build_uncached(dir))
 }
 
 fn build_uncached(dir: &str) -> Result<PathBuf> {
@@ -64,18 +52,7 @@ fn build_uncached(dir: &str) -> Result<PathBuf> {
     .arg("--manifest-path")
     .arg(&manifest)
     .env("CARGO_TARGET_DIR", &target_dir);
-    for var in [
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
+    clean_cargo_env(&mut cmd);
     let output = cmd
         .output()
         .with_context(|| format!("running `cargo build` for {}", manifest.display()))?;
@@ -107,17 +84,10 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 /// and directory. Takes some seconds: the component holds a whole Python
 /// interpreter (about 18 MB).
 pub fn build_python_component(dir: &str, world: &str) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry(format!("{dir} {world}")).or_default())
-    };
-    cell.get_or_init(|| build_python_uncached(dir, world).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static BUILDS: OncePerProcess<String> = OncePerProcess::new();
+    BUILDS.get(format!("{dir} {world}"), || {
+        build_python_uncached(dir, world)
+    })
 }
 
 fn build_python_uncached(dir: &str, world: &str) -> Result<PathBuf> {
@@ -207,17 +177,10 @@ pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 /// and source. Takes tens of seconds: the component holds a JavaScript engine
 /// (about 13 MB), initialised at build time.
 pub fn build_js_component(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<String, BuildCell>>> = OnceLock::new();
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry(format!("{dir} {source}")).or_default())
-    };
-    cell.get_or_init(|| build_js_uncached(dir, source, world).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static BUILDS: OncePerProcess<String> = OncePerProcess::new();
+    BUILDS.get(format!("{dir} {source}"), || {
+        build_js_uncached(dir, source, world)
+    })
 }
 
 fn build_js_uncached(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
@@ -252,10 +215,8 @@ fn build_js_uncached(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
 /// `componentize-js` under `<workspace>/target/js-tools`, installed with npm
 /// when missing or of another version.
 fn componentize_js() -> Result<PathBuf> {
-    static TOOL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    TOOL.get_or_init(|| install_componentize_js().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static TOOL: OncePerProcess<()> = OncePerProcess::new();
+    TOOL.get((), install_componentize_js)
 }
 
 fn install_componentize_js() -> Result<PathBuf> {

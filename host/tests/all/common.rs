@@ -123,6 +123,12 @@ impl TestLattice {
 
     /// Runs `lattice --nats-url URL --lattice ID ARGS...` and collects its output.
     pub async fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        self.cli_within(args, CLI_TIMEOUT).await
+    }
+
+    /// [`TestLattice::cli`] for a command that may take up to `timeout` (the
+    /// start of a large module, compiled on a loaded machine).
+    pub async fn cli_within(&self, args: &[&str], timeout: Duration) -> Result<CliOutput> {
         let url = self.nats.url();
         let config = self.config_file().display().to_string();
         let mut full = vec![
@@ -134,7 +140,7 @@ impl TestLattice {
             config.as_str(),
         ];
         full.extend_from_slice(args);
-        run_cli(&full, &[]).await
+        run_cli_within(&full, &[], timeout).await
     }
 
     /// Starts the counter module `wasm` (actor id `actor`, from its file

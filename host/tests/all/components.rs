@@ -24,9 +24,23 @@ async fn serve(
     web: Option<&str>,
 ) -> Result<String> {
     let wasm = wasm.display().to_string();
-    t.cli(&[
-        "ctl", "start", "actor", &wasm, "--id", actor, "--host", host,
-    ])
+    // Python and JavaScript components (12-18 MB) compile for tens of
+    // seconds, longer when the whole suite shares the cores.
+    t.cli_within(
+        &[
+            "ctl",
+            "start",
+            "actor",
+            &wasm,
+            "--id",
+            actor,
+            "--host",
+            host,
+            "--timeout",
+            "300s",
+        ],
+        std::time::Duration::from_secs(330),
+    )
     .await?
     .success()?;
     if let Some(web) = web {
@@ -409,6 +423,84 @@ async fn components_answer_and_make_calls_in_the_mesh() -> Result<()> {
     Ok(())
 }
 
+/// One language's examples on a host of their own: `hello` answers
+/// `greeting`; GET `fault` (a raise, a throw) answers `fault_status` naming
+/// the actor and the next request works; `counter`, given claims for
+/// `lattice:keyvalue` and a link, counts up by one per request.
+async fn language_examples(
+    lang: &str,
+    hello: &std::path::Path,
+    counter: &std::path::Path,
+    greeting: &str,
+    (fault, fault_status): (&str, u16),
+) -> Result<()> {
+    let t = TestLattice::start().await?;
+    // Short deadline: a fault that never answers ends with it.
+    let h = t.host("h1", &[("--call-timeout", "5s")]).await?;
+    let hello_id = format!("{lang}-hello");
+    let url = serve(&t, hello, &hello_id, "h1", Some("h1")).await?;
+    let body = get_until(&format!("{url}/"), 200).await?;
+    ensure!(body == greeting, "{lang} hello: {body:?}");
+    let client = reqwest::Client::new();
+    let r = client.get(format!("{url}{fault}")).send().await?;
+    let (status, text) = (r.status().as_u16(), r.text().await?);
+    ensure!(
+        status == fault_status && text.contains(&format!("actor {hello_id}")),
+        "{lang} {fault}: {status} {text:?}"
+    );
+    let again = client.get(format!("{url}/")).send().await?;
+    ensure!(
+        again.status() == 200,
+        "{lang} after {fault}: {}",
+        again.status()
+    );
+
+    let counter_id = format!("{lang}-counter");
+    let dir = tempfile::tempdir()?;
+    let claimed = dir.path().join(format!("{counter_id}.wasm"));
+    let (counter_s, claimed_s) = (counter.display().to_string(), claimed.display().to_string());
+    t.cli(&[
+        "claims",
+        "put",
+        &counter_s,
+        "--name",
+        &counter_id,
+        "--contract",
+        "lattice:keyvalue",
+        "-o",
+        &claimed_s,
+    ])
+    .await?
+    .success()?;
+    let url = serve(&t, &claimed, &counter_id, "h1", None).await?;
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "h1",
+    ])
+    .await?
+    .success()?;
+    t.link_put(&counter_id, "keyvalue", "lattice:keyvalue", &[])
+        .await?;
+    let count = |body: &str| -> Result<i64> {
+        let v: serde_json::Value =
+            serde_json::from_str(body).with_context(|| format!("{lang} count: {body:?}"))?;
+        v["count"].as_i64().context("count")
+    };
+    let first = count(&get_until(&format!("{url}/n"), 200).await?)?;
+    let second = count(&client.get(format!("{url}/n")).send().await?.text().await?)?;
+    ensure!(second == first + 1, "{lang} counts: {first} then {second}");
+    let seen = t
+        .actor_on(&h, &counter_id)
+        .await?
+        .context("the counter runs")?;
+    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_components_serve_http_and_count_in_keyvalue() -> Result<()> {
     let hello = build_python_component("examples/components/python-hello", "lattice:actor/http")?;
@@ -416,66 +508,15 @@ async fn python_components_serve_http_and_count_in_keyvalue() -> Result<()> {
         "examples/components/python-counter",
         "lattice:actor/http-keyvalue",
     )?;
-    let t = TestLattice::start().await?;
-    let h = t.host("h1", &[("--call-timeout", "20s")]).await?;
-
-    let url = serve(&t, &hello, "py-hello", "h1", Some("h1")).await?;
-    let body = get_until(&format!("{url}/"), 200).await?;
-    ensure!(body == "Hello from Python!", "python hello: {body:?}");
-    // A Python exception: a 500 naming the actor, and the next request works.
-    let client = reqwest::Client::new();
-    let r = client.get(format!("{url}/raise")).send().await?;
-    let (status, text) = (r.status().as_u16(), r.text().await?);
-    ensure!(
-        status == 500 && text.contains("actor py-hello trapped"),
-        "a raise: {status} {text:?}"
-    );
-    let again = client.get(format!("{url}/")).send().await?;
-    ensure!(again.status() == 200, "after a raise: {}", again.status());
-
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join("py-counter.wasm").display().to_string();
-    let counter_s = counter.display().to_string();
-    t.cli(&[
-        "claims",
-        "put",
-        &counter_s,
-        "--name",
-        "py-counter",
-        "--contract",
-        "lattice:keyvalue",
-        "-o",
-        &claimed,
-    ])
-    .await?
-    .success()?;
-    let url = serve(&t, std::path::Path::new(&claimed), "py-counter", "h1", None).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "h1",
-    ])
-    .await?
-    .success()?;
-    t.link_put("py-counter", "keyvalue", "lattice:keyvalue", &[])
-        .await?;
-    let first: serde_json::Value =
-        serde_json::from_str(&get_until(&format!("{url}/n"), 200).await?)?;
-    let second: serde_json::Value =
-        serde_json::from_str(&client.get(format!("{url}/n")).send().await?.text().await?)?;
-    ensure!(
-        second["count"].as_i64() == first["count"].as_i64().map(|n| n + 1),
-        "python counts: {first} then {second}"
-    );
-    let seen = t
-        .actor_on(&h, "py-counter")
-        .await?
-        .context("py-counter runs")?;
-    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
-    Ok(())
+    // A Python exception traps the instance: 500 naming the actor.
+    language_examples(
+        "py",
+        &hello,
+        &counter,
+        "Hello from Python!",
+        ("/raise", 500),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,68 +524,16 @@ async fn javascript_components_serve_http_and_count_in_keyvalue() -> Result<()> 
     const JS: &str = "examples/components/js";
     let hello = build_js_component(JS, "hello.js", "http")?;
     let counter = build_js_component(JS, "counter.js", "http-keyvalue")?;
-    let t = TestLattice::start().await?;
-    let h = t.host("h1", &[("--call-timeout", "5s")]).await?;
-
-    let url = serve(&t, &hello, "js-hello", "h1", Some("h1")).await?;
-    let body = get_until(&format!("{url}/"), 200).await?;
-    ensure!(body == "Hello from JavaScript!", "js hello: {body:?}");
     // An uncaught exception: the engine never responds, so the call ends at
-    // its deadline (504 naming the actor), and the next request works.
-    let client = reqwest::Client::new();
-    let r = client.get(format!("{url}/throw")).send().await?;
-    let (status, text) = (r.status().as_u16(), r.text().await?);
-    ensure!(
-        status == 504 && text.contains("actor js-hello"),
-        "a throw: {status} {text:?}"
-    );
-    let again = client.get(format!("{url}/")).send().await?;
-    ensure!(again.status() == 200, "after a throw: {}", again.status());
-
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join("js-counter.wasm").display().to_string();
-    let counter_s = counter.display().to_string();
-    t.cli(&[
-        "claims",
-        "put",
-        &counter_s,
-        "--name",
-        "js-counter",
-        "--contract",
-        "lattice:keyvalue",
-        "-o",
-        &claimed,
-    ])
-    .await?
-    .success()?;
-    let url = serve(&t, std::path::Path::new(&claimed), "js-counter", "h1", None).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "h1",
-    ])
-    .await?
-    .success()?;
-    t.link_put("js-counter", "keyvalue", "lattice:keyvalue", &[])
-        .await?;
-    let first: serde_json::Value =
-        serde_json::from_str(&get_until(&format!("{url}/n"), 200).await?)?;
-    let second = client.get(format!("{url}/n")).send().await?.text().await?;
-    let second: serde_json::Value =
-        serde_json::from_str(&second).with_context(|| format!("second count: {second:?}"))?;
-    ensure!(
-        second["count"].as_i64() == first["count"].as_i64().map(|n| n + 1),
-        "javascript counts: {first} then {second}"
-    );
-    let seen = t
-        .actor_on(&h, "js-counter")
-        .await?
-        .context("js-counter runs")?;
-    ensure!(seen.kind == ActorKind::Component, "kind {:?}", seen.kind);
-    Ok(())
+    // its deadline (504 naming the actor).
+    language_examples(
+        "js",
+        &hello,
+        &counter,
+        "Hello from JavaScript!",
+        ("/throw", 504),
+    )
+    .await
 }
 
 /// A one-route HTTP server on a free port answering every request with
