@@ -36,7 +36,15 @@ pub fn build(cfg: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
             // Components (wasi:http) count here as well as in the core
             // slots: one per component instance, holding several core ones.
             .total_component_instances(cfg.max_instances)
-            .max_component_instance_size(4 << 20);
+            .max_component_instance_size(4 << 20)
+            // An instance per request (components, cold calls) frees and
+            // takes a slot each time: reset small memories and tables with
+            // memset rather than madvise (no page faults on the next use of
+            // the slot), and give pages back in batches of syscalls. At most
+            // `max_unused_warm_slots` (100) slots stay resident this way.
+            .linear_memory_keep_resident(128 << 10)
+            .table_keep_resident(16 << 10)
+            .decommit_batch_size(16);
         pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
             Ok(engine) => return Ok((engine, true)),
