@@ -81,6 +81,9 @@ pub struct MemoryLimiter {
     pub max_bytes: usize,
     /// Most table elements.
     pub max_table_elements: usize,
+    /// Bytes of linear memory the instance's memories hold together (a
+    /// component has several): the limit is on the sum.
+    pub used: usize,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -90,14 +93,16 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_bytes {
             return Err(wasmtime::Error::msg(format!(
                 "memory limit exceeded: the actor tried to grow its memory from {} to {} MiB; the limit is {} MiB",
-                current >> 20,
-                desired.div_ceil(1 << 20),
+                self.used >> 20,
+                total.div_ceil(1 << 20),
                 self.max_bytes >> 20
             )));
         }
+        self.used = total;
         Ok(true)
     }
 

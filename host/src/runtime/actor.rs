@@ -693,7 +693,12 @@ impl Actor {
         let limiter = || MemoryLimiter {
             max_bytes: cfg.max_memory_bytes(),
             max_table_elements: super::validate::MAX_TABLE_ELEMENTS,
+            used: 0,
         };
+        // The epoch bounds a start function only while it runs wasm; one
+        // waiting in a host call is bounded here.
+        let init_bound = INIT_TIMEOUT + Duration::from_millis(250);
+        let timed_out = || format!("instantiation did not finish within {INIT_TIMEOUT:?}");
         let pre = match &self.pre {
             Prepared::Module(pre) => pre,
             Prepared::Component(pre) => {
@@ -709,9 +714,10 @@ impl Actor {
                     let mut store = Store::new(self.runtime.engine(), data);
                     store.limiter(|d| &mut d.limiter);
                     yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
-                    match pre.instantiate(&mut store).await {
-                        Ok(instance) => break Ok(WarmInstance::Component { store, instance }),
-                        Err(e) => self.make_room(e, &mut evicted).map_err(fail)?,
+                    match tokio::time::timeout(init_bound, pre.instantiate(&mut store)).await {
+                        Err(_) => return Err(fail(timed_out())),
+                        Ok(Ok(instance)) => break Ok(WarmInstance::Component { store, instance }),
+                        Ok(Err(e)) => self.make_room(e, &mut evicted).map_err(fail)?,
                     }
                 };
             }
@@ -733,9 +739,10 @@ impl Actor {
             let mut store = Store::new(self.runtime.engine(), data);
             store.limiter(|d| &mut d.limiter);
             yield_until(&mut store, Instant::now() + INIT_TIMEOUT);
-            match pre.instantiate_async(&mut store).await {
-                Ok(instance) => break (store, instance),
-                Err(e) => self.make_room(e, &mut evicted).map_err(fail)?,
+            match tokio::time::timeout(init_bound, pre.instantiate_async(&mut store)).await {
+                Err(_) => return Err(fail(timed_out())),
+                Ok(Ok(instance)) => break (store, instance),
+                Ok(Err(e)) => self.make_room(e, &mut evicted).map_err(fail)?,
             }
         };
         // Reactors (Go c-shared, C, Rust cdylib) initialise their runtime in

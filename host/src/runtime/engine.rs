@@ -37,6 +37,13 @@ pub fn build(cfg: &RuntimeConfig) -> Result<(Engine, bool), RuntimeError> {
             // slots: one per component instance, holding several core ones.
             .total_component_instances(cfg.max_instances)
             .max_component_instance_size(4 << 20)
+            // One component instance holds several core instances, memories
+            // and tables, all from the slots above: cap what one may take
+            // (Python and JavaScript components need about a dozen), so a
+            // component is refused at start rather than starving the host.
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(64)
             // An instance per request (components, cold calls) frees and
             // takes a slot each time: reset small memories and tables with
             // memset rather than madvise (no page faults on the next use of

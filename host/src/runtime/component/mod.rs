@@ -43,7 +43,8 @@ use super::{
 };
 
 /// Largest response body a component may send back through the HTTP
-/// provider, in bytes; a longer one fails the call (502 at the provider).
+/// provider, in bytes; a longer one fails the call (500 at the provider,
+/// naming the limit).
 pub const MAX_RESPONSE_BODY: usize = 8 << 20;
 
 /// What a component's store holds: WASI, wasi:http and its resources.
@@ -79,6 +80,8 @@ impl ComponentData {
             hooks: Hooks {
                 actor,
                 router: router.clone(),
+                outgoing: Default::default(),
+                refused: 0,
             },
             limiter,
             stderr,
@@ -113,6 +116,54 @@ impl WasiHttpView for ComponentData {
 pub struct Hooks {
     actor: Arc<str>,
     router: Arc<dyn HostCalls>,
+    /// Outgoing requests of this instance whose connection is still open.
+    outgoing: Arc<std::sync::atomic::AtomicU32>,
+    /// Requests refused so far: the first is logged as a warning, the rest
+    /// at debug level (a guest looping on refusals must not flood the log).
+    refused: u32,
+}
+
+/// Outgoing HTTP requests one instance may have open at once; more are
+/// refused (each holds a socket until its response body is done).
+pub const MAX_OUTGOING_REQUESTS: u32 = 16;
+
+/// Gives back an outgoing-request place when the connection is done.
+struct OutgoingSlot(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for OutgoingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// The type `send_request` answers with.
+type SendRequestFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                hyper::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl Hooks {
+    /// Refuses a request: `HTTP-request-denied` for the guest, the URL
+    /// (without its query, which may hold secrets) and `why` in the log.
+    fn refuse(&mut self, uri: &hyper::Uri, why: &str) -> SendRequestFuture {
+        self.refused = self.refused.saturating_add(1);
+        let url = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        );
+        if self.refused == 1 {
+            tracing::warn!(actor = %self.actor, %url, "outgoing HTTP request refused: {why}");
+        } else {
+            tracing::debug!(actor = %self.actor, %url, refused = self.refused, "outgoing HTTP request refused: {why}");
+        }
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
 }
 
 impl WasiHttpHooks for Hooks {
@@ -121,32 +172,34 @@ impl WasiHttpHooks for Hooks {
         request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = wasmtime_wasi_http::Result<(
-                    hyper::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                )>,
-            > + Send,
-    > {
+    ) -> SendRequestFuture {
+        use std::sync::atomic::Ordering;
         let authority = request
             .uri()
             .authority()
             .map(|a| a.as_str().to_string())
             .unwrap_or_default();
         if let Err(why) = self.router.outgoing_http(&self.actor, &authority) {
-            // The guest sees only the error code; the log says what was
-            // refused and why.
-            tracing::warn!(
-                actor = %self.actor,
-                url = %request.uri(),
-                "outgoing HTTP request refused: {why}"
-            );
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            return self.refuse(request.uri(), &why);
         }
-        tracing::debug!(actor = %self.actor, url = %request.uri(), "outgoing HTTP request");
+        let taken = self
+            .outgoing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_OUTGOING_REQUESTS).then_some(n + 1)
+            });
+        if taken.is_err() {
+            let why = format!("{MAX_OUTGOING_REQUESTS} requests of this instance are open already");
+            return self.refuse(request.uri(), &why);
+        }
+        let slot = OutgoingSlot(self.outgoing.clone());
+        tracing::debug!(actor = %self.actor, url = %request.uri().path(), "outgoing HTTP request");
         Box::new(async move {
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            // The connection lives as long as `io`: the place with it.
+            let io = async move {
+                let _slot = slot;
+                io.await
+            };
             Ok((
                 response.map(http_body_util::BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
@@ -202,16 +255,19 @@ pub fn prepare(
     let pre = linker.instantiate_pre(component).map_err(|e| {
         format!("the component imports something this host does not provide: {e:#}")
     })?;
-    let http = ProxyIndices::new(&pre).ok();
-    let handler = mesh::HandlerIndices::new(&pre).ok();
-    if http.is_none() && handler.is_none() {
-        return Err(
-            "the component exports neither wasi:http/incoming-handler@0.2 nor \
-             lattice:actor/handler@0.1.0, so nothing could call it"
-                .into(),
-        );
+    let http = ProxyIndices::new(&pre);
+    let handler = mesh::HandlerIndices::new(&pre);
+    match (http, handler) {
+        (Err(http), Err(handler)) => Err(format!(
+            "the component exports neither wasi:http/incoming-handler@0.2 ({http:#}) nor \
+             lattice:actor/handler@0.1.0 ({handler:#}), so nothing could call it"
+        )),
+        (http, handler) => Ok(ComponentPre {
+            pre,
+            http: http.ok(),
+            handler: handler.ok(),
+        }),
     }
-    Ok(ComponentPre { pre, http, handler })
 }
 
 impl ComponentPre {
@@ -330,7 +386,15 @@ async fn handle_http(
     loop {
         tokio::select! {
             called = &mut call => {
-                called.map_err(CallError::Trap)?;
+                if let Err(trap) = called {
+                    // A body past the limit makes the guest's next write
+                    // fail, and the guest may trap on that: the limit is
+                    // the cause worth reporting.
+                    return Err(match response {
+                        Some(Err(CallError::BadResponse(why))) => CallError::BadResponse(why),
+                        _ => CallError::Trap(trap),
+                    });
+                }
                 break;
             }
             collected = &mut collect, if response.is_none() => response = Some(collected),
