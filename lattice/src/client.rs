@@ -118,6 +118,29 @@ impl CtlClient {
         Ok(providers)
     }
 
+    /// A running provider with id `id`, if one answers a ping within
+    /// `window`. Ends at the first answer from it: only a lattice without
+    /// that provider waits the whole window.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the ping cannot be sent.
+    pub async fn find_provider(
+        &self,
+        id: &ProviderId,
+        window: Duration,
+    ) -> Result<Option<ProviderDescription>, Error> {
+        let found: Vec<ProviderDescription> = self
+            .gather_until(
+                &subject::ctl(&self.lattice, subject::OP_PING_PROVIDERS),
+                &(),
+                window,
+                Expect::Unknown,
+                |p: &ProviderDescription| p.id == *id,
+            )
+            .await?;
+        Ok(found.into_iter().find(|p| p.id == *id))
+    }
+
     /// Starts a built-in provider on one host.
     ///
     /// # Errors
@@ -447,6 +470,19 @@ impl CtlClient {
         window: Duration,
         expect: Expect,
     ) -> Result<Vec<Resp>, Error> {
+        self.gather_until(subject, body, window, expect, |_| false)
+            .await
+    }
+
+    /// [`CtlClient::gather`], ending too as soon as an answer satisfies `enough`.
+    async fn gather_until<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        body: &Req,
+        window: Duration,
+        expect: Expect,
+        enough: impl Fn(&Resp) -> bool,
+    ) -> Result<Vec<Resp>, Error> {
         let inbox = self.nats.new_inbox();
         let mut sub = self
             .nats
@@ -492,7 +528,11 @@ impl CtlClient {
                     // A host that cannot bid answers with an error; skip it, and skip
                     // replies from versions we cannot read rather than failing the whole gather.
                     if let Ok(CtlReply::Ok(v)) = serde_json::from_slice::<CtlReply<Resp>>(&msg.payload) {
+                        let done = enough(&v);
                         out.push(v);
+                        if done {
+                            break;
+                        }
                     }
                 }
             }
