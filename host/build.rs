@@ -1,6 +1,7 @@
 //! Embeds the actor SDKs in the `lattice` binary, for `lattice new`: a new
 //! project gets its language's SDK (and, for Rust, the plain-types part of the
-//! `lattice` crate) written beside it, so it builds outside this repository.
+//! `lattice` crate; for Python and JavaScript components, the WIT they are
+//! built against) written beside it, so it builds outside this repository.
 //!
 //! Writes `$OUT_DIR/sdk_files.rs`: one `&[(path, bytes)]` table per SDK, paths
 //! relative to the SDK's directory. Tests, READMEs and build output stay out.
@@ -16,6 +17,10 @@ const SDKS: &[(&str, &str, &[&str])] = &[
     ("LATTICE_CRATE", "lattice", &["rs", "toml"]),
     ("GO_SDK", "actors/go", &["go", "mod"]),
     ("C_SDK", "actors/c", &["h", "c"]),
+    // WIT for Python components (WASI 0.2.12, wasmtime's) and JavaScript
+    // ones (WASI 0.2.10, the version componentize-js's engine is built for).
+    ("WIT", "wit", &["wit"]),
+    ("JS_WIT", "examples/components/js/wit", &["wit"]),
 ];
 
 fn main() {

@@ -122,7 +122,7 @@ fn build_python_uncached(dir: &str, world: &str) -> Result<PathBuf> {
 
 /// `componentize-py` on `PATH` or in pip's scripts directory, installed with
 /// pip when missing.
-fn componentize_py() -> Result<PathBuf> {
+pub fn componentize_py() -> Result<PathBuf> {
     let works = |p: &std::path::Path| {
         Command::new(p).arg("--version").output().is_ok_and(|o| {
             o.status.success()
@@ -214,7 +214,7 @@ fn build_js_uncached(dir: &str, source: &str, world: &str) -> Result<PathBuf> {
 
 /// `componentize-js` under `<workspace>/target/js-tools`, installed with npm
 /// when missing or of another version.
-fn componentize_js() -> Result<PathBuf> {
+pub fn componentize_js() -> Result<PathBuf> {
     static TOOL: OncePerProcess<()> = OncePerProcess::new();
     TOOL.get((), install_componentize_js)
 }

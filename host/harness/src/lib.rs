@@ -58,7 +58,8 @@ pub use c::{C_FLAGS, C_TOOLCHAIN_PACKAGES, build_c_actor, c_sdk_dir, c_target_di
 pub use cluster::{CLUSTER_NAME, CLUSTER_READY_TIMEOUT, NatsCluster};
 pub use component::{
     COMPONENT_TARGET, COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, build_component,
-    build_js_component, build_python_component, component_target_dir,
+    build_js_component, build_python_component, component_target_dir, componentize_js,
+    componentize_py,
 };
 pub use go::{
     GO_ENV, GO_INSTALL_HINT, GoBuild, GoCompiler, TINYGO_ENV, build_go_actor, build_go_actor_with,

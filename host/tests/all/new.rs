@@ -90,6 +90,52 @@ async fn a_new_project_in_each_language_builds_starts_and_answers() -> Result<()
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_component_project_in_python_and_javascript_serves_http() -> Result<()> {
+    let py = lattice_harness::componentize_py()?.display().to_string();
+    let js = lattice_harness::componentize_js()?.display().to_string();
+    let env = [
+        ("COMPONENTIZE_PY", py.as_str()),
+        ("COMPONENTIZE_JS", js.as_str()),
+    ];
+    let lat = TestLattice::start().await?;
+    let _host = lat.host("new-host", &[]).await?;
+    lat.cli(&["ctl", "start", "provider", "builtin:httpserver"])
+        .await?
+        .success()?;
+    let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;
+    for language in ["python", "js"] {
+        let name = format!("web-{language}");
+        let dir = scratch.path().join(&name);
+        let dir_arg = dir.display().to_string();
+        let out = run_cli(&["new", language, &name, "--dir", &dir_arg], &env)
+            .await?
+            .success()?;
+        ensure!(out.stdout.contains("link put"), "{}", out.stdout);
+        run_cli_within(&["build", &dir_arg], &env, BUILD_TIMEOUT)
+            .await?
+            .success()?;
+        let module = dir.join("build").join(format!("{name}.wasm"));
+        let module_arg = module.display().to_string();
+        lat.cli_within(
+            &["ctl", "start", "actor", &module_arg, "--timeout", "300s"],
+            Duration::from_secs(330),
+        )
+        .await?
+        .success()?;
+        let port = lattice_harness::free_port();
+        let address = format!("address=127.0.0.1:{port}");
+        lat.link_put(&name, "httpserver", "lattice:httpserver", &[&address])
+            .await?;
+        let body = crate::common::get_until(&format!("http://127.0.0.1:{port}/hi"), 200).await?;
+        ensure!(
+            body.contains(&format!("Hello from {name}!")) && body.contains("/hi"),
+            "{language}: {body:?}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;

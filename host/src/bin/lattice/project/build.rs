@@ -118,6 +118,8 @@ pub fn build(dir: &Path, issuer: Option<&Path>) -> anyhow::Result<Built> {
         Language::Rust => rust(dir, &compiled)?,
         Language::Go => go(dir, &compiled)?,
         Language::C => c(dir, &actor.name, &compiled)?,
+        Language::Python => python(dir, &compiled)?,
+        Language::Js => js(dir, &compiled)?,
     }
     let bytes = std::fs::read(&compiled)
         .with_context(|| format!("could not read {}", compiled.display()))?;
@@ -281,6 +283,48 @@ fn c(dir: &Path, name: &str, out: &Path) -> anyhow::Result<()> {
         cmd,
         "clang",
         "install clang and wasi-libc (Debian: `sudo apt-get install clang lld wasi-libc libclang-rt-dev-wasm32`)",
+        false,
+    )
+    .map(drop)
+}
+
+/// componentize-py on `app.py`, world `lattice:actor/http` of `./wit`.
+fn python(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let tool =
+        std::env::var_os("COMPONENTIZE_PY").unwrap_or_else(|| OsString::from("componentize-py"));
+    let mut cmd = Command::new(tool);
+    cmd.current_dir(dir)
+        .args([
+            "-d",
+            "wit",
+            "-w",
+            "lattice:actor/http",
+            "componentize",
+            "app",
+            "-o",
+        ])
+        .arg(std::path::absolute(out)?);
+    run_tool(
+        cmd,
+        "componentize-py",
+        "install it with `pip install componentize-py==0.25.1` (or point COMPONENTIZE_PY at it)",
+        false,
+    )
+    .map(drop)
+}
+
+/// componentize-js on `app.js`, world `http` of `./wit`.
+fn js(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let tool =
+        std::env::var_os("COMPONENTIZE_JS").unwrap_or_else(|| OsString::from("componentize-js"));
+    let mut cmd = Command::new(tool);
+    cmd.current_dir(dir)
+        .args(["app.js", "--wit", "wit", "-n", "http", "-o"])
+        .arg(std::path::absolute(out)?);
+    run_tool(
+        cmd,
+        "componentize-js",
+        "install it with `npm install -g @bytecodealliance/componentize-js@0.23.0` (or point COMPONENTIZE_JS at it)",
         false,
     )
     .map(drop)

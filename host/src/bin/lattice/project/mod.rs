@@ -6,7 +6,8 @@
 //! this crate), so a project builds with nothing but the `lattice` binary, the
 //! language's toolchain and its package registry.
 //!
-//! - [`new`]: `lattice new rust|go|c NAME`, the templates and the vendored SDKs.
+//! - [`new`]: `lattice new rust|go|c|python|js NAME`, the templates and the
+//!   vendored SDKs (the WIT, for the component languages).
 //! - [`build`]: `lattice build`, per language, then claims (and a signature).
 //! - [`dev`]: `lattice dev`, build, run and replace on every save.
 
@@ -32,6 +33,18 @@ pub enum Language {
     Go,
     /// C with clang and wasi-libc, with `lattice.h`
     C,
+    /// Python, a wasi:http component built with componentize-py
+    Python,
+    /// JavaScript, a wasi:http component built with componentize-js
+    Js,
+}
+
+impl Language {
+    /// Whether projects of this language build WASI 0.2 components (served
+    /// over wasi:http) rather than waPC modules.
+    pub fn is_component(self) -> bool {
+        matches!(self, Language::Python | Language::Js)
+    }
 }
 
 impl std::fmt::Display for Language {
@@ -40,6 +53,8 @@ impl std::fmt::Display for Language {
             Language::Rust => "rust",
             Language::Go => "go",
             Language::C => "c",
+            Language::Python => "python",
+            Language::Js => "js",
         })
     }
 }
@@ -125,7 +140,7 @@ impl ProjectFile {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "{} is not an actor project: it has no {PROJECT_FILE}; make one with `lattice new rust|go|c NAME`",
+                "{} is not an actor project: it has no {PROJECT_FILE}; make one with `lattice new rust|go|c|python|js NAME`",
                 dir.display()
             ),
             Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),

@@ -1,4 +1,5 @@
-//! `lattice new rust|go|c NAME`: a buildable actor project with its SDK.
+//! `lattice new rust|go|c|python|js NAME`: a buildable actor project with its
+//! SDK (for Python and JavaScript, a wasi:http component with its WIT).
 
 use std::{
     path::{Path, PathBuf},
@@ -72,10 +73,17 @@ pub fn run(out: OutputFormat, args: NewArgs) -> anyhow::Result<ExitCode> {
             dir.display(),
             files.len()
         );
-        println!(
-            "next: cd {} && lattice build && lattice ctl start actor build/{name}.wasm && lattice call {name} SayHello '\"world\"'",
-            dir.display()
-        );
+        if args.language.is_component() {
+            println!(
+                "next: cd {} && lattice build && lattice ctl start actor build/{name}.wasm && lattice ctl start provider builtin:httpserver && lattice ctl link put {name} httpserver lattice:httpserver address=127.0.0.1:8080 && curl http://127.0.0.1:8080/",
+                dir.display()
+            );
+        } else {
+            println!(
+                "next: cd {} && lattice build && lattice ctl start actor build/{name}.wasm && lattice call {name} SayHello '\"world\"'",
+                dir.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -85,6 +93,7 @@ fn sdk_dir(language: Language) -> &'static str {
     match language {
         Language::Rust => "vendor/",
         Language::Go | Language::C => "lattice-sdk/",
+        Language::Python | Language::Js => "wit/",
     }
 }
 
@@ -108,7 +117,11 @@ fn files(language: Language, name: &str) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
         ),
         (
             PathBuf::from("README.md"),
-            fill(include_str!("templates/README.md.tmpl")),
+            fill(if language.is_component() {
+                include_str!("templates/README.component.md.tmpl")
+            } else {
+                include_str!("templates/README.md.tmpl")
+            }),
         ),
     ];
     match language {
@@ -145,6 +158,14 @@ fn files(language: Language, name: &str) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
                 fill(include_str!("templates/actor.c.tmpl")),
             ));
             copy(&mut files, "lattice-sdk", sdk::C_SDK);
+        }
+        Language::Python => {
+            files.push(("app.py".into(), fill(include_str!("templates/app.py.tmpl"))));
+            copy(&mut files, "wit", sdk::WIT);
+        }
+        Language::Js => {
+            files.push(("app.js".into(), fill(include_str!("templates/app.js.tmpl"))));
+            copy(&mut files, "wit", sdk::JS_WIT);
         }
     }
     Ok(files)
