@@ -287,7 +287,7 @@ pub enum ControlError {
     /// A start would take an actor past the replicas one host runs.
     #[error(
         "actor {actor} may run at most {} replicas on host {host}; it runs {running} and {asked} more were asked for",
-        crate::host::MAX_REPLICAS_PER_HOST
+        lattice::app::MAX_REPLICAS
     )]
     TooManyReplicas {
         /// The actor.
@@ -302,7 +302,7 @@ pub enum ControlError {
     /// A scale request asked for more replicas than one host runs.
     #[error(
         "actor {actor} may run at most {} replicas on host {host}; {asked} were asked for",
-        crate::host::MAX_REPLICAS_PER_HOST
+        lattice::app::MAX_REPLICAS
     )]
     ScaleTooLarge {
         /// The actor.

@@ -156,10 +156,13 @@ id_type!(
     "link name"
 );
 
+/// The link name used when none is given (and for `""` in `__host_call`).
+pub const DEFAULT_LINK_NAME: &str = "default";
+
 impl LinkName {
     /// The link name used when none is given (and for `""` in `__host_call`).
     pub fn default_name() -> Self {
-        LinkName(crate::link::DEFAULT_LINK_NAME.to_string())
+        LinkName(DEFAULT_LINK_NAME.to_string())
     }
 }
 

@@ -14,8 +14,9 @@ use crate::id::{ActorId, ContractId, LinkName, ProviderId};
 /// KV keys of links start with this.
 pub const KEY_PREFIX: &str = "link.";
 
-/// The link name used when none is given (and for `""` in `__host_call`).
-pub const DEFAULT_LINK_NAME: &str = "default";
+/// The link name used when none is given (and for `""` in `__host_call`);
+/// it belongs with [`LinkName`](crate::id::LinkName).
+pub use crate::id::DEFAULT_LINK_NAME;
 
 /// One link: (actor, contract, link name) → provider, with config values.
 ///
