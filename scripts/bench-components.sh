@@ -57,24 +57,8 @@ DURATION="${BENCH_COMPONENTS_DURATION:-5s}"
 WARMUP="${BENCH_COMPONENTS_WARMUP:-1s}"
 COMPONENTIZE_PY_VERSION=0.25.1
 
-say() { echo "==> $*" >&2; }
-# run CMD...: prints the command, then runs it (its output goes to stderr).
-run() {
-    echo "\$ $*" >&2
-    "$@" >&2
-}
-
-# --- prerequisites -----------------------------------------------------------
-sudo_if_needed() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: '$*' needs root" >&2
-        return 1
-    fi
-}
+BENCH_NAME=bench-components
+. scripts/bench-lib.sh
 
 prereqs() {
     if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
@@ -118,74 +102,6 @@ prereqs() {
 }
 prereqs
 
-# --- processes: every one started here is stopped on exit ----------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/lattice-bench-components-XXXXXX")"
-PIDS=()
-
-stop_pid() { # SIGTERM, up to 5 s, then SIGKILL
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? i
-    trap - EXIT INT TERM
-    # newest first: the host, then nats-server
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]}"
-    done
-    if [ "$status" -ne 0 ]; then
-        echo "bench-components failed (exit $status); last lines of the logs:" >&2
-        for f in "$WORK"/*.log; do
-            [ -f "$f" ] || continue
-            echo "--- $f" >&2
-            tail -n 15 "$f" >&2
-        done
-    fi
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CMD...: runs CMD in the background, output to $WORK/NAME.log;
-# its pid in $LAST_PID
-start() {
-    local name="$1"
-    shift
-    echo "\$ $* >$WORK/$name.log 2>&1 &" >&2
-    "$@" >"$WORK/$name.log" 2>&1 &
-    LAST_PID="$!"
-    PIDS+=("$LAST_PID")
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for WHAT SECONDS CMD...: retries CMD every 0.1 s until it succeeds
-wait_for() {
-    local what="$1" tries=$(($2 * 10))
-    shift 2
-    for _ in $(seq 1 "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "error: timed out waiting for $what" >&2
-    return 1
-}
-
-http_ok() { # http_ok URL: a 200 answer
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1")" = 200 ]
-}
 
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; } # bash's own clock, no fork
 
@@ -410,7 +326,6 @@ for row in "${COMPONENTS[@]}"; do
     printf '%s\t%s\n' "$name" "$(stat -c %s "$wasm")" >>"$SIZES"
 done
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
 echo
 echo "Lattice component benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)'), load average $(loadavg)"
 echo "start -> first 200: ctl start actor + link put(s) (whole CLI processes) until curl's first 200, polled every 10 ms; one host, builtin:httpserver and builtin:keyvalue in-process"

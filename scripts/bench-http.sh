@@ -52,24 +52,8 @@ ROUNDS="${BENCH_HTTP_ROUNDS:-1}"
 WASMTIME_VERSION=48.0.2
 WASMTIME_ROOT=/tmp/wasmtime-pip
 
-say() { echo "==> $*" >&2; }
-# run CMD...: prints the command, then runs it (its output goes to stderr).
-run() {
-    echo "\$ $*" >&2
-    "$@" >&2
-}
-
-# --- prerequisites -----------------------------------------------------------
-sudo_if_needed() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        echo "error: '$*' needs root" >&2
-        return 1
-    fi
-}
+BENCH_NAME=bench-http
+. scripts/bench-lib.sh
 
 prereqs() {
     local target
@@ -136,72 +120,6 @@ KVCOUNTER_WASM="$ROOT/target/actors/wasm32-wasip1/wasm/kvcounter.wasm"
 HYPER_HELLO="$ROOT/target/bench/release/hyper-hello"
 COMPONENT="$ROOT/target/bench/wasm32-wasip2/release/wasi_http_hello.wasm"
 
-# --- processes: every one started here is stopped on exit ----------------------
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/lattice-bench-http-XXXXXX")"
-PIDS=()
-
-stop_pid() { # SIGTERM, up to 5 s, then SIGKILL
-    local pid="$1"
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$? i
-    trap - EXIT INT TERM
-    # newest first: providers and servers, then the host, then nats-server
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${PIDS[$i]}"
-    done
-    if [ "$status" -ne 0 ]; then
-        echo "bench-http failed (exit $status); last lines of the logs:" >&2
-        for f in "$WORK"/*.log; do
-            [ -f "$f" ] || continue
-            echo "--- $f" >&2
-            tail -n 15 "$f" >&2
-        done
-    fi
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# start NAME CMD...: runs CMD in the background, output to $WORK/NAME.log
-start() {
-    local name="$1"
-    shift
-    echo "\$ $* >$WORK/$name.log 2>&1 &" >&2
-    "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=("$!")
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_for WHAT SECONDS CMD...: retries CMD every 0.1 s until it succeeds
-wait_for() {
-    local what="$1" tries=$(($2 * 10))
-    shift 2
-    for _ in $(seq 1 "$tries"); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "error: timed out waiting for $what" >&2
-    return 1
-}
-
-http_ok() { # http_ok URL: a 200 answer
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1")" = 200 ]
-}
 
 NATS_PORT="$(free_port)"
 start nats-server nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/jetstream" -n "lattice-bench-http-$NATS_PORT"
@@ -321,7 +239,6 @@ kv_counts="$(for k in kv-1key kv-8keys-0 kv-8keys-1 kv-8keys-2 kv-8keys-3 kv-8ke
     echo
 done)"
 
-loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
 echo
 echo "Lattice HTTP benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -sm), $(nproc) CPUs, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ local changes)'), load average $(loadavg)"
 echo "wrk -t$THREADS, ${WARMUP} warm-up + ${DURATION} measured per row, ${ROUNDS} round(s) (median run by req/s shown); client, servers and NATS share the CPUs"
