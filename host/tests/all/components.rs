@@ -62,6 +62,44 @@ async fn serve(
     Ok(format!("http://127.0.0.1:{port}"))
 }
 
+/// `lattice claims put WASM --name NAME CLAIMS...` into the lattice's
+/// scratch directory; returns the new file (`NAME.wasm`).
+async fn claims_put(
+    t: &TestLattice,
+    wasm: &std::path::Path,
+    name: &str,
+    claims: &[&str],
+) -> Result<std::path::PathBuf> {
+    let out = t.dir.path().join(format!("{name}.wasm"));
+    let (wasm_s, out_s) = (wasm.display().to_string(), out.display().to_string());
+    let mut args = vec!["claims", "put", &wasm_s, "--name", name, "-o", &out_s];
+    args.extend_from_slice(claims);
+    t.cli(&args).await?.success()?;
+    Ok(out)
+}
+
+/// Starts `builtin:keyvalue` on `host`.
+async fn start_keyvalue(t: &TestLattice, host: &str) -> Result<()> {
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        host,
+    ])
+    .await?
+    .success()?;
+    Ok(())
+}
+
+/// The `count` of a counter's JSON answer.
+fn count(body: &str) -> Result<i64> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).with_context(|| format!("a JSON count: {body:?}"))?;
+    v["count"].as_i64().context("count")
+}
+
 #[tokio::test]
 async fn a_wasi_http_component_serves_in_process_and_across_hosts() -> Result<()> {
     let wasm = build_component(HELLO)?;
@@ -260,16 +298,7 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
 
     // Without claims for lattice:keyvalue the store refuses: access denied.
     let url = serve(&t, &counter, "bare", "h1", Some("h1")).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "h1",
-    ])
-    .await?
-    .success()?;
+    start_keyvalue(&t, "h1").await?;
     t.link_put("bare", "keyvalue", "lattice:keyvalue", &["bucket=shared"])
         .await?;
     let refused = get_until(&format!("{url}/hits"), 500).await?;
@@ -279,23 +308,8 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
     );
 
     // With claims, through a link to the same bucket as the waPC kvcounter.
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join("counter.wasm").display().to_string();
-    let counter_s = counter.display().to_string();
-    t.cli(&[
-        "claims",
-        "put",
-        &counter_s,
-        "--name",
-        "counter",
-        "--contract",
-        "lattice:keyvalue",
-        "-o",
-        &claimed,
-    ])
-    .await?
-    .success()?;
-    let url = serve(&t, std::path::Path::new(&claimed), "counter", "h1", None).await?;
+    let claimed = claims_put(&t, &counter, "counter", &["--contract", "lattice:keyvalue"]).await?;
+    let url = serve(&t, &claimed, "counter", "h1", None).await?;
     t.link_put(
         "counter",
         "keyvalue",
@@ -318,30 +332,26 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
     )
     .await?;
 
-    let count = |body: String| -> Result<i64> {
-        let v: serde_json::Value = serde_json::from_str(&body).context("JSON count")?;
-        v["count"].as_i64().context("count")
-    };
     // kvcounter counts `/hits` under `counter/hits`: the component's path
     // `/counter/hits` is the same key.
     let wapc = format!("http://127.0.0.1:{port}/hits");
-    let first = count(get_until(&wapc, 200).await?)?;
+    let first = count(&get_until(&wapc, 200).await?)?;
     let client = reqwest::Client::new();
     let second = count(
-        client
+        &client
             .get(format!("{url}/counter/hits"))
             .send()
             .await?
             .text()
             .await?,
     )?;
-    let third = count(client.get(&wapc).send().await?.text().await?)?;
+    let third = count(&client.get(&wapc).send().await?.text().await?)?;
     ensure!(
         second == first + 1 && third == first + 2,
         "one counter for both: {first}, {second}, {third}"
     );
     let peek = count(
-        client
+        &client
             .get(format!("{url}/counter/hits?peek"))
             .send()
             .await?
@@ -388,13 +398,8 @@ async fn components_answer_and_make_calls_in_the_mesh() -> Result<()> {
 
     // With hello in its claims, the call goes through; a contract without
     // claims and a link is still refused, naming the contract.
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join("relay.wasm").display().to_string();
-    t.cli(&[
-        "claims", "put", &probe_s, "--name", "relay", "--actor", "hello", "-o", &claimed,
-    ])
-    .await?
-    .success()?;
+    let claimed = claims_put(&t, &probe, "relay", &["--actor", "hello"]).await?;
+    let claimed = claimed.display().to_string();
     t.cli(&["ctl", "start", "actor", &claimed])
         .await?
         .success()?;
@@ -456,40 +461,17 @@ async fn language_examples(
     );
 
     let counter_id = format!("{lang}-counter");
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join(format!("{counter_id}.wasm"));
-    let (counter_s, claimed_s) = (counter.display().to_string(), claimed.display().to_string());
-    t.cli(&[
-        "claims",
-        "put",
-        &counter_s,
-        "--name",
+    let claimed = claims_put(
+        &t,
+        counter,
         &counter_id,
-        "--contract",
-        "lattice:keyvalue",
-        "-o",
-        &claimed_s,
-    ])
-    .await?
-    .success()?;
+        &["--contract", "lattice:keyvalue"],
+    )
+    .await?;
     let url = serve(&t, &claimed, &counter_id, "h1", None).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "h1",
-    ])
-    .await?
-    .success()?;
+    start_keyvalue(&t, "h1").await?;
     t.link_put(&counter_id, "keyvalue", "lattice:keyvalue", &[])
         .await?;
-    let count = |body: &str| -> Result<i64> {
-        let v: serde_json::Value =
-            serde_json::from_str(body).with_context(|| format!("{lang} count: {body:?}"))?;
-        v["count"].as_i64().context("count")
-    };
     let first = count(&get_until(&format!("{url}/n"), 200).await?)?;
     let second = count(&client.get(format!("{url}/n")).send().await?.text().await?)?;
     ensure!(second == first + 1, "{lang} counts: {first} then {second}");
@@ -561,7 +543,6 @@ async fn outside_server(body: &'static str) -> Result<u16> {
 #[tokio::test]
 async fn outgoing_http_needs_claims_and_an_allowed_host() -> Result<()> {
     let faults = build_component(FAULTS)?;
-    let faults_s = faults.display().to_string();
     let allowed = outside_server("from the outside").await?;
     let other = outside_server("from elsewhere").await?;
     let t = TestLattice::start().await?;
@@ -582,22 +563,14 @@ async fn outgoing_http_needs_claims_and_an_allowed_host() -> Result<()> {
     );
 
     // Claims and a link allowing one host:port.
-    let dir = tempfile::tempdir()?;
-    let claimed = dir.path().join("fetcher.wasm").display().to_string();
-    t.cli(&[
-        "claims",
-        "put",
-        &faults_s,
-        "--name",
+    let claimed = claims_put(
+        &t,
+        &faults,
         "fetcher",
-        "--contract",
-        "lattice:httpclient",
-        "-o",
-        &claimed,
-    ])
-    .await?
-    .success()?;
-    let url = serve(&t, std::path::Path::new(&claimed), "fetcher", "h1", None).await?;
+        &["--contract", "lattice:httpclient"],
+    )
+    .await?;
+    let url = serve(&t, &claimed, "fetcher", "h1", None).await?;
     let allow = format!("allowed_hosts=127.0.0.1:{allowed}");
     t.link_put("fetcher", "host", "lattice:httpclient", &[&allow])
         .await?;
