@@ -13,7 +13,8 @@ use lattice::{
     trace::TraceContext,
 };
 use lattice_provider::{
-    ActorCaller, BoxFuture, CallError, Provider, ProviderContext, ProviderRuntime, call_error,
+    ActorCaller, BoxFuture, CallError, HttpBody, Provider, ProviderContext, ProviderRuntime,
+    call_error,
 };
 
 use super::{HostInner, invoke::Call};
@@ -79,14 +80,52 @@ impl ActorCaller for HostActorCaller {
                 deadline,
             })
             .await
-            .map_err(|e| match e {
-                HostCallError::Actor(e) if e.is_busy() => CallError::Busy(e.to_string()),
-                HostCallError::Actor(InvokeError::Deadline { .. }) => CallError::Timeout(actor),
-                HostCallError::Actor(InvokeError::Stopped { .. }) => CallError::NotRunning(actor),
-                HostCallError::Remote(e) => call_error(&actor, e),
-                other => CallError::Failed(other.to_string()),
-            })
+            .map_err(|e| provider_call_error(&actor, e))
         })
+    }
+
+    fn streams_http(&self, actor: &str) -> bool {
+        self.host
+            .upgrade()
+            .and_then(|host| host.actors.serving(actor))
+            .is_some_and(|local| local.streams_http())
+    }
+
+    fn call_http(
+        &self,
+        actor: &str,
+        request: hyper::Request<HttpBody>,
+    ) -> BoxFuture<'static, Result<hyper::Response<HttpBody>, CallError>> {
+        let host = self.host.clone();
+        let actor = actor.to_string();
+        Box::pin(async move {
+            let host = host
+                .upgrade()
+                .ok_or_else(|| CallError::Failed("the host is shutting down".into()))?;
+            let local = host
+                .actors
+                .serving(&actor)
+                .ok_or_else(|| CallError::NotRunning(actor.clone()))?;
+            let deadline = tokio::time::Instant::now() + host.call_timeout();
+            local
+                .invoke_http(request, TraceContext::new_root(), deadline)
+                .await
+                .map_err(|e| provider_call_error(&actor, HostCallError::Actor(e)))
+        })
+    }
+}
+
+/// What a provider's call to `actor` failed with, in the terms an HTTP server
+/// picks its status by.
+fn provider_call_error(actor: &str, e: HostCallError) -> CallError {
+    match e {
+        HostCallError::Actor(e) if e.is_busy() => CallError::Busy(e.to_string()),
+        HostCallError::Actor(InvokeError::Deadline { .. }) => CallError::Timeout(actor.to_string()),
+        HostCallError::Actor(InvokeError::Stopped { .. }) => {
+            CallError::NotRunning(actor.to_string())
+        }
+        HostCallError::Remote(e) => call_error(actor, e),
+        other => CallError::Failed(other.to_string()),
     }
 }
 

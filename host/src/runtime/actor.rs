@@ -10,14 +10,19 @@
 //! arrives.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
+use http_body_util::BodyExt;
 use lattice::{digest::Digest, id::ActorId, trace::TraceContext};
+use lattice_provider::{BoxError, HttpBody};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError},
     time::Instant,
@@ -486,10 +491,99 @@ impl Actor {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
+        self.run_admitted(
+            admission,
+            operation,
+            Input::Payload(payload),
+            trace,
+            deadline,
+        )
+        .await
+    }
+
+    /// Whether calls to it can stream HTTP ([`Actor::invoke_http`]): a
+    /// component exporting `wasi:http/incoming-handler`.
+    pub fn streams_http(&self) -> bool {
+        matches!(&self.pre, Prepared::Component(c) if c.serves_http())
+    }
+
+    /// Serves an HTTP request through the component's `wasi:http` export
+    /// with bodies streamed both ways, admitted like any call: returns the
+    /// response as soon as the component sets it; its body follows while the
+    /// component writes. The call runs in a task of its own so that the
+    /// response can leave before `handle` returns. Its end decides how the
+    /// body ends: cleanly, or with an error frame when the component trapped
+    /// or ran out of time mid-body, so a server aborts the response instead of
+    /// passing a truncated one off as whole. Dropping the body (the client is
+    /// gone) ends the call.
+    ///
+    /// # Errors
+    /// [`InvokeError`] when the call fails before a response is set (busy,
+    /// deadline, trap, a response the provider cannot pass on, not a wasi:http
+    /// component).
+    pub async fn invoke_http(
+        self: &Arc<Self>,
+        request: hyper::Request<HttpBody>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<hyper::Response<HttpBody>, InvokeError> {
+        use lattice::contracts::httpserver::HANDLE_REQUEST;
+        let admission = self.admit()?;
+        let (respond, head) = tokio::sync::oneshot::channel();
+        let actor = Arc::clone(self);
+        let mut call = AbortOnDrop(tokio::spawn(async move {
+            let exchange = Box::new(component::HttpExchange { request, respond });
+            actor
+                .run_admitted(
+                    admission,
+                    HANDLE_REQUEST,
+                    Input::Http(exchange),
+                    trace,
+                    deadline,
+                )
+                .await
+                .map(drop)
+        }));
+        match head.await {
+            Ok(response) => Ok(response.map(|body| {
+                CallBody {
+                    body,
+                    call: Some(call),
+                    open_past_return: None,
+                    deadline,
+                }
+                .boxed_unsync()
+            })),
+            Err(_) => match (&mut call).await {
+                Ok(Err(e)) => Err(e),
+                // `serve_http` fails when it sends nothing.
+                Ok(Ok(())) => Err(InvokeError::Guest {
+                    actor: self.id.to_string(),
+                    operation: HANDLE_REQUEST.to_string(),
+                    message: "the component returned without setting a response".into(),
+                }),
+                Err(e) => Err(InvokeError::Guest {
+                    actor: self.id.to_string(),
+                    operation: HANDLE_REQUEST.to_string(),
+                    message: format!("the call's task failed: {e}"),
+                }),
+            },
+        }
+    }
+
+    /// [`Actor::invoke_admitted`] for any [`Input`].
+    async fn run_admitted(
+        &self,
+        admission: Admission,
+        operation: &str,
+        input: Input,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
         let result = self
-            .invoke_inner(admission, operation, payload, trace, deadline)
+            .invoke_inner(admission, operation, input, trace, deadline)
             .await;
         if result.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -519,7 +613,7 @@ impl Actor {
         &self,
         admission: Admission,
         operation: &str,
-        payload: Vec<u8>,
+        input: Input,
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
@@ -582,6 +676,12 @@ impl Actor {
                 mut store,
                 guest_call,
             } => {
+                let Input::Payload(payload) = input else {
+                    return Err(guest_err(
+                        "a waPC module takes HTTP requests as HttpRequest payloads, not streamed"
+                            .into(),
+                    ));
+                };
                 let (op_len, msg_len) = (operation.len() as i32, payload.len() as i32);
                 store.data_mut().stderr.clear();
                 store.data_mut().call = Some(CallState::new(
@@ -622,11 +722,18 @@ impl Actor {
                 data.trace = trace;
                 data.deadline = deadline;
                 yield_until(&mut store, deadline);
-                let outcome = tokio::time::timeout_at(
-                    backstop,
-                    instance.call(&mut store, operation, &payload),
-                )
-                .await;
+                let call = async {
+                    match input {
+                        Input::Payload(payload) => {
+                            instance.call(&mut store, operation, &payload).await
+                        }
+                        Input::Http(exchange) => instance
+                            .serve_http(&mut store, *exchange)
+                            .await
+                            .map(|()| Vec::new()),
+                    }
+                };
+                let outcome = tokio::time::timeout_at(backstop, call).await;
                 // Only a whole answer (or the handler's own error) leaves the
                 // instance in a known state; after anything else (a body half
                 // read, a handler still running) it is not reused.
@@ -818,5 +925,97 @@ impl Actor {
 
     fn lock_warm(&self) -> std::sync::MutexGuard<'_, Vec<WarmInstance>> {
         self.warm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a call hands the guest.
+enum Input {
+    /// A msgpack payload: every call to a module; a component's
+    /// `lattice:actor/handler` call or whole-message HTTP request.
+    Payload(Vec<u8>),
+    /// A streamed HTTP request for a `wasi:http` component.
+    Http(Box<component::HttpExchange>),
+}
+
+/// A task aborted when its handle drops: the call behind a streamed
+/// response ends with the response.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), InvokeError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for AbortOnDrop {
+    type Output = Result<Result<(), InvokeError>, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// A streamed response body that ends the way its call ended.
+struct CallBody {
+    body: HttpBody,
+    /// The call, until it has ended well.
+    call: Option<AbortOnDrop>,
+    /// Set when `handle` returned while the body was still open: a guest
+    /// that keeps its body open in a reused instance must not hold the
+    /// response open past the call's deadline.
+    open_past_return: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Instant,
+}
+
+impl http_body::Body for CallBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            if frame.is_some() {
+                return Poll::Ready(frame);
+            }
+            // The body's sender is gone: whole only if the call went well.
+            return match this.call.as_mut() {
+                None => Poll::Ready(None),
+                Some(call) => {
+                    let ended = ready!(Pin::new(call).poll(cx));
+                    this.call = None;
+                    Poll::Ready(call_failure(ended).map(Err))
+                }
+            };
+        }
+        if let Some(call) = this.call.as_mut() {
+            let ended = ready!(Pin::new(call).poll(cx));
+            this.call = None;
+            if let Some(failure) = call_failure(ended) {
+                return Poll::Ready(Some(Err(failure)));
+            }
+            this.open_past_return = Some(Box::pin(tokio::time::sleep_until(this.deadline)));
+        }
+        if let Some(cutoff) = this.open_past_return.as_mut() {
+            ready!(cutoff.as_mut().poll(cx));
+            this.open_past_return = None;
+            return Poll::Ready(Some(Err(
+                "the component returned with its response body unfinished".into(),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+/// Why a streamed call failed, if it did.
+fn call_failure(
+    ended: Result<Result<(), InvokeError>, tokio::task::JoinError>,
+) -> Option<BoxError> {
+    match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.into()),
+        Err(e) => Some(e.into()),
     }
 }

@@ -45,6 +45,12 @@
 //! warning; so are `transfer-encoding` and a `content-length` that does not match
 //! the body (hyper frames the response itself).
 //!
+//! An actor the [`ActorCaller`] can stream to ([`ActorCaller::streams_http`]: a
+//! `wasi:http` component in the same host) gets the request with its body
+//! still arriving ([`ActorCaller::call_http`]), bounded by `max_body_bytes`,
+//! and its response goes out as soon as it is set, the body streaming; a body
+//! that ends in an error (the component trapped mid-body) aborts the response.
+//!
 //! # Example
 //!
 //! ```no_run

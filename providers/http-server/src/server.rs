@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use futures::FutureExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::{
     HeaderMap, Method, Request, Response, StatusCode, Version,
     body::{Body, Incoming},
@@ -29,7 +29,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use lattice::contracts::httpserver::HANDLE_REQUEST;
-use lattice_provider::{ActorCaller, CallError};
+use lattice_provider::{ActorCaller, CallError, HttpBody};
 use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpSocket, TcpStream},
@@ -40,8 +40,9 @@ use tracing::{debug, warn};
 
 use crate::codec::{self, HeadersRef, RequestRef};
 
-/// The response body type.
-type ResBody = Full<Bytes>;
+/// The response body type: whole (from a reply over NATS, or the
+/// provider's own), or streamed from a component in this host.
+type ResBody = Either<Full<Bytes>, HttpBody>;
 
 /// Listen backlog.
 const BACKLOG: u32 = 1024;
@@ -386,22 +387,14 @@ impl Route {
     }
 
     async fn serve_inner(&self, req: Request<Incoming>) -> Response<ResBody> {
+        if self.actors.streams_http(&self.actor) {
+            return self.serve_streamed(req).await;
+        }
         let (parts, body) = req.into_parts();
         let max = self.max_body.load(Ordering::Relaxed);
         let body = match read_body(body, max).await {
             Ok(body) => body,
-            Err(BodyError::TooLarge) => {
-                let mut resp = text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body exceeds the limit of {max} bytes\n"),
-                );
-                if parts.version <= Version::HTTP_11 {
-                    // The rest of the body is not read; the connection cannot be reused.
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                return resp;
-            }
+            Err(BodyError::TooLarge) => return too_large(parts.version, max),
             Err(BodyError::Read(e)) => {
                 debug!(actor = %self.actor, "reading request body: {e}");
                 return text(
@@ -453,42 +446,7 @@ impl Route {
         }
         let reply = match result {
             Ok(reply) => reply,
-            Err(CallError::Lost(msg)) => {
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{}\n", codec::truncate(&msg, 200)),
-                );
-            }
-            Err(CallError::NotRunning(_)) => {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("actor {} is not running\n", self.actor),
-                );
-            }
-            Err(CallError::Busy(msg)) => {
-                // Refused at once by a limit: the client may retry soon.
-                debug!(actor = %self.actor, "actor busy: {msg}");
-                let mut resp = text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{}\n", codec::truncate(&msg, 200)),
-                );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
-            }
-            Err(CallError::Timeout(_)) => {
-                return text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!("actor {} did not answer in time\n", self.actor),
-                );
-            }
-            Err(CallError::Failed(msg)) => {
-                debug!(actor = %self.actor, "actor error: {msg}");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("actor error: {}\n", codec::truncate(&msg, 200)),
-                );
-            }
+            Err(e) => return self.failed(e),
         };
 
         let decoded = match codec::decode_response(reply) {
@@ -526,10 +484,84 @@ impl Route {
             status,
             &self.actor,
         );
-        let mut resp = Response::new(Full::new(decoded.body));
+        let mut resp = Response::new(Either::Left(Full::new(decoded.body)));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         resp
+    }
+
+    /// The response to a call that failed: 502 lost, 503 not running or busy
+    /// (with `Retry-After`), 504 timed out, 500 the actor's error.
+    fn failed(&self, error: CallError) -> Response<ResBody> {
+        match error {
+            CallError::Lost(msg) => text(
+                StatusCode::BAD_GATEWAY,
+                format!("{}\n", codec::truncate(&msg, 200)),
+            ),
+            CallError::NotRunning(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("actor {} is not running\n", self.actor),
+            ),
+            CallError::Busy(msg) => {
+                // Refused at once by a limit: the client may retry soon.
+                debug!(actor = %self.actor, "actor busy: {msg}");
+                let mut resp = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{}\n", codec::truncate(&msg, 200)),
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp
+            }
+            CallError::Timeout(_) => text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("actor {} did not answer in time\n", self.actor),
+            ),
+            CallError::Failed(msg) => {
+                debug!(actor = %self.actor, "actor error: {msg}");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("actor error: {}\n", codec::truncate(&msg, 200)),
+                )
+            }
+        }
+    }
+
+    /// Serves a request to a component in this host: the body streams to it
+    /// as it arrives (refused past `max_body`, the component's read failing),
+    /// and the response streams back while the component writes it.
+    async fn serve_streamed(&self, req: Request<Incoming>) -> Response<ResBody> {
+        let (parts, body) = req.into_parts();
+        let max = self.max_body.load(Ordering::Relaxed);
+        if body.size_hint().lower() > max as u64 {
+            return too_large(parts.version, max);
+        }
+        let body = Limited::new(body, max).boxed_unsync();
+        let response = match self
+            .actors
+            .call_http(&self.actor, Request::from_parts(parts, body))
+            .await
+        {
+            Ok(response) => response,
+            Err(e) => return self.failed(e),
+        };
+        let (mut parts, body) = response.into_parts();
+        if parts.status.is_informational() {
+            warn!(actor = %self.actor, status = %parts.status, "invalid response status");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "actor returned an invalid status code {}\n",
+                    parts.status.as_u16()
+                ),
+            );
+        }
+        // hyper frames a streamed body itself (chunked, or by a
+        // `content-length` it then holds the body to).
+        if parts.headers.remove(header::TRANSFER_ENCODING).is_some() {
+            debug!(actor = %self.actor, "dropped transfer-encoding from the actor's response");
+        }
+        Response::from_parts(parts, Either::Right(body))
     }
 }
 
@@ -607,9 +639,23 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
     Ok(first.unwrap_or_else(|| Bytes::from(buf)))
 }
 
+/// 413 for a body past `max` bytes.
+fn too_large(version: Version, max: usize) -> Response<ResBody> {
+    let mut resp = text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body exceeds the limit of {max} bytes\n"),
+    );
+    if version <= Version::HTTP_11 {
+        // The rest of the body is not read; the connection cannot be reused.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// A plain-text response.
 fn text(status: StatusCode, body: String) -> Response<ResBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

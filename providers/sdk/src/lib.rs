@@ -129,6 +129,15 @@ impl CallError {
     }
 }
 
+/// A boxed error a streamed HTTP body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An HTTP body streamed between a provider and an actor in one process: the
+/// frames flow as they are produced, nothing is collected first. An error
+/// frame means the body ended badly (the sender failed or trapped mid-body);
+/// an HTTP server then aborts the response rather than end it cleanly.
+pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
 /// How a provider calls actors (e.g. the HTTP server calling
 /// `HttpServer.HandleRequest`). In a host, calls go in-process to local replicas;
 /// elsewhere over NATS.
@@ -140,6 +149,34 @@ pub trait ActorCaller: Send + Sync + 'static {
         operation: &str,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+
+    /// Whether `actor` runs in this process and answers HTTP with streamed
+    /// bodies (a `wasi:http` component): an HTTP server then hands the request
+    /// to [`ActorCaller::call_http`] as it arrives instead of reading it whole
+    /// into an `HttpRequest`. `false` (the default) everywhere else.
+    fn streams_http(&self, actor: &str) -> bool {
+        let _ = actor;
+        false
+    }
+
+    /// Serves `request` with `actor`, bodies streamed both ways: the response
+    /// comes back as soon as the actor sets its status and headers, and its
+    /// body follows while the actor writes it. Only for actors
+    /// [`ActorCaller::streams_http`] said yes to.
+    ///
+    /// # Errors
+    /// As [`ActorCaller::call_actor`]; [`CallError::NotRunning`] when the actor
+    /// no longer runs here (stopped in between), or when this caller cannot
+    /// stream (the default).
+    fn call_http(
+        &self,
+        actor: &str,
+        request: http::Request<HttpBody>,
+    ) -> BoxFuture<'static, Result<http::Response<HttpBody>, CallError>> {
+        drop(request);
+        let actor = actor.to_string();
+        Box::pin(async move { Err(CallError::NotRunning(actor)) })
+    }
 }
 
 /// What a provider gets when it starts.

@@ -12,9 +12,12 @@
 //! logged. A component importing anything else is refused at start with the
 //! missing interface named.
 //!
-//! The HTTP provider hands the host a whole request ([`HttpRequest`]) and
-//! takes back a whole response ([`HttpResponse`]): a body is buffered up to
-//! [`MAX_RESPONSE_BODY`] on its way out of the component.
+//! An HTTP provider in the same host streams: it hands the component the
+//! request as it arrives ([`ComponentInstance::serve_http`]) and gets the
+//! response back as soon as the component sets it, its body following while
+//! the component writes it. Over NATS the provider sends a whole request
+//! ([`HttpRequest`]) and takes back a whole response ([`HttpResponse`]): a body
+//! is buffered up to [`MAX_RESPONSE_BODY`] on its way out of the component.
 
 pub mod keyvalue;
 pub mod mesh;
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use lattice::contracts::httpserver::{HttpRequest, HttpResponse};
+use lattice_provider::{BoxError, HttpBody};
 use wasmtime::{
     Engine, Store,
     component::{Component, Linker, ResourceTable},
@@ -31,7 +35,10 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-    p2::bindings::{Proxy, ProxyIndices, http::types::Scheme},
+    p2::{
+        bindings::{Proxy, ProxyIndices, http::types::Scheme},
+        body::HyperOutgoingBody,
+    },
 };
 
 use lattice::trace::TraceContext;
@@ -236,6 +243,25 @@ pub struct ComponentPre {
     handler: Option<mesh::HandlerIndices>,
 }
 
+impl ComponentPre {
+    /// Whether it exports `wasi:http/incoming-handler` (and so can take a
+    /// streamed request: [`ComponentInstance::serve_http`]).
+    pub fn serves_http(&self) -> bool {
+        self.http.is_some()
+    }
+}
+
+/// An HTTP request for a `wasi:http` component, its body streaming in, and
+/// where the response goes the moment the component sets it (its body
+/// streaming out while the component writes).
+pub struct HttpExchange {
+    /// The request. Its body fails (and the component's read with it) when
+    /// the client fails or sends more than the provider's limit.
+    pub request: hyper::Request<HttpBody>,
+    /// Takes the response; dropped unsent when the component fails first.
+    pub respond: tokio::sync::oneshot::Sender<hyper::Response<HttpBody>>,
+}
+
 /// One instance of a component: what it exports.
 pub struct ComponentInstance {
     http: Option<Proxy>,
@@ -338,6 +364,66 @@ impl ComponentInstance {
     }
 }
 
+impl ComponentInstance {
+    /// Serves `exchange` through `wasi:http/incoming-handler`: the request
+    /// body streams in, the response goes to `exchange.respond` as soon as
+    /// the guest sets it, and its body streams out while the guest writes
+    /// (bounded by wasi:http's own small channel, so a slow client slows the
+    /// guest rather than filling memory). Returns when `handle` returns.
+    ///
+    /// # Errors
+    /// [`CallError::Trap`] when the guest traps (the response body, if
+    /// already sent, then ends without finishing); [`CallError::BadResponse`]
+    /// when it sets an error, no response, or a header value that is not
+    /// visible ASCII (nothing is sent then); [`CallError::Unsupported`]
+    /// without a wasi:http export.
+    pub async fn serve_http(
+        &self,
+        store: &mut Store<ComponentData>,
+        exchange: HttpExchange,
+    ) -> Result<(), CallError> {
+        let Some(proxy) = &self.http else {
+            return Err(CallError::Unsupported(
+                "the component does not export wasi:http/incoming-handler".into(),
+            ));
+        };
+        let HttpExchange { request, respond } = exchange;
+        let (mut parts, body) = request.into_parts();
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
+            // wasi:http requires an authority.
+            parts.headers.insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("localhost"),
+            );
+        }
+        let request = hyper::Request::from_parts(parts, body.map_err(request_body_error));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let data = store.data_mut();
+        let req = data
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+        let out = data
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+        let forward = async move {
+            let response = response_set(rx).await?;
+            for (name, value) in response.headers() {
+                header_str(name, value)?;
+            }
+            // Nobody takes it when the client is gone: the guest's writes
+            // then fail, and it ends.
+            let _ = respond.send(response.map(|body| body.map_err(BoxError::from).boxed_unsync()));
+            Ok(())
+        };
+        let call = proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut *store, req, out);
+        drive(call, forward).await
+    }
+}
+
 /// Calls `handle` on `proxy` with `request` (msgpack [`HttpRequest`]) and
 /// returns the msgpack [`HttpResponse`]. The caller bounds the time.
 async fn handle_http(
@@ -360,29 +446,23 @@ async fn handle_http(
         .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
     // The guest writes the body after handing over the response, through a
     // bounded channel: read it while `handle` runs.
-    let collect = async move {
-        let response = match rx.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(code)) => {
-                return Err(CallError::BadResponse(format!(
-                    "the component answered with an error: {code:?}"
-                )));
-            }
-            Err(_) => {
-                return Err(CallError::BadResponse(
-                    "the component returned without setting a response".into(),
-                ));
-            }
-        };
-        from_hyper(response).await
-    };
+    let collect = async move { from_hyper(response_set(rx).await?).await };
     let call = proxy
         .wasi_http_incoming_handler()
         .call_handle(&mut *store, req, out);
-    tokio::pin!(call, collect);
-    let mut response = None;
-    // A trap ends the call at once: the body's sender lives in the store, so
-    // a body the guest left open would otherwise never end.
+    drive(call, collect).await
+}
+
+/// Runs the guest's `handle` (`call`) and `take`, which waits for the
+/// response it sets, side by side, and returns what `take` returned once both
+/// are done. A trap ends the call at once: the body's sender lives in the
+/// store, so a body the guest left open would otherwise never end.
+async fn drive<T>(
+    call: impl Future<Output = wasmtime::Result<()>>,
+    take: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    tokio::pin!(call, take);
+    let mut taken = None;
     loop {
         tokio::select! {
             called = &mut call => {
@@ -390,19 +470,63 @@ async fn handle_http(
                     // A body past the limit makes the guest's next write
                     // fail, and the guest may trap on that: the limit is
                     // the cause worth reporting.
-                    return Err(match response {
+                    return Err(match taken {
                         Some(Err(CallError::BadResponse(why))) => CallError::BadResponse(why),
                         _ => CallError::Trap(trap),
                     });
                 }
                 break;
             }
-            collected = &mut collect, if response.is_none() => response = Some(collected),
+            got = &mut take, if taken.is_none() => taken = Some(got),
         }
     }
-    match response {
-        Some(response) => response,
-        None => collect.await,
+    match taken {
+        Some(taken) => taken,
+        None => take.await,
+    }
+}
+
+/// The response the guest set through its `response-outparam`, or why there
+/// is none.
+async fn response_set(
+    rx: tokio::sync::oneshot::Receiver<
+        Result<
+            hyper::Response<HyperOutgoingBody>,
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+        >,
+    >,
+) -> Result<hyper::Response<HyperOutgoingBody>, CallError> {
+    match rx.await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(code)) => Err(CallError::BadResponse(format!(
+            "the component answered with an error: {code:?}"
+        ))),
+        Err(_) => Err(CallError::BadResponse(
+            "the component returned without setting a response".into(),
+        )),
+    }
+}
+
+/// A response header value as the string the contract carries: visible
+/// ASCII only, so every provider (and HTTP/1 client) can pass it on.
+fn header_str<'v>(
+    name: &hyper::header::HeaderName,
+    value: &'v hyper::header::HeaderValue,
+) -> Result<&'v str, CallError> {
+    value.to_str().map_err(|_| {
+        CallError::BadResponse(format!(
+            "response header {name} is not visible ASCII: {:?}",
+            value.as_bytes()
+        ))
+    })
+}
+
+/// What a failed request body tells the guest: its size limit, or the failure.
+fn request_body_error(e: BoxError) -> wasmtime_wasi_http::Error {
+    if e.is::<http_body_util::LengthLimitError>() {
+        wasmtime_wasi_http::Error::HttpRequestBodySize(None)
+    } else {
+        wasmtime_wasi_http::Error::InternalError(Some(format!("reading the request body: {e}")))
     }
 }
 
@@ -431,18 +555,11 @@ fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String>
         .map_err(|e| format!("invalid request ({} {uri}): {e}", request.method))
 }
 
-async fn from_hyper(
-    response: hyper::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-) -> Result<Vec<u8>, CallError> {
+async fn from_hyper(response: hyper::Response<HyperOutgoingBody>) -> Result<Vec<u8>, CallError> {
     let (parts, body) = response.into_parts();
     let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (name, value) in &parts.headers {
-        let value = value.to_str().map_err(|_| {
-            CallError::BadResponse(format!(
-                "response header {name} is not visible ASCII: {:?}",
-                value.as_bytes()
-            ))
-        })?;
+        let value = header_str(name, value)?;
         headers
             .entry(name.as_str().to_string())
             .or_default()

@@ -9,6 +9,9 @@
 //! * `/no-response`: returns without setting any response.
 //! * `/fetch?URL`: GETs URL through `wasi:http/outgoing-handler` and answers
 //!   its body (200) or the error (502).
+//! * `/stream-echo`: writes each chunk of the request body back as soon as it
+//!   is read, so a client can see both bodies stream; `?trap` panics once the
+//!   request body has ended, after everything was echoed.
 
 use wasi::http::types::{
     Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
@@ -103,6 +106,24 @@ impl wasi::exports::http::incoming_handler::Guest for Faults {
                 let headers = Fields::from_list(&[("x-name".to_string(), vec![0xe9, b't', 0xe9])])
                     .expect("valid: obs-text is allowed in a header value");
                 respond(out, 200, headers, b"latin-1");
+            }
+            "/stream-echo" => {
+                let response = OutgoingResponse::new(Fields::new());
+                let outgoing = response.body().expect("the body of a new response");
+                ResponseOutparam::set(out, Ok(response));
+                let stream = outgoing.write().expect("the body stream");
+                let incoming = request.consume().expect("the request body");
+                let input = incoming.stream().expect("the request body stream");
+                while let Ok(chunk) = input.blocking_read(64 * 1024) {
+                    stream
+                        .blocking_write_and_flush(&chunk)
+                        .expect("writing the body");
+                }
+                if query == "trap" {
+                    panic!("the handler failed after streaming the body");
+                }
+                drop(stream);
+                OutgoingBody::finish(outgoing, None).expect("finishing the body");
             }
             "/no-response" => {}
             "/fetch" => match fetch(query) {
