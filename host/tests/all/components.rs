@@ -509,6 +509,85 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_of_components_spreads_counts_and_heals() -> Result<()> {
+    let counter = build_component(COUNTER)?;
+    let t = TestLattice::start().await?;
+    let fast = ("--reconcile-interval", "500ms");
+    let _a = t.host("a", &[fast]).await?;
+    let mut b = t.host("b", &[fast]).await?;
+    let claimed = claims_put(&t, &counter, "counter", &["--contract", "lattice:keyvalue"]).await?;
+    let port = free_port();
+    // The HTTP server on every host, so each replica is served in-process;
+    // the listeners share the port.
+    let app = format!(
+        r#"
+name = "components"
+
+[[actors]]
+id = "counter"
+ref = "{wasm}"
+replicas = 2
+
+[[providers]]
+id = "web"
+ref = "builtin:httpserver"
+on_every_host = true
+
+[[providers]]
+id = "kv"
+ref = "builtin:keyvalue"
+
+[[links]]
+actor = "counter"
+provider = "web"
+contract = "lattice:httpserver"
+config = {{ address = "127.0.0.1:{port}" }}
+
+[[links]]
+actor = "counter"
+provider = "kv"
+contract = "lattice:keyvalue"
+"#,
+        wasm = claimed.display()
+    );
+    let file = t.dir.path().join("components.toml");
+    std::fs::write(&file, app)?;
+    t.cli(&["app", "deploy", &file.display().to_string()])
+        .await?
+        .success()?;
+    let spread = lattice_harness::wait_until("a replica on each host", HEAL, || async {
+        let r = replicas_by_host(&t.ctl, "counter").await?;
+        Ok((r.len() == 2).then_some(r))
+    })
+    .await?;
+    ensure!(spread.iter().all(|(_, n)| *n == 1), "spread: {spread:?}");
+
+    let url = format!("http://127.0.0.1:{port}/counter/visits");
+    let first = count(&get_until(&url, 200).await?)?;
+    let client = reqwest::Client::new();
+    let second = count(&client.get(&url).send().await?.text().await?)?;
+    ensure!(second == first + 1, "counts: {first} then {second}");
+
+    // Host b dies without a goodbye: its replica comes back on a, and the
+    // count goes on from the same JetStream counter.
+    b.kill()?;
+    let healed = lattice_harness::wait_until("both replicas on a", HEAL, || async {
+        let r = replicas_by_host(&t.ctl, "counter").await?;
+        Ok((r == [("a".to_string(), 2)]).then_some(r))
+    })
+    .await?;
+    ensure!(healed.len() == 1, "healed: {healed:?}");
+    let third = count(&get_until(&url, 200).await?)?;
+    ensure!(third > second, "the count went on: {second} then {third}");
+    let status = t.cli(&["app", "status", "components"]).await?.success()?;
+    ensure!(status.stdout.contains("counter"), "{}", status.stdout);
+    Ok(())
+}
+
+/// How long an app has to converge or heal.
+const HEAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A component of Lattice's own world (`wit/actor.wit`).
 const MESH_PROBE: &str = "host/tests/components/mesh-probe";
 
