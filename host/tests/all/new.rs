@@ -91,12 +91,18 @@ async fn a_new_project_in_each_language_builds_starts_and_answers() -> Result<()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_component_project_in_python_and_javascript_serves_http() -> Result<()> {
+async fn a_new_component_project_in_rust_python_and_javascript_serves_http() -> Result<()> {
     let py = lattice_harness::componentize_py()?.display().to_string();
     let js = lattice_harness::componentize_js()?.display().to_string();
+    let target = workspace_root()
+        .join("target/new-actors")
+        .display()
+        .to_string();
     let env = [
         ("COMPONENTIZE_PY", py.as_str()),
         ("COMPONENTIZE_JS", js.as_str()),
+        // Rust components share the target directory of new Rust projects.
+        ("CARGO_TARGET_DIR", target.as_str()),
     ];
     let lat = TestLattice::start().await?;
     let _host = lat.host("new-host", &[]).await?;
@@ -104,7 +110,7 @@ async fn a_new_component_project_in_python_and_javascript_serves_http() -> Resul
         .await?
         .success()?;
     let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;
-    for language in ["python", "js"] {
+    for language in ["rust-component", "python", "js"] {
         let name = format!("web-{language}");
         let dir = scratch.path().join(&name);
         let dir_arg = dir.display().to_string();

@@ -115,7 +115,8 @@ pub fn build(dir: &Path, issuer: Option<&Path>) -> anyhow::Result<Built> {
         dir.display()
     );
     match actor.language {
-        Language::Rust => rust(dir, &compiled)?,
+        Language::Rust => rust(dir, &compiled, "wasm32-wasip1")?,
+        Language::RustComponent => rust(dir, &compiled, "wasm32-wasip2")?,
         Language::Go => go(dir, &compiled)?,
         Language::C => c(dir, &actor.name, &compiled)?,
         Language::Python => python(dir, &compiled)?,
@@ -179,7 +180,9 @@ fn run_tool(mut cmd: Command, what: &str, install: &str, capture: bool) -> anyho
     Ok(output.stdout)
 }
 
-fn rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
+/// `cargo build --release --target TARGET --lib`: a waPC module
+/// (`wasm32-wasip1`) or a component (`wasm32-wasip2`).
+fn rust(dir: &Path, out: &Path, target: &str) -> anyhow::Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -187,15 +190,15 @@ fn rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
         && list.status.success()
         && !String::from_utf8_lossy(&list.stdout)
             .lines()
-            .any(|l| l.trim() == "wasm32-wasip1")
+            .any(|l| l.trim() == target)
     {
         bail!(
-            "cannot build: the Rust target wasm32-wasip1 is not installed; run `rustup target add wasm32-wasip1`"
+            "cannot build: the Rust target {target} is not installed; run `rustup target add {target}`"
         );
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip1", "--lib"])
+    cmd.args(["build", "--release", "--target", target, "--lib"])
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
         .args(["--message-format", "json-render-diagnostics"]);

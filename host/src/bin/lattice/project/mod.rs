@@ -6,7 +6,7 @@
 //! this crate), so a project builds with nothing but the `lattice` binary, the
 //! language's toolchain and its package registry.
 //!
-//! - [`new`]: `lattice new rust|go|c|python|js NAME`, the templates and the
+//! - [`new`]: `lattice new rust|go|c|rust-component|python|js NAME`, the templates and the
 //!   vendored SDKs (the WIT, for the component languages).
 //! - [`build`]: `lattice build`, per language, then claims (and a signature).
 //! - [`dev`]: `lattice dev`, build, run and replace on every save.
@@ -33,6 +33,10 @@ pub enum Language {
     Go,
     /// C with clang and wasi-libc, with `lattice.h`
     C,
+    /// Rust, a wasi:http component (`wasm32-wasip2`, `wit-bindgen`)
+    #[serde(rename = "rust-component")]
+    #[value(name = "rust-component")]
+    RustComponent,
     /// Python, a wasi:http component built with componentize-py
     Python,
     /// JavaScript, a wasi:http component built with componentize-js
@@ -43,7 +47,10 @@ impl Language {
     /// Whether projects of this language build WASI 0.2 components (served
     /// over wasi:http) rather than waPC modules.
     pub fn is_component(self) -> bool {
-        matches!(self, Language::Python | Language::Js)
+        matches!(
+            self,
+            Language::RustComponent | Language::Python | Language::Js
+        )
     }
 }
 
@@ -53,6 +60,7 @@ impl std::fmt::Display for Language {
             Language::Rust => "rust",
             Language::Go => "go",
             Language::C => "c",
+            Language::RustComponent => "rust-component",
             Language::Python => "python",
             Language::Js => "js",
         })
@@ -140,7 +148,7 @@ impl ProjectFile {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-                "{} is not an actor project: it has no {PROJECT_FILE}; make one with `lattice new rust|go|c|python|js NAME`",
+                "{} is not an actor project: it has no {PROJECT_FILE}; make one with `lattice new rust|go|c|rust-component|python|js NAME`",
                 dir.display()
             ),
             Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),

@@ -1,5 +1,6 @@
-//! `lattice new rust|go|c|python|js NAME`: a buildable actor project with its
-//! SDK (for Python and JavaScript, a wasi:http component with its WIT).
+//! `lattice new rust|go|c|rust-component|python|js NAME`: a buildable actor
+//! project with its SDK (for the component languages, a wasi:http component
+//! with its WIT).
 
 use std::{
     path::{Path, PathBuf},
@@ -93,7 +94,22 @@ fn sdk_dir(language: Language) -> &'static str {
     match language {
         Language::Rust => "vendor/",
         Language::Go | Language::C => "lattice-sdk/",
-        Language::Python | Language::Js => "wit/",
+        Language::RustComponent | Language::Python | Language::Js => "wit/",
+    }
+}
+
+/// What building a component project of `language` needs, for its README.
+fn requires(language: Language) -> &'static str {
+    match language {
+        Language::RustComponent => {
+            "the Rust target wasm32-wasip2 (`rustup target add wasm32-wasip2`); \
+             cargo fetches `wit-bindgen` from crates.io"
+        }
+        Language::Python => "componentize-py 0.25.1 (`pip install componentize-py==0.25.1`)",
+        Language::Js => {
+            "componentize-js 0.23.0 (`npm install -g @bytecodealliance/componentize-js@0.23.0`)"
+        }
+        Language::Rust | Language::Go | Language::C => "",
     }
 }
 
@@ -104,6 +120,7 @@ fn files(language: Language, name: &str) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
             .replace("{{name}}", name)
             .replace("{{language}}", &language.to_string())
             .replace("{{sdk}}", sdk_dir(language).trim_end_matches('/'))
+            .replace("{{requires}}", requires(language))
             .into_bytes()
     };
     let mut files = vec![
@@ -158,6 +175,17 @@ fn files(language: Language, name: &str) -> anyhow::Result<Vec<(PathBuf, Vec<u8>
                 fill(include_str!("templates/actor.c.tmpl")),
             ));
             copy(&mut files, "lattice-sdk", sdk::C_SDK);
+        }
+        Language::RustComponent => {
+            files.push((
+                "Cargo.toml".into(),
+                fill(include_str!("templates/Cargo.component.toml.tmpl")),
+            ));
+            files.push((
+                "src/lib.rs".into(),
+                fill(include_str!("templates/lib.component.rs.tmpl")),
+            ));
+            copy(&mut files, "wit", sdk::WIT);
         }
         Language::Python => {
             files.push(("app.py".into(), fill(include_str!("templates/app.py.tmpl"))));
@@ -356,6 +384,8 @@ mod tests {
             (Language::Rust, "vendor/lattice/src/lib.rs"),
             (Language::Go, "lattice-sdk/actor.go"),
             (Language::C, "lattice-sdk/lattice.h"),
+            (Language::RustComponent, "wit/actor.wit"),
+            (Language::RustComponent, "src/lib.rs"),
         ] {
             let files = files(language, "demo").unwrap();
             assert!(
