@@ -509,13 +509,16 @@ impl Actor {
 
     /// Serves an HTTP request through the component's `wasi:http` export
     /// with bodies streamed both ways, admitted like any call: returns the
-    /// response as soon as the component sets it; its body follows while the
-    /// component writes. The call runs in a task of its own so that the
+    /// response once the component has set it and written the first chunk of
+    /// its body (or ended it); the rest follows while the component writes. The call runs in a task of its own so that the
     /// response can leave before `handle` returns. Its end decides how the
     /// body ends: cleanly, or with an error frame when the component trapped
     /// or ran out of time mid-body, so a server aborts the response instead of
-    /// passing a truncated one off as whole. Dropping the body (the client is
-    /// gone) ends the call.
+    /// passing a truncated one off as whole. Once the response is out the call
+    /// runs to its end even when the body is dropped (a server drops it as
+    /// soon as it has sent what `content-length` promised; a gone client makes
+    /// the guest's next write fail); dropping this future before then aborts
+    /// it.
     ///
     /// # Errors
     /// [`InvokeError`] when the call fails before a response is set (busy,
@@ -531,7 +534,7 @@ impl Actor {
         let admission = self.admit()?;
         let (respond, head) = tokio::sync::oneshot::channel();
         let actor = Arc::clone(self);
-        let mut call = AbortOnDrop(tokio::spawn(async move {
+        let mut call = AbortOnDrop(Some(tokio::spawn(async move {
             let exchange = Box::new(component::HttpExchange { request, respond });
             actor
                 .run_admitted(
@@ -543,17 +546,37 @@ impl Actor {
                 )
                 .await
                 .map(drop)
-        }));
+        })));
         match head.await {
-            Ok(response) => Ok(response.map(|body| {
-                CallBody {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let mut body = CallBody {
                     body,
-                    call: Some(call),
+                    first: None,
+                    call: Some(call.disarm()),
                     open_past_return: None,
                     deadline,
+                };
+                // A server sends the head with the first chunk; one whose body
+                // fails before that closes the connection without a word. So
+                // wait for that chunk: a call that fails before writing any of
+                // its body answers with its error (500, 504) instead.
+                match body.frame().await {
+                    Some(Ok(frame)) => body.first = Some(frame),
+                    Some(Err(e)) => {
+                        return Err(match e.downcast::<InvokeError>() {
+                            Ok(e) => *e,
+                            Err(e) => InvokeError::Guest {
+                                actor: self.id.to_string(),
+                                operation: HANDLE_REQUEST.to_string(),
+                                message: e.to_string(),
+                            },
+                        });
+                    }
+                    None => {}
                 }
-                .boxed_unsync()
-            })),
+                Ok(hyper::Response::from_parts(parts, body.boxed_unsync()))
+            }
             Err(_) => match (&mut call).await {
                 Ok(Err(e)) => Err(e),
                 // `serve_http` fails when it sends nothing.
@@ -937,13 +960,29 @@ enum Input {
     Http(Box<component::HttpExchange>),
 }
 
-/// A task aborted when its handle drops: the call behind a streamed
-/// response ends with the response.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), InvokeError>>);
+/// The task of a streamed call.
+type CallTask = tokio::task::JoinHandle<Result<(), InvokeError>>;
+
+/// A call's task, aborted when dropped before its response is set (the
+/// caller gave up). Once the response is out the task runs on ([`disarm`]):
+/// a server drops a body as soon as it has sent what the headers promised,
+/// and `handle` may still have work to do; a task whose client is gone ends
+/// when its next write fails, or at the deadline.
+///
+/// [`disarm`]: AbortOnDrop::disarm
+struct AbortOnDrop(Option<CallTask>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) -> CallTask {
+        self.0.take().expect("armed until disarmed")
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -951,15 +990,20 @@ impl Future for AbortOnDrop {
     type Output = Result<Result<(), InvokeError>, tokio::task::JoinError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
+        match self.0.as_mut() {
+            Some(task) => Pin::new(task).poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 
 /// A streamed response body that ends the way its call ended.
 struct CallBody {
     body: HttpBody,
+    /// A chunk read ahead, sent before the rest.
+    first: Option<http_body::Frame<bytes::Bytes>>,
     /// The call, until it has ended well.
-    call: Option<AbortOnDrop>,
+    call: Option<CallTask>,
     /// Set when `handle` returned while the body was still open: a guest
     /// that keeps its body open in a reused instance must not hold the
     /// response open past the call's deadline.
@@ -976,6 +1020,9 @@ impl http_body::Body for CallBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(frame) = this.first.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
             if frame.is_some() {
                 return Poll::Ready(frame);

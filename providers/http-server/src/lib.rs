@@ -48,7 +48,7 @@
 //! An actor the [`ActorCaller`] can stream to ([`ActorCaller::streams_http`]: a
 //! `wasi:http` component in the same host) gets the request with its body
 //! still arriving ([`ActorCaller::call_http`]), bounded by `max_body_bytes`,
-//! and its response goes out as soon as it is set, the body streaming; a body
+//! and its response goes out with the first chunk of its body, the rest streaming; a body
 //! that ends in an error (the component trapped mid-body) aborts the response.
 //!
 //! # Example

@@ -160,9 +160,10 @@ pub trait ActorCaller: Send + Sync + 'static {
     }
 
     /// Serves `request` with `actor`, bodies streamed both ways: the response
-    /// comes back as soon as the actor sets its status and headers, and its
-    /// body follows while the actor writes it. Only for actors
-    /// [`ActorCaller::streams_http`] said yes to.
+    /// comes back once the actor has set its status and headers and written
+    /// the first chunk of its body (or ended it), and the rest follows while
+    /// the actor writes it. Only for actors [`ActorCaller::streams_http`] said
+    /// yes to.
     ///
     /// # Errors
     /// As [`ActorCaller::call_actor`]; [`CallError::NotRunning`] when the actor

@@ -14,8 +14,8 @@
 //!
 //! An HTTP provider in the same host streams: it hands the component the
 //! request as it arrives ([`ComponentInstance::serve_http`]) and gets the
-//! response back as soon as the component sets it, its body following while
-//! the component writes it. Over NATS the provider sends a whole request
+//! response back once the component sets it and starts its body, the rest
+//! following while the component writes it. Over NATS the provider sends a whole request
 //! ([`HttpRequest`]) and takes back a whole response ([`HttpResponse`]): a body
 //! is buffered up to [`MAX_RESPONSE_BODY`] on its way out of the component.
 
