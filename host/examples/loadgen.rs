@@ -105,6 +105,11 @@ struct Args {
     /// rows run with export paused
     #[arg(long, requires = "metrics")]
     otlp: bool,
+    /// Run only row 1, 2 or 3, for --max-time at the first --concurrency
+    /// level, and print its numbers: one path alone, to profile it (e.g.
+    /// `perf record -p PID` while it runs)
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    only_row: Option<u8>,
 }
 
 /// The outcome of one measured row.
@@ -417,6 +422,26 @@ impl Bench {
 
     async fn run(&self, command: &str) -> Result<()> {
         self.check().await?;
+        if let Some(n) = self.args.only_row {
+            let row = Row::all(false)[usize::from(n) - 1];
+            let c = self.args.concurrency.first().copied().unwrap_or(1);
+            eprintln!(
+                "==> {} alone, {c} in flight, pid {}",
+                row.name(),
+                std::process::id()
+            );
+            let m = self.row(row, c, self.args.calls, self.args.max_time).await;
+            println!(
+                "{}: {} calls, {} errors, p50 {}, p99 {}, {:.0} calls/s",
+                row.name(),
+                m.calls,
+                m.errors,
+                fmt_ns(m.p(0.50)),
+                fmt_ns(m.p(0.99)),
+                m.per_sec()
+            );
+            return Ok(());
+        }
         let server = &self.ctl.nats().server_info();
         let mut out = String::new();
         out.push_str(&format!(
