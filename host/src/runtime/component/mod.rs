@@ -30,7 +30,7 @@ use lattice::contracts::httpserver::{HttpRequest, HttpResponse};
 use lattice_provider::{BoxError, HttpBody};
 use wasmtime::{
     Engine, Store,
-    component::{Component, Linker, ResourceTable},
+    component::{Component, Linker, Resource, ResourceTable},
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
@@ -397,16 +397,7 @@ impl ComponentInstance {
             );
         }
         let request = hyper::Request::from_parts(parts, body.map_err(request_body_error));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let data = store.data_mut();
-        let req = data
-            .http()
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
-        let out = data
-            .http()
-            .new_response_outparam(tx)
-            .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+        let (req, out, rx) = incoming(store, request)?;
         let forward = async move {
             let response = response_set(rx).await?;
             for (name, value) in response.headers() {
@@ -434,16 +425,7 @@ async fn handle_http(
     let request: HttpRequest = rmp_serde::from_slice(request)
         .map_err(|e| CallError::BadRequest(format!("not an HttpRequest: {e}")))?;
     let hyper_request = to_hyper(request).map_err(CallError::BadRequest)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let data = store.data_mut();
-    let req = data
-        .http()
-        .new_incoming_request(Scheme::Http, hyper_request)
-        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
-    let out = data
-        .http()
-        .new_response_outparam(tx)
-        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+    let (req, out, rx) = incoming(store, hyper_request)?;
     // The guest writes the body after handing over the response, through a
     // bounded channel: read it while `handle` runs.
     let collect = async move { from_hyper(response_set(rx).await?).await };
@@ -486,16 +468,45 @@ async fn drive<T>(
     }
 }
 
+/// Where the response the guest sets arrives.
+type ResponseRx = tokio::sync::oneshot::Receiver<
+    Result<
+        hyper::Response<HyperOutgoingBody>,
+        wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+    >,
+>;
+
+/// Puts `request` and a response outparam into the store's table: the two
+/// arguments of `handle`, and where the response it sets will arrive.
+fn incoming<B>(
+    store: &mut Store<ComponentData>,
+    request: hyper::Request<B>,
+) -> Result<
+    (
+        Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
+        Resource<wasmtime_wasi_http::p2::types::HostResponseOutparam>,
+        ResponseRx,
+    ),
+    CallError,
+>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut http = store.data_mut().http();
+    let req = http
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+    let out = http
+        .new_response_outparam(tx)
+        .map_err(|e| CallError::BadRequest(format!("{e:#}")))?;
+    Ok((req, out, rx))
+}
+
 /// The response the guest set through its `response-outparam`, or why there
 /// is none.
-async fn response_set(
-    rx: tokio::sync::oneshot::Receiver<
-        Result<
-            hyper::Response<HyperOutgoingBody>,
-            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
-        >,
-    >,
-) -> Result<hyper::Response<HyperOutgoingBody>, CallError> {
+async fn response_set(rx: ResponseRx) -> Result<hyper::Response<HyperOutgoingBody>, CallError> {
     match rx.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => Err(CallError::BadResponse(format!(
