@@ -142,6 +142,87 @@ async fn a_new_component_project_in_rust_python_and_javascript_serves_http() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_a_component_over_http_and_replaces_it_on_save() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let _host = lat.host("dev-joined", &[]).await?;
+    let scratch = tempfile::Builder::new().prefix("lattice-dev-").tempdir()?;
+    let name = "live-component";
+    let dir = scratch.path().join(name);
+    let dir_arg = dir.display().to_string();
+    lattice(&["new", "rust-component", name, "--dir", &dir_arg])
+        .await?
+        .success()?;
+    // dev starts the HTTP server and links it, as lattice.toml says.
+    let port = lattice_harness::free_port();
+    let project = dir.join("lattice.toml");
+    let mut toml = std::fs::read_to_string(&project)?;
+    toml.push_str(&format!(
+        "\n[[dev.links]]\ncontract = \"lattice:httpserver\"\nprovider = \"builtin:httpserver\"\nconfig = {{ address = \"127.0.0.1:{port}\" }}\n"
+    ));
+    std::fs::write(&project, toml)?;
+
+    let url = lat.nats.url();
+    let mut cmd = tokio::process::Command::new(crate::common::BIN);
+    crate::common::without_lattice_env(cmd.as_std_mut());
+    cmd.args([
+        "--nats-url",
+        &url,
+        "--lattice",
+        &lat.id,
+        "dev",
+        &dir_arg,
+        "--poll",
+        "100ms",
+    ])
+    .envs(toolchain_env()?)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut dev = cmd.spawn().context("starting lattice dev")?;
+    let out: Lines = Default::default();
+    collect(dev.stdout.take().context("stdout")?, out.clone());
+    collect(dev.stderr.take().context("stderr")?, out.clone());
+    let dump = || out.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+
+    let page = format!("http://127.0.0.1:{port}/page");
+    let body = lattice_harness::wait_until("the component to answer", BUILD_TIMEOUT, || async {
+        Ok(match reqwest::get(&page).await {
+            Ok(r) if r.status() == 200 => Some(r.text().await?),
+            _ => None,
+        })
+    })
+    .await
+    .with_context(|| format!("dev did not serve the component:\n{}", dump()))?;
+    ensure!(
+        body.starts_with(&format!("Hello from {name}!")) && body.contains("/page"),
+        "{body:?}"
+    );
+
+    let source = dir.join("src/lib.rs");
+    let text = std::fs::read_to_string(&source)?;
+    std::fs::write(&source, text.replace("Hello from", "Hi from"))?;
+    lattice_harness::wait_until("the new component", BUILD_TIMEOUT, || async {
+        Ok(match reqwest::get(&page).await {
+            Ok(r) if r.status() == 200 => r.text().await?.starts_with("Hi from").then_some(()),
+            _ => None,
+        })
+    })
+    .await
+    .with_context(|| format!("the save did not take:\n{}", dump()))?;
+    ensure!(saw(&out, &format!("replaced {name}")), "{}", dump());
+
+    let pid = dev.id().context("dev exited early")? as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .with_context(|| format!("dev did not stop:\n{}", dump()))??;
+    ensure!(status.success(), "dev exited with {status}:\n{}", dump());
+    Ok(())
+}
+
 #[tokio::test]
 async fn new_and_build_refuse_bad_input_by_name() -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("lattice-new-").tempdir()?;
