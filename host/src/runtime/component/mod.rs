@@ -15,9 +15,10 @@
 //! An HTTP provider in the same host streams: it hands the component the
 //! request as it arrives ([`ComponentInstance::serve_http`]) and gets the
 //! response back once the component sets it and starts its body, the rest
-//! following while the component writes it. Over NATS the provider sends a whole request
-//! ([`HttpRequest`]) and takes back a whole response ([`HttpResponse`]): a body
-//! is buffered up to [`MAX_RESPONSE_BODY`] on its way out of the component.
+//! following while the component writes it. Over NATS the provider sends a
+//! whole request ([`HttpRequest`]) and takes back a whole response
+//! ([`HttpResponse`]): a body is buffered up to [`MAX_RESPONSE_BODY`] on its
+//! way out of the component.
 
 pub mod keyvalue;
 pub mod mesh;
@@ -388,16 +389,7 @@ impl ComponentInstance {
             ));
         };
         let HttpExchange { request, respond } = exchange;
-        let (mut parts, body) = request.into_parts();
-        if parts.uri.authority().is_none() && !parts.headers.contains_key(hyper::header::HOST) {
-            // wasi:http requires an authority.
-            parts.headers.insert(
-                hyper::header::HOST,
-                hyper::header::HeaderValue::from_static("localhost"),
-            );
-        }
-        let request = hyper::Request::from_parts(parts, body.map_err(request_body_error));
-        let (req, out, rx) = incoming(store, request)?;
+        let (req, out, rx) = incoming(store, request.map(|b| b.map_err(request_body_error)))?;
         let forward = async move {
             let response = response_set(rx).await?;
             for (name, value) in response.headers() {
@@ -477,10 +469,12 @@ type ResponseRx = tokio::sync::oneshot::Receiver<
 >;
 
 /// Puts `request` and a response outparam into the store's table: the two
-/// arguments of `handle`, and where the response it sets will arrive.
+/// arguments of `handle`, and where the response it sets will arrive. A
+/// request with neither an authority nor a `host` header gets `host:
+/// localhost`: wasi:http requires an authority.
 fn incoming<B>(
     store: &mut Store<ComponentData>,
-    request: hyper::Request<B>,
+    mut request: hyper::Request<B>,
 ) -> Result<
     (
         Resource<wasmtime_wasi_http::p2::types::HostIncomingRequest>,
@@ -493,6 +487,12 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<wasmtime_wasi_http::Error>,
 {
+    if request.uri().authority().is_none() && !request.headers().contains_key(hyper::header::HOST) {
+        request.headers_mut().insert(
+            hyper::header::HOST,
+            hyper::header::HeaderValue::from_static("localhost"),
+        );
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let mut http = store.data_mut().http();
     let req = http
@@ -550,16 +550,10 @@ fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String>
     let mut builder = hyper::Request::builder()
         .method(request.method.as_str())
         .uri(&uri);
-    let mut has_host = false;
     for (name, values) in &request.headers {
-        has_host |= name == "host";
         for value in values {
             builder = builder.header(name, value);
         }
-    }
-    if !has_host {
-        // wasi:http requires an authority.
-        builder = builder.header("host", "localhost");
     }
     builder
         .body(Full::new(Bytes::from(request.body)))
