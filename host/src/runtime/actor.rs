@@ -510,8 +510,9 @@ impl Actor {
     /// Serves an HTTP request through the component's `wasi:http` export
     /// with bodies streamed both ways, admitted like any call: returns the
     /// response once the component has set it and written the first chunk of
-    /// its body (or ended it); the rest follows while the component writes. The call runs in a task of its own so that the
-    /// response can leave before `handle` returns. Its end decides how the
+    /// its body (or ended it); the rest follows while the component writes.
+    /// The call runs in a task of its own so that the response can leave
+    /// before `handle` returns. Its end decides how the
     /// body ends: cleanly, or with an error frame when the component trapped
     /// or ran out of time mid-body, so a server aborts the response instead of
     /// passing a truncated one off as whole. Once the response is out the call
@@ -531,6 +532,11 @@ impl Actor {
         deadline: Instant,
     ) -> Result<hyper::Response<HttpBody>, InvokeError> {
         use lattice::contracts::httpserver::HANDLE_REQUEST;
+        let failed = |message: String| InvokeError::Guest {
+            actor: self.id.to_string(),
+            operation: HANDLE_REQUEST.to_string(),
+            message,
+        };
         let admission = self.admit()?;
         let (respond, head) = tokio::sync::oneshot::channel();
         let actor = Arc::clone(self);
@@ -566,11 +572,7 @@ impl Actor {
                     Some(Err(e)) => {
                         return Err(match e.downcast::<InvokeError>() {
                             Ok(e) => *e,
-                            Err(e) => InvokeError::Guest {
-                                actor: self.id.to_string(),
-                                operation: HANDLE_REQUEST.to_string(),
-                                message: e.to_string(),
-                            },
+                            Err(e) => failed(e.to_string()),
                         });
                     }
                     None => {}
@@ -580,16 +582,10 @@ impl Actor {
             Err(_) => match (&mut call).await {
                 Ok(Err(e)) => Err(e),
                 // `serve_http` fails when it sends nothing.
-                Ok(Ok(())) => Err(InvokeError::Guest {
-                    actor: self.id.to_string(),
-                    operation: HANDLE_REQUEST.to_string(),
-                    message: "the component returned without setting a response".into(),
-                }),
-                Err(e) => Err(InvokeError::Guest {
-                    actor: self.id.to_string(),
-                    operation: HANDLE_REQUEST.to_string(),
-                    message: format!("the call's task failed: {e}"),
-                }),
+                Ok(Ok(())) => Err(failed(
+                    "the component returned without setting a response".into(),
+                )),
+                Err(e) => Err(failed(format!("the call's task failed: {e}"))),
             },
         }
     }
