@@ -465,16 +465,8 @@ impl Route {
         for what in &decoded.dropped {
             warn!(actor = %self.actor, "dropped a response header: {what}");
         }
-        // 1xx cannot be a final response; anything outside 100..=999 is not HTTP.
-        let status = match StatusCode::from_u16(decoded.status) {
-            Ok(s) if !s.is_informational() => s,
-            _ => {
-                warn!(actor = %self.actor, status = decoded.status, "invalid response status");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("actor returned an invalid status code {}\n", decoded.status),
-                );
-            }
+        let Some(status) = final_status(decoded.status) else {
+            return self.invalid_status(decoded.status);
         };
         let mut headers = decoded.headers;
         sanitize_framing(
@@ -488,6 +480,16 @@ impl Route {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         resp
+    }
+
+    /// The 500 for an actor's response whose status cannot be final (see
+    /// [`final_status`]).
+    fn invalid_status(&self, code: u16) -> Response<ResBody> {
+        warn!(actor = %self.actor, status = code, "invalid response status");
+        text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("actor returned an invalid status code {code}\n"),
+        )
     }
 
     /// The response to a call that failed: 502 lost, 503 not running or busy
@@ -546,15 +548,8 @@ impl Route {
             Err(e) => return self.failed(e),
         };
         let (mut parts, body) = response.into_parts();
-        if parts.status.is_informational() {
-            warn!(actor = %self.actor, status = %parts.status, "invalid response status");
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "actor returned an invalid status code {}\n",
-                    parts.status.as_u16()
-                ),
-            );
+        if final_status(parts.status.as_u16()).is_none() {
+            return self.invalid_status(parts.status.as_u16());
         }
         // hyper frames a streamed body itself (chunked, or by a
         // `content-length` it then holds the body to).
@@ -637,6 +632,14 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
         }
     }
     Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+}
+
+/// `code` as the status of a final response: not 1xx (informational, never
+/// final), and within 100..=999 (else not HTTP).
+fn final_status(code: u16) -> Option<StatusCode> {
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| !s.is_informational())
 }
 
 /// 413 for a body past `max` bytes.
