@@ -162,29 +162,7 @@ async fn dev_serves_a_component_over_http_and_replaces_it_on_save() -> Result<()
     ));
     std::fs::write(&project, toml)?;
 
-    let url = lat.nats.url();
-    let mut cmd = tokio::process::Command::new(crate::common::BIN);
-    crate::common::without_lattice_env(cmd.as_std_mut());
-    cmd.args([
-        "--nats-url",
-        &url,
-        "--lattice",
-        &lat.id,
-        "dev",
-        &dir_arg,
-        "--poll",
-        "100ms",
-    ])
-    .envs(toolchain_env()?)
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true);
-    let mut dev = cmd.spawn().context("starting lattice dev")?;
-    let out: Lines = Default::default();
-    collect(dev.stdout.take().context("stdout")?, out.clone());
-    collect(dev.stderr.take().context("stderr")?, out.clone());
-    let dump = || out.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+    let (mut dev, out) = spawn_dev(&lat, &dir_arg)?;
 
     let page = format!("http://127.0.0.1:{port}/page");
     let body = lattice_harness::wait_until("the component to answer", BUILD_TIMEOUT, || async {
@@ -194,7 +172,7 @@ async fn dev_serves_a_component_over_http_and_replaces_it_on_save() -> Result<()
         })
     })
     .await
-    .with_context(|| format!("dev did not serve the component:\n{}", dump()))?;
+    .with_context(|| format!("dev did not serve the component:\n{}", dump(&out)))?;
     ensure!(
         body.starts_with(&format!("Hello from {name}!")) && body.contains("/page"),
         "{body:?}"
@@ -210,17 +188,10 @@ async fn dev_serves_a_component_over_http_and_replaces_it_on_save() -> Result<()
         })
     })
     .await
-    .with_context(|| format!("the save did not take:\n{}", dump()))?;
-    ensure!(saw(&out, &format!("replaced {name}")), "{}", dump());
+    .with_context(|| format!("the save did not take:\n{}", dump(&out)))?;
+    ensure!(saw(&out, &format!("replaced {name}")), "{}", dump(&out));
 
-    let pid = dev.id().context("dev exited early")? as libc::pid_t;
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
-        .await
-        .with_context(|| format!("dev did not stop:\n{}", dump()))??;
-    ensure!(status.success(), "dev exited with {status}:\n{}", dump());
-    Ok(())
+    stop_dev(&mut dev, &out).await
 }
 
 #[tokio::test]
@@ -332,6 +303,51 @@ fn collect(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, into: Lin
     });
 }
 
+/// Everything `lattice dev` printed so far, for failure messages.
+fn dump(lines: &Lines) -> String {
+    lines.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
+}
+
+/// `lattice dev DIR` on `lat`'s lattice (polling every 100 ms), with the
+/// toolchains of [`toolchain_env`]; its stdout and stderr are collected.
+fn spawn_dev(lat: &TestLattice, dir: &str) -> Result<(tokio::process::Child, Lines)> {
+    let url = lat.nats.url();
+    let mut cmd = tokio::process::Command::new(crate::common::BIN);
+    crate::common::without_lattice_env(cmd.as_std_mut());
+    cmd.args([
+        "--nats-url",
+        &url,
+        "--lattice",
+        &lat.id,
+        "dev",
+        dir,
+        "--poll",
+        "100ms",
+    ])
+    .envs(toolchain_env()?)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut dev = cmd.spawn().context("starting lattice dev")?;
+    let out: Lines = Default::default();
+    collect(dev.stdout.take().context("stdout")?, out.clone());
+    collect(dev.stderr.take().context("stderr")?, out.clone());
+    Ok((dev, out))
+}
+
+/// Ctrl-C to `dev`; fails unless it exits successfully within 30 s.
+async fn stop_dev(dev: &mut tokio::process::Child, out: &Lines) -> Result<()> {
+    let pid = dev.id().context("dev exited early")? as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        .await
+        .with_context(|| format!("dev did not stop:\n{}", dump(out)))??;
+    ensure!(status.success(), "dev exited with {status}:\n{}", dump(out));
+    Ok(())
+}
+
 fn saw(lines: &Lines, needle: &str) -> bool {
     lines
         .lock()
@@ -359,35 +375,13 @@ async fn dev_runs_each_language_and_replaces_it_on_save() -> Result<()> {
             .await?
             .success()?;
 
-        let url = lat.nats.url();
-        let mut cmd = tokio::process::Command::new(crate::common::BIN);
-        crate::common::without_lattice_env(cmd.as_std_mut());
-        cmd.args([
-            "--nats-url",
-            &url,
-            "--lattice",
-            &lat.id,
-            "dev",
-            &dir_arg,
-            "--poll",
-            "100ms",
-        ])
-        .envs(toolchain_env()?)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-        let mut dev = cmd.spawn().context("starting lattice dev")?;
-        let out: Lines = Default::default();
-        collect(dev.stdout.take().context("stdout")?, out.clone());
-        collect(dev.stderr.take().context("stderr")?, out.clone());
-        let dump = || out.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        let (mut dev, out) = spawn_dev(&lat, &dir_arg)?;
 
         let started = lattice_harness::wait_until("dev to start", BUILD_TIMEOUT, || async {
             Ok(saw(&out, "watching").then_some(()))
         })
         .await;
-        started.with_context(|| format!("{language}: dev did not start:\n{}", dump()))?;
+        started.with_context(|| format!("{language}: dev did not start:\n{}", dump(&out)))?;
         let reply: String = lat.call(&name, "SayHello", "world").await?;
         assert_eq!(reply, "Hello, world!", "{language}");
 
@@ -403,14 +397,14 @@ async fn dev_runs_each_language_and_replaces_it_on_save() -> Result<()> {
             Ok((reply.as_deref().ok() == Some("Hi, world!")).then_some(()))
         })
         .await;
-        replaced.with_context(|| format!("{language}: the save did not take:\n{}", dump()))?;
-        ensure!(saw(&out, &format!("replaced {name}")), "{}", dump());
+        replaced.with_context(|| format!("{language}: the save did not take:\n{}", dump(&out)))?;
+        ensure!(saw(&out, &format!("replaced {name}")), "{}", dump(&out));
         if language != "c" {
             // Joined: dev lists the calls that reach the actor over NATS.
             ensure!(
                 saw(&out, &format!("call {name} SayHello")),
                 "no call line:\n{}",
-                dump()
+                dump(&out)
             );
         }
         if language == "c" {
@@ -418,27 +412,19 @@ async fn dev_runs_each_language_and_replaces_it_on_save() -> Result<()> {
             ensure!(
                 saw(&out, "dev-live-c") || saw(&out, "starting one"),
                 "{}",
-                dump()
+                dump(&out)
             );
             ensure!(
                 saw(&out, "SayHello"),
                 "no call line in the dev host's log:\n{}",
-                dump()
+                dump(&out)
             );
         }
 
         // Ctrl-C: the actor (and the host dev started) stop.
-        let pid = dev.id().context("dev exited early")? as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let status = tokio::time::timeout(Duration::from_secs(30), dev.wait())
+        stop_dev(&mut dev, &out)
             .await
-            .with_context(|| format!("{language}: dev did not stop:\n{}", dump()))??;
-        ensure!(
-            status.success(),
-            "{language}: dev exited with {status}:\n{}",
-            dump()
-        );
+            .with_context(|| language.to_string())?;
         let left = lat.ctl.inventories(Duration::from_secs(1)).await?;
         ensure!(
             !left
