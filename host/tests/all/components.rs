@@ -176,25 +176,32 @@ async fn bad_components_get_clear_errors_and_the_host_serves_on() -> Result<()> 
         ("/no-response", 500, &["without setting a response"]),
     ];
     for (path, status, words) in cases {
-        let r = client.get(format!("{url}{path}")).send().await?;
-        let got = r.status().as_u16();
-        if *path == "/trap-mid-body" && got == 200 {
-            // The provider here streams: had the head left before the trap
-            // (it rarely does; the guest traps in the same poll), the body
-            // must be cut off rather than end as if whole.
-            ensure!(
-                r.text().await.is_err(),
-                "{path}: a trapped body ended cleanly"
-            );
-            continue;
-        }
-        let text = r.text().await?;
-        ensure!(got == *status, "{path}: status {got}, body {text:?}");
-        for w in *words {
-            ensure!(
-                text.to_lowercase().contains(&w.to_lowercase()),
-                "{path}: {text:?} lacks {w:?}"
-            );
+        let sent = client.get(format!("{url}{path}")).send().await;
+        match sent {
+            // The provider here streams. Had the head left before the trap
+            // (it rarely does; the guest traps in the same poll), the
+            // response must be cut off rather than end as if whole: its body
+            // fails, or, when the trap follows the first chunk at once,
+            // hyper closes the connection before the head is flushed.
+            Err(e) if *path == "/trap-mid-body" && !e.is_timeout() => {}
+            Ok(r) if *path == "/trap-mid-body" && r.status() == 200 => {
+                ensure!(
+                    r.text().await.is_err(),
+                    "{path}: a trapped body ended cleanly"
+                );
+            }
+            sent => {
+                let r = sent?;
+                let got = r.status().as_u16();
+                let text = r.text().await?;
+                ensure!(got == *status, "{path}: status {got}, body {text:?}");
+                for w in *words {
+                    ensure!(
+                        text.to_lowercase().contains(&w.to_lowercase()),
+                        "{path}: {text:?} lacks {w:?}"
+                    );
+                }
+            }
         }
         let hello = client.get(format!("{hello_url}/")).send().await?;
         ensure!(hello.status() == 200, "hello after {path}");
