@@ -8,6 +8,7 @@
 mod actors;
 pub use actors::MAX_REPLICAS_PER_HOST;
 mod control;
+mod http_stream;
 mod invoke;
 pub mod providers;
 mod router;

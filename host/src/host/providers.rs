@@ -14,7 +14,7 @@ use lattice::{
 };
 use lattice_provider::{
     ActorCaller, BoxFuture, CallError, HttpBody, Provider, ProviderContext, ProviderRuntime,
-    call_error,
+    RemoteActor, call_error,
 };
 
 use super::{HostInner, invoke::Call};
@@ -89,6 +89,20 @@ impl ActorCaller for HostActorCaller {
             .upgrade()
             .and_then(|host| host.actors.serving(actor))
             .is_some_and(|local| local.streams_http())
+    }
+
+    fn remote(&self, actor: &str) -> Option<RemoteActor> {
+        let host = self.host.upgrade()?;
+        if host.actors.serving(actor).is_some() {
+            return None;
+        }
+        let actor = ActorId::new(actor).ok()?;
+        Some(RemoteActor {
+            caller: host.caller.clone(),
+            subject: lattice::subject::actor_rpc(&host.lattice, &actor),
+            origin: self.origin.clone(),
+            timeout: host.call_timeout(),
+        })
     }
 
     fn call_http(

@@ -101,6 +101,9 @@ async fn handle(
     admission: Admission,
     msg: async_nats::Message,
 ) {
+    if super::http_stream::wanted(&msg, &actor) {
+        return super::http_stream::serve(host, actor, what, admission, msg).await;
+    }
     let deadline = host.call_timeout();
     serve_invocation(
         &host.nats,

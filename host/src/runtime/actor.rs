@@ -531,13 +531,28 @@ impl Actor {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<hyper::Response<HttpBody>, InvokeError> {
+        let admission = self.admit()?;
+        self.invoke_http_admitted(admission, request, trace, deadline)
+            .await
+    }
+
+    /// [`Actor::invoke_http`] for a call already admitted.
+    ///
+    /// # Errors
+    /// As [`Actor::invoke_http`].
+    pub async fn invoke_http_admitted(
+        self: &Arc<Self>,
+        admission: Admission,
+        request: hyper::Request<HttpBody>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<hyper::Response<HttpBody>, InvokeError> {
         use lattice::contracts::httpserver::HANDLE_REQUEST;
         let failed = |message: String| InvokeError::Guest {
             actor: self.id.to_string(),
             operation: HANDLE_REQUEST.to_string(),
             message,
         };
-        let admission = self.admit()?;
         let (respond, head) = tokio::sync::oneshot::channel();
         let actor = Arc::clone(self);
         let mut call = AbortOnDrop(Some(tokio::spawn(async move {

@@ -682,3 +682,85 @@ async fn replies_after_progress_get_through_for_hosts_and_providers() -> Result<
     responder.await??;
     Ok(())
 }
+
+/// The HTTP server as a process of its own, under the provider role, streams
+/// both bodies to and from a component on a host over NATS: the chunks,
+/// credits and cancels of the exchange need nothing the roles do not allow.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standalone_http_server_streams_bodies_under_the_provider_role() -> Result<()> {
+    let faults = lattice_harness::build_component(crate::components::FAULTS)?;
+    let faults = faults.display().to_string();
+    let lattice = Secured::start().await?;
+    let host = lattice.host("h1").await?;
+    lattice
+        .cli_as(
+            Some(Role::Admin),
+            &[
+                "ctl",
+                "start",
+                "actor",
+                &faults,
+                "--id",
+                "faults",
+                "--host",
+                host.host_id(),
+            ],
+        )
+        .await?
+        .success()?;
+    let url = lattice.nats.url();
+    let seed = lattice.seed(Role::Provider).display().to_string();
+    let _provider = tokio::process::Command::new(BIN)
+        .args([
+            "--nats-url",
+            &url,
+            "--lattice",
+            &lattice.id,
+            "--nats-nkey",
+            &seed,
+            "provider",
+            "run",
+            "httpserver",
+            "--id",
+            "web",
+        ])
+        .env("LATTICE_CONFIG", lattice.dir.path().join("config.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning lattice provider run httpserver")?;
+    let port = lattice_harness::free_port();
+    let address = format!("address=127.0.0.1:{port}");
+    lattice
+        .cli_as(
+            Some(Role::Admin),
+            &[
+                "ctl",
+                "link",
+                "put",
+                "faults",
+                "web",
+                "lattice:httpserver",
+                &address,
+            ],
+        )
+        .await?
+        .success()?;
+    let base = format!("http://127.0.0.1:{port}");
+    crate::common::get_until(&format!("{base}/echo"), 200).await?;
+    let streamed = crate::components::stream_echo(
+        &format!("127.0.0.1:{port}"),
+        "/stream-echo",
+        &["first-chunk", "second-chunk"],
+    )
+    .await?;
+    ensure!(
+        streamed.head.starts_with("HTTP/1.1 200") && streamed.whole,
+        "streamed through the provider role: {:?}, whole: {}",
+        streamed.head,
+        streamed.whole
+    );
+    Ok(())
+}

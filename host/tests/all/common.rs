@@ -571,17 +571,28 @@ pub async fn kvcounter_hits(port: u16, timeout: Duration) -> Result<i64> {
 /// returns the body.
 pub async fn get_until(url: &str, status: u16) -> Result<String> {
     let client = reqwest::Client::new();
-    wait_until(
+    let last = std::sync::Mutex::new(String::from("no answer yet"));
+    let got = wait_until(
         format!("GET {url} to answer {status}"),
         HTTP_WAIT,
         || async {
             match client.get(url).send().await {
                 Ok(r) if r.status().as_u16() == status => Ok(Some(r.text().await?)),
-                _ => Ok(None),
+                Ok(r) => {
+                    let said = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = said;
+                    Ok(None)
+                }
+                Err(e) => {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                    Ok(None)
+                }
             }
         },
     )
-    .await
+    .await;
+    let last = last.into_inner().unwrap_or_else(|p| p.into_inner());
+    got.with_context(|| format!("the last answer: {last}"))
 }
 
 /// `go vet ./...` for the build machine and for wasip1, then `go test ./...`,

@@ -11,7 +11,7 @@ use crate::common::*;
 /// The component `scripts/bench-http.sh` runs under `wasmtime serve`.
 const HELLO: &str = "bench/wasi-http-hello";
 /// A component that misbehaves on request.
-const FAULTS: &str = "host/tests/components/http-faults";
+pub(crate) const FAULTS: &str = "host/tests/components/http-faults";
 
 /// Starts the component at `wasm` as `actor` on `host`, the HTTP provider on
 /// `web` (unless it runs there already), links them on a free port; returns
@@ -222,18 +222,18 @@ async fn bad_components_get_clear_errors_and_the_host_serves_on() -> Result<()> 
 }
 
 /// How a streamed exchange with `/stream-echo` went.
-struct Streamed {
+pub(crate) struct Streamed {
     /// The response head, up to the blank line.
-    head: String,
+    pub(crate) head: String,
     /// Whether the chunked response ended with its last chunk (else the
     /// connection closed first).
-    whole: bool,
+    pub(crate) whole: bool,
 }
 
 /// POSTs `chunks` to `path` on `addr` as a chunked HTTP/1.1 body, sending
 /// each only after the one before has come back in the response body: with
 /// either body collected before it is passed on, this fails at its deadline.
-async fn stream_echo(addr: &str, path: &str, chunks: &[&str]) -> Result<Streamed> {
+pub(crate) async fn stream_echo(addr: &str, path: &str, chunks: &[&str]) -> Result<Streamed> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut conn = tokio::net::TcpStream::connect(addr).await?;
@@ -303,6 +303,41 @@ async fn a_component_in_the_providers_host_streams_both_bodies() -> Result<()> {
     let _h = t.host("h1", &[]).await?;
     let url = serve(&t, &faults, "faults", "h1", Some("h1")).await?;
     get_until(&format!("{url}/echo"), 200).await?;
+    streams_both_bodies(&url, 1 << 20).await
+}
+
+#[tokio::test]
+async fn a_component_on_another_host_streams_both_bodies_over_nats() -> Result<()> {
+    let faults = build_component(FAULTS)?;
+    let t = TestLattice::start().await?;
+    let h1 = t.host("h1", &[]).await?;
+    let web = t.host("web", &[]).await?;
+    // The provider on `web`, the component on `h1`: every exchange crosses
+    // NATS. The limit lets a body through that is bigger than the NATS max
+    // payload (1 MiB), which only a stream can carry.
+    let url = serve(&t, &faults, "faults", "h1", Some("web")).await?;
+    let port = url.rsplit(':').next().unwrap_or_default();
+    let address = format!("address=127.0.0.1:{port}");
+    t.link_put(
+        "faults",
+        "httpserver",
+        "lattice:httpserver",
+        &[&address, "max_body_bytes=4194304"],
+    )
+    .await?;
+    get_until(&format!("{url}/echo"), 200).await?;
+    streams_both_bodies(&url, 4 << 20).await.with_context(|| {
+        format!(
+            "the component's host:\n{}\nthe provider's host:\n{}",
+            h1.log_tail(40),
+            web.log_tail(40)
+        )
+    })
+}
+
+/// Checks the streaming of both bodies through the HTTP server at `url`
+/// serving the `http-faults` component with a `max` bytes body limit.
+async fn streams_both_bodies(url: &str, max: usize) -> Result<()> {
     let addr = url.trim_start_matches("http://");
 
     // Each chunk comes back before the next is sent: neither body is
@@ -330,8 +365,14 @@ async fn a_component_in_the_providers_host_streams_both_bodies() -> Result<()> {
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        conn.write_all(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 2097152\r\n\r\n")
-            .await?;
+        conn.write_all(
+            format!(
+                "POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n",
+                max * 2
+            )
+            .as_bytes(),
+        )
+        .await?;
         let mut head = [0u8; 12];
         tokio::time::timeout(
             std::time::Duration::from_secs(30),
@@ -346,6 +387,44 @@ async fn a_component_in_the_providers_host_streams_both_bodies() -> Result<()> {
         );
     }
     let client = reqwest::Client::new();
+
+    // A big body both ways, within the limit, arrives whole and in order.
+    let big: Vec<u8> = (0..max * 3 / 4).map(|i| (i % 251) as u8).collect();
+    let r = client
+        .post(format!("{url}/stream-echo"))
+        .body(big.clone())
+        .send()
+        .await?;
+    ensure!(r.status() == 200, "big echo: {}", r.status());
+    let back = r.bytes().await.context("the big echo's body")?;
+    ensure!(
+        back.len() == big.len() && back[..] == big[..],
+        "the big echo came back as {} bytes, not the {} sent (or out of order)",
+        back.len(),
+        big.len()
+    );
+
+    // An undeclared body past the limit: 413 or the component's read fails
+    // (whichever sees it first), never a whole echo.
+    let over: Vec<u8> = vec![b'x'; max + 1];
+    let stream = futures::stream::iter(
+        over.chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let r = client
+        .post(format!("{url}/stream-echo"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        let status = r.status();
+        let len = r.bytes().await.map(|b| b.len()).unwrap_or(0);
+        ensure!(
+            status == 413 || len <= max,
+            "a body past the limit came back whole: {status}, {len} bytes"
+        );
+    }
 
     // The actor serves on.
     let r = client

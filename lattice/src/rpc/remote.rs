@@ -238,6 +238,47 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The connection calls are sent on.
+    pub fn nats(&self) -> &Client {
+        &self.inner.nats
+    }
+
+    /// A subject of its own on this caller's reply subscription, for a
+    /// conversation of more than one message (a streamed HTTP body): whatever
+    /// is published to [`Inbox::subject`] arrives at [`Inbox::recv`], up to
+    /// `capacity` messages waiting (more are dropped, so the peer must be
+    /// held below that, e.g. by credit). Its subject is unguessable, like a
+    /// call's reply subject, and stops routing when the inbox is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the reply subscription cannot be made.
+    pub async fn inbox(&self, capacity: usize) -> Result<Inbox, Error> {
+        self.inner.subscribe().await?;
+        let (waiting, subject) = self.inner.expect_with(capacity);
+        Ok(Inbox { waiting, subject })
+    }
+}
+
+/// A subject of a [`Caller`]'s and what arrives on it ([`Caller::inbox`]).
+pub struct Inbox {
+    waiting: Waiting,
+    subject: String,
+}
+
+impl Inbox {
+    /// Where peers publish to reach this inbox.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The next message, in the order the server delivered them; `None` when
+    /// the reply subscription has ended.
+    pub async fn recv(&mut self) -> Option<async_nats::Message> {
+        self.waiting.rx.recv().await.map(|msg| *msg)
+    }
+}
+
 /// How long a call waits, after the round trip of [`Caller::catch_up`], for
 /// the routing task to hand on what arrived.
 const CATCH_UP: Duration = Duration::from_millis(100);
@@ -270,7 +311,12 @@ impl Replies {
     /// others, so the roles that may publish to `_INBOX.>` (hosts, providers)
     /// can answer only requests they were sent.
     fn expect(self: &Arc<Self>) -> (Waiting, String) {
-        let (tx, rx) = mpsc::channel(CALL_QUEUE);
+        self.expect_with(CALL_QUEUE)
+    }
+
+    /// [`Replies::expect`] with room for `capacity` waiting messages.
+    fn expect_with(self: &Arc<Self>, capacity: usize) -> (Waiting, String) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let token = loop {
             let token = self
                 .tokens

@@ -135,7 +135,7 @@ async fn with_progress<T>(
 
 /// Encodes a response; one that would not fit in `max` bytes becomes an error
 /// response naming both sizes, so the caller hears why instead of timing out.
-fn encode_within(max: usize, response: InvocationResponse, what: &str) -> Vec<u8> {
+pub fn encode_within(max: usize, response: InvocationResponse, what: &str) -> Vec<u8> {
     let body = match response.encode() {
         Ok(b) => b,
         Err(e) => InvocationResponse::err(e.to_string())

@@ -81,6 +81,7 @@
 //! ```
 
 mod codec;
+mod remote;
 mod server;
 
 use std::{

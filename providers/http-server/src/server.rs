@@ -42,7 +42,7 @@ use crate::codec::{self, HeadersRef, RequestRef};
 
 /// The response body type: whole (from a reply over NATS, or the
 /// provider's own), or streamed from a component in this host.
-type ResBody = Either<Full<Bytes>, HttpBody>;
+pub(crate) type ResBody = Either<Full<Bytes>, HttpBody>;
 
 /// Listen backlog.
 const BACKLOG: u32 = 1024;
@@ -390,6 +390,9 @@ impl Route {
         if self.actors.streams_http(&self.actor) {
             return self.serve_streamed(req).await;
         }
+        if let Some(remote) = self.actors.remote(&self.actor) {
+            return self.serve_remote(remote, req).await;
+        }
         let (parts, body) = req.into_parts();
         let max = self.max_body.load(Ordering::Relaxed);
         let body = match read_body(body, max).await {
@@ -404,29 +407,10 @@ impl Route {
             }
         };
 
-        let host = if parts.headers.contains_key(header::HOST) {
-            None
-        } else {
-            parts.uri.authority().map(|a| a.as_str())
+        let payload = match encode_request(&parts, &body) {
+            Ok(payload) => payload,
+            Err(e) => return unencodable(e),
         };
-        let request = RequestRef {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            query: parts.uri.query().unwrap_or(""),
-            headers: HeadersRef {
-                map: &parts.headers,
-                host,
-            },
-            body: &body,
-        };
-        let mut payload = Vec::with_capacity(body.len() + 256 + 64 * parts.headers.len());
-        if let Err(e) = rmp_serde::encode::write_named(&mut payload, &request) {
-            // Unreachable for these types; answer rather than panic.
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the request: {e}\n"),
-            );
-        }
         drop(body);
 
         // A request the client may repeat (GET, HEAD, PUT, DELETE, ...) is
@@ -449,6 +433,11 @@ impl Route {
             Err(e) => return self.failed(e),
         };
 
+        self.whole_response(reply, &parts.method)
+    }
+
+    /// The response to pass on for an actor's whole `HttpResponse` (msgpack).
+    pub(crate) fn whole_response(&self, reply: Vec<u8>, method: &Method) -> Response<ResBody> {
         let decoded = match codec::decode_response(reply) {
             Ok(d) => d,
             Err(e) => {
@@ -472,7 +461,7 @@ impl Route {
         sanitize_framing(
             &mut headers,
             decoded.body.len(),
-            &parts.method,
+            method,
             status,
             &self.actor,
         );
@@ -484,7 +473,7 @@ impl Route {
 
     /// The 500 for an actor's response whose status cannot be final (see
     /// [`final_status`]).
-    fn invalid_status(&self, code: u16) -> Response<ResBody> {
+    pub(crate) fn invalid_status(&self, code: u16) -> Response<ResBody> {
         warn!(actor = %self.actor, status = code, "invalid response status");
         text(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -494,7 +483,7 @@ impl Route {
 
     /// The response to a call that failed: 502 lost, 503 not running or busy
     /// (with `Retry-After`), 504 timed out, 500 the actor's error.
-    fn failed(&self, error: CallError) -> Response<ResBody> {
+    pub(crate) fn failed(&self, error: CallError) -> Response<ResBody> {
         match error {
             CallError::Lost(msg) => text(
                 StatusCode::BAD_GATEWAY,
@@ -558,6 +547,34 @@ impl Route {
         }
         Response::from_parts(parts, Either::Right(body))
     }
+}
+
+/// The msgpack `HttpRequest` of a request with head `parts` and `body`.
+///
+/// # Errors
+/// The encoder's, practically unreachable for these types.
+pub(crate) fn encode_request(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Result<Vec<u8>, rmp_serde::encode::Error> {
+    let host = if parts.headers.contains_key(header::HOST) {
+        None
+    } else {
+        parts.uri.authority().map(|a| a.as_str())
+    };
+    let request = RequestRef {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: HeadersRef {
+            map: &parts.headers,
+            host,
+        },
+        body,
+    };
+    let mut payload = Vec::with_capacity(body.len() + 256 + 64 * parts.headers.len());
+    rmp_serde::encode::write_named(&mut payload, &request)?;
+    Ok(payload)
 }
 
 /// The body length is known, so hyper frames the response itself: a
@@ -636,14 +653,14 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Bytes, BodyError> {
 
 /// `code` as the status of a final response: not 1xx (informational, never
 /// final), and within 100..=999 (else not HTTP).
-fn final_status(code: u16) -> Option<StatusCode> {
+pub(crate) fn final_status(code: u16) -> Option<StatusCode> {
     StatusCode::from_u16(code)
         .ok()
         .filter(|s| !s.is_informational())
 }
 
 /// 413 for a body past `max` bytes.
-fn too_large(version: Version, max: usize) -> Response<ResBody> {
+pub(crate) fn too_large(version: Version, max: usize) -> Response<ResBody> {
     let mut resp = text(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body exceeds the limit of {max} bytes\n"),
@@ -656,8 +673,17 @@ fn too_large(version: Version, max: usize) -> Response<ResBody> {
     resp
 }
 
+/// The 500 for a request that could not be encoded (unreachable for the
+/// types encoded; answered rather than panicked on).
+pub(crate) fn unencodable(e: rmp_serde::encode::Error) -> Response<ResBody> {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not encode the request: {e}\n"),
+    )
+}
+
 /// A plain-text response.
-fn text(status: StatusCode, body: String) -> Response<ResBody> {
+pub(crate) fn text(status: StatusCode, body: String) -> Response<ResBody> {
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

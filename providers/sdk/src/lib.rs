@@ -48,6 +48,7 @@
 //! }
 //! ```
 
+pub mod http_stream;
 mod runtime;
 
 use std::{future::Future, pin::Pin, sync::Arc};
@@ -178,6 +179,29 @@ pub trait ActorCaller: Send + Sync + 'static {
         let actor = actor.to_string();
         Box::pin(async move { Err(CallError::NotRunning(actor)) })
     }
+
+    /// How to reach `actor` over NATS when its calls leave this process, so
+    /// a provider can speak a conversation of more than one message with the
+    /// host serving it (an HTTP server streaming bodies, [`http_stream`]).
+    /// `None` when the actor runs in this process (or the caller cannot say):
+    /// use [`ActorCaller::call_actor`] then.
+    fn remote(&self, actor: &str) -> Option<RemoteActor> {
+        let _ = actor;
+        None
+    }
+}
+
+/// Where calls to an actor in another process go ([`ActorCaller::remote`]).
+#[derive(Clone)]
+pub struct RemoteActor {
+    /// Sends them, and opens inboxes for replies of more than one message.
+    pub caller: lattice::rpc::remote::Caller,
+    /// The subject of the actor's calls.
+    pub subject: String,
+    /// Who calls (the provider's id).
+    pub origin: String,
+    /// How long a call may take.
+    pub timeout: std::time::Duration,
 }
 
 /// What a provider gets when it starts.

@@ -591,6 +591,16 @@ impl ActorCaller for NatsActorCaller {
                 .map_err(|e| call_error(&actor, e))
         })
     }
+
+    fn remote(&self, actor: &str) -> Option<crate::RemoteActor> {
+        let actor = ActorId::new(actor).ok()?;
+        Some(crate::RemoteActor {
+            caller: self.caller.clone(),
+            subject: lattice::subject::actor_rpc(&self.lattice, &actor),
+            origin: self.origin.clone(),
+            timeout: self.timeout,
+        })
+    }
 }
 
 /// Runs `provider` as its own process joined to `lattice` over `nats`, until

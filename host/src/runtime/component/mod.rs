@@ -414,9 +414,10 @@ async fn handle_http(
     proxy: &Proxy,
     request: &[u8],
 ) -> Result<Vec<u8>, CallError> {
-    let request: HttpRequest = rmp_serde::from_slice(request)
+    let mut request: HttpRequest = rmp_serde::from_slice(request)
         .map_err(|e| CallError::BadRequest(format!("not an HttpRequest: {e}")))?;
-    let hyper_request = to_hyper(request).map_err(CallError::BadRequest)?;
+    let body = Full::new(Bytes::from(std::mem::take(&mut request.body)));
+    let hyper_request = to_hyper(&request, body).map_err(CallError::BadRequest)?;
     let (req, out, rx) = incoming(store, hyper_request)?;
     // The guest writes the body after handing over the response, through a
     // bounded channel: read it while `handle` runs.
@@ -534,14 +535,20 @@ fn header_str<'v>(
 
 /// What a failed request body tells the guest: its size limit, or the failure.
 fn request_body_error(e: BoxError) -> wasmtime_wasi_http::Error {
-    if e.is::<http_body_util::LengthLimitError>() {
+    if e.is::<http_body_util::LengthLimitError>()
+        || e.is::<lattice_provider::http_stream::BodyTooLarge>()
+    {
         wasmtime_wasi_http::Error::HttpRequestBodySize(None)
     } else {
         wasmtime_wasi_http::Error::InternalError(Some(format!("reading the request body: {e}")))
     }
 }
 
-fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String> {
+/// `request`'s head with `body` as a hyper request.
+///
+/// # Errors
+/// Naming the method and URI, when they or a header are not valid HTTP.
+pub(crate) fn to_hyper<B>(request: &HttpRequest, body: B) -> Result<hyper::Request<B>, String> {
     let mut uri = request.path.clone();
     if !request.query.is_empty() {
         uri.push('?');
@@ -556,20 +563,30 @@ fn to_hyper(request: HttpRequest) -> Result<hyper::Request<Full<Bytes>>, String>
         }
     }
     builder
-        .body(Full::new(Bytes::from(request.body)))
+        .body(body)
         .map_err(|e| format!("invalid request ({} {uri}): {e}", request.method))
+}
+
+/// A response's headers as the contract carries them.
+///
+/// # Errors
+/// [`CallError::BadResponse`] for a value that is not visible ASCII.
+pub(crate) fn header_map(
+    headers: &hyper::HeaderMap,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, CallError> {
+    let mut map = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in headers {
+        let value = header_str(name, value)?;
+        map.entry(name.as_str().to_string())
+            .or_default()
+            .push(value.to_string());
+    }
+    Ok(map)
 }
 
 async fn from_hyper(response: hyper::Response<HyperOutgoingBody>) -> Result<Vec<u8>, CallError> {
     let (parts, body) = response.into_parts();
-    let mut headers = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for (name, value) in &parts.headers {
-        let value = header_str(name, value)?;
-        headers
-            .entry(name.as_str().to_string())
-            .or_default()
-            .push(value.to_string());
-    }
+    let headers = header_map(&parts.headers)?;
     let body = Limited::new(body, MAX_RESPONSE_BODY)
         .collect()
         .await

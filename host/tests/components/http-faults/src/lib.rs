@@ -115,9 +115,12 @@ impl wasi::exports::http::incoming_handler::Guest for Faults {
                 let incoming = request.consume().expect("the request body");
                 let input = incoming.stream().expect("the request body stream");
                 while let Ok(chunk) = input.blocking_read(64 * 1024) {
-                    stream
-                        .blocking_write_and_flush(&chunk)
-                        .expect("writing the body");
+                    // `blocking-write-and-flush` takes at most 4096 bytes.
+                    for piece in chunk.chunks(4096) {
+                        stream
+                            .blocking_write_and_flush(piece)
+                            .expect("writing the body");
+                    }
                 }
                 if query == "trap" {
                     panic!("the handler failed after streaming the body");
