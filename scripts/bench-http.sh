@@ -12,6 +12,9 @@
 #       (an instance kept after each complete response, as (3b))
 #   (2) the same actor behind `lattice provider run httpserver`, a SEPARATE PROCESS
 #       (every request is a NATS request-reply to the host)
+#  (2c) the wasi:http component of (1c) behind the same separate process (the
+#       exchange that streams bodies over NATS; a small answer is still one
+#       message each way)
 #   (3) `wasmtime serve` with a minimal wasi:http 0.2 hello component
 #       (bench/wasi-http-hello; wasmtime's defaults: a fresh instance per request)
 #  (3b) the same, with instances reused (--max-instance-reuse-count), as Lattice
@@ -37,6 +40,9 @@
 #        BENCH_HTTP_WARMUP        warm-up per row             (default 2s)
 #        BENCH_HTTP_ROUNDS        rounds over all rows; the table shows each
 #                                 row's median run by req/s   (default 1)
+#        BENCH_HTTP_PROVIDER      the lattice binary that runs the separate
+#                                 provider of rows 2 and 2c   (default: this build;
+#                                 another build compares the two)
 #        WASMTIME                 the wasmtime CLI to use     (default: a 48.x on
 #                                 PATH, else /tmp/wasmtime-pip/wasmtime_cli/wasmtime)
 set -euo pipefail
@@ -104,6 +110,7 @@ wait_for "the host to join" 60 grep -q "joined lattice" "$WORK/host.log"
 
 PORT_INPROC="$(free_port)"
 PORT_STANDALONE="$(free_port)"
+PORT_STANDALONE_COMPONENT="$(free_port)"
 PORT_COMPONENT="$(free_port)"
 PORT_COMPONENT_REUSE="$(free_port)"
 PORT_WASMTIME="$(free_port)"
@@ -131,9 +138,12 @@ run "$L" ctl link put hello-component-reuse httpserver-reuse lattice:httpserver 
 wait_for "(1d) on port $PORT_COMPONENT_REUSE" 30 http_ok "http://127.0.0.1:$PORT_COMPONENT_REUSE/"
 
 # (2) the httpserver provider as its own process, on a second link of the same actor
-start provider-httpserver "$L" provider run httpserver --id httpserver-standalone
+start provider-httpserver "${BENCH_HTTP_PROVIDER:-$L}" provider run httpserver --id httpserver-standalone
 run "$L" ctl link put hello-http httpserver-standalone lattice:httpserver --link-name standalone "address=127.0.0.1:$PORT_STANDALONE"
 wait_for "(2) on port $PORT_STANDALONE" 30 http_ok "http://127.0.0.1:$PORT_STANDALONE/"
+# (2c) the component of (1c) behind the same process
+run "$L" ctl link put hello-component httpserver-standalone lattice:httpserver --link-name standalone "address=127.0.0.1:$PORT_STANDALONE_COMPONENT"
+wait_for "(2c) on port $PORT_STANDALONE_COMPONENT" 30 http_ok "http://127.0.0.1:$PORT_STANDALONE_COMPONENT/"
 
 # (3) wasmtime serve. -Scli: Rust's std for wasm32-wasip2 imports wasi:cli
 # interfaces beyond the wasi:http/proxy world; the handler never calls them.
@@ -158,6 +168,7 @@ wait_for "(5) on port $PORT_KV" 30 http_ok "http://127.0.0.1:$PORT_KV/ready"
 
 # Every row answers what it should before anything is measured.
 for url in "http://127.0.0.1:$PORT_INPROC/" "http://127.0.0.1:$PORT_COMPONENT/" "http://127.0.0.1:$PORT_COMPONENT_REUSE/" "http://127.0.0.1:$PORT_STANDALONE/" \
+    "http://127.0.0.1:$PORT_STANDALONE_COMPONENT/" \
     "http://127.0.0.1:$PORT_WASMTIME/" "http://127.0.0.1:$PORT_WASMTIME_REUSE/" "http://127.0.0.1:$PORT_HYPER/"; do
     body="$(curl -s --max-time 2 "$url")"
     [ "$body" = "Hello, world!" ] || { echo "error: $url answered '$body', not 'Hello, world!'" >&2; exit 1; }
@@ -182,6 +193,7 @@ ROWS=(
     "1c|wasi:http hello component (of 3) in Lattice, httpserver in-process|$CONNS|http://127.0.0.1:$PORT_COMPONENT/|"
     "1d|the same, host with --reuse-component-instances|$CONNS|http://127.0.0.1:$PORT_COMPONENT_REUSE/|"
     "2|hello-http, httpserver separate process (NATS)|$CONNS|http://127.0.0.1:$PORT_STANDALONE/|"
+    "2c|wasi:http hello component, httpserver separate process (NATS)|$CONNS|http://127.0.0.1:$PORT_STANDALONE_COMPONENT/|"
     "3|wasmtime serve $("$WASMTIME" --version | cut -d' ' -f2), wasi:http hello component|$CONNS|http://127.0.0.1:$PORT_WASMTIME/|"
     "3b|wasmtime serve, the same, instances reused|$CONNS|http://127.0.0.1:$PORT_WASMTIME_REUSE/|"
     "4|hyper hello (native)|$CONNS|http://127.0.0.1:$PORT_HYPER/|"
@@ -292,6 +304,7 @@ print(f"(1c)/(3) req/s {r1c3:.2f} (the same component in Lattice vs wasmtime ser
 print(f"(1d)/(3b) req/s {ratio('1d', '3b'):.2f} (both reusing instances); (1d)/(3) {ratio('1d', '3'):.2f}")
 print(f"(1)/(4) req/s {r14:.2f}  (in-process Lattice vs plain hyper)")
 print(f"(2)/(1) req/s {r21:.2f}  (provider as a separate process, over NATS, vs in-process)")
+print(f"(2c)/(1c) req/s {ratio('2c', '1c'):.2f} (the component: over NATS vs in-process)")
 counts = {}
 keys = ["kv-1key"] + [f"kv-8keys-{i}" for i in range(8)]
 for k, body in zip(keys, kv_counts.split("\n")):

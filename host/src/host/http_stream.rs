@@ -175,6 +175,7 @@ impl Exchange {
             reply: self.reply.clone(),
             inbox,
             feed,
+            owed: 0,
         };
         if more {
             stream::send_credit(
@@ -194,7 +195,7 @@ impl Exchange {
                 .await?
                 .map_err(|e| format!("{what} could not read the request body: {e}"))?
                 .to_bytes();
-            request.body = body.to_vec();
+            request.body = Vec::from(body);
             let payload = rmp_serde::to_vec_named(&request)
                 .map_err(|e| format!("could not encode the request: {e}"))?;
             let reply = actor
@@ -380,6 +381,8 @@ struct Peer {
     reply: Subject,
     inbox: Inbox,
     feed: Feed,
+    /// Credit granted but not yet sent.
+    owed: u32,
 }
 
 /// What the caller said that concerns the response.
@@ -394,6 +397,20 @@ impl Peer {
     /// caller says something about the response.
     async fn next(&mut self) -> Event {
         loop {
+            // Sent before anything else, and counted as sent only once queued:
+            // this future may be dropped at any await (the caller selects
+            // on it), and a publish dropped before it was queued is not lost
+            // but sent on the next call.
+            if self.owed > 0 {
+                let credit = self.owed;
+                if stream::send_credit(&self.nats, self.reply.clone(), credit, None)
+                    .await
+                    .is_err()
+                {
+                    return Event::Closed;
+                }
+                self.owed -= credit;
+            }
             tokio::select! {
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return Event::Closed };
@@ -411,8 +428,7 @@ impl Peer {
                 }
                 () = self.feed.taken(), if !self.feed.ended() => {
                     if let Some(credit) = self.feed.grant() {
-                        // Best effort: a lost grant stalls the body until the deadline.
-                        let _ = stream::send_credit(&self.nats, self.reply.clone(), credit, None).await;
+                        self.owed += credit;
                     }
                 }
             }

@@ -38,6 +38,14 @@ fn toolchain_env() -> Result<Vec<(String, String)>> {
             "CARGO_TARGET_DIR".into(),
             dir(&workspace_root().join("target/new-actors")),
         ),
+        (
+            "COMPONENTIZE_PY".into(),
+            dir(&lattice_harness::componentize_py()?),
+        ),
+        (
+            "COMPONENTIZE_JS".into(),
+            dir(&lattice_harness::componentize_js()?),
+        ),
     ])
 }
 
@@ -142,56 +150,73 @@ async fn a_new_component_project_in_rust_python_and_javascript_serves_http() -> 
     Ok(())
 }
 
+/// `lattice dev` on a component project in each component language: it
+/// builds, starts the HTTP server and links it as `lattice.toml` says, serves,
+/// and replaces the component after a save.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_a_component_over_http_and_replaces_it_on_save() -> Result<()> {
     let lat = TestLattice::start().await?;
     let _host = lat.host("dev-joined", &[]).await?;
     let scratch = tempfile::Builder::new().prefix("lattice-dev-").tempdir()?;
-    let name = "live-component";
-    let dir = scratch.path().join(name);
-    let dir_arg = dir.display().to_string();
-    lattice(&["new", "rust-component", name, "--dir", &dir_arg])
-        .await?
-        .success()?;
-    // dev starts the HTTP server and links it, as lattice.toml says.
-    let port = lattice_harness::free_port();
-    let project = dir.join("lattice.toml");
-    let mut toml = std::fs::read_to_string(&project)?;
-    toml.push_str(&format!(
-        "\n[[dev.links]]\ncontract = \"lattice:httpserver\"\nprovider = \"builtin:httpserver\"\nconfig = {{ address = \"127.0.0.1:{port}\" }}\n"
-    ));
-    std::fs::write(&project, toml)?;
+    for (language, source) in [
+        ("rust-component", "src/lib.rs"),
+        ("python", "app.py"),
+        ("js", "app.js"),
+    ] {
+        let name = format!("live-{language}");
+        let dir = scratch.path().join(&name);
+        let dir_arg = dir.display().to_string();
+        lattice(&["new", language, &name, "--dir", &dir_arg])
+            .await?
+            .success()?;
+        let port = lattice_harness::free_port();
+        let project = dir.join("lattice.toml");
+        let mut toml = std::fs::read_to_string(&project)?;
+        toml.push_str(&format!(
+            "\n[[dev.links]]\ncontract = \"lattice:httpserver\"\nprovider = \"builtin:httpserver\"\nconfig = {{ address = \"127.0.0.1:{port}\" }}\n"
+        ));
+        std::fs::write(&project, toml)?;
 
-    let (mut dev, out) = spawn_dev(&lat, &dir_arg)?;
+        let (mut dev, out) = spawn_dev(&lat, &dir_arg)?;
 
-    let page = format!("http://127.0.0.1:{port}/page");
-    let body = lattice_harness::wait_until("the component to answer", BUILD_TIMEOUT, || async {
-        Ok(match reqwest::get(&page).await {
-            Ok(r) if r.status() == 200 => Some(r.text().await?),
-            _ => None,
+        let page = format!("http://127.0.0.1:{port}/page");
+        let body =
+            lattice_harness::wait_until("the component to answer", BUILD_TIMEOUT, || async {
+                Ok(match reqwest::get(&page).await {
+                    Ok(r) if r.status() == 200 => Some(r.text().await?),
+                    _ => None,
+                })
+            })
+            .await
+            .with_context(|| {
+                format!(
+                    "{language}: dev did not serve the component:\n{}",
+                    dump(&out)
+                )
+            })?;
+        ensure!(
+            body.starts_with(&format!("Hello from {name}!")) && body.contains("/page"),
+            "{language}: {body:?}"
+        );
+
+        let source = dir.join(source);
+        let text = std::fs::read_to_string(&source)?;
+        std::fs::write(&source, text.replace("Hello from", "Hi from"))?;
+        lattice_harness::wait_until("the new component", BUILD_TIMEOUT, || async {
+            Ok(match reqwest::get(&page).await {
+                Ok(r) if r.status() == 200 => r.text().await?.starts_with("Hi from").then_some(()),
+                _ => None,
+            })
         })
-    })
-    .await
-    .with_context(|| format!("dev did not serve the component:\n{}", dump(&out)))?;
-    ensure!(
-        body.starts_with(&format!("Hello from {name}!")) && body.contains("/page"),
-        "{body:?}"
-    );
+        .await
+        .with_context(|| format!("{language}: the save did not take:\n{}", dump(&out)))?;
+        ensure!(saw(&out, &format!("replaced {name}")), "{}", dump(&out));
 
-    let source = dir.join("src/lib.rs");
-    let text = std::fs::read_to_string(&source)?;
-    std::fs::write(&source, text.replace("Hello from", "Hi from"))?;
-    lattice_harness::wait_until("the new component", BUILD_TIMEOUT, || async {
-        Ok(match reqwest::get(&page).await {
-            Ok(r) if r.status() == 200 => r.text().await?.starts_with("Hi from").then_some(()),
-            _ => None,
-        })
-    })
-    .await
-    .with_context(|| format!("the save did not take:\n{}", dump(&out)))?;
-    ensure!(saw(&out, &format!("replaced {name}")), "{}", dump(&out));
-
-    stop_dev(&mut dev, &out).await
+        stop_dev(&mut dev, &out)
+            .await
+            .with_context(|| language.to_string())?;
+    }
+    Ok(())
 }
 
 #[tokio::test]

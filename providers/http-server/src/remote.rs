@@ -142,6 +142,8 @@ impl Route {
             // is sent once more when the host serving it died mid-call: the
             // queue group gives it to another replica. Others get 502.
             retry: whole && parts.method.is_idempotent(),
+            more: !whole,
+            timeout: remote.timeout + SLACK,
             body: (!whole).then_some(body),
             head: Some(head_tx),
             deadline: Instant::now() + remote.timeout + SLACK,
@@ -209,6 +211,10 @@ struct Exchange {
     headers: HeaderMap,
     payload: Bytes,
     retry: bool,
+    /// Whether the request body continues after the invocation.
+    more: bool,
+    /// How long an attempt may take.
+    timeout: Duration,
     /// The rest of the request body, while there is some to send.
     body: Option<Limited<Incoming>>,
     /// Where the head goes, until it has gone.
@@ -220,7 +226,7 @@ impl Exchange {
     async fn run(mut self) {
         if let Err(e) = self.send().await {
             let why = format!("could not send the request to actor {}: {e}", self.actor);
-            return self.end(None, CallError::Failed(why));
+            return self.end(None, None, CallError::Failed(why)).await;
         }
         let mut heard = Instant::now();
         // The serving host's inbox, once it has named it.
@@ -245,7 +251,9 @@ impl Exchange {
                         .await
                         .is_err()
                     {
-                        return self.end(feed.as_mut(), lost_connection());
+                        return self
+                            .end(feed.as_mut(), peer.as_ref(), lost_connection())
+                            .await;
                     }
                     seq += 1;
                     credit -= 1;
@@ -261,19 +269,20 @@ impl Exchange {
                         Ok(Some(msg)) => msg,
                         Ok(None) => {
                             let why = CallError::Failed("the reply subscription closed".into());
-                            return self.end(feed.as_mut(), why);
+                            return self.end(feed.as_mut(), peer.as_ref(), why).await;
                         }
                         Err(_) if until >= self.deadline => {
                             let why = CallError::Timeout(self.actor.clone());
-                            return self.end(feed.as_mut(), why);
+                            return self.end(feed.as_mut(), peer.as_ref(), why).await;
                         }
                         Err(_) => match self.catch_up().await {
                             Some(msg) => msg,
                             None if self.retry && self.head.is_some() => {
                                 debug!(actor = %self.actor, "host went silent; retrying once");
                                 self.retry = false;
+                                self.deadline = Instant::now() + self.timeout;
                                 if self.send().await.is_err() {
-                                    return self.end(feed.as_mut(), lost_connection());
+                                    return self.end(feed.as_mut(), peer.as_ref(), lost_connection()).await;
                                 }
                                 heard = Instant::now();
                                 continue;
@@ -284,14 +293,14 @@ impl Exchange {
                                     self.actor,
                                     SILENCE_LIMIT.as_millis()
                                 ));
-                                return self.end(feed.as_mut(), why);
+                                return self.end(feed.as_mut(), peer.as_ref(), why).await;
                             }
                         },
                     };
                     heard = Instant::now();
                     if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                         let why = CallError::NotRunning(self.actor.clone());
-                        return self.end(feed.as_mut(), why);
+                        return self.end(feed.as_mut(), peer.as_ref(), why).await;
                     }
                     match stream::classify(msg) {
                         Ok(Received::Progress | Received::Cancel) => {}
@@ -304,7 +313,7 @@ impl Exchange {
                         Ok(Received::Chunk { seq, data, end }) => {
                             let Some(fed) = feed.as_mut() else {
                                 let why = "the actor's host sent a chunk before the response";
-                                return self.end(None, CallError::Failed(why.into()));
+                                return self.end(None, peer.as_ref(), CallError::Failed(why.into())).await;
                             };
                             if let Err(why) = fed.accept(seq, data, end) {
                                 debug!(actor = %self.actor, "response body ended badly: {why}");
@@ -317,7 +326,7 @@ impl Exchange {
                         Ok(Received::Other(reply)) => {
                             if feed.is_some() {
                                 let why = CallError::Failed("the actor's host answered twice".into());
-                                return self.end(feed.as_mut(), why);
+                                return self.end(feed.as_mut(), peer.as_ref(), why).await;
                             }
                             let streamed = reply.headers.as_ref().and_then(|h| {
                                 h.get(stream::BODY_HEADER)
@@ -331,9 +340,20 @@ impl Exchange {
                                 Ok(payload) => payload,
                                 Err(e) => {
                                     let why = call_error(&self.actor, e);
-                                    return self.end(None, why);
+                                    return self.end(None, peer.as_ref(), why).await;
                                 }
                             };
+                            if self.more && peer.is_none() {
+                                // A host that streams request bodies asks for
+                                // the rest before it answers; one that does not
+                                // (an older version) served the first part
+                                // alone, as if it were the whole body.
+                                let why = format!(
+                                    "the host serving actor {} took only the part of the request body sent with the call: it does not stream request bodies (an older version?)",
+                                    self.actor
+                                );
+                                return self.end(None, None, CallError::Failed(why)).await;
+                            }
                             let Some(inbox) = streamed else {
                                 // Whole: the request body, if any is left,
                                 // is not wanted any more.
@@ -349,7 +369,7 @@ impl Exchange {
                                         "actor returned a malformed response: {}",
                                         codec::truncate(&e.to_string(), 200)
                                     ));
-                                    return self.end(None, why);
+                                    return self.end(None, peer.as_ref(), why).await;
                                 }
                             };
                             let (fed, body) = Feed::new(std::mem::take(&mut head.body), false, None);
@@ -434,12 +454,16 @@ impl Exchange {
     }
 
     /// Ends the exchange with `error`: the handler's answer before the head,
-    /// the body's error frame (in `feed`) after it.
-    fn end(mut self, feed: Option<&mut Feed>, error: CallError) {
+    /// the body's error frame (in `feed`) after it; and tells the serving
+    /// host (at `peer`, when it named it) to stop.
+    async fn end(mut self, feed: Option<&mut Feed>, peer: Option<&Subject>, error: CallError) {
         if let Some(head) = self.head.take() {
             let _ = head.send(Head::Failed(error));
         } else if let Some(feed) = feed {
             feed.fail(error.to_string().into());
+        }
+        if let Some(to) = peer {
+            let _ = stream::send_cancel(&self.nats, to.clone()).await;
         }
     }
 

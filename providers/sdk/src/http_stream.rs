@@ -18,7 +18,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
 };
@@ -226,11 +226,13 @@ pub struct BodyTooLarge {
 }
 
 /// Counts the chunks a [`FedBody`]'s reader has taken, and wakes the feeder
-/// so it can grant that many credits again.
+/// so it can grant that many credits again; and whether the body was said to
+/// be whole.
 #[derive(Default)]
 struct Taken {
     count: AtomicU64,
     notify: Notify,
+    whole: AtomicBool,
 }
 
 /// A body read from chunk messages, in order, by whoever serves it (hyper
@@ -255,7 +257,12 @@ impl http_body::Body for FedBody {
                 Poll::Ready(Some(Ok(http_body::Frame::data(data))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
+            // The feed went away: whole only if the last chunk said so, never
+            // because the exchange ended early.
+            Poll::Ready(None) if self.taken.whole.load(Ordering::Acquire) => Poll::Ready(None),
+            Poll::Ready(None) => Poll::Ready(Some(Err(
+                "the body's stream ended before the body did".into(),
+            ))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -268,7 +275,11 @@ pub struct Feed {
     tx: Option<mpsc::Sender<Result<Bytes, BoxError>>>,
     taken: Arc<Taken>,
     next_seq: u64,
+    /// Chunks the peer was allowed (its first [`WINDOW`] included).
     granted: u64,
+    /// 1 when the body began with an inline part: the reader counts it as
+    /// taken, but it took no credit.
+    inline: u64,
     limit: Option<usize>,
     total: usize,
 }
@@ -277,22 +288,23 @@ impl Feed {
     /// A feed whose body starts with `first` (the part that came inline), and
     /// is already whole when `whole`; `limit` bounds its bytes (a request
     /// body). Credit for a full [`WINDOW`] counts as granted: the first
-    /// credit message (or the caller's [`STREAM_HEADER`]) gives it.
+    /// credit message (or the caller's [`STREAM_HEADER`]) gives it. Its
+    /// channel holds the inline part, a window of chunks and an error.
     pub fn new(first: Bytes, whole: bool, limit: Option<usize>) -> (Feed, FedBody) {
         let (tx, rx) = mpsc::channel(WINDOW as usize + 2);
         let taken = Arc::new(Taken::default());
+        taken.whole.store(whole, Ordering::Release);
         let total = first.len();
-        let mut granted = u64::from(WINDOW);
+        let inline = u64::from(!first.is_empty());
         if !first.is_empty() {
-            // Counted like a chunk when it is taken, so grant it as one.
-            granted += 1;
             let _ = tx.try_send(Ok(first));
         }
         let feed = Feed {
             tx: (!whole).then_some(tx),
             taken: taken.clone(),
             next_seq: 0,
-            granted,
+            granted: u64::from(WINDOW),
+            inline,
             limit,
             total,
         };
@@ -323,7 +335,10 @@ impl Feed {
             return Err(why);
         }
         self.next_seq += 1;
-        if seq >= self.granted {
+        // A bare end marker takes no room: the sender may end a body (say why
+        // it failed) without waiting for credit.
+        let bare_end = data.is_empty() && end.is_some();
+        if seq >= self.granted && !bare_end {
             let why = format!("the peer sent chunk {seq} past its credit");
             self.fail(why.clone().into());
             return Err(why);
@@ -334,16 +349,27 @@ impl Feed {
                 self.fail(Box::new(BodyTooLarge { limit }));
                 return Err(format!("the body exceeds the limit of {limit} bytes"));
             }
-            if tx.try_send(Ok(data)).is_err() {
-                // Full only when the credit was not kept; closed when the
-                // reader is gone (then nothing is owed).
-                self.tx = None;
-                return Ok(());
+            match tx.try_send(Ok(data)) {
+                Ok(()) => {}
+                // The reader is gone: nothing is owed.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.tx = None;
+                    return Ok(());
+                }
+                // Unreachable while credit is kept (checked above); the body
+                // then ends with an error (not whole) once drained.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.tx = None;
+                    return Err("the body's chunks overflowed their window".into());
+                }
             }
         }
         match end {
             None => {}
-            Some(End::Whole) => self.tx = None,
+            Some(End::Whole) => {
+                self.taken.whole.store(true, Ordering::Release);
+                self.tx = None;
+            }
             Some(End::TooLarge) => {
                 let limit = self.limit.unwrap_or(self.total);
                 self.fail(Box::new(BodyTooLarge { limit }));
@@ -367,8 +393,12 @@ impl Feed {
         if self.ended() {
             return None;
         }
-        let room = self.taken.count.load(Ordering::Relaxed) + u64::from(WINDOW);
-        let due = room.saturating_sub(self.granted);
+        let taken = self
+            .taken
+            .count
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.inline);
+        let due = (taken + u64::from(WINDOW)).saturating_sub(self.granted);
         if due < u64::from(WINDOW / 2) {
             return None;
         }
@@ -423,6 +453,17 @@ mod tests {
         feed.accept(8, Bytes::new(), Some(End::Whole)).unwrap();
         let rest = body.collect().await.unwrap().to_bytes();
         assert_eq!(rest.len(), 4);
+
+        // A feed dropped before its end (the exchange failed) does not pass
+        // the body off as whole.
+        let (feed, mut body) = Feed::new(Bytes::from_static(b"a"), false, None);
+        drop(feed);
+        body.frame().await.unwrap().unwrap();
+        let end = body.frame().await.unwrap().unwrap_err();
+        assert!(end.to_string().contains("ended before"), "{end}");
+        // One created whole is.
+        let (_feed, body) = Feed::new(Bytes::from_static(b"ab"), true, None);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ab");
     }
 
     #[tokio::test]
@@ -433,12 +474,30 @@ mod tests {
         let end = body.frame().await.unwrap().unwrap_err();
         assert!(end.to_string().contains("lost"), "{end}");
 
-        let (mut feed, _body) = Feed::new(Bytes::new(), false, None);
+        // The inline part takes no credit: a window of chunks, then no more.
+        let (mut feed, mut body) = Feed::new(Bytes::from_static(b"a"), false, None);
         for seq in 0..u64::from(WINDOW) {
             feed.accept(seq, Bytes::from_static(b"x"), None).unwrap();
         }
         let err = feed.accept(8, Bytes::from_static(b"x"), None).unwrap_err();
         assert!(err.contains("past its credit"), "{err}");
+        for _ in 0..=WINDOW {
+            body.frame().await.unwrap().unwrap();
+        }
+        assert!(body.frame().await.unwrap().is_err(), "ends with the error");
+
+        // A bare end marker needs no credit, so its reason arrives.
+        let (mut feed, mut body) = Feed::new(Bytes::new(), false, None);
+        for seq in 0..u64::from(WINDOW) {
+            feed.accept(seq, Bytes::from_static(b"x"), None).unwrap();
+        }
+        feed.accept(8, Bytes::new(), Some(End::Failed("trapped".into())))
+            .unwrap();
+        for _ in 0..WINDOW {
+            body.frame().await.unwrap().unwrap();
+        }
+        let end = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(end.to_string(), "trapped");
 
         let (mut feed, mut body) = Feed::new(Bytes::from_static(b"abc"), false, Some(4));
         let err = feed.accept(0, Bytes::from_static(b"de"), None).unwrap_err();

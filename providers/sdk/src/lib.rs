@@ -128,6 +128,12 @@ impl CallError {
     pub fn is_busy_message(message: &str) -> bool {
         message.contains(" is busy: ") && message.trim_end().ends_with("; retry later")
     }
+
+    /// Whether an error message from a peer says the callee ran out of time:
+    /// hosts word every one as `X exceeded the call deadline of N ms in OP`.
+    pub fn is_deadline_message(message: &str) -> bool {
+        message.contains(" exceeded the call deadline of ")
+    }
 }
 
 /// A boxed error a streamed HTTP body can end with.

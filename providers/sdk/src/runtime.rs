@@ -564,6 +564,9 @@ pub fn call_error(actor: &str, e: lattice::Error) -> CallError {
         lattice::Error::Timeout { .. } => CallError::Timeout(actor.to_string()),
         lattice::Error::ServerLost { .. } => CallError::Lost(e.to_string()),
         lattice::Error::Remote(m) if CallError::is_busy_message(&m) => CallError::Busy(m),
+        lattice::Error::Remote(m) if CallError::is_deadline_message(&m) => {
+            CallError::Timeout(actor.to_string())
+        }
         other => CallError::Failed(other.to_string()),
     }
 }
