@@ -33,9 +33,12 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::HostInner;
-use crate::runtime::{
-    actor::{Actor, Admission},
-    component::{MAX_RESPONSE_BODY, header_map, to_hyper},
+use crate::{
+    error::InvokeError,
+    runtime::{
+        actor::{Actor, Admission},
+        component::{MAX_RESPONSE_BODY, header_map, to_hyper},
+    },
 };
 
 /// The most request body bytes a stream takes, whatever limit the caller
@@ -207,11 +210,35 @@ impl Exchange {
 
         let request = to_hyper(&request, body.boxed_unsync())
             .map_err(|e| format!("{what} got a bad request: {e}"))?;
-        let response = peer
-            .while_running(actor.invoke_http_admitted(admission, request, trace, until))
-            .await?
-            .map_err(|e| e.to_string())?;
-        self.respond(response, window, &mut peer).await
+        let (respond, head) = tokio::sync::oneshot::channel();
+        let mut call = Call {
+            future: Box::pin(
+                Arc::clone(actor).http_call(admission, request, respond, trace, until),
+            ),
+            result: None,
+        };
+        // Until the component sets its response, or ends without one.
+        let mut head = head;
+        let response = loop {
+            tokio::select! {
+                set = &mut head => match set {
+                    Ok(response) => break response,
+                    Err(_) => {
+                        peer.while_running(call.end()).await?;
+                        return Err(call.failure().unwrap_or_else(|| {
+                            "the component returned without setting a response".into()
+                        }));
+                    }
+                },
+                () = call.run(), if !call.ended() => {}
+                event = peer.next() => match event {
+                    Event::Credit(_) => {}
+                    Event::Cancel => return Err("the caller cancelled the request".into()),
+                    Event::Closed => return Err("the stream inbox closed".into()),
+                },
+            }
+        };
+        self.respond(response, window, &mut peer, &mut call).await
     }
 
     /// Answers with `response`: whole when its body is all there (or the
@@ -222,32 +249,62 @@ impl Exchange {
         response: hyper::Response<HttpBody>,
         window: Option<u32>,
         peer: &mut Peer,
+        call: &mut Call,
     ) -> Result<(), String> {
         let (parts, mut body) = response.into_parts();
         let headers = header_map(&parts.headers).map_err(|e| format!("{e:?}"))?;
         let mut first = BytesMut::new();
-        let mut ended = false;
-        // What the component has written already, up to a chunk.
-        while first.len() < stream::CHUNK_MAX {
-            match body.frame().now_or_never() {
-                Some(Some(Ok(frame))) => {
+        // Set once the body has ended (and the call with it).
+        let mut end: Option<End> = None;
+        // The first frame, then what else is ready, up to a chunk: the call
+        // runs alongside, since the component writes only as it is read.
+        let mut waited = false;
+        while first.len() < stream::CHUNK_MAX && end.is_none() {
+            let frame = if waited {
+                if !call.ended()
+                    && let Some(result) = call.future.as_mut().now_or_never()
+                {
+                    call.result = Some(result);
+                }
+                match body.frame().now_or_never() {
+                    Some(frame) => frame,
+                    None => break,
+                }
+            } else {
+                waited = true;
+                peer.while_running(next_frame(&mut body, call)).await?
+            };
+            match frame {
+                Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         first.extend_from_slice(&data);
                     }
                 }
-                Some(Some(Err(e))) => return Err(format!("the response body failed: {e}")),
-                Some(None) => {
-                    ended = true;
-                    break;
+                Some(Err(e)) => end = Some(End::Failed(e.to_string())),
+                None => {
+                    peer.while_running(call.end()).await?;
+                    end = Some(call.body_end());
                 }
-                None => break,
             }
         }
-        let Some(mut credit) = window.filter(|_| !ended) else {
-            if !ended {
-                let rest = async {
-                    while let Some(frame) = body.frame().await {
-                        let frame = frame.map_err(|e| format!("the response body failed: {e}"))?;
+        // The msgpack `HttpResponse` of the head and the body so far.
+        let encode = |first: &BytesMut, headers| {
+            let response = HttpResponse {
+                status: parts.status.as_u16(),
+                headers,
+                body: first.to_vec(),
+            };
+            rmp_serde::to_vec_named(&response)
+                .map_err(|e| format!("could not encode the response: {e}"))
+        };
+        if let Some(End::Failed(why)) = &end {
+            // Nothing has gone out: the caller answers with the error.
+            return Err(format!("the response body failed: {why}"));
+        }
+        let Some(mut credit) = window.filter(|_| end.is_none()) else {
+            while end.is_none() {
+                match peer.while_running(next_frame(&mut body, call)).await? {
+                    Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             first.extend_from_slice(&data);
                         }
@@ -257,27 +314,20 @@ impl Exchange {
                             ));
                         }
                     }
-                    Ok(())
-                };
-                peer.while_running(rest).await??;
+                    Some(Err(e)) => return Err(format!("the response body failed: {e}")),
+                    None => {
+                        peer.while_running(call.end()).await?;
+                        if let End::Failed(why) = call.body_end() {
+                            return Err(format!("the response body failed: {why}"));
+                        }
+                        end = Some(End::Whole);
+                    }
+                }
             }
-            let response = HttpResponse {
-                status: parts.status.as_u16(),
-                headers,
-                body: first.to_vec(),
-            };
-            let payload = rmp_serde::to_vec_named(&response)
-                .map_err(|e| format!("could not encode the response: {e}"))?;
-            return self.reply_whole(payload).await;
+            return self.reply_whole(encode(&first, headers)?).await;
         };
 
-        let head = HttpResponse {
-            status: parts.status.as_u16(),
-            headers,
-            body: first.to_vec(),
-        };
-        let payload = rmp_serde::to_vec_named(&head)
-            .map_err(|e| format!("could not encode the response: {e}"))?;
+        let payload = encode(&first, headers)?;
         let mut reply_headers = async_nats::HeaderMap::new();
         reply_headers.insert(stream::BODY_HEADER, stream::MORE);
         reply_headers.insert(stream::INBOX_HEADER, peer.inbox.subject());
@@ -293,7 +343,8 @@ impl Exchange {
         self.head_sent = true;
 
         let mut pending: VecDeque<Bytes> = VecDeque::new();
-        let mut end: Option<End> = None;
+        // The body's sender is gone; its end waits for the call's.
+        let mut drained = false;
         loop {
             while credit > 0 {
                 let Some(piece) = pending.pop_front() else {
@@ -302,6 +353,9 @@ impl Exchange {
                 self.chunk(piece, None).await?;
                 credit -= 1;
             }
+            if drained && end.is_none() && call.ended() {
+                end = Some(call.body_end());
+            }
             if credit > 0
                 && pending.is_empty()
                 && let Some(end) = end.take()
@@ -309,18 +363,19 @@ impl Exchange {
                 return self.chunk(Bytes::new(), Some(&end)).await;
             }
             tokio::select! {
-                frame = body.frame(), if pending.is_empty() && end.is_none() => match frame {
+                frame = body.frame(), if pending.is_empty() && !drained && end.is_none() => match frame {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             pending.extend(stream::pieces(data));
                         }
                     }
                     Some(Err(e)) => end = Some(End::Failed(e.to_string())),
-                    None => end = Some(End::Whole),
+                    None => drained = true,
                 },
+                () = call.run(), if !call.ended() => {}
                 event = peer.next() => match event {
                     Event::Credit(more) => credit = credit.saturating_add(more),
-                    // Dropping the body makes the component's next write fail.
+                    // Dropping the body (and the call) ends the component.
                     Event::Cancel => return Ok(()),
                     Event::Closed => return Err("the stream inbox closed".into()),
                 },
@@ -370,6 +425,69 @@ impl Exchange {
         };
         if let Err(e) = sent {
             tracing::warn!(target = %self.what, error = %e, "could not send the failure");
+        }
+    }
+}
+
+/// The component's call, driven by the exchange itself rather than from a
+/// task of its own: a call that can finish at once then finishes within the
+/// first poll of the serving loop, as a whole-message call does, instead of
+/// every request becoming a task that waits its turn while the actor's
+/// limits refuse the calls behind it.
+struct Call {
+    future: std::pin::Pin<Box<dyn Future<Output = Result<(), InvokeError>> + Send>>,
+    result: Option<Result<(), InvokeError>>,
+}
+
+impl Call {
+    /// Whether `handle` has returned (or failed).
+    fn ended(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// Runs the call until it ends; never resolves once it has.
+    async fn run(&mut self) {
+        match self.result {
+            None => self.result = Some(self.future.as_mut().await),
+            Some(_) => std::future::pending().await,
+        }
+    }
+
+    /// Runs the call to its end.
+    async fn end(&mut self) {
+        if self.result.is_none() {
+            self.result = Some(self.future.as_mut().await);
+        }
+    }
+
+    /// Why the call failed, once it has.
+    fn failure(&self) -> Option<String> {
+        match &self.result {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// How a body whose sender is gone ended, once the call has: whole only
+    /// if the call went well.
+    fn body_end(&self) -> End {
+        match self.failure() {
+            Some(why) => End::Failed(why),
+            None => End::Whole,
+        }
+    }
+}
+
+/// The next frame of `body`, running `call` meanwhile (the component writes
+/// only as its body is read).
+async fn next_frame(
+    body: &mut HttpBody,
+    call: &mut Call,
+) -> Option<Result<http_body::Frame<Bytes>, lattice_provider::BoxError>> {
+    loop {
+        tokio::select! {
+            frame = body.frame() => return frame,
+            () = call.run(), if !call.ended() => {}
         }
     }
 }

@@ -531,43 +531,16 @@ impl Actor {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<hyper::Response<HttpBody>, InvokeError> {
-        let admission = self.admit()?;
-        self.invoke_http_admitted(admission, request, trace, deadline)
-            .await
-    }
-
-    /// [`Actor::invoke_http`] for a call already admitted.
-    ///
-    /// # Errors
-    /// As [`Actor::invoke_http`].
-    pub async fn invoke_http_admitted(
-        self: &Arc<Self>,
-        admission: Admission,
-        request: hyper::Request<HttpBody>,
-        trace: TraceContext,
-        deadline: Instant,
-    ) -> Result<hyper::Response<HttpBody>, InvokeError> {
         use lattice::contracts::httpserver::HANDLE_REQUEST;
         let failed = |message: String| InvokeError::Guest {
             actor: self.id.to_string(),
             operation: HANDLE_REQUEST.to_string(),
             message,
         };
+        let admission = self.admit()?;
         let (respond, head) = tokio::sync::oneshot::channel();
-        let actor = Arc::clone(self);
-        let mut call = AbortOnDrop(Some(tokio::spawn(async move {
-            let exchange = Box::new(component::HttpExchange { request, respond });
-            actor
-                .run_admitted(
-                    admission,
-                    HANDLE_REQUEST,
-                    Input::Http(exchange),
-                    trace,
-                    deadline,
-                )
-                .await
-                .map(drop)
-        })));
+        let call = Arc::clone(self).http_call(admission, request, respond, trace, deadline);
+        let mut call = AbortOnDrop(Some(tokio::spawn(call)));
         match head.await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
@@ -602,6 +575,39 @@ impl Actor {
                 )),
                 Err(e) => Err(failed(format!("the call's task failed: {e}"))),
             },
+        }
+    }
+
+    /// An admitted streamed HTTP call, as a future its caller drives: the
+    /// component gets `request`, its response goes to `respond` as soon as it
+    /// is set, and the future ends when `handle` returns. The response body
+    /// must be read while the future is polled (the component waits for room
+    /// to write), so a caller drives both side by side, as
+    /// [`Actor::invoke_http`] does from a task of its own.
+    ///
+    /// # Errors
+    /// As [`Actor::invoke_http`], and when the component fails after its
+    /// response was set (its body is then cut short).
+    pub fn http_call(
+        self: Arc<Self>,
+        admission: Admission,
+        request: hyper::Request<HttpBody>,
+        respond: tokio::sync::oneshot::Sender<hyper::Response<HttpBody>>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(), InvokeError>> + Send + 'static {
+        use lattice::contracts::httpserver::HANDLE_REQUEST;
+        async move {
+            let exchange = Box::new(component::HttpExchange { request, respond });
+            self.run_admitted(
+                admission,
+                HANDLE_REQUEST,
+                Input::Http(exchange),
+                trace,
+                deadline,
+            )
+            .await
+            .map(drop)
         }
     }
 

@@ -5,7 +5,7 @@
 //! back as its head, then chunks on this side's credit. A small request and a
 //! whole response cost one message each way, as before streaming.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, future::Future, pin::Pin, time::Duration};
 
 use async_nats::{HeaderMap, Subject};
 use bytes::{Bytes, BytesMut};
@@ -148,8 +148,20 @@ impl Route {
             head: Some(head_tx),
             deadline: Instant::now() + remote.timeout + SLACK,
         };
-        tokio::spawn(exchange.run());
-        match head_rx.await {
+        // Driven here until the head is out: an exchange that ends with it
+        // (a whole reply, a failure) needs no task; one whose body streams on
+        // continues in a task of its own.
+        let mut exchange: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(exchange.run());
+        let mut head_rx = head_rx;
+        let head = tokio::select! {
+            biased;
+            () = &mut exchange => head_rx.await,
+            head = &mut head_rx => {
+                tokio::spawn(exchange);
+                head
+            }
+        };
+        match head {
             Ok(Head::Whole(reply)) => self.whole_response(reply, &parts.method),
             Ok(Head::Streamed(head, body)) => self.streamed_response(*head, body),
             Ok(Head::Failed(e)) => self.failed(e),
