@@ -10,7 +10,7 @@
 //! caller's body limit, and the call's deadline, past which the stream ends
 //! with an error whatever the caller does.
 
-use std::{collections::VecDeque, future::Future, sync::Arc, time::Duration};
+use std::{collections::VecDeque, future::Future, sync::Arc};
 
 use async_nats::Subject;
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,7 @@ use lattice::{
     rpc::{
         Invocation, InvocationResponse,
         remote::Inbox,
-        serve::{encode_within, with_progress_if_asked},
+        serve::{DEADLINE_SLACK, deadline_exceeded, encode_within, with_progress_if_asked},
     },
     trace::TraceContext,
 };
@@ -44,9 +44,6 @@ use crate::{
 /// The most request body bytes a stream takes, whatever limit the caller
 /// gives.
 const MAX_REQUEST_BODY: usize = 64 << 20;
-
-/// Time past the deadline for the actor's own deadline error to come first.
-const SLACK: Duration = Duration::from_millis(250);
 
 /// Whether `msg` asks for a streamed exchange: its request body continues,
 /// or its caller takes a streamed response from an actor that writes one.
@@ -92,7 +89,7 @@ pub(super) async fn serve(
         seq: 0,
     };
     let work = tokio::time::timeout_at(
-        until + SLACK,
+        until + DEADLINE_SLACK,
         exchange.run(
             &host,
             &actor,
@@ -108,10 +105,7 @@ pub(super) async fn serve(
     let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(why)) => why,
-        Err(_) => format!(
-            "{what} exceeded the call deadline of {} ms in {HANDLE_REQUEST}",
-            timeout.as_millis()
-        ),
+        Err(_) => deadline_exceeded(&what, timeout, HANDLE_REQUEST),
     };
     span.in_scope(|| tracing::debug!(error = %failure, "streamed call failed"));
     exchange.fail(failure).await;

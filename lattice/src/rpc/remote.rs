@@ -169,10 +169,7 @@ impl Caller {
     ) -> Result<async_nats::Message, Error> {
         fits(&self.inner.nats, &body, what)?;
         self.inner.subscribe().await?;
-        headers.insert(
-            PROGRESS_HEADER,
-            PROGRESS_INTERVAL.as_millis().to_string().as_str(),
-        );
+        ask_for_progress(&mut headers);
         let (mut waiting, reply) = self.inner.expect();
         self.inner
             .nats
@@ -193,7 +190,7 @@ impl Caller {
                     ));
                 }
                 Err(_) if until >= deadline => return Err(Error::Timeout { what, timeout }),
-                Err(_) => match self.catch_up(&mut waiting).await {
+                Err(_) => match catch_up(&self.inner.nats, &mut waiting.rx).await {
                     Some(msg) => msg,
                     None => {
                         return Err(Error::ServerLost {
@@ -218,24 +215,36 @@ impl Caller {
             return Ok(msg);
         }
     }
+}
 
-    /// After a silence, tells "the serving side went quiet" from "this process
-    /// did not run": a process starved of CPU (a loaded machine) wakes with
-    /// progress messages unread in its socket and its timer already expired.
-    /// A round trip to the server passes everything the server sent before it
-    /// through the connection; the routing task then gets [`CATCH_UP`] to hand
-    /// a message on. `None`: nothing came, the serving side is lost.
-    async fn catch_up(&self, waiting: &mut Waiting) -> Option<async_nats::Message> {
-        tokio::time::timeout(SILENCE_LIMIT, self.inner.nats.flush())
-            .await
-            .ok()?
-            .ok()?;
-        tokio::time::timeout(CATCH_UP, waiting.rx.recv())
-            .await
-            .ok()
-            .flatten()
-            .map(|msg| *msg)
-    }
+/// Sets [`PROGRESS_HEADER`] on a request: the serving side then says every
+/// [`PROGRESS_INTERVAL`] that it is still at work.
+pub fn ask_for_progress(headers: &mut HeaderMap) {
+    headers.insert(
+        PROGRESS_HEADER,
+        PROGRESS_INTERVAL.as_millis().to_string().as_str(),
+    );
+}
+
+/// After a silence, tells "the serving side went quiet" from "this process
+/// did not run": a process starved of CPU (a loaded machine) wakes with
+/// progress messages unread in its socket and its timer already expired.
+/// A round trip to the server passes everything the server sent before it
+/// through the connection; the routing task then gets [`CATCH_UP`] to hand
+/// a message on to `rx`. `None`: nothing came, the serving side is lost.
+async fn catch_up(
+    nats: &Client,
+    rx: &mut mpsc::Receiver<Box<async_nats::Message>>,
+) -> Option<async_nats::Message> {
+    tokio::time::timeout(SILENCE_LIMIT, nats.flush())
+        .await
+        .ok()?
+        .ok()?;
+    tokio::time::timeout(CATCH_UP, rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .map(|msg| *msg)
 }
 
 impl Caller {
@@ -276,6 +285,15 @@ impl Inbox {
     /// the reply subscription has ended.
     pub async fn recv(&mut self) -> Option<async_nats::Message> {
         self.waiting.rx.recv().await.map(|msg| *msg)
+    }
+
+    /// After [`SILENCE_LIMIT`] without a message: a message that was only
+    /// waiting, unread, in this (perhaps starved) process, as
+    /// [`Caller::request`] checks before it reports the serving side lost.
+    /// `None`: nothing came, the serving side is lost.
+    pub async fn catch_up(&mut self) -> Option<async_nats::Message> {
+        let nats = self.waiting.replies.nats.clone();
+        catch_up(&nats, &mut self.waiting.rx).await
     }
 }
 

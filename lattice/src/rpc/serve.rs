@@ -51,10 +51,7 @@ pub async fn serve_invocation<F, Fut, E>(
             span.record("trace_id", trace.trace_id.as_str());
             let operation = inv.operation.clone();
             let until = tokio::time::Instant::now() + deadline;
-            // A little slack past the deadline: handlers that enforce it
-            // themselves (actors, through epoch interruption) report their own,
-            // more precise error first.
-            let slack = deadline + Duration::from_millis(250);
+            let slack = deadline + DEADLINE_SLACK;
             let work =
                 tokio::time::timeout(slack, handle(inv, trace, until)).instrument(span.clone());
             let result = with_progress_if_asked(nats, &msg, work).await;
@@ -64,10 +61,7 @@ pub async fn serve_invocation<F, Fut, E>(
                     span.in_scope(|| tracing::debug!(error = %e, "call failed"));
                     InvocationResponse::err(e.to_string())
                 }
-                Err(_) => InvocationResponse::err(format!(
-                    "{what} exceeded the call deadline of {} ms in {operation}",
-                    deadline.as_millis()
-                )),
+                Err(_) => InvocationResponse::err(deadline_exceeded(what, deadline, &operation)),
             }
         }
     };
@@ -75,6 +69,21 @@ pub async fn serve_invocation<F, Fut, E>(
     if let Err(e) = nats.publish(reply, body.into()).await {
         tracing::warn!(target = %what, error = %e, "could not send reply");
     }
+}
+
+/// How long past its deadline a call is given before the serving side
+/// answers [`deadline_exceeded`]: handlers that enforce the deadline
+/// themselves (actors, through epoch interruption) report their own, more
+/// precise error first.
+pub const DEADLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// The error of a call past its deadline, as every serving side words it
+/// (callers recognise it by ` exceeded the call deadline of `).
+pub fn deadline_exceeded(what: &str, deadline: Duration, operation: &str) -> String {
+    format!(
+        "{what} exceeded the call deadline of {} ms in {operation}",
+        deadline.as_millis()
+    )
 }
 
 /// The progress interval a caller asked for in [`PROGRESS_HEADER`], within

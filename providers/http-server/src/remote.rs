@@ -20,7 +20,7 @@ use lattice::{
     contracts::httpserver::HANDLE_REQUEST,
     rpc::{
         Invocation, InvocationResponse,
-        remote::{Inbox, PROGRESS_HEADER, PROGRESS_INTERVAL, SILENCE_LIMIT},
+        remote::{Inbox, SILENCE_LIMIT, ask_for_progress},
     },
     trace::TraceContext,
 };
@@ -53,10 +53,8 @@ enum Head {
     Streamed(Box<codec::DecodedResponse>, FedBody),
     /// The call failed before a response.
     Failed(CallError),
-    /// The request body went past `max_body_bytes`.
-    TooLarge,
-    /// The request body could not be read.
-    Unreadable(String),
+    /// The request body failed here (past `max_body_bytes`, or unreadable).
+    Unreadable(BoxError),
 }
 
 impl Route {
@@ -121,16 +119,14 @@ impl Route {
         };
         let mut headers = HeaderMap::new();
         TraceContext::new_root().inject(&mut headers);
-        headers.insert(
-            PROGRESS_HEADER,
-            PROGRESS_INTERVAL.as_millis().to_string().as_str(),
-        );
+        ask_for_progress(&mut headers);
         headers.insert(stream::STREAM_HEADER, stream::WINDOW.to_string().as_str());
         if !whole {
             headers.insert(stream::BODY_HEADER, stream::MORE);
             headers.insert(stream::BODY_LIMIT_HEADER, max.to_string().as_str());
         }
         let (head_tx, head_rx) = oneshot::channel();
+        let timeout = remote.timeout + SLACK;
         let exchange = Exchange {
             nats: remote.caller.nats().clone(),
             actor: self.actor.clone(),
@@ -143,10 +139,10 @@ impl Route {
             // queue group gives it to another replica. Others get 502.
             retry: whole && parts.method.is_idempotent(),
             more: !whole,
-            timeout: remote.timeout + SLACK,
+            timeout,
             body: (!whole).then_some(body),
             head: Some(head_tx),
-            deadline: Instant::now() + remote.timeout + SLACK,
+            deadline: Instant::now() + timeout,
         };
         // Driven here until the head is out: an exchange that ends with it
         // (a whole reply, a failure) needs no task; one whose body streams on
@@ -165,11 +161,7 @@ impl Route {
             Ok(Head::Whole(reply)) => self.whole_response(reply, &parts.method),
             Ok(Head::Streamed(head, body)) => self.streamed_response(*head, body),
             Ok(Head::Failed(e)) => self.failed(e),
-            Ok(Head::TooLarge) => too_large(parts.version, max),
-            Ok(Head::Unreadable(e)) => text(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}\n"),
-            ),
+            Ok(Head::Unreadable(e)) => self.unreadable(&parts, max, e),
             Err(_) => self.failed(CallError::Failed(
                 "the exchange with the actor's host ended without a response".into(),
             )),
@@ -284,10 +276,11 @@ impl Exchange {
                             return self.end(feed.as_mut(), peer.as_ref(), why).await;
                         }
                         Err(_) if until >= self.deadline => {
-                            let why = CallError::Timeout(self.actor.clone());
+                            let why = lattice::Error::Timeout { what: self.what(), timeout: self.timeout };
+                            let why = call_error(&self.actor, why);
                             return self.end(feed.as_mut(), peer.as_ref(), why).await;
                         }
-                        Err(_) => match self.catch_up().await {
+                        Err(_) => match self.inbox.catch_up().await {
                             Some(msg) => msg,
                             None if self.retry && self.head.is_some() => {
                                 debug!(actor = %self.actor, "host went silent; retrying once");
@@ -300,18 +293,16 @@ impl Exchange {
                                 continue;
                             }
                             None => {
-                                let why = CallError::Lost(format!(
-                                    "the host serving actor {} went silent for {} ms mid-request",
-                                    self.actor,
-                                    SILENCE_LIMIT.as_millis()
-                                ));
+                                let why = lattice::Error::ServerLost { what: self.what(), silence: SILENCE_LIMIT };
+                                let why = call_error(&self.actor, why);
                                 return self.end(feed.as_mut(), peer.as_ref(), why).await;
                             }
                         },
                     };
                     heard = Instant::now();
                     if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-                        let why = CallError::NotRunning(self.actor.clone());
+                        let why = lattice::Error::NoResponders { what: self.what(), subject: self.subject.clone() };
+                        let why = call_error(&self.actor, why);
                         return self.end(feed.as_mut(), peer.as_ref(), why).await;
                     }
                     match stream::classify(msg) {
@@ -405,19 +396,16 @@ impl Exchange {
                     }
                     Some(Err(e)) => {
                         self.body = None;
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            body_end = Some(End::TooLarge);
-                            if let Some(head) = self.head.take() {
-                                let _ = head.send(Head::TooLarge);
-                                return self.cancel(peer).await;
-                            }
-                        } else {
-                            body_end = Some(End::Failed(e.to_string()));
-                            if let Some(head) = self.head.take() {
-                                let _ = head.send(Head::Unreadable(e.to_string()));
-                                return self.cancel(peer).await;
-                            }
+                        if let Some(head) = self.head.take() {
+                            // Answered here (413 or 400); the host stops.
+                            let _ = head.send(Head::Unreadable(e));
+                            return self.cancel(peer).await;
                         }
+                        body_end = Some(if e.is::<http_body_util::LengthLimitError>() {
+                            End::TooLarge
+                        } else {
+                            End::Failed(e.to_string())
+                        });
                     }
                     None => {
                         self.body = None;
@@ -452,17 +440,9 @@ impl Exchange {
             .await
     }
 
-    /// After a silence, whether a message was only waiting in this starved
-    /// process's socket (see `Caller::catch_up`).
-    async fn catch_up(&mut self) -> Option<async_nats::Message> {
-        tokio::time::timeout(SILENCE_LIMIT, self.nats.flush())
-            .await
-            .ok()?
-            .ok()?;
-        tokio::time::timeout(Duration::from_millis(100), self.inbox.recv())
-            .await
-            .ok()
-            .flatten()
+    /// The callee, as errors name it (`actor "hello"`).
+    fn what(&self) -> String {
+        format!("actor {:?}", self.actor)
     }
 
     /// Ends the exchange with `error`: the handler's answer before the head,
