@@ -294,8 +294,8 @@ fn main() -> Result<()> {
             true => {
                 let log = lattice_host::config::LogConfig {
                     log: std::env::var("RUST_LOG").ok(),
-                    log_json: false,
                     otlp_endpoint: Some(otlp_sink().await?),
+                    ..Default::default()
                 };
                 Some(lattice_host::telemetry::init(&log, "warn", "loadgen")?)
             }

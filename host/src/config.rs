@@ -318,6 +318,10 @@ pub struct LogConfig {
     /// `http://127.0.0.1:4318` (`/v1/traces` is appended) (`--otlp-endpoint`,
     /// `LATTICE_OTLP_ENDPOINT`; else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// A PEM file of the certificates to trust, besides the system's, for an
+    /// `https://` collector (`--otlp-certificate`, `LATTICE_OTLP_CERTIFICATE`;
+    /// else the standard `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub otlp_certificate: Option<PathBuf>,
 }
 
 /// Builds the layered figment: defaults, the config file (explicit path, else

@@ -11,6 +11,7 @@
 //! processes.
 
 use std::{
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -18,7 +19,7 @@ use std::{
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing::{Level, subscriber::Interest};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -35,13 +36,20 @@ use crate::config::LogConfig;
 /// The standard variable naming the collector when no Lattice setting does.
 pub const OTEL_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
+/// The standard variable naming a PEM file of certificates to trust for the
+/// collector when no Lattice setting does.
+pub const OTEL_CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+
+/// How long one export may take (the OTLP default, `OTEL_EXPORTER_OTLP_TIMEOUT`).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long [`Telemetry::shutdown`] waits for the last spans to be sent.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What went wrong setting up trace export.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    /// The endpoint is not an `http://` URL the exporter can use.
+    /// The endpoint is not an `http://` or `https://` URL the exporter can use.
     #[error(
         "invalid OTLP endpoint {endpoint:?}: {reason} (expected e.g. http://127.0.0.1:4318; set --otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)"
     )]
@@ -49,6 +57,24 @@ pub enum TelemetryError {
         /// The endpoint as given.
         endpoint: String,
         /// Why it cannot be used.
+        reason: String,
+    },
+    /// The certificates to trust for the collector cannot be read or used.
+    #[error(
+        "cannot use the OTLP certificate file {path:?}: {reason} (set --otlp-certificate or OTEL_EXPORTER_OTLP_CERTIFICATE to a PEM file of CA certificates)"
+    )]
+    Certificate {
+        /// The file as given.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The exporter's HTTP client could not be built.
+    #[error("cannot set up the OTLP exporter for {endpoint:?}: {reason}")]
+    Client {
+        /// The collector.
+        endpoint: String,
+        /// What failed.
         reason: String,
     },
 }
@@ -80,12 +106,16 @@ impl Telemetry {
 /// Installs the global subscriber. `default_filter` applies when `LATTICE_LOG`
 /// (or the config's `log`) is unset. Logs go to stderr so stdout stays for
 /// output. With an OTLP endpoint (the config's, else
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported under `service`'s name.
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported under `service`'s name;
+/// an `https://` collector is checked against the system's certificates and
+/// those of `otlp_certificate` (else `OTEL_EXPORTER_OTLP_CERTIFICATE`).
 ///
 /// # Errors
 /// [`TelemetryError::Endpoint`] when the endpoint is not a usable `http://`
-/// URL. (An unreachable collector is not an error: export failures are logged
-/// and the spans dropped.)
+/// or `https://` URL, [`TelemetryError::Certificate`] when the certificate
+/// file cannot be read or holds no PEM certificate. (An unreachable or
+/// untrusted collector is not an error: export failures are logged and the
+/// spans dropped.)
 pub fn init(
     cfg: &LogConfig,
     default_filter: &str,
@@ -97,7 +127,14 @@ pub fn init(
         .or_else(|| std::env::var(OTEL_ENDPOINT_ENV).ok())
         .filter(|e| !e.trim().is_empty());
     let provider = endpoint
-        .map(|e| tracer_provider(e.trim(), service))
+        .map(|e| {
+            let certificate = cfg
+                .otlp_certificate
+                .clone()
+                .or_else(|| std::env::var_os(OTEL_CERTIFICATE_ENV).map(PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty());
+            tracer_provider(e.trim(), certificate.as_deref(), service)
+        })
         .transpose()?;
 
     let filter = cfg
@@ -129,22 +166,24 @@ pub fn init(
     Ok(Telemetry { provider })
 }
 
-fn tracer_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, TelemetryError> {
+fn tracer_provider(
+    endpoint: &str,
+    certificate: Option<&Path>,
+    service: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
     let bad = |reason: String| TelemetryError::Endpoint {
         endpoint: endpoint.to_string(),
         reason,
     };
-    // The exporter has no TLS compiled in: say so instead of failing every export.
-    if !endpoint.starts_with("http://") {
-        return Err(bad(
-            "only http:// collectors are supported (run a local collector to forward over TLS)"
-                .into(),
-        ));
+    if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+        return Err(bad("the scheme must be http:// or https://".into()));
     }
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     url.parse::<hyper::Uri>().map_err(|e| bad(e.to_string()))?;
+    let client = http_client(endpoint, certificate)?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_endpoint(url)
         .build()
         .map_err(|e| bad(e.to_string()))?;
@@ -156,6 +195,49 @@ fn tracer_provider(endpoint: &str, service: &str) -> Result<SdkTracerProvider, T
                 .build(),
         )
         .build())
+}
+
+/// The exporter's HTTP client: TLS with the system's roots plus those of
+/// `certificate`.
+fn http_client(
+    endpoint: &str,
+    certificate: Option<&Path>,
+) -> Result<reqwest::blocking::Client, TelemetryError> {
+    let extra = match certificate {
+        None => Vec::new(),
+        Some(path) => {
+            let bad = |reason: String| TelemetryError::Certificate {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            certs
+        }
+    };
+    // reqwest's TLS takes the process's crypto provider; async-nats and
+    // wasmtime-wasi-http pick ring too. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The blocking client runs a runtime of its own, which cannot be started
+    // from within an async context: build it on a thread of its own, as
+    // opentelemetry-otlp does for its default client.
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::builder()
+            .timeout(EXPORT_TIMEOUT)
+            .tls_certs_merge(extra)
+            .build()
+    })
+    .join()
+    .map_err(|_| "the client's setup panicked".to_string())
+    .and_then(|built| built.map_err(|e| e.to_string()))
+    .map_err(|reason| TelemetryError::Client {
+        endpoint: endpoint.to_string(),
+        reason,
+    })
 }
 
 static EXPORTING: AtomicBool = AtomicBool::new(true);

@@ -1,6 +1,7 @@
 //! `--otlp-endpoint`: spans exported over OTLP/HTTP by the CLI and by two host
 //! processes, received by a collector the test runs, form one connected trace
-//! for one call that crosses both hosts.
+//! for one call that crosses both hosts; an `https://` collector is reached
+//! with the CA given by `--otlp-certificate` or `OTEL_EXPORTER_OTLP_CERTIFICATE`.
 
 use std::{
     collections::BTreeMap,
@@ -44,29 +45,30 @@ struct Collector {
 
 impl Collector {
     async fn start() -> Result<Self> {
+        Self::start_with(None).await
+    }
+
+    /// With `tls`, the collector speaks only HTTPS.
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
         let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
         let kept = spans.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let kept = kept.clone();
+                let (kept, tls) = (kept.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let kept = kept.clone();
-                        async move {
-                            let status = receive(req, &kept).await;
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .body(Full::new(Bytes::new()))
-                                    .expect("a valid response"),
-                            )
+                    match tls {
+                        None => serve_connection(stream, kept).await,
+                        // A client that does not trust the certificate
+                        // ends the handshake: nothing is received.
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, kept).await;
+                            }
                         }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    }
                 });
             }
         });
@@ -76,6 +78,28 @@ impl Collector {
     fn spans(&self) -> Vec<Span> {
         self.spans.lock().expect("not poisoned").clone()
     }
+}
+
+/// Answers the OTLP requests of one connection.
+async fn serve_connection<IO>(io: IO, kept: Arc<Mutex<Vec<Span>>>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+        let kept = kept.clone();
+        async move {
+            let status = receive(req, &kept).await;
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::new()))
+                    .expect("a valid response"),
+            )
+        }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 async fn receive(req: Request<hyper::body::Incoming>, kept: &Mutex<Vec<Span>>) -> u16 {
@@ -227,7 +251,7 @@ async fn one_call_across_two_hosts_is_one_connected_trace() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_endpoint_is_refused_and_an_absent_collector_is_not_an_error() -> Result<()> {
     let t = TestLattice::start().await?;
-    for bad in ["https://collector:4318", "not a url", "http://bad host:1"] {
+    for bad in ["ftp://collector:4318", "not a url", "http://bad host:1"] {
         let out = t
             .cli(&["--otlp-endpoint", bad, "ctl", "get", "hosts"])
             .await?
@@ -241,4 +265,134 @@ async fn a_bad_endpoint_is_refused_and_an_absent_collector_is_not_an_error() -> 
         .await?
         .success()?;
     Ok(())
+}
+
+/// A CA made for the test and a server certificate it signed for 127.0.0.1;
+/// returns the CA's PEM and a TLS acceptor serving the server certificate.
+fn test_ca() -> Result<(String, tokio_rustls::TlsAcceptor)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &issuer)?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )?;
+    Ok((ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// An `https://` collector signed by a test CA receives the CLI's spans when
+/// the CA is given by `--otlp-certificate` or by the standard
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`; without it the command still works and
+/// the export is refused by TLS. A certificate file that is missing, empty of
+/// certificates or not PEM is refused at start, named, with the flag.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_an_https_collector_signed_by_the_given_ca() -> Result<()> {
+    let (ca_pem, acceptor) = test_ca()?;
+    let collector = Collector::start_with(Some(acceptor)).await?;
+    let dir = tempfile::Builder::new().prefix("lattice-otlp-").tempdir()?;
+    let ca = crate::common::write_file(dir.path(), "ca.pem", ca_pem.as_bytes())?;
+    let ca = ca.display().to_string();
+    let t = TestLattice::start().await?;
+    let host = t.host("otlp-tls", &[]).await?;
+    t.start_actor(&host, &actor_wasm("hello")?, "hello", 1)
+        .await?;
+    let endpoint = collector.url.as_str();
+    let hello = ["call", "hello", "SayHello", r#""tls""#];
+    let with_flag = [&["--otlp-certificate", ca.as_str()][..], &hello].concat();
+
+    let out = cli_exporting(&t, endpoint, &with_flag, &[])
+        .await?
+        .success()?;
+    ensure!(out.stdout.contains("Hello, tls!"), "{}", out.stdout);
+    calls_received(&collector, 1).await?;
+    // Not trusted: the command works, its export fails the handshake, said
+    // on stderr.
+    let out = cli_exporting(&t, endpoint, &hello, &[]).await?.success()?;
+    ensure!(
+        out.stderr.contains("failed to verify TLS certificate"),
+        "the refused export is logged: {}",
+        out.stderr
+    );
+    // The CA by the standard variable: only this one more arrives.
+    let by_env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())];
+    cli_exporting(&t, endpoint, &hello, &by_env)
+        .await?
+        .success()?;
+    calls_received(&collector, 2).await?;
+
+    // Certificate files that cannot be used.
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let empty = crate::common::write_file(dir.path(), "empty.pem", b"no certificate here\n")?;
+    let garbled = crate::common::write_file(
+        dir.path(),
+        "garbled.pem",
+        b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    )?;
+    for (file, why) in [
+        (missing, "No such file"),
+        (empty.display().to_string(), "no PEM certificate in it"),
+        (garbled.display().to_string(), "not PEM certificates"),
+    ] {
+        let env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", file.as_str())];
+        let out = cli_exporting(&t, endpoint, &hello, &env).await?.failure()?;
+        out.stderr_has(&[
+            "cannot use the OTLP certificate file",
+            &file,
+            why,
+            "--otlp-certificate",
+        ])?;
+    }
+    Ok(())
+}
+
+/// `lattice ARGS...` on `t`'s lattice, exporting to `endpoint`, with `env`.
+async fn cli_exporting(
+    t: &TestLattice,
+    endpoint: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<crate::common::CliOutput> {
+    let (url, config) = (t.nats.url(), t.config_file().display().to_string());
+    let mut full = vec![
+        "--nats-url",
+        url.as_str(),
+        "--lattice",
+        t.id.as_str(),
+        "--config",
+        config.as_str(),
+        "--otlp-endpoint",
+        endpoint,
+    ];
+    full.extend_from_slice(args);
+    crate::common::run_cli(&full, env).await
+}
+
+/// Waits until `collector` has received exactly `n` spans of CLI calls.
+async fn calls_received(collector: &Collector, n: usize) -> Result<()> {
+    wait_until("the CLI's call spans at the collector", WAIT, || {
+        let calls = collector
+            .spans()
+            .iter()
+            .filter(|s| s.service == "lattice-cli" && s.name == "call")
+            .count();
+        async move {
+            ensure!(calls <= n, "{calls} call spans received, expected {n}");
+            Ok((calls == n).then_some(()))
+        }
+    })
+    .await
 }
