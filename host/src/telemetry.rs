@@ -69,14 +69,6 @@ pub enum TelemetryError {
         /// Why it cannot be used.
         reason: String,
     },
-    /// The exporter's HTTP client could not be built.
-    #[error("cannot set up the OTLP exporter for {endpoint:?}: {reason}")]
-    Client {
-        /// The collector.
-        endpoint: String,
-        /// What failed.
-        reason: String,
-    },
 }
 
 /// The installed exporter, if any: shut it down before the process exits so
@@ -180,7 +172,7 @@ fn tracer_provider(
     }
     let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
     url.parse::<hyper::Uri>().map_err(|e| bad(e.to_string()))?;
-    let client = http_client(endpoint, certificate)?;
+    let client = http_client(certificate)?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
@@ -197,47 +189,97 @@ fn tracer_provider(
         .build())
 }
 
-/// The exporter's HTTP client: TLS with the system's roots plus those of
-/// `certificate`.
-fn http_client(
-    endpoint: &str,
-    certificate: Option<&Path>,
-) -> Result<reqwest::blocking::Client, TelemetryError> {
-    let extra = match certificate {
-        None => Vec::new(),
-        Some(path) => {
-            let bad = |reason: String| TelemetryError::Certificate {
-                path: path.to_path_buf(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
-            if certs.is_empty() {
-                return Err(bad("no PEM certificate in it".into()));
+/// The exporter's HTTP client: blocking, as the SDK exports from a thread of
+/// its own; TLS trusts Mozilla's roots, or only the CA certificates of
+/// `certificate` when given (as `OTEL_EXPORTER_OTLP_CERTIFICATE` means).
+fn http_client(certificate: Option<&Path>) -> Result<ExportClient, TelemetryError> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(path) = certificate {
+        let bad = |reason: String| TelemetryError::Certificate {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item.map_err(|e| bad(format!("not PEM certificates: {e}")))? {
+                ureq::tls::PemItem::Certificate(cert) => certs.push(cert),
+                _ => return Err(bad("it holds a private key, not certificates".into())),
             }
-            certs
         }
-    };
-    // reqwest's TLS takes the process's crypto provider; async-nats and
-    // wasmtime-wasi-http pick ring too. Already installed is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    // The blocking client runs a runtime of its own, which cannot be started
-    // from within an async context: build it on a thread of its own, as
-    // opentelemetry-otlp does for its default client.
-    std::thread::spawn(move || {
-        reqwest::blocking::Client::builder()
-            .timeout(EXPORT_TIMEOUT)
-            .tls_certs_merge(extra)
-            .build()
+        if certs.is_empty() {
+            return Err(bad("no PEM certificate in it".into()));
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(EXPORT_TIMEOUT))
+        .tls_config(tls.build())
+        .build()
+        .new_agent();
+    Ok(ExportClient {
+        agent,
+        failing: AtomicBool::new(false),
     })
-    .join()
-    .map_err(|_| "the client's setup panicked".to_string())
-    .and_then(|built| built.map_err(|e| e.to_string()))
-    .map_err(|reason| TelemetryError::Client {
-        endpoint: endpoint.to_string(),
-        reason,
-    })
+}
+
+/// The most of a collector's answer read: it is short (a status, maybe a
+/// partial-success message); the limit keeps a wrong server from filling
+/// memory.
+const MAX_ANSWER: u64 = 1 << 20;
+
+/// [`opentelemetry_http::HttpClient`] over a blocking `ureq` agent.
+/// Says so once when exports start failing (an untrusted certificate, an
+/// unreachable collector, an error status), and once when they work again;
+/// the SDK itself drops failed batches silently.
+#[derive(Debug)]
+struct ExportClient {
+    agent: ureq::Agent,
+    /// The last export failed.
+    failing: AtomicBool,
+}
+
+impl ExportClient {
+    fn note(&self, url: &http::Uri, failure: Option<String>) {
+        let was = self.failing.swap(failure.is_some(), Ordering::Relaxed);
+        match failure {
+            Some(why) if !was => {
+                tracing::warn!(collector = %url, error = %why, "could not export spans (dropped until the collector takes them)");
+            }
+            None if was => tracing::info!(collector = %url, "exporting spans again"),
+            _ => {}
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for ExportClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let (parts, body) = request.into_parts();
+        let url = parts.uri.clone();
+        let response = match self
+            .agent
+            .run(http::Request::from_parts(parts, body.to_vec()))
+        {
+            Ok(response) => response,
+            Err(e) => {
+                self.note(&url, Some(e.to_string()));
+                return Err(e.into());
+            }
+        };
+        let status = response.status();
+        self.note(
+            &url,
+            (!status.is_success()).then(|| format!("the collector answered {status}")),
+        );
+        let (parts, mut body) = response.into_parts();
+        let body = body.with_config().limit(MAX_ANSWER).read_to_vec()?;
+        Ok(http::Response::from_parts(parts, body.into()))
+    }
 }
 
 static EXPORTING: AtomicBool = AtomicBool::new(true);
