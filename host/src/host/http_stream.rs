@@ -20,7 +20,7 @@ use lattice::{
     contracts::httpserver::{HANDLE_REQUEST, HttpRequest, HttpResponse},
     rpc::{
         Invocation, InvocationResponse,
-        remote::Inbox,
+        remote::{Inbox, SILENCE_LIMIT},
         serve::{DEADLINE_SLACK, deadline_exceeded, encode_within, with_progress_if_asked},
     },
     trace::TraceContext,
@@ -173,6 +173,7 @@ impl Exchange {
             inbox,
             feed,
             owed: 0,
+            heard: Instant::now(),
         };
         if more {
             stream::send_credit(
@@ -228,7 +229,7 @@ impl Exchange {
                 event = peer.next() => match event {
                     Event::Credit(_) => {}
                     Event::Cancel => return Err("the caller cancelled the request".into()),
-                    Event::Closed => return Err("the stream inbox closed".into()),
+                    Event::Gone(why) => return Err(why.into()),
                 },
             }
         };
@@ -371,7 +372,7 @@ impl Exchange {
                     Event::Credit(more) => credit = credit.saturating_add(more),
                     // Dropping the body (and the call) ends the component.
                     Event::Cancel => return Ok(()),
-                    Event::Closed => return Err("the stream inbox closed".into()),
+                    Event::Gone(why) => return Err(why.into()),
                 },
             }
         }
@@ -486,6 +487,40 @@ async fn next_frame(
     }
 }
 
+/// Why a call is given up whose caller died or lost NATS mid-stream.
+const CALLER_GONE: &str = "the caller is gone: nothing subscribes to its reply subjects any more";
+
+/// How long [`caller_gone`] waits for the server to say that nobody listens.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether the caller of a streamed exchange is gone: its process ended or
+/// lost its NATS connection, so the server has no subscriber left for its
+/// reply subjects. Only chunks and credit flow from a caller, and a caller
+/// waiting on a slow HTTP client or a component may rightly send neither for
+/// long; so after a silence the host asks the server instead, with a request
+/// to a subject under the caller's reply prefix that the caller's
+/// subscription takes and drops (no call has that token). A caller that is
+/// there costs that one small message per silence; "no responders" means it
+/// is not, and the call is given up instead of holding the actor (and its
+/// admission slot) until the deadline. A reply subject of fewer than three
+/// tokens (no `PREFIX.TOKEN` under an inbox) is never taken for gone: such a
+/// caller is held to the deadline.
+async fn caller_gone(nats: &async_nats::Client, reply: &Subject) -> bool {
+    let Some((prefix, _token)) = reply.rsplit_once('.') else {
+        return false;
+    };
+    if !prefix.contains('.') {
+        return false;
+    }
+    let probe = async_nats::Request::new()
+        .payload(Bytes::new())
+        .timeout(Some(PROBE_WAIT));
+    matches!(
+        nats.send_request(format!("{prefix}.probe"), probe).await,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders
+    )
+}
+
 /// The caller, as the serving side hears it: chunks of the request body
 /// (fed on), credits for the response, a cancel.
 struct Peer {
@@ -495,13 +530,17 @@ struct Peer {
     feed: Feed,
     /// Credit granted but not yet sent.
     owed: u32,
+    /// When the caller last sent anything. After [`SILENCE_LIMIT`] without
+    /// a word it is asked whether it is still there ([`caller_gone`]).
+    heard: Instant,
 }
 
 /// What the caller said that concerns the response.
 enum Event {
     Credit(u32),
     Cancel,
-    Closed,
+    /// The exchange cannot go on: the inbox closed, or the caller is gone.
+    Gone(&'static str),
 }
 
 impl Peer {
@@ -519,13 +558,14 @@ impl Peer {
                     .await
                     .is_err()
                 {
-                    return Event::Closed;
+                    return Event::Gone("could not send credit to the caller");
                 }
                 self.owed -= credit;
             }
             tokio::select! {
                 msg = self.inbox.recv() => {
-                    let Some(msg) = msg else { return Event::Closed };
+                    let Some(msg) = msg else { return Event::Gone("the stream inbox closed") };
+                    self.heard = Instant::now();
                     match stream::classify(msg) {
                         Ok(Received::Credit { credit, .. }) => return Event::Credit(credit),
                         Ok(Received::Cancel) => return Event::Cancel,
@@ -543,6 +583,13 @@ impl Peer {
                         self.owed += credit;
                     }
                 }
+                () = tokio::time::sleep_until(self.heard + SILENCE_LIMIT) => {
+                    if caller_gone(&self.nats, &self.reply).await {
+                        tracing::debug!(caller = %self.reply, "the caller of a streamed call is gone");
+                        return Event::Gone(CALLER_GONE);
+                    }
+                    self.heard = Instant::now();
+                }
             }
         }
     }
@@ -557,7 +604,7 @@ impl Peer {
                 event = self.next() => match event {
                     Event::Credit(_) => {}
                     Event::Cancel => return Err("the caller cancelled the request".into()),
-                    Event::Closed => return Err("the stream inbox closed".into()),
+                    Event::Gone(why) => return Err(why.into()),
                 },
             }
         }

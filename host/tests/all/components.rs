@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result, ensure};
 use lattice::ctl::ActorKind;
-use lattice_harness::{build_component, build_js_component, build_python_component, free_port};
+use lattice_harness::{
+    build_component, build_js_component, build_python_component, free_port, wait_until,
+};
 
 use crate::common::*;
 
@@ -333,6 +335,80 @@ async fn a_component_on_another_host_streams_both_bodies_over_nats() -> Result<(
             web.log_tail(40)
         )
     })
+}
+
+/// The HTTP server's host dies (SIGKILL) while a component on another host
+/// is still reading a streamed request body: the component's host finds,
+/// after a silence, that nothing subscribes to the caller's reply subjects
+/// any more and gives the call up, instead of holding the component and its
+/// admission slot until the call deadline (ten minutes here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Well past the host's silence limit (1 s), well short of the deadline.
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let faults = build_component(FAULTS)?;
+    let t = TestLattice::start().await?;
+    let h1 = t
+        .host(
+            "h1",
+            &[
+                ("--metrics-addr", "127.0.0.1:0"),
+                ("--call-timeout", "600s"),
+            ],
+        )
+        .await?;
+    let mut web = t.host("web", &[]).await?;
+    let url = serve(&t, &faults, "faults", "h1", Some("web")).await?;
+    get_until(&format!("{url}/echo"), 200).await?;
+    let metrics = wait_until("h1 to print its metrics address", WAIT, || {
+        let url = h1
+            .log()
+            .lines()
+            .find_map(|l| l.strip_prefix("metrics on "))
+            .map(|u| format!("{}/metrics", u.trim().trim_end_matches("/metrics")));
+        async move { Ok(url) }
+    })
+    .await?;
+    let in_flight = || async {
+        let text = reqwest::get(&metrics).await?.text().await?;
+        Ok::<_, anyhow::Error>(
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix("lattice_actor_calls_in_flight{actor=\"faults\"} ")?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0),
+        )
+    };
+
+    // A chunk of the request body goes out and comes back; the body goes on.
+    let mut conn = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await?;
+    conn.write_all(
+        b"POST /stream-echo HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+    )
+    .await?;
+    let mut got = Vec::new();
+    while find(&got, b"first").is_none() {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .context("the first chunk did not come back")??;
+        ensure!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    ensure!(in_flight().await? == 1.0, "the call runs on h1");
+
+    web.kill()?;
+    wait_until(
+        "h1 to give up the call of the dead caller",
+        WAIT,
+        || async { Ok((in_flight().await? == 0.0).then_some(())) },
+    )
+    .await
+    .with_context(|| h1.log_tail(30))?;
+    Ok(())
 }
 
 /// Checks the streaming of both bodies through the HTTP server at `url`
