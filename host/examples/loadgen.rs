@@ -105,10 +105,10 @@ struct Args {
     /// rows run with export paused
     #[arg(long, requires = "metrics")]
     otlp: bool,
-    /// Run only row 1, 2 or 3, for --max-time at the first --concurrency
-    /// level, and print its numbers: one path alone, to profile it (e.g.
-    /// `perf record -p PID` while it runs)
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    /// Run only row 1, 2 or 3 (with --metrics also 4 = 1m, 5 = 2m), for
+    /// --max-time at the first --concurrency level, and print its numbers:
+    /// one path alone, to profile it (e.g. `perf record -p PID` while it runs)
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
     only_row: Option<u8>,
 }
 
@@ -423,7 +423,10 @@ impl Bench {
     async fn run(&self, command: &str) -> Result<()> {
         self.check().await?;
         if let Some(n) = self.args.only_row {
-            let row = Row::all(false)[usize::from(n) - 1];
+            let rows = Row::all(self.args.metrics);
+            let row = *rows
+                .get(usize::from(n).wrapping_sub(1))
+                .with_context(|| format!("--only-row {n}: there are rows 1 to {}", rows.len()))?;
             let c = self.args.concurrency.first().copied().unwrap_or(1);
             eprintln!(
                 "==> {} alone, {c} in flight, pid {}",
