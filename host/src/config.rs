@@ -318,8 +318,8 @@ pub struct LogConfig {
     /// `http://127.0.0.1:4318` (`/v1/traces` is appended) (`--otlp-endpoint`,
     /// `LATTICE_OTLP_ENDPOINT`; else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
-    /// A PEM file of the certificates to trust, besides the system's, for an
-    /// `https://` collector (`--otlp-certificate`, `LATTICE_OTLP_CERTIFICATE`;
+    /// A PEM file of the CA certificates to trust (instead of Mozilla's
+    /// roots) for an `https://` collector (`--otlp-certificate`, `LATTICE_OTLP_CERTIFICATE`;
     /// else the standard `OTEL_EXPORTER_OTLP_CERTIFICATE`).
     pub otlp_certificate: Option<PathBuf>,
 }

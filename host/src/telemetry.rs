@@ -61,7 +61,7 @@ pub enum TelemetryError {
     },
     /// The certificates to trust for the collector cannot be read or used.
     #[error(
-        "cannot use the OTLP certificate file {path:?}: {reason} (set --otlp-certificate or OTEL_EXPORTER_OTLP_CERTIFICATE to a PEM file of CA certificates)"
+        "cannot use the OTLP certificate file {path:?}: {reason} (set --otlp-certificate, LATTICE_OTLP_CERTIFICATE or OTEL_EXPORTER_OTLP_CERTIFICATE to a PEM file of CA certificates)"
     )]
     Certificate {
         /// The file as given.
@@ -99,13 +99,14 @@ impl Telemetry {
 /// (or the config's `log`) is unset. Logs go to stderr so stdout stays for
 /// output. With an OTLP endpoint (the config's, else
 /// `OTEL_EXPORTER_OTLP_ENDPOINT`), spans are exported under `service`'s name;
-/// an `https://` collector is checked against the system's certificates and
-/// those of `otlp_certificate` (else `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+/// an `https://` collector is checked against Mozilla's root certificates, or
+/// only those of `otlp_certificate` (else `OTEL_EXPORTER_OTLP_CERTIFICATE`)
+/// when given.
 ///
 /// # Errors
 /// [`TelemetryError::Endpoint`] when the endpoint is not a usable `http://`
 /// or `https://` URL, [`TelemetryError::Certificate`] when the certificate
-/// file cannot be read or holds no PEM certificate. (An unreachable or
+/// file cannot be read, holds no PEM certificate or an unusable one. (An unreachable or
 /// untrusted collector is not an error: export failures are logged and the
 /// spans dropped.)
 pub fn init(
@@ -202,9 +203,18 @@ fn http_client(certificate: Option<&Path>) -> Result<ExportClient, TelemetryErro
         let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
         let mut certs = Vec::new();
         for item in ureq::tls::parse_pem(&pem) {
-            match item.map_err(|e| bad(format!("not PEM certificates: {e}")))? {
-                ureq::tls::PemItem::Certificate(cert) => certs.push(cert),
-                _ => return Err(bad("it holds a private key, not certificates".into())),
+            // Keys beside the certificates are skipped: this file is only read
+            // for whom to trust.
+            if let ureq::tls::PemItem::Certificate(cert) =
+                item.map_err(|e| bad(format!("not PEM certificates: {e}")))?
+            {
+                // What TLS would otherwise skip in silence, leaving nobody trusted.
+                rustls::RootCertStore::empty()
+                    .add(cert.der().to_vec().into())
+                    .map_err(|e| {
+                        bad(format!("certificate {} is unusable: {e}", certs.len() + 1))
+                    })?;
+                certs.push(cert);
             }
         }
         if certs.is_empty() {
@@ -245,11 +255,26 @@ impl ExportClient {
         let was = self.failing.swap(failure.is_some(), Ordering::Relaxed);
         match failure {
             Some(why) if !was => {
-                tracing::warn!(collector = %url, error = %why, "could not export spans (dropped until the collector takes them)");
+                let hint = if why.contains("certificate") || why.contains("UnknownIssuer") {
+                    " (a collector with a private CA: --otlp-certificate CA.pem)"
+                } else {
+                    ""
+                };
+                tracing::warn!(collector = %url, error = %why, "could not export spans, dropped until the collector takes them{hint}");
             }
-            None if was => tracing::info!(collector = %url, "exporting spans again"),
+            None if was => tracing::warn!(collector = %url, "exporting spans again"),
             _ => {}
         }
+    }
+
+    /// One export: the request sent, the answer read.
+    fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<bytes::Bytes>, ureq::Error> {
+        let (parts, mut body) = self.agent.run(request)?.into_parts();
+        let body = body.with_config().limit(MAX_ANSWER).read_to_vec()?;
+        Ok(http::Response::from_parts(parts, body.into()))
     }
 }
 
@@ -259,26 +284,22 @@ impl opentelemetry_http::HttpClient for ExportClient {
         &self,
         request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        // Blocking: the SDK's batch processor exports from a thread of its
+        // own (a processor on an async runtime would need another client).
         let (parts, body) = request.into_parts();
         let url = parts.uri.clone();
-        let response = match self
-            .agent
-            .run(http::Request::from_parts(parts, body.to_vec()))
-        {
-            Ok(response) => response,
-            Err(e) => {
-                self.note(&url, Some(e.to_string()));
-                return Err(e.into());
-            }
-        };
-        let status = response.status();
+        let result = self.send(http::Request::from_parts(parts, body.to_vec()));
         self.note(
             &url,
-            (!status.is_success()).then(|| format!("the collector answered {status}")),
+            match &result {
+                Err(e) => Some(e.to_string()),
+                Ok(r) if !r.status().is_success() => {
+                    Some(format!("the collector answered {}", r.status()))
+                }
+                Ok(_) => None,
+            },
         );
-        let (parts, mut body) = response.into_parts();
-        let body = body.with_config().limit(MAX_ANSWER).read_to_vec()?;
-        Ok(http::Response::from_parts(parts, body.into()))
+        Ok(result?)
     }
 }
 

@@ -298,7 +298,8 @@ fn test_ca() -> Result<(String, tokio_rustls::TlsAcceptor)> {
 /// the CA is given by `--otlp-certificate` or by the standard
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`; without it the command still works and
 /// the export is refused by TLS. A certificate file that is missing, empty of
-/// certificates or not PEM is refused at start, named, with the flag.
+/// certificates, not PEM or holding something else than a certificate is
+/// refused at start, named, with the flag.
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_reach_an_https_collector_signed_by_the_given_ca() -> Result<()> {
     let (ca_pem, acceptor) = test_ca()?;
@@ -342,10 +343,19 @@ async fn spans_reach_an_https_collector_signed_by_the_given_ca() -> Result<()> {
         "garbled.pem",
         b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
     )?;
+    let not_a_certificate = crate::common::write_file(
+        dir.path(),
+        "zeros.pem",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )?;
     for (file, why) in [
         (missing, "No such file"),
         (empty.display().to_string(), "no PEM certificate in it"),
         (garbled.display().to_string(), "not PEM certificates"),
+        (
+            not_a_certificate.display().to_string(),
+            "certificate 1 is unusable",
+        ),
     ] {
         let env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", file.as_str())];
         let out = cli_exporting(&t, endpoint, &hello, &env).await?.failure()?;

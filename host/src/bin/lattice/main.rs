@@ -62,7 +62,7 @@ struct GlobalArgs {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     otlp_endpoint: Option<String>,
-    /// Trust the certificates in this PEM file (besides the system's) for an https:// collector [env: LATTICE_OTLP_CERTIFICATE, else OTEL_EXPORTER_OTLP_CERTIFICATE]
+    /// Trust only the CA certificates in this PEM file (instead of Mozilla's roots) for an https:// collector [env: LATTICE_OTLP_CERTIFICATE, else OTEL_EXPORTER_OTLP_CERTIFICATE]
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     otlp_certificate: Option<PathBuf>,
