@@ -20,7 +20,7 @@ use lattice::{
     contracts::httpserver::{HANDLE_REQUEST, HttpRequest, HttpResponse},
     rpc::{
         Invocation, InvocationResponse,
-        remote::{Inbox, SILENCE_LIMIT},
+        remote::{Caller, Inbox, SILENCE_LIMIT},
         serve::{DEADLINE_SLACK, deadline_exceeded, encode_within, with_progress_if_asked},
     },
     trace::TraceContext,
@@ -174,6 +174,8 @@ impl Exchange {
             feed,
             owed: 0,
             heard: Instant::now(),
+            caller: host.caller.clone(),
+            probe: None,
         };
         if more {
             stream::send_credit(
@@ -494,32 +496,47 @@ const CALLER_GONE: &str = "the caller is gone: nothing subscribes to its reply s
 const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Whether the caller of a streamed exchange is gone: its process ended or
-/// lost its NATS connection, so the server has no subscriber left for its
+/// its NATS connection closed, so the server has no subscriber left for its
 /// reply subjects. Only chunks and credit flow from a caller, and a caller
 /// waiting on a slow HTTP client or a component may rightly send neither for
-/// long; so after a silence the host asks the server instead, with a request
-/// to a subject under the caller's reply prefix that the caller's
-/// subscription takes and drops (no call has that token). A caller that is
-/// there costs that one small message per silence; "no responders" means it
-/// is not, and the call is given up instead of holding the actor (and its
-/// admission slot) until the deadline. A reply subject of fewer than three
-/// tokens (no `PREFIX.TOKEN` under an inbox) is never taken for gone: such a
-/// caller is held to the deadline.
-async fn caller_gone(nats: &async_nats::Client, reply: &Subject) -> bool {
+/// long; so after a silence the host asks the server instead: a message to a
+/// subject under the caller's reply prefix, which the caller's subscription
+/// takes and drops (no call has that token), with a reply subject on this
+/// host's own inbox. "No responders" back means nobody subscribes any more.
+/// (A request through async-nats's shared inbox would leave an entry behind
+/// for every probe that a live caller does not answer.) A reply subject of
+/// fewer than three tokens (no `PREFIX.TOKEN` under an inbox) is never taken
+/// for gone: such a caller is held to the deadline.
+async fn caller_gone(caller: Caller, reply: Subject) -> bool {
     let Some((prefix, _token)) = reply.rsplit_once('.') else {
         return false;
     };
     if !prefix.contains('.') {
         return false;
     }
-    let probe = async_nats::Request::new()
-        .payload(Bytes::new())
-        .timeout(Some(PROBE_WAIT));
-    matches!(
-        nats.send_request(format!("{prefix}.probe"), probe).await,
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders
-    )
+    let Ok(mut answers) = caller.inbox(1).await else {
+        return false;
+    };
+    let sent = caller
+        .nats()
+        .publish_with_reply(
+            format!("{prefix}.probe"),
+            answers.subject().to_string(),
+            Bytes::new(),
+        )
+        .await;
+    sent.is_ok()
+        && matches!(
+            tokio::time::timeout(PROBE_WAIT, answers.recv()).await,
+            Ok(Some(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS)
+        )
 }
+
+/// A [`caller_gone`] in flight, and when it was sent.
+type Probe = (
+    Instant,
+    std::pin::Pin<Box<dyn Future<Output = bool> + Send>>,
+);
 
 /// The caller, as the serving side hears it: chunks of the request body
 /// (fed on), credits for the response, a cancel.
@@ -533,6 +550,11 @@ struct Peer {
     /// When the caller last sent anything. After [`SILENCE_LIMIT`] without
     /// a word it is asked whether it is still there ([`caller_gone`]).
     heard: Instant,
+    /// Where probes are sent from.
+    caller: Caller,
+    /// The probe in flight: kept across [`Peer::next`] calls (which may be
+    /// dropped at any await), and run beside the rest, so it holds nothing up.
+    probe: Option<Probe>,
 }
 
 /// What the caller said that concerns the response.
@@ -562,6 +584,8 @@ impl Peer {
                 }
                 self.owed -= credit;
             }
+            let probing = self.probe.is_some();
+            let probe = &mut self.probe;
             tokio::select! {
                 msg = self.inbox.recv() => {
                     let Some(msg) = msg else { return Event::Gone("the stream inbox closed") };
@@ -583,8 +607,14 @@ impl Peer {
                         self.owed += credit;
                     }
                 }
-                () = tokio::time::sleep_until(self.heard + SILENCE_LIMIT) => {
-                    if caller_gone(&self.nats, &self.reply).await {
+                () = tokio::time::sleep_until(self.heard + SILENCE_LIMIT), if !probing => {
+                    let asking = caller_gone(self.caller.clone(), self.reply.clone());
+                    *probe = Some((Instant::now(), Box::pin(asking)));
+                }
+                gone = async { probe.as_mut().expect("probing").1.as_mut().await }, if probing => {
+                    let (sent, _) = probe.take().expect("probing");
+                    // Anything heard since the probe went out says otherwise.
+                    if gone && self.heard < sent {
                         tracing::debug!(caller = %self.reply, "the caller of a streamed call is gone");
                         return Event::Gone(CALLER_GONE);
                     }
