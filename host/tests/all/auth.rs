@@ -463,20 +463,12 @@ async fn another_lattices_credentials_see_nothing() -> Result<()> {
 
 #[tokio::test]
 async fn a_host_connects_over_tls_with_a_test_ca() -> Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let dir = tempfile::Builder::new().prefix("lattice-tls-").tempdir()?;
     let path = |n: &str| dir.path().join(n);
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let server_key = KeyPair::generate()?;
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
-        .signed_by(&server_key, &issuer)?;
-    std::fs::write(path("ca.pem"), ca.pem())?;
-    std::fs::write(path("server.pem"), server.pem())?;
-    std::fs::write(path("server-key.pem"), server_key.serialize_pem())?;
+    let ca = crate::common::TestCa::new()?;
+    std::fs::write(path("ca.pem"), &ca.ca_pem)?;
+    std::fs::write(path("server.pem"), &ca.server_pem)?;
+    std::fs::write(path("server-key.pem"), &ca.server_key_pem)?;
     std::fs::write(path("config.toml"), "")?;
     std::fs::write(
         path("nats.conf"),

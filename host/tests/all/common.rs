@@ -129,6 +129,16 @@ impl TestLattice {
     /// [`TestLattice::cli`] for a command that may take up to `timeout` (the
     /// start of a large module, compiled on a loaded machine).
     pub async fn cli_within(&self, args: &[&str], timeout: Duration) -> Result<CliOutput> {
+        self.cli_env(args, &[], timeout).await
+    }
+
+    /// [`TestLattice::cli_within`] with extra environment `env`.
+    pub async fn cli_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<CliOutput> {
         let url = self.nats.url();
         let config = self.config_file().display().to_string();
         let mut full = vec![
@@ -140,7 +150,7 @@ impl TestLattice {
             config.as_str(),
         ];
         full.extend_from_slice(args);
-        run_cli_within(&full, &[], timeout).await
+        run_cli_within(&full, env, timeout).await
     }
 
     /// Starts the counter module `wasm` (actor id `actor`, from its file
@@ -620,4 +630,42 @@ pub fn go_vet_and_test(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A CA made for one test and a server certificate it signed for 127.0.0.1
+/// and localhost, in PEM (for files) and DER (for a rustls server).
+pub struct TestCa {
+    /// The CA's certificate.
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub server_pem: String,
+    /// The server's private key.
+    pub server_key_pem: String,
+    /// The server's certificate, DER.
+    pub server_der: Vec<u8>,
+    /// The server's private key, PKCS#8 DER.
+    pub server_key_der: Vec<u8>,
+}
+
+impl TestCa {
+    /// A new CA and server certificate.
+    pub fn new() -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let key = KeyPair::generate()?;
+        let server =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
+                .signed_by(&key, &issuer)?;
+        Ok(TestCa {
+            ca_pem: ca.pem(),
+            server_pem: server.pem(),
+            server_key_pem: key.serialize_pem(),
+            server_der: server.der().to_vec(),
+            server_key_der: key.serialize_der(),
+        })
+    }
 }

@@ -267,31 +267,23 @@ async fn a_bad_endpoint_is_refused_and_an_absent_collector_is_not_an_error() -> 
     Ok(())
 }
 
-/// A CA made for the test and a server certificate it signed for 127.0.0.1;
-/// returns the CA's PEM and a TLS acceptor serving the server certificate.
+/// A test CA's PEM and a TLS acceptor serving a server certificate it signed.
 fn test_ca() -> Result<(String, tokio_rustls::TlsAcceptor)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     use tokio_rustls::rustls::{
         self,
         pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
     };
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &issuer)?;
+    let ca = crate::common::TestCa::new()?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        vec![ca.server_der.into()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der)),
     )?;
-    Ok((ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    Ok((ca.ca_pem, tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 /// An `https://` collector signed by a test CA receives the CLI's spans when
@@ -376,19 +368,8 @@ async fn cli_exporting(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Result<crate::common::CliOutput> {
-    let (url, config) = (t.nats.url(), t.config_file().display().to_string());
-    let mut full = vec![
-        "--nats-url",
-        url.as_str(),
-        "--lattice",
-        t.id.as_str(),
-        "--config",
-        config.as_str(),
-        "--otlp-endpoint",
-        endpoint,
-    ];
-    full.extend_from_slice(args);
-    crate::common::run_cli(&full, env).await
+    let full = [&["--otlp-endpoint", endpoint][..], args].concat();
+    t.cli_env(&full, env, Duration::from_secs(60)).await
 }
 
 /// Waits until `collector` has received exactly `n` spans of CLI calls.
