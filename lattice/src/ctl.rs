@@ -124,7 +124,8 @@ pub struct ActorDescription {
     pub warm_instances: usize,
     /// Calls served since start.
     pub calls: u64,
-    /// Calls that failed (trap, deadline, actor error) since start.
+    /// Calls that failed (trap, deadline, actor error, or given up unfinished
+    /// because the caller went away) since start.
     pub errors: u64,
     /// Microseconds spent in calls since start: the difference between two
     /// inventories over the difference in `calls` is the mean latency between

@@ -621,32 +621,54 @@ impl Actor {
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let began = Instant::now();
+        let mut accounting = Accounting {
+            actor: self,
+            operation,
+            began: Instant::now(),
+            settled: false,
+        };
         let result = self
             .invoke_inner(admission, operation, input, trace, deadline)
             .await;
-        if result.is_err() {
+        accounting.settled = true;
+        self.account(
+            operation,
+            accounting.began.elapsed(),
+            match &result {
+                Ok(reply) => Ok(reply.len()),
+                Err(e) => Err(e),
+            },
+        );
+        result
+    }
+
+    /// Counts a finished call: its error if any, its time, its metrics, and
+    /// the line `lattice dev` prints (LATTICE_LOG=lattice::call=debug; a
+    /// disabled callsite costs a load).
+    fn account(
+        &self,
+        operation: &str,
+        took: Duration,
+        outcome: Result<usize, &dyn std::fmt::Display>,
+    ) {
+        if outcome.is_err() {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let took = began.elapsed();
         self.call_ns.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         if let Some(metrics) = &self.metrics {
-            metrics.call(operation, took, result.is_ok());
+            metrics.call(operation, took, outcome.is_ok());
         }
-        // One line per call for `lattice dev` (LATTICE_LOG=lattice::call=debug);
-        // a disabled callsite costs a load.
-        match &result {
-            Ok(reply) => {
-                tracing::debug!(target: "lattice::call", actor = %self.label, operation, took_us = took.as_micros() as u64, reply_bytes = reply.len(), "call")
+        match outcome {
+            Ok(reply_bytes) => {
+                tracing::debug!(target: "lattice::call", actor = %self.label, operation, took_us = took.as_micros() as u64, reply_bytes, "call")
             }
             Err(e) => {
                 tracing::debug!(target: "lattice::call", actor = %self.label, operation, took_us = took.as_micros() as u64, error = %e, "call failed")
             }
         }
-        result
     }
 
     async fn invoke_inner(
@@ -1081,5 +1103,26 @@ fn call_failure(
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.into()),
         Err(e) => Some(e.into()),
+    }
+}
+
+/// A call being run, counted when it ends: by [`Actor::account`] when it
+/// returns, or here when it is dropped unfinished (given up because its
+/// caller went away), as a failure with the time it had run, so the errors,
+/// the latency sum and the metrics hold every call that started.
+struct Accounting<'a> {
+    actor: &'a Actor,
+    operation: &'a str,
+    began: Instant,
+    settled: bool,
+}
+
+impl Drop for Accounting<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let why = "given up before it ended: its caller went away";
+            self.actor
+                .account(self.operation, self.began.elapsed(), Err(&why));
+        }
     }
 }

@@ -417,6 +417,7 @@ async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
     }
     ensure!(in_flight().await? == 1.0, "the call runs on h1");
 
+    let before = errors_of(&t, &h1, "faults").await?;
     web.kill()?;
     wait_until(
         "h1 to give up the call of the dead caller",
@@ -425,7 +426,24 @@ async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
     )
     .await
     .with_context(|| h1.log_tail(30))?;
+    // Counted as a failed call, not left out of the host's numbers.
+    let after = errors_of(&t, &h1, "faults").await?;
+    ensure!(
+        after == before + 1,
+        "the given-up call is an error: {before} errors before, {after} after"
+    );
     Ok(())
+}
+
+/// The failed calls of `actor` on `host`, from its inventory.
+async fn errors_of(
+    t: &TestLattice,
+    host: &lattice_harness::HostProcess,
+    actor: &str,
+) -> Result<u64> {
+    let inv = t.inventory(host).await?;
+    let found = find_actor(&inv, actor).with_context(|| format!("{actor} on {}", host.name()))?;
+    Ok(found.errors)
 }
 
 /// Checks the streaming of both bodies through the HTTP server at `url`
