@@ -270,7 +270,7 @@ impl ExportClient {
     /// One export: the request sent, the answer read.
     fn send(
         &self,
-        request: http::Request<Vec<u8>>,
+        request: http::Request<&[u8]>,
     ) -> Result<http::Response<bytes::Bytes>, ureq::Error> {
         let (parts, mut body) = self.agent.run(request)?.into_parts();
         let body = body.with_config().limit(MAX_ANSWER).read_to_vec()?;
@@ -288,7 +288,7 @@ impl opentelemetry_http::HttpClient for ExportClient {
         // own (a processor on an async runtime would need another client).
         let (parts, body) = request.into_parts();
         let url = parts.uri.clone();
-        let result = self.send(http::Request::from_parts(parts, body.to_vec()));
+        let result = self.send(http::Request::from_parts(parts, &body[..]));
         self.note(
             &url,
             match &result {

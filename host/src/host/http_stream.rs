@@ -444,10 +444,10 @@ impl Call {
 
     /// Runs the call until it ends; never resolves once it has.
     async fn run(&mut self) {
-        match self.result {
-            None => self.result = Some(self.future.as_mut().await),
-            Some(_) => std::future::pending().await,
+        if self.ended() {
+            std::future::pending::<()>().await;
         }
+        self.end().await;
     }
 
     /// Runs the call to its end.

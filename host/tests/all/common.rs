@@ -632,6 +632,20 @@ pub fn go_vet_and_test(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The value of the Prometheus sample line that starts with `series `
+/// (labels included).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The metrics address a host printed (`lattice up --metrics-addr`).
+pub fn metrics_url(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.strip_prefix("metrics on "))
+        .map(|u| u.trim().to_string())
+}
+
 /// A CA made for one test and a server certificate it signed for 127.0.0.1
 /// and localhost, in PEM (for files) and DER (for a rustls server).
 pub struct TestCa {

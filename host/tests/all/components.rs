@@ -364,24 +364,14 @@ async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
     let url = serve(&t, &faults, "faults", "h1", Some("web")).await?;
     get_until(&format!("{url}/echo"), 200).await?;
     let metrics = wait_until("h1 to print its metrics address", WAIT, || {
-        let url = h1
-            .log()
-            .lines()
-            .find_map(|l| l.strip_prefix("metrics on "))
-            .map(|u| format!("{}/metrics", u.trim().trim_end_matches("/metrics")));
+        let url = metrics_url(&h1.log());
         async move { Ok(url) }
     })
     .await?;
     let in_flight = || async {
         let text = reqwest::get(&metrics).await?.text().await?;
         Ok::<_, anyhow::Error>(
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix("lattice_actor_calls_in_flight{actor=\"faults\"} ")?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .unwrap_or(0.0),
+            sample(&text, "lattice_actor_calls_in_flight{actor=\"faults\"}").unwrap_or(0.0),
         )
     };
 
@@ -417,7 +407,11 @@ async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
     }
     ensure!(in_flight().await? == 1.0, "the call runs on h1");
 
-    let before = errors_of(&t, &h1, "faults").await?;
+    let errors = || async {
+        let faults = t.actor_on(&h1, "faults").await?;
+        Ok::<_, anyhow::Error>(faults.context("faults on h1")?.errors)
+    };
+    let before = errors().await?;
     web.kill()?;
     wait_until(
         "h1 to give up the call of the dead caller",
@@ -427,23 +421,12 @@ async fn a_streamed_call_whose_caller_died_is_given_up() -> Result<()> {
     .await
     .with_context(|| h1.log_tail(30))?;
     // Counted as a failed call, not left out of the host's numbers.
-    let after = errors_of(&t, &h1, "faults").await?;
+    let after = errors().await?;
     ensure!(
         after == before + 1,
         "the given-up call is an error: {before} errors before, {after} after"
     );
     Ok(())
-}
-
-/// The failed calls of `actor` on `host`, from its inventory.
-async fn errors_of(
-    t: &TestLattice,
-    host: &lattice_harness::HostProcess,
-    actor: &str,
-) -> Result<u64> {
-    let inv = t.inventory(host).await?;
-    let found = find_actor(&inv, actor).with_context(|| format!("{actor} on {}", host.name()))?;
-    Ok(found.errors)
 }
 
 /// Checks the streaming of both bodies through the HTTP server at `url`

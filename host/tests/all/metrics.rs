@@ -7,22 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use lattice_harness::wait_until;
 
-use crate::common::{TestLattice, actor_wasm, get_until};
+use crate::common::{TestLattice, actor_wasm, get_until, metrics_url, sample};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The value of the sample line that starts with `series ` (labels included).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// The address the host printed for its metrics.
-fn metrics_url(log: &str) -> Option<String> {
-    log.lines()
-        .find_map(|l| l.strip_prefix("metrics on "))
-        .map(|u| u.trim().to_string())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_counts_calls_links_and_http_requests() -> Result<()> {

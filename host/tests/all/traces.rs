@@ -369,7 +369,7 @@ async fn cli_exporting(
     env: &[(&str, &str)],
 ) -> Result<crate::common::CliOutput> {
     let full = [&["--otlp-endpoint", endpoint][..], args].concat();
-    t.cli_env(&full, env, Duration::from_secs(60)).await
+    t.cli_env(&full, env, crate::common::CLI_TIMEOUT).await
 }
 
 /// Waits until `collector` has received exactly `n` spans of CLI calls.
