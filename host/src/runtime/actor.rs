@@ -708,7 +708,7 @@ impl Actor {
         let warm = self.lock_warm().pop();
         let inst = match warm {
             Some(i) => i,
-            None => self.instantiate().await?,
+            None => Box::pin(self.instantiate()).await?,
         };
         // The epoch trap is the real deadline; the timer is a backstop for a guest
         // stuck in a host call, and a little later so the trap wins when both fire.
@@ -784,7 +784,7 @@ impl Actor {
                 data.trace = trace;
                 data.deadline = deadline;
                 yield_until(&mut store, deadline);
-                let call = async {
+                let call = Box::pin(async {
                     match input {
                         Input::Payload(payload) => {
                             instance.call(&mut store, operation, &payload).await
@@ -794,7 +794,7 @@ impl Actor {
                             .await
                             .map(|()| Vec::new()),
                     }
-                };
+                });
                 let outcome = tokio::time::timeout_at(backstop, call).await;
                 // Only a whole answer (or the handler's own error) leaves the
                 // instance in a known state; after anything else (a body half

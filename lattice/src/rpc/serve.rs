@@ -109,37 +109,38 @@ pub async fn with_progress_if_asked<T>(
     msg: &async_nats::Message,
     work: impl Future<Output = T>,
 ) -> T {
-    match (progress_interval(msg), msg.reply.as_ref()) {
-        (Some(every), Some(reply)) => with_progress(nats, reply, every, work).await,
-        _ => work.await,
-    }
-}
-
-/// Runs `work`, publishing a progress message to `reply` every `every` until
-/// it is done, so the caller knows this side is alive.
-async fn with_progress<T>(
-    nats: &async_nats::Client,
-    reply: &async_nats::Subject,
-    every: Duration,
-    work: impl Future<Output = T>,
-) -> T {
+    // One path for both cases, so `work` (an actor call: kilobytes of state)
+    // is held once in this future, not once per branch.
+    let asked = progress_interval(msg).zip(msg.reply.as_ref());
+    let every = asked.map_or(Duration::from_secs(3600), |(every, _)| every);
     let mut work = std::pin::pin!(work);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = tick.tick() => {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(STATUS_HEADER, PROGRESS);
-                // Best effort: a lost progress message costs at most one
-                // interval of the caller's patience.
-                let _ = nats
-                    .publish_with_headers(reply.clone(), headers, bytes::Bytes::new())
-                    .await;
+            _ = tick.tick(), if asked.is_some() => {
+                if let Some((_, reply)) = asked {
+                    progress(nats, reply);
+                }
             }
         }
     }
+}
+
+/// Says "still at work" to `reply`, best effort: a lost progress message
+/// costs at most one interval of the caller's patience. Sent from a task of
+/// its own (a few times a second at most), so the publish's state is not
+/// carried by every request.
+fn progress(nats: &async_nats::Client, reply: &async_nats::Subject) {
+    let (nats, reply) = (nats.clone(), reply.clone());
+    tokio::spawn(async move {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(STATUS_HEADER, PROGRESS);
+        let _ = nats
+            .publish_with_headers(reply, headers, bytes::Bytes::new())
+            .await;
+    });
 }
 
 /// Encodes a response; one that would not fit in `max` bytes becomes an error
