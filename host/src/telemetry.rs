@@ -25,7 +25,7 @@ use tracing::{Level, subscriber::Interest};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
-    filter::{DynFilterFn, dynamic_filter_fn},
+    filter::{DynFilterFn, FilterExt, dynamic_filter_fn, filter_fn},
     fmt,
     layer::Context,
     prelude::*,
@@ -95,6 +95,13 @@ impl Telemetry {
     }
 }
 
+/// Log lines of the OpenTelemetry SDK not shown: one per failed export, which
+/// [`ExportClient`] says once when exports start failing and once when they
+/// work again. Its other lines are: spans dropped because the export queue
+/// is full (`OTEL_BSP_MAX_QUEUE_SIZE`), once when it starts and with the
+/// count at shutdown; spans a collector rejected.
+const REPEATED_SDK_LINES: &[&str] = &["BatchSpanProcessor.ExportError"];
+
 /// Installs the global subscriber. `default_filter` applies when `LATTICE_LOG`
 /// (or the config's `log`) is unset. Logs go to stderr so stdout stays for
 /// output. With an OTLP endpoint (the config's, else
@@ -134,7 +141,8 @@ pub fn init(
         .log
         .as_deref()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_filter));
+        .unwrap_or_else(|| EnvFilter::new(default_filter))
+        .and(filter_fn(|m| !REPEATED_SDK_LINES.contains(&m.name())));
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(if cfg.log_json {
         fmt::layer()

@@ -1,7 +1,8 @@
 //! `--otlp-endpoint`: spans exported over OTLP/HTTP by the CLI and by two host
 //! processes, received by a collector the test runs, form one connected trace
 //! for one call that crosses both hosts; an `https://` collector is reached
-//! with the CA given by `--otlp-certificate` or `OTEL_EXPORTER_OTLP_CERTIFICATE`.
+//! with the CA given by `--otlp-certificate` or `OTEL_EXPORTER_OTLP_CERTIFICATE`;
+//! spans dropped on a full export queue are said.
 
 use std::{
     collections::BTreeMap,
@@ -264,6 +265,55 @@ async fn a_bad_endpoint_is_refused_and_an_absent_collector_is_not_an_error() -> 
     t.cli(&["--otlp-endpoint", &nobody, "ctl", "get", "hosts"])
         .await?
         .success()?;
+    Ok(())
+}
+
+/// Spans the SDK drops because its export queue is full are said in the
+/// host's log, once, while calls go on being answered. Here the queue holds
+/// one span (`OTEL_BSP_MAX_QUEUE_SIZE`) and the collector takes connections
+/// and never answers, so the first export holds the exporter up.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_dropped_on_a_full_export_queue_are_said() -> Result<()> {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", silent.local_addr()?);
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let t = TestLattice::start().await?;
+    let opts = t
+        .host_options("drops", &[("--otlp-endpoint", url.as_str())])
+        .env_var("OTEL_BSP_MAX_QUEUE_SIZE", "1");
+    let host = HostProcess::spawn(BIN, &opts).await?;
+    t.start_actor(&host, &actor_wasm("hello")?, "hello", 1)
+        .await?;
+    // Three spans or more (the start's, one per call): one exported (held
+    // up), one queued, the rest dropped.
+    for name in ["one", "two", "three"] {
+        let out = t
+            .cli(&["call", "hello", "SayHello", &format!("{name:?}")])
+            .await?
+            .success()?;
+        ensure!(
+            out.stdout.contains(&format!("Hello, {name}!")),
+            "{}",
+            out.stdout
+        );
+    }
+    const DROPPED: &str = "dropped a Span due to queue full";
+    wait_until("the host to say spans were dropped", WAIT, || {
+        let said = host.log().contains(DROPPED);
+        async move { Ok(said.then_some(())) }
+    })
+    .await
+    .with_context(|| host.log_tail(30))?;
+    let log = host.log();
+    ensure!(
+        log.matches(DROPPED).count() == 1,
+        "said once, not per span: {log}"
+    );
     Ok(())
 }
 
