@@ -101,6 +101,9 @@ async fn setup(url: &str) -> anyhow::Result<Setup> {
         operation: "SayHello".into(),
         payload: rmp_serde::to_vec_named("World")?,
         link_name: None,
+        // The same bytes a Lattice call carries in its body.
+        traceparent: Some(lattice::trace::TraceContext::new_root().traceparent()),
+        progress_ms: Some(lattice::rpc::remote::PROGRESS_INTERVAL.as_millis() as u64),
     }
     .encode()?
     .into();

@@ -403,6 +403,9 @@ impl Bench {
             operation: "SayHello".into(),
             payload: say_hello.clone(),
             link_name: None,
+            // The same bytes a Lattice call carries in its body.
+            traceparent: Some(lattice::trace::TraceContext::new_root().traceparent()),
+            progress_ms: Some(lattice::rpc::remote::PROGRESS_INTERVAL.as_millis() as u64),
         }
         .encode()?
         .into();

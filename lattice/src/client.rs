@@ -413,7 +413,7 @@ impl CtlClient {
         let span = tracing::info_span!("call", actor = %actor, operation = %operation);
         let trace = crate::trace::enter(&span, None);
         self.caller
-            .invoke(&self.lattice, &target, &invocation, &trace, self.timeout)
+            .invoke(&self.lattice, &target, invocation, &trace, self.timeout)
             .instrument(span)
             .await
     }

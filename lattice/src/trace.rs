@@ -79,10 +79,18 @@ impl TraceContext {
 
     /// Reads `traceparent` from headers; `None` when absent or malformed.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Option<Self> {
-        let value = headers?.get(TRACEPARENT)?.as_str();
+        Self::parse(headers?.get(TRACEPARENT)?.as_str())
+    }
+
+    /// Reads a W3C `traceparent` value (`00-{trace}-{span}-{flags}`); `None`
+    /// when malformed. The ids must be hex of the right length: they come from
+    /// the network and end up in log lines.
+    pub fn parse(value: &str) -> Option<Self> {
         let mut parts = value.split('-');
         let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-        if trace.len() != 32 || span.len() != 16 {
+        let hex =
+            |id: &str, len: usize| id.len() == len && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(trace, 32) || !hex(span, 16) {
             return None;
         }
         // Absent or unreadable flags: sampled, as before flags were read.
@@ -97,13 +105,15 @@ impl TraceContext {
         })
     }
 
+    /// The W3C `traceparent` value of this context.
+    pub fn traceparent(&self) -> String {
+        let flags = if self.sampled { "01" } else { "00" };
+        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+    }
+
     /// Writes `traceparent` into headers.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        let flags = if self.sampled { "01" } else { "00" };
-        headers.insert(
-            TRACEPARENT,
-            format!("00-{}-{}-{flags}", self.trace_id, self.span_id).as_str(),
-        );
+        headers.insert(TRACEPARENT, self.traceparent().as_str());
     }
 }
 
@@ -143,5 +153,21 @@ mod tests {
             format!("00-{}-{}", t.trace_id, t.span_id).as_str(),
         );
         assert!(TraceContext::from_headers(Some(&h)).is_some_and(|c| c.sampled));
+    }
+
+    #[test]
+    fn only_hex_ids_of_the_right_length_are_read() {
+        let t = TraceContext::new_root();
+        assert_eq!(TraceContext::parse(&t.traceparent()), Some(t.clone()));
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473\n-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90\x1b[1-01",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad:?}");
+        }
     }
 }

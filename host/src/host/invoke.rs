@@ -74,12 +74,17 @@ impl HostInner {
             }
         }
         let timeout = call.deadline.saturating_duration_since(Instant::now()) + REMOTE_SLACK;
-        let invocation = Invocation::new(call.origin, &call.target, call.operation, call.payload);
+        let invocation = Invocation::new(
+            call.origin.clone(),
+            &call.target,
+            call.operation,
+            call.payload,
+        );
         self.caller
             .invoke(
                 &self.lattice,
                 &call.target,
-                &invocation,
+                invocation,
                 &call.trace,
                 timeout,
             )
@@ -96,7 +101,7 @@ impl HostInner {
                     provider: provider.to_string(),
                     contract: contract.to_string(),
                     link: link.to_string(),
-                    actor: invocation.origin.clone(),
+                    actor: call.origin,
                 },
                 (e, _) => HostCallError::Remote(e),
             })

@@ -657,7 +657,7 @@ async fn provider_ids_are_not_actor_ids_and_forged_origins_are_refused() -> Resu
         async move {
             let trace = lattice::trace::TraceContext::new_root();
             caller
-                .invoke(lid, target, &inv, &trace, Duration::from_secs(5))
+                .invoke(lid, target, inv, &trace, Duration::from_secs(5))
                 .await
         }
     };

@@ -91,6 +91,17 @@ pub struct Invocation {
     /// For calls to a provider: the link name the actor used (its config applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_name: Option<String>,
+    /// The caller's trace context, a W3C `traceparent` value. Carried in the
+    /// body rather than a NATS header: a message with headers costs the
+    /// client and the server enough to take some 20 % off calls/s. (The
+    /// `traceparent` header is still read when this is absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Asks the serving side for progress messages every this many
+    /// milliseconds while the call runs, as the `Lattice-Progress` header does
+    /// for other requests ([`remote::PROGRESS_HEADER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_ms: Option<u64>,
 }
 
 /// The answer to an [`Invocation`]: a payload, or an error message.
@@ -121,6 +132,8 @@ impl Invocation {
                 Target::Actor(_) => None,
                 Target::Provider { link, .. } => Some(link.to_string()),
             },
+            traceparent: None,
+            progress_ms: None,
         }
     }
 
@@ -206,11 +219,22 @@ mod tests {
             operation: "SayHello".into(),
             payload: vec![0xa5, b'w', b'o', b'r', b'l', b'd'],
             link_name: None,
+            traceparent: None,
+            progress_ms: None,
         };
         let bytes = inv.encode().unwrap();
         assert_eq!(Invocation::decode(&bytes).unwrap(), inv);
         // named fields: the map carries the key "operation"
         assert!(bytes.windows(9).any(|w| w == b"operation"));
+        // Unset optional fields are left out, so older readers see nothing new.
+        assert!(!bytes.windows(11).any(|w| w == b"traceparent"));
+        let traced = Invocation {
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            progress_ms: Some(250),
+            ..inv
+        };
+        let bytes = traced.encode().unwrap();
+        assert_eq!(Invocation::decode(&bytes).unwrap(), traced);
     }
 
     #[test]

@@ -36,10 +36,14 @@ pub async fn serve_invocation<F, Fut, E>(
     let Some(reply) = msg.reply.clone() else {
         return;
     };
-    let incoming = TraceContext::from_headers(msg.headers.as_ref());
     let response = match Invocation::decode(&msg.payload) {
         Err(e) => InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
         Ok(inv) => {
+            let incoming = incoming_trace(&inv, &msg);
+            let every = inv
+                .progress_ms
+                .map(clamp_interval)
+                .or_else(|| progress_interval(&msg));
             let span = tracing::info_span!(
                 "serve",
                 target = %what,
@@ -54,7 +58,7 @@ pub async fn serve_invocation<F, Fut, E>(
             let slack = deadline + DEADLINE_SLACK;
             let work =
                 tokio::time::timeout(slack, handle(inv, trace, until)).instrument(span.clone());
-            let result = with_progress_if_asked(nats, &msg, work).await;
+            let result = with_progress(nats, every.map(|every| (every, &reply)), work).await;
             match result {
                 Ok(Ok(payload)) => InvocationResponse::ok(payload),
                 Ok(Err(e)) => {
@@ -86,8 +90,16 @@ pub fn deadline_exceeded(what: &str, deadline: Duration, operation: &str) -> Str
     )
 }
 
-/// The progress interval a caller asked for in [`PROGRESS_HEADER`], within
-/// 50 ms to 60 s (a caller cannot make a host chatter faster).
+/// The caller's trace context: the invocation's own field, else the
+/// `traceparent` header (callers that set only that).
+fn incoming_trace(inv: &Invocation, msg: &async_nats::Message) -> Option<TraceContext> {
+    match &inv.traceparent {
+        Some(t) => TraceContext::parse(t),
+        None => TraceContext::from_headers(msg.headers.as_ref()),
+    }
+}
+
+/// The progress interval a caller asked for in [`PROGRESS_HEADER`].
 fn progress_interval(msg: &async_nats::Message) -> Option<Duration> {
     let ms: u64 = msg
         .headers
@@ -96,22 +108,39 @@ fn progress_interval(msg: &async_nats::Message) -> Option<Duration> {
         .as_str()
         .parse()
         .ok()?;
-    Some(Duration::from_millis(ms.clamp(50, 60_000)))
+    Some(clamp_interval(ms))
+}
+
+/// A progress interval asked for in milliseconds, within 50 ms to 60 s (a
+/// caller cannot make a host chatter faster).
+fn clamp_interval(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(50, 60_000))
 }
 
 /// Runs `work`, the answering of request `msg`; when the caller asked for
-/// progress ([`PROGRESS_HEADER`], as [`super::remote::Caller`] does), publishes
-/// a progress message to the reply subject at the asked interval until `work`
-/// is done, so the caller can tell a long request from a dead server. Used for
-/// invocations and for the control requests that take time (starts, stops).
+/// progress ([`PROGRESS_HEADER`], as [`super::remote::Caller::request`]
+/// does), publishes a progress message to the reply subject at the asked
+/// interval until `work` is done, so the caller can tell a long request from
+/// a dead server. Used for the control requests that take time (starts,
+/// stops) and streamed exchanges; invocations ask in their body.
 pub async fn with_progress_if_asked<T>(
     nats: &async_nats::Client,
     msg: &async_nats::Message,
     work: impl Future<Output = T>,
 ) -> T {
+    let asked = progress_interval(msg).zip(msg.reply.as_ref());
+    with_progress(nats, asked, work).await
+}
+
+/// Runs `work`, publishing a progress message every `every` to `reply` until
+/// it is done when `asked` is `Some((every, reply))`.
+async fn with_progress<T>(
+    nats: &async_nats::Client,
+    asked: Option<(Duration, &async_nats::Subject)>,
+    work: impl Future<Output = T>,
+) -> T {
     // One path for both cases, so `work` (an actor call: kilobytes of state)
     // is held once in this future, not once per branch.
-    let asked = progress_interval(msg).zip(msg.reply.as_ref());
     let every = asked.map_or(Duration::from_secs(3600), |(every, _)| every);
     let mut work = std::pin::pin!(work);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -183,5 +212,49 @@ mod tests {
             InvocationResponse::decode(&small).unwrap().payload.len(),
             100
         );
+    }
+
+    fn message(headers: Option<async_nats::HeaderMap>) -> async_nats::Message {
+        async_nats::Message {
+            subject: "lattice.l.rpc.actor.hello".into(),
+            reply: Some("_INBOX.a.1".into()),
+            payload: bytes::Bytes::new(),
+            headers,
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn trace_and_progress_come_from_the_body_else_the_headers() {
+        let body_trace = TraceContext::new_root();
+        let header_trace = TraceContext::new_root();
+        let mut headers = async_nats::HeaderMap::new();
+        header_trace.inject(&mut headers);
+        headers.insert(PROGRESS_HEADER, "1000");
+        let with_headers = message(Some(headers));
+        let target = crate::rpc::Target::Actor(crate::id::ActorId::new("hello").unwrap());
+        let mut inv = Invocation::new("cli", &target, "SayHello", vec![]);
+
+        // Nothing in the body: the headers (callers that set only those).
+        assert_eq!(incoming_trace(&inv, &with_headers), Some(header_trace));
+        assert_eq!(
+            progress_interval(&with_headers),
+            Some(Duration::from_secs(1))
+        );
+        // Nothing anywhere: a new trace is the serving side's to start, no progress.
+        assert_eq!(incoming_trace(&inv, &message(None)), None);
+        assert_eq!(progress_interval(&message(None)), None);
+
+        // The body wins.
+        inv.traceparent = Some(body_trace.traceparent());
+        assert_eq!(incoming_trace(&inv, &with_headers), Some(body_trace));
+        // A malformed one is no trace, not an error.
+        inv.traceparent = Some("00-nonsense".into());
+        assert_eq!(incoming_trace(&inv, &message(None)), None);
+        // Intervals are clamped: a caller cannot make a host chatter.
+        assert_eq!(clamp_interval(1), Duration::from_millis(50));
+        assert_eq!(clamp_interval(u64::MAX), Duration::from_secs(60));
     }
 }

@@ -107,6 +107,9 @@ impl Route {
             operation: HANDLE_REQUEST.to_string(),
             payload,
             link_name: None,
+            // A streamed exchange says these in headers, beside its own.
+            traceparent: None,
+            progress_ms: None,
         };
         let payload = match invocation.encode() {
             Ok(payload) => payload,

@@ -589,7 +589,7 @@ impl ActorCaller for NatsActorCaller {
             let target = target.map_err(|e| CallError::Failed(e.to_string()))?;
             let inv = Invocation::new(origin, &target, operation, payload);
             caller
-                .invoke(&lattice, &target, &inv, &TraceContext::new_root(), timeout)
+                .invoke(&lattice, &target, inv, &TraceContext::new_root(), timeout)
                 .await
                 .map_err(|e| call_error(&actor, e))
         })
