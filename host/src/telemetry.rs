@@ -7,7 +7,7 @@
 //! makes (in-process or not), the CLI's `call` span, and other spans at INFO
 //! or above; the log filter does not apply to them. Each serving
 //! span is made the child of the span named in the request's `traceparent`
-//! header ([`lattice::trace::enter`]), so one request is one trace across
+//! ([`lattice::trace::enter`]), so one request is one trace across
 //! processes.
 
 use std::{
@@ -21,7 +21,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use tracing::{Level, subscriber::Interest};
+use tracing::{Level, level_filters::LevelFilter, subscriber::Interest};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
@@ -95,12 +95,19 @@ impl Telemetry {
     }
 }
 
-/// Log lines of the OpenTelemetry SDK not shown: one per failed export, which
+/// Log lines of the OpenTelemetry SDK and exporter not shown: those said per
+/// failed export (by the batch processor and the exporter's retries), which
 /// [`ExportClient`] says once when exports start failing and once when they
 /// work again. Its other lines are: spans dropped because the export queue
 /// is full (`OTEL_BSP_MAX_QUEUE_SIZE`), once when it starts and with the
 /// count at shutdown; spans a collector rejected.
-const REPEATED_SDK_LINES: &[&str] = &["BatchSpanProcessor.ExportError"];
+const REPEATED_SDK_LINES: &[&str] = &[
+    "BatchSpanProcessor.ExportError",
+    "Export.Failed.DeadlineExceeded",
+    "Export.Failed.NonRetryable",
+    "Export.Failed.Exhausted",
+    "Export.InProgress.Throttled",
+];
 
 /// Installs the global subscriber. `default_filter` applies when `LATTICE_LOG`
 /// (or the config's `log`) is unset. Logs go to stderr so stdout stays for
@@ -142,7 +149,13 @@ pub fn init(
         .as_deref()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter))
-        .and(filter_fn(|m| !REPEATED_SDK_LINES.contains(&m.name())));
+        // The hint keeps the EnvFilter's: without one, `And` has none, and
+        // every disabled `trace!` (cranelift logs per instruction) would be
+        // filtered the slow way.
+        .and(
+            filter_fn(|m| !REPEATED_SDK_LINES.contains(&m.name()))
+                .with_max_level_hint(LevelFilter::TRACE),
+        );
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(if cfg.log_json {
         fmt::layer()

@@ -1,11 +1,14 @@
-//! Trace context carried in NATS headers across hosts.
+//! Trace context carried across hosts.
 //!
-//! We use the W3C `traceparent` header format (`00-{trace}-{span}-01`) so a
-//! request's trace id stays the same from the CLI through every host it crosses.
+//! We use the W3C `traceparent` format (`00-{trace}-{span}-01`) so a request's
+//! trace id stays the same from the CLI through every host it crosses. It
+//! travels in an invocation's `traceparent` field, and as the `traceparent`
+//! NATS header on control requests and streamed exchanges (read on
+//! invocations too when the field is absent).
 //! Hosts record the trace id as a field on their `tracing` spans. When a
 //! process exports spans (OpenTelemetry, installed by the host crate through
 //! [`install_linker`]), [`enter`] makes each serving span the child of the
-//! span named in the header and hands its own id to the next hop, so the spans
+//! span named in the request and hands its own id to the next hop, so the spans
 //! of one request form one connected trace across processes.
 
 use std::sync::OnceLock;
@@ -83,14 +86,17 @@ impl TraceContext {
     }
 
     /// Reads a W3C `traceparent` value (`00-{trace}-{span}-{flags}`); `None`
-    /// when malformed. The ids must be hex of the right length: they come from
-    /// the network and end up in log lines.
+    /// when malformed. As the spec says: lowercase hex of the right lengths,
+    /// ids not all zeros, a version other than `ff` (the values come from the
+    /// network and end up in log lines and exported spans).
     pub fn parse(value: &str) -> Option<Self> {
         let mut parts = value.split('-');
-        let (_version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-        let hex =
-            |id: &str, len: usize| id.len() == len && id.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex(trace, 32) || !hex(span, 16) {
+        let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let id = |s: &str, len: usize| hex(s, len) && s.bytes().any(|b| b != b'0');
+        if !hex(version, 2) || version == "ff" || !id(trace, 32) || !id(span, 16) {
             return None;
         }
         // Absent or unreadable flags: sampled, as before flags were read.
@@ -166,6 +172,11 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e473\n-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90\x1b[1-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert_eq!(TraceContext::parse(bad), None, "{bad:?}");
         }

@@ -370,6 +370,13 @@ async fn spans_reach_an_https_collector_signed_by_the_given_ca() -> Result<()> {
         "the refused export is logged: {}",
         out.stderr
     );
+    // Once, in Lattice's words: not again by the SDK's batch processor or the
+    // exporter's retries.
+    ensure!(
+        out.stderr.matches("WARN").count() == 1 && !out.stderr.contains("Export.Failed"),
+        "one line for the failure: {}",
+        out.stderr
+    );
     // The CA by the standard variable: only this one more arrives.
     let by_env = [("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_str())];
     cli_exporting(&t, endpoint, &hello, &by_env)

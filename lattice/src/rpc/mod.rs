@@ -4,7 +4,9 @@
 //! (`lattice.{lid}.rpc.actor.{id}` or `lattice.{lid}.rpc.provider.{id}`) whose
 //! body is an [`Invocation`] and whose reply is an [`InvocationResponse`], both
 //! msgpack maps with named fields so SDKs in any language can read them. The trace
-//! context rides in the `traceparent` header (see [`crate::trace`]).
+//! context and the request for progress messages ride in the invocation
+//! ([`Invocation::traceparent`], [`Invocation::progress_ms`]), not in NATS
+//! headers, which cost a call noticeably more (see [`crate::trace`]).
 //!
 //! * [`remote`]: sending an invocation over NATS (the CLI, hosts, providers);
 //! * [`serve`]: answering invocations from a subscription, for actors and

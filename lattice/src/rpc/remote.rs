@@ -44,10 +44,12 @@ fn fits(nats: &Client, body: &Bytes, what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Header a caller sets on an invocation to ask for progress messages: its
-/// value is the interval in milliseconds. While the call runs, the serving
-/// side publishes an empty message with [`STATUS_HEADER`]` = `[`PROGRESS`] to
-/// the reply subject at that interval ([`super::serve::serve_invocation`]).
+/// Header a caller sets on a control request or a streamed exchange to ask
+/// for progress messages (an invocation asks in its `progress_ms` field; the
+/// header is read there too when the field is absent): its value is the
+/// interval in milliseconds. While the request runs, the serving side
+/// publishes an empty message with [`STATUS_HEADER`]` = `[`PROGRESS`] to the
+/// reply subject at that interval ([`super::serve::serve_invocation`]).
 pub const PROGRESS_HEADER: &str = "Lattice-Progress";
 /// Header marking a message on a reply subject as other than the reply.
 pub const STATUS_HEADER: &str = "Lattice-Status";

@@ -7,7 +7,7 @@
 //! error replies that say so, and a handler that outlives the deadline is
 //! answered with a deadline error rather than left for the caller's timeout.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use tracing::Instrument;
 
@@ -140,36 +140,42 @@ async fn with_progress<T>(
     work: impl Future<Output = T>,
 ) -> T {
     // One path for both cases, so `work` (an actor call: kilobytes of state)
-    // is held once in this future, not once per branch.
-    let every = asked.map_or(Duration::from_secs(3600), |(every, _)| every);
+    // is held once in this future, not once per branch; the publish in
+    // flight is boxed, as it is seldom there (calls over `every`).
     let mut work = std::pin::pin!(work);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = asked.map(|(every, reply)| {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (tick, reply)
+    });
+    let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
             done = &mut work => return done,
-            _ = tick.tick(), if asked.is_some() => {
-                if let Some((_, reply)) = asked {
-                    progress(nats, reply);
-                }
+            () = async { sending.as_mut().expect("checked").await }, if sending.is_some() => {
+                sending = None;
+            }
+            // Not while one is still being sent: a stalled connection gets
+            // one progress message at a time, not a pile of them.
+            reply = async {
+                let (tick, reply) = ticks.as_mut().expect("checked");
+                tick.tick().await;
+                *reply
+            }, if ticks.is_some() && sending.is_none() => {
+                sending = Some(Box::pin(progress(nats, reply)));
             }
         }
     }
 }
 
 /// Says "still at work" to `reply`, best effort: a lost progress message
-/// costs at most one interval of the caller's patience. Sent from a task of
-/// its own (a few times a second at most), so the publish's state is not
-/// carried by every request.
-fn progress(nats: &async_nats::Client, reply: &async_nats::Subject) {
-    let (nats, reply) = (nats.clone(), reply.clone());
-    tokio::spawn(async move {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(STATUS_HEADER, PROGRESS);
-        let _ = nats
-            .publish_with_headers(reply, headers, bytes::Bytes::new())
-            .await;
-    });
+/// costs at most one interval of the caller's patience.
+async fn progress(nats: &async_nats::Client, reply: &async_nats::Subject) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(STATUS_HEADER, PROGRESS);
+    let _ = nats
+        .publish_with_headers(reply.clone(), headers, bytes::Bytes::new())
+        .await;
 }
 
 /// Encodes a response; one that would not fit in `max` bytes becomes an error
