@@ -95,18 +95,13 @@ async fn setup(url: &str) -> anyhow::Result<Setup> {
             }
         }
     });
-    let echo_payload = Invocation {
-        origin: "cli".into(),
-        target: "hello".into(),
-        operation: "SayHello".into(),
-        payload: rmp_serde::to_vec_named("World")?,
-        link_name: None,
-        // The same bytes a Lattice call carries in its body.
-        traceparent: Some(lattice::trace::TraceContext::new_root().traceparent()),
-        progress_ms: Some(lattice::rpc::remote::PROGRESS_INTERVAL.as_millis() as u64),
-    }
-    .encode()?
-    .into();
+    // The same bytes a Lattice call of SayHello puts on the wire.
+    let hello = lattice::rpc::Target::Actor(lattice::id::ActorId::new("hello")?);
+    let echo_payload =
+        Invocation::new("cli", &hello, "SayHello", rmp_serde::to_vec_named("World")?)
+            .as_sent(&lattice::trace::TraceContext::new_root())
+            .encode()?
+            .into();
     Ok(Setup {
         host,
         ctl,

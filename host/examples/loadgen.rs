@@ -396,19 +396,12 @@ impl Bench {
         });
 
         let say_hello = rmp_serde::to_vec_named("World")?;
-        // Echo the same bytes an invocation of SayHello puts on the wire.
-        let echo_payload = Invocation {
-            origin: "cli".into(),
-            target: "hello".into(),
-            operation: "SayHello".into(),
-            payload: say_hello.clone(),
-            link_name: None,
-            // The same bytes a Lattice call carries in its body.
-            traceparent: Some(lattice::trace::TraceContext::new_root().traceparent()),
-            progress_ms: Some(lattice::rpc::remote::PROGRESS_INTERVAL.as_millis() as u64),
-        }
-        .encode()?
-        .into();
+        // Echo the same bytes a call of SayHello puts on the wire.
+        let hello = lattice::rpc::Target::Actor(lattice::id::ActorId::new("hello")?);
+        let echo_payload = Invocation::new("cli", &hello, "SayHello", say_hello.clone())
+            .as_sent(&lattice::trace::TraceContext::new_root())
+            .encode()?
+            .into();
         Ok(Bench {
             args,
             url,

@@ -135,13 +135,11 @@ impl Caller {
         &self,
         lattice: &LatticeId,
         target: &Target,
-        mut invocation: Invocation,
+        invocation: Invocation,
         trace: &TraceContext,
         timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
-        invocation.traceparent = Some(trace.traceparent());
-        invocation.progress_ms = Some(PROGRESS_INTERVAL.as_millis() as u64);
-        let body: Bytes = invocation.encode()?.into();
+        let body: Bytes = invocation.as_sent(trace).encode()?.into();
         let msg = self
             .exchange(
                 target.subject(lattice),
@@ -238,6 +236,16 @@ impl Caller {
             }
             return Ok(msg);
         }
+    }
+}
+
+impl Invocation {
+    /// The invocation as [`Caller::invoke`] sends it: carrying `trace` and
+    /// asking for progress every [`PROGRESS_INTERVAL`].
+    pub fn as_sent(mut self, trace: &TraceContext) -> Self {
+        self.traceparent = Some(trace.traceparent());
+        self.progress_ms = Some(PROGRESS_INTERVAL.as_millis() as u64);
+        self
     }
 }
 

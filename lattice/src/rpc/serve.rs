@@ -40,10 +40,7 @@ pub async fn serve_invocation<F, Fut, E>(
         Err(e) => InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
         Ok(inv) => {
             let incoming = incoming_trace(&inv, &msg);
-            let every = inv
-                .progress_ms
-                .map(clamp_interval)
-                .or_else(|| progress_interval(&msg));
+            let every = asked_interval(&inv, &msg);
             let span = tracing::info_span!(
                 "serve",
                 target = %what,
@@ -96,6 +93,15 @@ fn incoming_trace(inv: &Invocation, msg: &async_nats::Message) -> Option<TraceCo
     match &inv.traceparent {
         Some(t) => TraceContext::parse(t),
         None => TraceContext::from_headers(msg.headers.as_ref()),
+    }
+}
+
+/// The progress interval the caller asked for: the invocation's own field,
+/// else the [`PROGRESS_HEADER`].
+fn asked_interval(inv: &Invocation, msg: &async_nats::Message) -> Option<Duration> {
+    match inv.progress_ms {
+        Some(ms) => Some(clamp_interval(ms)),
+        None => progress_interval(msg),
     }
 }
 
@@ -246,16 +252,20 @@ mod tests {
         // Nothing in the body: the headers (callers that set only those).
         assert_eq!(incoming_trace(&inv, &with_headers), Some(header_trace));
         assert_eq!(
-            progress_interval(&with_headers),
+            asked_interval(&inv, &with_headers),
             Some(Duration::from_secs(1))
         );
         // Nothing anywhere: a new trace is the serving side's to start, no progress.
         assert_eq!(incoming_trace(&inv, &message(None)), None);
-        assert_eq!(progress_interval(&message(None)), None);
+        assert_eq!(asked_interval(&inv, &message(None)), None);
 
         // The body wins.
-        inv.traceparent = Some(body_trace.traceparent());
+        inv = inv.as_sent(&body_trace);
         assert_eq!(incoming_trace(&inv, &with_headers), Some(body_trace));
+        assert_eq!(
+            asked_interval(&inv, &with_headers),
+            Some(Duration::from_millis(250))
+        );
         // A malformed one is no trace, not an error.
         inv.traceparent = Some("00-nonsense".into());
         assert_eq!(incoming_trace(&inv, &message(None)), None);
