@@ -76,6 +76,55 @@ impl Reference {
     }
 }
 
+/// How long a write waits for a stream that does not answer yet.
+const STREAM_SETTLE: Duration = Duration::from_secs(5);
+
+/// Runs the write `op` again, for up to `within`, while nothing
+/// answers on the stream's subjects; any other outcome is returned at once.
+///
+/// Right after a replicated bucket is created (or while its leader moves), the
+/// stream leader's interest may not yet have reached the server this client is
+/// connected to: a publish then gets "no responders" although the stream
+/// exists. Such a publish stored nothing, so trying again is safe.
+async fn while_stream_settles<T, E, F, Fut>(within: Duration, mut op: F) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match op().await {
+            Err(e) if no_stream_answered(&e) && tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "the stream does not answer yet; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether `err`, or one of its causes, is a JetStream publish that nothing
+/// answered. The object store keeps only the text of the publish error, so the
+/// text async-nats gives that kind is what is looked for.
+fn no_stream_answered(err: &(dyn std::error::Error + 'static)) -> bool {
+    use jetstream::context::{PublishError, PublishErrorKind};
+    let text = PublishErrorKind::StreamNotFound.to_string();
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.downcast_ref::<PublishError>()
+            .is_some_and(|p| p.kind() == PublishErrorKind::StreamNotFound)
+            || e.to_string().ends_with(&text)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn tag_key(name: &str, tag: &str) -> String {
     format!("artifact.tag.{name}.{tag}")
 }
@@ -161,19 +210,23 @@ impl ArtifactStore {
         });
         let present = matches!(info, Ok(info) if info.size == bytes.len() && !info.deleted);
         if !present {
-            let mut reader = bytes;
-            self.objects
-                .put(digest.as_str(), &mut reader)
-                .await
-                .map_err(|e| Error::nats(format!("upload artifact {digest}"), e))?;
+            let name = digest.as_str();
+            while_stream_settles(STREAM_SETTLE, || {
+                let mut reader = bytes;
+                async move { self.objects.put(name, &mut reader).await }
+            })
+            .await
+            .map_err(|e| Error::nats(format!("upload artifact {digest}"), e))?;
         }
         if let Some((name, tag)) = tag
             && tagged.as_deref() != Some(digest.as_str().as_bytes())
         {
-            self.state
-                .put(tag_key(name, tag), digest.as_str().to_string().into())
-                .await
-                .map_err(|e| Error::nats(format!("tag {name}:{tag}"), e))?;
+            while_stream_settles(STREAM_SETTLE, || {
+                self.state
+                    .put(tag_key(name, tag), digest.as_str().to_string().into())
+            })
+            .await
+            .map_err(|e| Error::nats(format!("tag {name}:{tag}"), e))?;
         }
         Ok(Upload {
             digest,
@@ -311,6 +364,67 @@ pub fn replicas_for(nats: &async_nats::Client) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_nothing_answered_is_told_apart() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let unanswered = PublishError::new(PublishErrorKind::StreamNotFound);
+        // How the object store wraps it: only the text survives.
+        let chunk = object_store::PutError::with_source(
+            object_store::PutErrorKind::PublishChunks,
+            format!("failed getting chunk ack: {unanswered}"),
+        );
+        assert!(no_stream_answered(&chunk));
+        let tag = kv::PutError::with_source(kv::PutErrorKind::Ack, unanswered);
+        assert!(no_stream_answered(&tag));
+        let timeout = kv::PutError::with_source(
+            kv::PutErrorKind::Ack,
+            PublishError::new(PublishErrorKind::TimedOut),
+        );
+        assert!(!no_stream_answered(&timeout));
+        let other = object_store::PutError::with_source(
+            object_store::PutErrorKind::PublishChunks,
+            "failed getting chunk ack: maximum bytes exceeded",
+        );
+        assert!(!no_stream_answered(&other));
+    }
+
+    #[tokio::test]
+    async fn writes_are_tried_again_while_the_stream_does_not_answer() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let mut tries = 0;
+        let out = while_stream_settles(STREAM_SETTLE, || {
+            tries += 1;
+            let n = tries;
+            async move {
+                if n < 3 {
+                    Err(PublishError::new(PublishErrorKind::StreamNotFound))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), 3);
+
+        // Anything else fails at once; an unanswered write gives up in time.
+        let mut tries = 0;
+        let out: Result<(), _> = while_stream_settles(STREAM_SETTLE, || {
+            tries += 1;
+            async { Err(PublishError::new(PublishErrorKind::TimedOut)) }
+        })
+        .await;
+        assert!(out.is_err());
+        assert_eq!(tries, 1);
+        let started = tokio::time::Instant::now();
+        let within = Duration::from_millis(200);
+        let out: Result<(), _> = while_stream_settles(within, || async {
+            Err(PublishError::new(PublishErrorKind::StreamNotFound))
+        })
+        .await;
+        assert!(out.is_err());
+        assert!(started.elapsed() <= within);
+    }
 
     #[test]
     fn references() {

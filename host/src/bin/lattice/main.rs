@@ -12,6 +12,7 @@ mod nats_args;
 mod output;
 mod project;
 mod provider;
+mod report;
 mod ui;
 mod up;
 
@@ -152,7 +153,7 @@ fn main() -> ExitCode {
             if verbose {
                 eprintln!("error: {err:?}");
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", report::one_line(&err));
             }
             if let Some(fix) = hint::fix_for(&err) {
                 eprintln!("hint: {fix}");

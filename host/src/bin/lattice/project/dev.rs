@@ -150,7 +150,10 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
             }
             Ok(built) => built,
             Err(e) => {
-                eprintln!("error: {e:#}\n{name} keeps running the last good module");
+                eprintln!(
+                    "error: {}\n{name} keeps running the last good module",
+                    crate::report::one_line(&e)
+                );
                 continue;
             }
         };
@@ -169,7 +172,10 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
             Err(e) => {
                 // It built but does not start (say, its init traps): back to
                 // the module that ran.
-                eprintln!("error: {e:#}\n{name} goes back to the last good module");
+                eprintln!(
+                    "error: {}\n{name} goes back to the last good module",
+                    crate::report::one_line(&e)
+                );
                 if let Err(e) = run_module(&ctl, &host, &actor, &running, &running_ref).await {
                     break Err(e.context("could not restart the last good module"));
                 }

@@ -433,7 +433,7 @@ async fn undeploy_app(
                     Some(lattice::Error::AppRedeployed { .. }) => StatusCode::CONFLICT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                ApiError(status, format!("{e:#}"))
+                ApiError(status, crate::report::one_line(&e))
             })
     })
     .await;
