@@ -8,7 +8,7 @@ use futures::StreamExt;
 use crate::{
     Error,
     app::{AppStatus, DeployedApp, Manifest},
-    artifact::open_state_bucket,
+    artifact::{STREAM_SETTLE, open_state_bucket, while_stream_settles},
     digest::Digest,
     id::LatticeId,
 };
@@ -102,14 +102,21 @@ impl AppStore {
             }
             let context = || format!("write app {}", manifest.name);
             // Someone else deployed in between: read again and go on top.
+            let body = bytes::Bytes::from(body);
             if kv_revision == 0 {
-                match self.kv.create(&key, body.into()).await {
+                match while_stream_settles(STREAM_SETTLE, || self.kv.create(&key, body.clone()))
+                    .await
+                {
                     Ok(_) => return Ok(app),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
                     Err(e) => return Err(Error::nats(context(), e)),
                 }
             } else {
-                match self.kv.update(&key, body.into(), kv_revision).await {
+                match while_stream_settles(STREAM_SETTLE, || {
+                    self.kv.update(&key, body.clone(), kv_revision)
+                })
+                .await
+                {
                     Ok(_) => return Ok(app),
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                     Err(e) => return Err(Error::nats(context(), e)),

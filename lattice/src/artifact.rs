@@ -77,7 +77,7 @@ impl Reference {
 }
 
 /// How long a write waits for a stream that does not answer yet.
-const STREAM_SETTLE: Duration = Duration::from_secs(5);
+pub(crate) const STREAM_SETTLE: Duration = Duration::from_secs(5);
 
 /// Runs the write `op` again, for up to `within`, while nothing
 /// answers on the stream's subjects; any other outcome is returned at once.
@@ -86,7 +86,7 @@ const STREAM_SETTLE: Duration = Duration::from_secs(5);
 /// stream leader's interest may not yet have reached the server this client is
 /// connected to: a publish then gets "no responders" although the stream
 /// exists. Such a publish stored nothing, so trying again is safe.
-async fn while_stream_settles<T, E, F, Fut>(within: Duration, mut op: F) -> Result<T, E>
+pub(crate) async fn while_stream_settles<T, E, F, Fut>(within: Duration, mut op: F) -> Result<T, E>
 where
     E: std::error::Error + 'static,
     F: FnMut() -> Fut,

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     Error,
-    artifact::open_state_bucket,
+    artifact::{STREAM_SETTLE, open_state_bucket, while_stream_settles},
     id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
     link::{self, KEY_PREFIX, LinkDefinition},
 };
@@ -54,8 +54,8 @@ impl LinkStore {
             what: "link".into(),
             reason: e.to_string(),
         })?;
-        self.kv
-            .put(link.key(), body.into())
+        let body = bytes::Bytes::from(body);
+        while_stream_settles(STREAM_SETTLE, || self.kv.put(link.key(), body.clone()))
             .await
             .map_err(|e| Error::nats(format!("put link {}", link.key()), e))?;
         Ok(())
