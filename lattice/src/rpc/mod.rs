@@ -78,6 +78,10 @@ impl fmt::Display for Target {
     }
 }
 
+/// Room for field names, ids and the trace context of an encoded
+/// [`Invocation`] or [`InvocationResponse`] besides its payload.
+const ENCODING_OVERHEAD: usize = 256;
+
 /// One call of an operation on a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invocation {
@@ -144,7 +148,12 @@ impl Invocation {
     /// # Errors
     /// [`Error::Codec`] — practically unreachable for this plain struct.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        rmp_serde::to_vec_named(self).map_err(|e| codec("encode", "invocation", e))
+        // Sized up front: grown from empty, the buffer was reallocated (and
+        // copied) a few times on every call.
+        let mut buf = Vec::with_capacity(ENCODING_OVERHEAD + self.payload.len());
+        rmp_serde::encode::write_named(&mut buf, self)
+            .map_err(|e| codec("encode", "invocation", e))?;
+        Ok(buf)
     }
 
     /// Decodes from msgpack.
@@ -178,7 +187,11 @@ impl InvocationResponse {
     /// # Errors
     /// [`Error::Codec`] — practically unreachable for this plain struct.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        rmp_serde::to_vec_named(self).map_err(|e| codec("encode", "invocation response", e))
+        let error = self.error.as_ref().map_or(0, String::len);
+        let mut buf = Vec::with_capacity(ENCODING_OVERHEAD + self.payload.len() + error);
+        rmp_serde::encode::write_named(&mut buf, self)
+            .map_err(|e| codec("encode", "invocation response", e))?;
+        Ok(buf)
     }
 
     /// Decodes from msgpack.

@@ -31,7 +31,7 @@ pub fn payload_limit(nats: &Client) -> usize {
 
 /// Refuses a request body larger than the server's max payload, naming both
 /// sizes, before the connection would drop it.
-fn fits(nats: &Client, body: &Bytes, what: &str) -> Result<(), Error> {
+fn fits(nats: &Client, body: &Bytes, what: &(dyn std::fmt::Display + Sync)) -> Result<(), Error> {
     // `max_payload` reads one field; `server_info()` would clone the whole INFO.
     let max = nats.max_payload();
     if max > 0 && body.len() > max {
@@ -141,13 +141,7 @@ impl Caller {
     ) -> Result<Vec<u8>, Error> {
         let body: Bytes = invocation.as_sent(trace).encode()?.into();
         let msg = self
-            .exchange(
-                target.subject(lattice),
-                None,
-                body,
-                timeout,
-                &target.to_string(),
-            )
+            .exchange(target.subject(lattice), None, body, timeout, target)
             .await?;
         InvocationResponse::decode(&msg.payload)?.into_result()
     }
@@ -172,19 +166,19 @@ impl Caller {
         what: &str,
     ) -> Result<async_nats::Message, Error> {
         ask_for_progress(&mut headers);
-        self.exchange(subject, Some(headers), body, timeout, what)
+        self.exchange(subject, Some(headers), body, timeout, &what)
             .await
     }
 
     /// [`Caller::request`] once progress has been asked for, in `headers` or
-    /// in `body`.
+    /// in `body`. `what` is formatted only for an error: on every call's path.
     async fn exchange(
         &self,
         subject: String,
         headers: Option<HeaderMap>,
         body: Bytes,
         timeout: Duration,
-        what: &str,
+        what: &(dyn std::fmt::Display + Sync),
     ) -> Result<async_nats::Message, Error> {
         fits(&self.inner.nats, &body, what)?;
         self.inner.subscribe().await?;
@@ -198,7 +192,6 @@ impl Caller {
             None => nats.publish_with_reply(subject.clone(), reply, body).await,
         }
         .map_err(|e| Error::nats(format!("request to {what}"), e))?;
-        let what = what.to_string();
         let deadline = Instant::now() + timeout;
         let mut heard = Instant::now();
         loop {
@@ -211,19 +204,27 @@ impl Caller {
                         std::io::Error::other("the reply subscription closed"),
                     ));
                 }
-                Err(_) if until >= deadline => return Err(Error::Timeout { what, timeout }),
+                Err(_) if until >= deadline => {
+                    return Err(Error::Timeout {
+                        what: what.to_string(),
+                        timeout,
+                    });
+                }
                 Err(_) => match catch_up(&self.inner.nats, &mut waiting.rx).await {
                     Some(msg) => msg,
                     None => {
                         return Err(Error::ServerLost {
-                            what,
+                            what: what.to_string(),
                             silence: SILENCE_LIMIT,
                         });
                     }
                 },
             };
             if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-                return Err(Error::NoResponders { what, subject });
+                return Err(Error::NoResponders {
+                    what: what.to_string(),
+                    subject,
+                });
             }
             let progress = msg
                 .headers

@@ -157,6 +157,9 @@ async fn with_progress<T>(
     let mut sending: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
+            // The work first: most calls are done at their first poll, and
+            // then the timer is never registered.
+            biased;
             done = &mut work => return done,
             () = async { sending.as_mut().expect("checked").await }, if sending.is_some() => {
                 sending = None;
