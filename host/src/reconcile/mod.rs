@@ -338,8 +338,12 @@ impl Pass<'_> {
             .filter(|i| labels_match(&i.host.labels, &spec.constraints))
             .collect();
 
-        // Too many: stop on the hosts with the most replicas first; a host with
-        // more than the excess is stopped whole and topped up next pass.
+        // Too many: taken off the hosts with the most replicas first. A host
+        // running no more than what is left of the excess stops the actor; one
+        // running more is scaled down, so the actor never stops serving there
+        // (stopping it whole and topping up next pass left a gap with no
+        // replica at all when it was the only host).
+        let mut to_scale: Vec<(&HostInventory, u32)> = Vec::new();
         if actual > desired {
             let mut excess = actual - desired;
             running.sort_by_key(|(_, r)| std::cmp::Reverse(*r));
@@ -347,8 +351,13 @@ impl Pass<'_> {
                 if excess == 0 {
                     break;
                 }
-                to_stop.push(inv);
-                excess = excess.saturating_sub(*r);
+                if *r <= excess {
+                    to_stop.push(inv);
+                    excess -= r;
+                } else {
+                    to_scale.push((inv, r - excess));
+                    excess = 0;
+                }
             }
         }
         if !self.still_leading() {
@@ -358,6 +367,16 @@ impl Pass<'_> {
             tracing::info!(actor = %actor_id, host = %inv.host.name, "reconciler: stopping");
             if let Err(e) = self.ctl.stop_actor(&inv.host.id, &actor_id).await {
                 tracing::warn!(error = %e, "reconciler could not stop actor");
+            }
+        }
+        for (inv, replicas) in to_scale {
+            tracing::info!(actor = %actor_id, host = %inv.host.name, replicas, "reconciler: scaling down");
+            if let Err(e) = self
+                .ctl
+                .scale_actor(&inv.host.id, &actor_id, replicas)
+                .await
+            {
+                tracing::warn!(error = %e, "reconciler could not scale actor down");
             }
         }
         if actual >= desired {

@@ -116,6 +116,41 @@ async fn app_converges_heals_after_a_host_dies_and_updates() -> Result<()> {
     Ok(())
 }
 
+/// An app scaled down on a host that runs more replicas than the excess is
+/// scaled down there: the actor is never stopped (which, on its only host,
+/// left no replica at all until the next pass) and answers throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_an_app_down_keeps_its_actor_serving() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _solo = t.host("solo", FAST).await?;
+    let hello = actor_wasm("hello")?;
+    let app = |n: u32| {
+        format!(
+            "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = {n}\n",
+            hello.display()
+        )
+    };
+    deploy(&t, "app.toml", &app(3)).await?;
+    wait_replicas(&t, "hello", 3).await?;
+    let mut events = t.events().await?;
+
+    deploy(&t, "app.toml", &app(2)).await?;
+    let change = events
+        .wait_for("hello scaled or stopped", CONVERGE, |e| {
+            e.kind == "actor_scaled" || e.kind == "actor_stopped"
+        })
+        .await?;
+    ensure!(
+        change.kind == "actor_scaled",
+        "the reconciler stopped hello instead of scaling it down: {change:?}"
+    );
+    let placed = wait_replicas(&t, "hello", 2).await?;
+    ensure!(placed == [("solo".to_string(), 2)], "{placed:?}");
+    let greeting: String = t.call("hello", "SayHello", "World").await?;
+    ensure!(greeting == "Hello, World!", "{greeting}");
+    Ok(())
+}
+
 /// The reconciler places like `ctl start actor` does: a host running the
 /// actor's linked providers in-process wins over hosts that sort before it and
 /// carry the same load.
