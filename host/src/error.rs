@@ -365,6 +365,17 @@ pub enum ControlError {
         /// This host's id.
         host_id: HostId,
     },
+    /// An update found the actor stopped, or updated by another request,
+    /// once its new module was ready.
+    #[error(
+        "actor {actor} changed on host {host} while its update was prepared (stopped or updated meanwhile); nothing was replaced"
+    )]
+    ActorChanged {
+        /// The actor.
+        actor: ActorId,
+        /// This host's name.
+        host: String,
+    },
     /// A provider with this id runs here already.
     #[error("provider {provider} already runs on host {host}")]
     ProviderRunning {

@@ -15,9 +15,9 @@ use crate::{
     Error,
     artifact::ArtifactStore,
     ctl::{
-        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo,
-        HostInventory, InventoryRequest, ProviderAck, ProviderDescription, ScaleActor, StartActor,
-        StartProvider, StopActor, StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, ActorUpdated, AuctionRequest, Bid, CtlReply,
+        HostInfo, HostInventory, InventoryRequest, ProviderAck, ProviderDescription, ScaleActor,
+        StartActor, StartProvider, StopActor, StopProvider, UpdateActor,
     },
     host_registry,
     id::{ActorId, HostId, LatticeId, ProviderId},
@@ -336,6 +336,29 @@ impl CtlClient {
             subject::OP_ACTOR_START,
             command,
             START_TIMEOUT.max(self.timeout),
+        )
+        .await
+    }
+
+    /// Replaces the module (and configuration) of an actor running on one
+    /// host, keeping its replicas; the new module serves before the old one
+    /// stops ([`UpdateActor`]).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the host does not run the actor, or the new
+    /// module cannot be fetched, trusted, compiled or instantiated (the old
+    /// one then keeps running).
+    pub async fn update_actor(
+        &self,
+        host: &HostId,
+        command: &UpdateActor,
+    ) -> Result<ActorUpdated, Error> {
+        // A start's work, then a stop's drain.
+        self.host_request(
+            host,
+            subject::OP_ACTOR_UPDATE,
+            command,
+            START_TIMEOUT.max(self.timeout) + self.timeout * 4,
         )
         .await
     }

@@ -342,6 +342,43 @@ pub struct ActorStarted {
     pub elapsed_ms: u64,
 }
 
+/// Host-targeted: replace the module (and configuration) an actor runs on
+/// this host, keeping its replicas. The new module is fetched, checked,
+/// compiled and subscribed before the old one stops, so calls never find the
+/// actor missing: for a few moments both answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateActor {
+    /// The actor, which must already run on the host.
+    pub actor_id: ActorId,
+    /// The module to run from now on, in the lattice's artifact store.
+    pub digest: Digest,
+    /// The reference the user typed, kept for inventories.
+    pub reference: String,
+    /// Configuration the actor sees as WASI environment variables from now
+    /// on; absent: the configuration it runs with now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+/// Reply to [`UpdateActor`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorUpdated {
+    /// Host that updated it.
+    pub host_id: HostId,
+    /// Host name.
+    pub host_name: String,
+    /// The actor.
+    pub actor_id: ActorId,
+    /// The module it ran before.
+    pub from: Digest,
+    /// The module it runs now.
+    pub to: Digest,
+    /// Its replicas on this host (as before).
+    pub replicas: u32,
+    /// Milliseconds from request to the old module stopped.
+    pub elapsed_ms: u64,
+}
+
 /// Host-targeted: stop an actor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopActor {

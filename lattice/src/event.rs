@@ -75,6 +75,18 @@ pub enum EventData {
         /// Replicas now.
         replicas: u32,
     },
+    /// An actor's module on a host was replaced by an update request; it
+    /// kept serving throughout.
+    ActorUpdated {
+        /// The host.
+        host_id: HostId,
+        /// The actor.
+        actor_id: ActorId,
+        /// The module before.
+        from: Digest,
+        /// The module now.
+        to: Digest,
+    },
     /// An actor stopped on a host.
     ActorStopped {
         /// The host.
@@ -146,6 +158,7 @@ impl EventData {
             EventData::HostStopped { .. } => "host_stopped",
             EventData::ActorStarted { .. } => "actor_started",
             EventData::ActorScaled { .. } => "actor_scaled",
+            EventData::ActorUpdated { .. } => "actor_updated",
             EventData::ActorStopped { .. } => "actor_stopped",
             EventData::ActorFailed { .. } => "actor_failed",
             EventData::ProviderStarted { .. } => "provider_started",

@@ -26,6 +26,8 @@ pub const OP_ACTOR_START: &str = "actor.start";
 pub const OP_ACTOR_STOP: &str = "actor.stop";
 /// Host-targeted: set an actor's replicas on the host ([`crate::ctl::ScaleActor`]).
 pub const OP_ACTOR_SCALE: &str = "actor.scale";
+/// Op: replace an actor's module on one host ([`crate::ctl::UpdateActor`]).
+pub const OP_ACTOR_UPDATE: &str = "actor.update";
 /// Lattice-wide: every provider answers with its [`crate::ctl::ProviderDescription`].
 pub const OP_PING_PROVIDERS: &str = "ping.providers";
 /// Host-targeted: start a built-in provider ([`crate::ctl::StartProvider`]).

@@ -10,8 +10,8 @@ use std::{
 use lattice::{
     claims::Claims,
     ctl::{
-        ActorDescription, ActorScaled, ActorStarted, ActorStatus, ActorStopped, ScaleActor,
-        StartActor, StopActor,
+        ActorDescription, ActorScaled, ActorStarted, ActorStatus, ActorStopped, ActorUpdated,
+        ScaleActor, StartActor, StopActor, UpdateActor,
     },
     event::EventData,
     id::ActorId,
@@ -226,31 +226,7 @@ impl HostInner {
             self.publish_started(cmd, replicas).await;
             return Ok(self.started(cmd, replicas, false, began));
         }
-        let (stop, stop_rx) = watch::channel(false);
-        let running = Arc::new(RunningActor {
-            actor: actor.clone(),
-            claims,
-            reference: cmd.reference.clone(),
-            stop,
-            serve: std::sync::Mutex::new(None),
-        });
-        let sub = self
-            .nats
-            .queue_subscribe(
-                subject::actor_rpc(&self.lattice, &cmd.actor_id),
-                subject::rpc_queue_group(&cmd.actor_id),
-            )
-            .await
-            .map_err(|e| ControlError::Subscribe {
-                actor: cmd.actor_id.clone(),
-                reason: e.to_string(),
-            })?;
-        // Make sure the server has the subscription before we say "started", so the
-        // first call cannot race it to a no-responders error.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
-        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
-        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        self.actors.insert(cmd.actor_id.clone(), running);
+        self.serve_prepared(cmd, actor, claims).await?;
         self.publish_started(cmd, cmd.replicas).await;
         tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
         Ok(self.started(cmd, cmd.replicas, from == LoadedFrom::Compiled, began))
@@ -342,6 +318,135 @@ impl HostInner {
             .load(&what, &cmd.digest, Arc::new(bytes))
             .await?;
         Ok((module, claims, from))
+    }
+
+    /// Subscribes a prepared actor to its calls and puts it in the table (in
+    /// place of any actor with its id). Call with the lifecycle lock held.
+    async fn serve_prepared(
+        self: &Arc<Self>,
+        cmd: &StartActor,
+        actor: Arc<Actor>,
+        claims: Option<Arc<Claims>>,
+    ) -> Result<(), ControlError> {
+        let (stop, stop_rx) = watch::channel(false);
+        let running = Arc::new(RunningActor {
+            actor: actor.clone(),
+            claims,
+            reference: cmd.reference.clone(),
+            stop,
+            serve: std::sync::Mutex::new(None),
+        });
+        let sub = self
+            .nats
+            .queue_subscribe(
+                subject::actor_rpc(&self.lattice, &cmd.actor_id),
+                subject::rpc_queue_group(&cmd.actor_id),
+            )
+            .await
+            .map_err(|e| ControlError::Subscribe {
+                actor: cmd.actor_id.clone(),
+                reason: e.to_string(),
+            })?;
+        // Make sure the server has the subscription before we say "started"
+        // (or stop the module it replaces), so no call races it to a
+        // no-responders error.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
+        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
+        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        self.actors.insert(cmd.actor_id.clone(), running);
+        Ok(())
+    }
+
+    /// Replaces the module (and configuration) of an actor running here,
+    /// keeping its replicas: the new module is prepared while the old one
+    /// serves, subscribed beside it, and only then is the old one stopped
+    /// (its in-flight calls drained), so no call finds the actor missing.
+    /// Publishes `actor_updated`; a failure is published as `actor_failed`
+    /// and leaves the old module running.
+    ///
+    /// # Errors
+    /// [`ControlError::ActorNotHere`] when it does not run here,
+    /// [`ControlError::ActorChanged`] when it was stopped or updated while
+    /// the new module was prepared, and every error of a start (fetch, trust,
+    /// compilation, instantiation).
+    pub(crate) async fn update_actor(
+        self: &Arc<Self>,
+        cmd: UpdateActor,
+    ) -> Result<ActorUpdated, ControlError> {
+        let began = Instant::now();
+        let result = self.update_actor_steps(&cmd, began).await;
+        if let Err(e) = &result {
+            tracing::warn!(actor = %cmd.actor_id, error = %e, "actor update failed; the old module keeps running");
+            self.publish(EventData::ActorFailed {
+                host_id: self.id.clone(),
+                actor_id: cmd.actor_id.clone(),
+                error: e.to_string(),
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn update_actor_steps(
+        self: &Arc<Self>,
+        cmd: &UpdateActor,
+        began: Instant,
+    ) -> Result<ActorUpdated, ControlError> {
+        let not_here = || ControlError::ActorNotHere {
+            actor: cmd.actor_id.clone(),
+            host: self.name.clone(),
+            host_id: self.id.clone(),
+        };
+        let old = self
+            .actors
+            .get(&cmd.actor_id)
+            .filter(|r| !r.stopping())
+            .ok_or_else(not_here)?;
+        let mut start = StartActor {
+            actor_id: cmd.actor_id.clone(),
+            digest: cmd.digest.clone(),
+            reference: cmd.reference.clone(),
+            replicas: old.actor.replicas(),
+            config: cmd
+                .config
+                .clone()
+                .unwrap_or_else(|| old.actor.config().clone()),
+        };
+        // The slow part without the host-wide lock, as for a start.
+        let (actor, claims, from) = self.prepare(&start).await?;
+        let _guard = self.lifecycle.lock().await;
+        match self.actors.get(&cmd.actor_id) {
+            Some(now) if Arc::ptr_eq(&now, &old) && !now.stopping() => {}
+            _ => {
+                return Err(ControlError::ActorChanged {
+                    actor: cmd.actor_id.clone(),
+                    host: self.name.clone(),
+                });
+            }
+        }
+        // A scale may have landed while the module was prepared.
+        start.replicas = old.actor.replicas();
+        actor.set_replicas(start.replicas);
+        self.serve_prepared(&start, actor, claims).await?;
+        let before = old.actor.digest().clone();
+        old.stop(self.config.drain_timeout).await;
+        self.publish(EventData::ActorUpdated {
+            host_id: self.id.clone(),
+            actor_id: cmd.actor_id.clone(),
+            from: before.clone(),
+            to: cmd.digest.clone(),
+        })
+        .await;
+        tracing::info!(actor = %cmd.actor_id, from = %before.short(), to = %cmd.digest.short(), ?from, "actor updated");
+        Ok(ActorUpdated {
+            host_id: self.id.clone(),
+            host_name: self.name.clone(),
+            actor_id: cmd.actor_id.clone(),
+            from: before,
+            to: cmd.digest.clone(),
+            replicas: start.replicas,
+            elapsed_ms: began.elapsed().as_millis() as u64,
+        })
     }
 
     async fn publish_started(&self, cmd: &StartActor, replicas: u32) {

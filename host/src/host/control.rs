@@ -12,9 +12,9 @@ use async_nats::Client;
 use futures::StreamExt;
 use lattice::{
     ctl::{
-        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, CtlReply, HostInfo,
-        HostInventory, InventoryRequest, ProviderAck, ScaleActor, StartActor, StartProvider,
-        StopActor, StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, ActorUpdated, AuctionRequest, Bid, CtlReply,
+        HostInfo, HostInventory, InventoryRequest, ProviderAck, ScaleActor, StartActor,
+        StartProvider, StopActor, StopProvider, UpdateActor,
     },
     id::{HostId, LatticeId},
     subject,
@@ -50,6 +50,11 @@ pub(crate) trait ControlApi: Send + Sync + 'static {
         self: &Arc<Self>,
         cmd: ScaleActor,
     ) -> impl Future<Output = Result<ActorScaled, ControlError>> + Send;
+    /// Replaces an actor's module, keeping it serving.
+    fn update_actor(
+        self: &Arc<Self>,
+        cmd: UpdateActor,
+    ) -> impl Future<Output = Result<ActorUpdated, ControlError>> + Send;
     /// Starts a built-in provider.
     fn start_provider(
         self: &Arc<Self>,
@@ -161,6 +166,7 @@ fn is_quick(op: &str) -> bool {
         subject::OP_ACTOR_START
             | subject::OP_ACTOR_STOP
             | subject::OP_ACTOR_SCALE
+            | subject::OP_ACTOR_UPDATE
             | subject::OP_PROVIDER_START
             | subject::OP_PROVIDER_STOP
     )
@@ -231,6 +237,10 @@ async fn handle<A: ControlApi>(
         subject::OP_ACTOR_SCALE => match parse(payload) {
             Ok(cmd) => reply(api.scale_actor(cmd).await),
             Err(e) => reply::<ActorScaled>(Err(e)),
+        },
+        subject::OP_ACTOR_UPDATE => match parse(payload) {
+            Ok(cmd) => reply(api.update_actor(cmd).await),
+            Err(e) => reply::<ActorUpdated>(Err(e)),
         },
         subject::OP_PROVIDER_START => match parse(payload) {
             Ok(cmd) => reply(api.start_provider(cmd).await),

@@ -24,8 +24,9 @@ use async_nats::Client;
 use lattice::{
     artifact::ArtifactStore,
     ctl::{
-        ActorScaled, ActorStarted, ActorStopped, AuctionRequest, Bid, HostInfo, HostInventory,
-        ProviderAck, ScaleActor, StartActor, StartProvider, StopActor, StopProvider,
+        ActorScaled, ActorStarted, ActorStopped, ActorUpdated, AuctionRequest, Bid, HostInfo,
+        HostInventory, ProviderAck, ScaleActor, StartActor, StartProvider, StopActor, StopProvider,
+        UpdateActor,
     },
     event::EventData,
     id::{HostId, LatticeId},
@@ -516,6 +517,13 @@ impl ControlApi for HostInner {
 
     async fn scale_actor(self: &Arc<Self>, cmd: ScaleActor) -> Result<ActorScaled, ControlError> {
         HostInner::scale_actor(self, cmd).await
+    }
+
+    async fn update_actor(
+        self: &Arc<Self>,
+        cmd: UpdateActor,
+    ) -> Result<ActorUpdated, ControlError> {
+        HostInner::update_actor(self, cmd).await
     }
 
     async fn start_provider(

@@ -26,7 +26,7 @@ use lattice::{
     app::{ActorSpec, ActorStatusLine, AppStatus, DeployedApp, ProviderStatusLine},
     app_store::AppStore,
     client::CtlClient,
-    ctl::{HostInventory, ProviderDescription, StartActor, StartProvider},
+    ctl::{HostInventory, ProviderDescription, StartActor, StartProvider, UpdateActor},
     event::Event,
     id::{ActorId, HostId, LatticeId},
     link_store::LinkStore,
@@ -318,17 +318,41 @@ impl Pass<'_> {
             line.problem = Some("the deployed app has no module digest for this actor".into());
             return line;
         };
-        // Where it runs now: the right module on a matching host counts; anything
-        // else (old module, host no longer matching) is to be stopped.
+        // Where it runs now: the right module on a matching host counts;
+        // another module on a matching host is updated in place (it serves
+        // throughout, and counts once updated); on a host no longer matching
+        // it is stopped.
         let mut running: Vec<(&HostInventory, u32)> = Vec::new();
+        let mut to_update: Vec<(&HostInventory, u32)> = Vec::new();
         let mut to_stop: Vec<&HostInventory> = Vec::new();
         for inv in invs {
             if let Some(a) = inv.actors.iter().find(|a| a.id == actor_id) {
-                if &a.digest == digest && labels_match(&inv.host.labels, &spec.constraints) {
-                    running.push((inv, a.replicas));
-                } else {
-                    to_stop.push(inv);
+                match (
+                    &a.digest == digest,
+                    labels_match(&inv.host.labels, &spec.constraints),
+                ) {
+                    (true, true) => running.push((inv, a.replicas)),
+                    (false, true) => to_update.push((inv, a.replicas)),
+                    (_, false) => to_stop.push(inv),
                 }
+            }
+        }
+        let mut problems = Vec::new();
+        if !to_update.is_empty() && !self.still_leading() {
+            return line;
+        }
+        for (inv, replicas) in to_update {
+            tracing::info!(actor = %actor_id, host = %inv.host.name, "reconciler: updating the module");
+            let cmd = UpdateActor {
+                actor_id: actor_id.clone(),
+                digest: digest.clone(),
+                reference: spec.reference.clone().unwrap_or_default(),
+                config: Some(spec.config.clone()),
+            };
+            match self.ctl.update_actor(&inv.host.id, &cmd).await {
+                Ok(_) => running.push((inv, replicas)),
+                // The old module keeps serving; tried again next pass.
+                Err(e) => problems.push(format!("host {}: update: {e}", inv.host.name)),
             }
         }
         let actual: u32 = running.iter().map(|(_, r)| r).sum();
@@ -380,6 +404,9 @@ impl Pass<'_> {
             }
         }
         if actual >= desired {
+            if !problems.is_empty() {
+                line.problem = Some(problems.join("; "));
+            }
             return line;
         }
         if matching.is_empty() {
@@ -426,7 +453,6 @@ impl Pass<'_> {
             };
             async move { (host.clone(), self.ctl.start_actor(&host, &cmd).await) }
         });
-        let mut problems = Vec::new();
         for (host, r) in futures::future::join_all(starts).await {
             match r {
                 Ok(s) => {

@@ -214,6 +214,11 @@ fn now_ms() -> u64 {
 }
 
 impl Actor {
+    /// The configuration it was started with (its guests' environment).
+    pub fn config(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.config
+    }
+
     /// Links a validated module or component and creates one instance
     /// eagerly, so code whose init traps is refused at start rather than at
     /// its first call.

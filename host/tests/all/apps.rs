@@ -151,6 +151,82 @@ async fn scaling_an_app_down_keeps_its_actor_serving() -> Result<()> {
     Ok(())
 }
 
+/// A deployed app whose module changes is updated in place on the hosts that
+/// run it: the new module serves before the old one stops, so calls made all
+/// through the update succeed (before, the old module was stopped and the new
+/// one started, and calls in between found no actor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_module_is_rolled_out_without_a_failed_call() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let _solo = t.host("solo", FAST).await?;
+    let v1 = actor_wasm("hello")?;
+    // The same code as another module: a custom section changes the digest.
+    let mut bytes = std::fs::read(&v1)?;
+    bytes.extend_from_slice(&[0, 3, 1, b'2', 1]);
+    let v2 = write_file(t.dir.path(), "hello-v2.wasm", &bytes)?;
+    let app = |module: &std::path::Path| {
+        format!(
+            "name = \"greeter\"\n[[actors]]\nid = \"hello\"\nref = \"{}\"\nreplicas = 2\n",
+            module.display()
+        )
+    };
+    deploy(&t, "app.toml", &app(&v1)).await?;
+    wait_replicas(&t, "hello", 2).await?;
+    let mut events = t.events().await?;
+
+    // Calls all through the update, one after another.
+    let calling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let caller = tokio::spawn({
+        let (ctl, calling) = (t.ctl.clone(), calling.clone());
+        async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while calling.load(std::sync::atomic::Ordering::Relaxed) {
+                match ctl.call("hello", "SayHello", "World").await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }
+    });
+    deploy(&t, "app.toml", &app(&v2)).await?;
+    let change = events
+        .wait_for("hello updated or stopped", CONVERGE, |e| {
+            e.kind == "actor_updated" || e.kind == "actor_stopped"
+        })
+        .await?;
+    ensure!(
+        change.kind == "actor_updated",
+        "the reconciler stopped hello instead of updating it: {change:?}"
+    );
+    let v2_digest = lattice::digest::Digest::of(&bytes);
+    wait_until("hello to run the new module", CONVERGE, || async {
+        let inv = t.ctl.inventories(Duration::from_millis(300)).await?;
+        let hello = inv
+            .iter()
+            .flat_map(|i| &i.actors)
+            .find(|a| a.id.as_str() == "hello");
+        Ok(hello
+            .is_some_and(|a| a.digest == v2_digest && a.replicas == 2)
+            .then_some(()))
+    })
+    .await?;
+    // A few calls to the new module alone.
+    for _ in 0..3 {
+        let _: String = t.call("hello", "SayHello", "World").await?;
+    }
+    calling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = caller.await?;
+    ensure!(
+        failed.is_empty(),
+        "{} of {} calls failed: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    ensure!(ok > 0, "no call was made during the update");
+    Ok(())
+}
+
 /// The reconciler places like `ctl start actor` does: a host running the
 /// actor's linked providers in-process wins over hosts that sort before it and
 /// carry the same load.

@@ -1145,3 +1145,121 @@ async fn a_large_inventory_comes_in_pages() -> Result<()> {
     }
     Ok(())
 }
+
+/// `CtlClient::update_actor` replaces a running actor's module and keeps its
+/// replicas; bad updates are refused with a clear error and the old module
+/// keeps serving: an actor the host does not run, a digest not in the store,
+/// bytes that are not WebAssembly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_actor_replaces_the_module_and_refuses_bad_updates() -> Result<()> {
+    use lattice::{ctl::UpdateActor, digest::Digest, id::ActorId};
+    let lat = TestLattice::start().await?;
+    let host = lat.host("upd", &[]).await?;
+    let host_id = HostId::new(host.host_id())?;
+    let hello = actor_wasm("hello")?;
+    let out = lat
+        .cli(&[
+            "ctl",
+            "start",
+            "actor",
+            &hello.display().to_string(),
+            "--count",
+            "3",
+        ])
+        .await?;
+    out.success()?;
+    let store = lat.ctl.artifacts().await?;
+    let v1 = digest_of(&hello)?;
+    let update = |digest: &Digest, actor: &str| UpdateActor {
+        actor_id: ActorId::new(actor).expect("a valid id"),
+        digest: digest.clone(),
+        reference: "hello-v2.wasm".into(),
+        config: None,
+    };
+    let still_v1 = || async {
+        let inv = lat.ctl.inventory(&host_id).await?;
+        let a = find_actor(&inv, "hello").context("hello runs")?;
+        ensure!(a.digest == v1 && a.replicas == 3, "{a:?}");
+        let greeting: String = lat.call("hello", "SayHello", "World").await?;
+        ensure!(greeting == "Hello, World!");
+        anyhow::Ok(())
+    };
+
+    // Not running here.
+    let err = lat
+        .ctl
+        .update_actor(&host_id, &update(&v1, "nobody"))
+        .await
+        .expect_err("no such actor");
+    ensure!(
+        err.to_string()
+            .contains("actor nobody is not running on host upd"),
+        "{err}"
+    );
+    // A digest the store does not have.
+    let missing = Digest::of(b"never uploaded");
+    let err = lat
+        .ctl
+        .update_actor(&host_id, &update(&missing, "hello"))
+        .await
+        .expect_err("missing module");
+    ensure!(err.to_string().contains(missing.short()), "{err}");
+    still_v1().await?;
+    // Not WebAssembly.
+    let junk = store.put(b"not a wasm module", None).await?;
+    let err = lat
+        .ctl
+        .update_actor(&host_id, &update(&junk, "hello"))
+        .await
+        .expect_err("not wasm");
+    ensure!(err.to_string().contains("hello"), "{err}");
+    still_v1().await?;
+
+    // A good update keeps the replicas and says what changed.
+    let mut bytes = std::fs::read(&hello)?;
+    bytes.extend_from_slice(&[0, 3, 1, b'2', 1]);
+    let v2 = store.put(&bytes, None).await?;
+    let done = lat
+        .ctl
+        .update_actor(&host_id, &update(&v2, "hello"))
+        .await?;
+    ensure!(
+        done.from == v1 && done.to == v2 && done.replicas == 3,
+        "{done:?}"
+    );
+    let inv = lat.ctl.inventory(&host_id).await?;
+    let a = find_actor(&inv, "hello").context("hello runs")?;
+    ensure!(a.digest == v2 && a.replicas == 3, "{a:?}");
+    let greeting: String = lat.call("hello", "SayHello", "World").await?;
+    ensure!(greeting == "Hello, World!");
+
+    // The same from the CLI, with a local file (uploaded first).
+    bytes.extend_from_slice(&[0, 3, 1, b'3', 1]);
+    let v3 = write_file(lat.dir.path(), "hello-v3.wasm", &bytes)?;
+    let out = lat
+        .cli(&["ctl", "update", "actor", "hello", &v3.display().to_string()])
+        .await?
+        .success()?;
+    let v3 = Digest::of(&bytes);
+    ensure!(
+        out.stdout.contains(&format!(
+            "updated hello on upd from {} to {} (3 replicas",
+            v2.short(),
+            v3.short()
+        )),
+        "{}",
+        out.stdout
+    );
+    lat.cli(&["ctl", "update", "actor", "nobody", "hello:latest"])
+        .await?
+        .failure()?
+        .stderr_has(&["actor nobody is not running on any host"])?;
+    lat.cli(&["ctl", "update", "actor", "hello", "no-such-module.wasm"])
+        .await?
+        .failure()?
+        .stderr_has(&["no-such-module"])?;
+    let inv = lat.ctl.inventory(&host_id).await?;
+    let a = find_actor(&inv, "hello").context("hello runs")?;
+    ensure!(a.digest == v3 && a.replicas == 3, "{a:?}");
+    Ok(())
+}

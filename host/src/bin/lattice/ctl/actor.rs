@@ -1,12 +1,13 @@
 //! `lattice ctl start actor` (upload or resolve the module, place the
-//! replicas, start them), `lattice ctl scale actor` and `lattice ctl stop actor`.
+//! replicas, start them), `lattice ctl scale actor`, `lattice ctl update
+//! actor` and `lattice ctl stop actor`.
 
 use std::process::ExitCode;
 
 use anyhow::bail;
 use lattice::{
     client::CtlClient,
-    ctl::{ActorStarted, StartActor},
+    ctl::{ActorStarted, StartActor, UpdateActor},
     digest::Digest,
     id::{ActorId, HostId},
 };
@@ -233,6 +234,61 @@ pub(super) async fn scale(
             println!(
                 "scaled {actor} on {} from {} to {} replicas",
                 s.host_name, s.before, s.replicas
+            );
+        }
+    }
+    Ok(exit(ok))
+}
+
+pub(super) async fn update(
+    ctl: &CtlClient,
+    connect: &ConnectConfig,
+    out: OutputFormat,
+    id: &str,
+    reference: &str,
+    host: Option<&str>,
+    config: Option<std::collections::BTreeMap<String, String>>,
+) -> anyhow::Result<ExitCode> {
+    let actor = ActorId::new(id)?;
+    // Hosts fetch the module from the store, so it is there before they are asked.
+    let digest = match LocalModule::read(reference)? {
+        Some(m) => {
+            let pb = spinner(format!(
+                "uploading {reference} ({:.1} KiB)",
+                m.bytes.len() as f64 / 1024.0
+            ));
+            let uploaded = m.upload(ctl, reference).await;
+            pb.finish_and_clear();
+            uploaded?;
+            m.digest
+        }
+        None => resolve(ctl, reference).await?.0,
+    };
+    let cmd = UpdateActor {
+        actor_id: actor.clone(),
+        digest: digest.clone(),
+        reference: display_reference(reference),
+        config,
+    };
+    let pb = spinner(format!("updating {actor} to {}", digest.short()));
+    let done = on_each_host(ctl, connect, &actor, host, |h, _| {
+        let cmd = cmd.clone();
+        async move { ctl.update_actor(&h, &cmd).await }
+    })
+    .await;
+    pb.finish_and_clear();
+    let (updated, ok) = done?;
+    if out == OutputFormat::Json {
+        print_json(&updated)?;
+    } else {
+        for u in &updated {
+            println!(
+                "updated {actor} on {} from {} to {} ({} replicas, {} ms)",
+                u.host_name,
+                u.from.short(),
+                u.to.short(),
+                u.replicas,
+                u.elapsed_ms
             );
         }
     }

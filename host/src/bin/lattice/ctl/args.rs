@@ -22,6 +22,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         what: ScaleCommand,
     },
+    /// Replace the module of a running actor, serving throughout
+    Update {
+        #[command(subcommand)]
+        what: UpdateCommand,
+    },
     /// Put or delete links between actors and providers
     Link {
         #[command(subcommand)]
@@ -41,6 +46,25 @@ pub enum ScaleCommand {
         /// Only on this host (id or name)
         #[arg(long)]
         host: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UpdateCommand {
+    /// Run another module for an actor on every host running it, or on one
+    /// host: the new module serves before the old one stops
+    Actor {
+        /// Actor id
+        id: String,
+        /// A local .wasm file, sha256:<hex>, or name[:tag] already in the store
+        reference: String,
+        /// Only on this host (id or name)
+        #[arg(long)]
+        host: Option<String>,
+        /// Configuration the actor sees as environment variables from now on,
+        /// KEY=VALUE (repeatable) [default: the configuration it runs with]
+        #[arg(long = "env", value_parser = crate::parse_kv)]
+        env_vars: Vec<(String, String)>,
     },
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`args`]: the clap types of the subcommands.
 //! - [`get`]: `get hosts|inventory|links|providers`, as tables or JSON.
-//! - [`actor`]: `start actor` (upload, placement, start), `scale actor` and `stop actor`.
+//! - [`actor`]: `start actor` (upload, placement, start), `scale actor`, `update actor`
+//!   and `stop actor`.
 //! - [`provider`]: `start provider` and `stop provider` (built-ins inside hosts).
 //! - [`link`]: `link put|del`.
 //! - [`placement`]: which hosts a command acts on (host names, auctions, spread).
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use lattice_host::config::ConnectConfig;
 
 pub use args::CtlCommand;
-use args::{ScaleCommand, StartCommand, StopCommand};
+use args::{ScaleCommand, StartCommand, StopCommand, UpdateCommand};
 
 use crate::output::OutputFormat;
 
@@ -55,6 +56,18 @@ pub async fn run(
         CtlCommand::Scale {
             what: ScaleCommand::Actor { id, replicas, host },
         } => actor::scale(&ctl, connect, out, &id, replicas, host.as_deref()).await,
+        CtlCommand::Update {
+            what:
+                UpdateCommand::Actor {
+                    id,
+                    reference,
+                    host,
+                    env_vars,
+                },
+        } => {
+            let config = (!env_vars.is_empty()).then(|| env_vars.into_iter().collect());
+            actor::update(&ctl, connect, out, &id, &reference, host.as_deref(), config).await
+        }
         CtlCommand::Link { what } => link::run(&ctl, out, what).await,
     }
 }

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, bail};
 use lattice::{
     client::CtlClient,
-    ctl::{StartActor, StartProvider},
+    ctl::{StartActor, StartProvider, UpdateActor},
     digest::Digest,
     id::{ActorId, ContractId, HostId, LinkName, ProviderId, ProviderRef},
     link::LinkDefinition,
@@ -338,7 +338,18 @@ async fn run_module(
         .iter()
         .any(|a| &a.id == actor)
     {
-        ctl.stop_actor(host, actor).await?;
+        // In place: the running module serves until the new one does.
+        ctl.update_actor(
+            host,
+            &UpdateActor {
+                actor_id: actor.clone(),
+                digest: digest.clone(),
+                reference: reference.to_string(),
+                config: None,
+            },
+        )
+        .await?;
+        return Ok(());
     }
     ctl.start_actor(
         host,
