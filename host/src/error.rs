@@ -365,6 +365,12 @@ pub enum ControlError {
         /// This host's id.
         host_id: HostId,
     },
+    /// The host is stopping: it starts and updates nothing more.
+    #[error("host {host} is stopping; start the actor on another host")]
+    HostClosing {
+        /// This host's name.
+        host: String,
+    },
     /// An update found the actor stopped, or updated by another request,
     /// once its new module was ready.
     #[error(

@@ -85,7 +85,11 @@ pub(crate) const STREAM_SETTLE: Duration = Duration::from_secs(5);
 /// Right after a replicated bucket is created (or while its leader moves), the
 /// stream leader's interest may not yet have reached the server this client is
 /// connected to: a publish then gets "no responders" although the stream
-/// exists. Such a publish stored nothing, so trying again is safe.
+/// exists. Such a publish stored nothing, so trying a key-value write again is
+/// safe. An object is put chunk by chunk: when a later chunk is the one
+/// refused (the leader moved mid-upload), the chunks stored before it stay
+/// behind unreferenced until the bucket is purged; the retry stores the whole
+/// object again.
 pub(crate) async fn while_stream_settles<T, E, F, Fut>(within: Duration, mut op: F) -> Result<T, E>
 where
     E: std::error::Error + 'static,

@@ -8,7 +8,6 @@ use std::{
 };
 
 use lattice::{
-    claims::Claims,
     ctl::{
         ActorDescription, ActorScaled, ActorStarted, ActorStatus, ActorStopped, ActorUpdated,
         ScaleActor, StartActor, StopActor, UpdateActor,
@@ -21,28 +20,37 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{HostInner, router::Router, serve};
 use crate::{
-    error::ControlError,
-    runtime::{LoadedFrom, actor::Actor},
+    error::{ControlError, InvokeError},
+    runtime::{
+        LoadedFrom,
+        actor::{Actor, Admission},
+    },
 };
 
 /// Most replicas of one actor on one host (the same bound as an app's
 /// [`lattice::app::MAX_REPLICAS`]); checked on every start, whatever sent it.
 pub const MAX_REPLICAS_PER_HOST: u32 = lattice::app::MAX_REPLICAS as u32;
 
-/// An actor as this host runs it: the runtime part and its subscription.
+/// An actor as this host runs it: the module serving it now and its
+/// subscription.
 pub(crate) struct RunningActor {
     actor: Arc<Actor>,
-    /// Shared, so the router's capability check on every contract call does not
-    /// copy the contract list.
-    claims: Option<Arc<Claims>>,
     reference: String,
+    /// Kept across updates: an update puts a new `RunningActor` with the
+    /// same subscription in the table.
+    serving: Arc<Serving>,
+}
+
+/// The subscription that serves an actor's calls, and the module they go to.
+pub(crate) struct Serving {
+    current: Arc<serve::Current>,
     stop: watch::Sender<bool>,
-    serve: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl RunningActor {
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        *self.serving.stop.borrow()
     }
 
     fn description(&self) -> ActorDescription {
@@ -69,11 +77,16 @@ impl RunningActor {
     /// Stops serving, drains in-flight calls (each step bounded by `drain`),
     /// drops the instances; returns the replicas it had.
     async fn stop(&self, drain: Duration) -> u32 {
-        let _ = self.stop.send(true);
-        let serve = self.serve.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(serve) = serve {
+        let _ = self.serving.stop.send(true);
+        let task = self
+            .serving
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
             // The serve loop drains its subscription and exits promptly.
-            let _ = tokio::time::timeout(drain, serve).await;
+            let _ = tokio::time::timeout(drain, task).await;
         }
         let replicas = self.actor.replicas();
         if !self.actor.stop(drain).await {
@@ -107,10 +120,17 @@ impl ActorTable {
             .map(|r| r.actor.clone())
     }
 
-    /// The claims of a local actor: `None` when it is not here, `Some(None)` when
-    /// it has no claims.
-    pub(crate) fn claims(&self, id: &str) -> Option<Option<Arc<Claims>>> {
-        self.read().get(id).map(|r| r.claims.clone())
+    /// Admits an in-process call to actor `id` when it runs here and is not
+    /// stopping, through its subscription's current module: a call is
+    /// admitted either by the module an update replaces (which finishes it)
+    /// or by the new one, never refused as "stopping" in between.
+    pub(crate) fn admit(&self, id: &str) -> Option<(Arc<Actor>, Result<Admission, InvokeError>)> {
+        let serving = self
+            .read()
+            .get(id)
+            .filter(|r| !r.stopping())
+            .map(|r| r.serving.clone())?;
+        Some(serving.current.admit())
     }
 
     /// Replicas of `id` here (0 when it does not run here).
@@ -206,7 +226,8 @@ impl HostInner {
         };
 
         {
-            let _guard = self.lifecycle.lock().await;
+            let guard = self.lifecycle.lock().await;
+            self.open(&guard)?;
             if let Some(replicas) = self.add_replicas(cmd, &too_many)? {
                 self.publish_started(cmd, replicas).await;
                 return Ok(self.started(cmd, replicas, false, began));
@@ -218,15 +239,16 @@ impl HostInner {
         // The slow part (fetch, issuer check, compile, the first instance's
         // init) runs without the host-wide lock: one slow start holds up no
         // other start or stop.
-        let (actor, claims, from) = self.prepare(cmd).await?;
-        let _guard = self.lifecycle.lock().await;
+        let (actor, from) = self.prepare(cmd).await?;
+        let guard = self.lifecycle.lock().await;
+        self.open(&guard)?;
         // A start of the same actor may have finished meanwhile: join it (the
         // instance made here is dropped).
         if let Some(replicas) = self.add_replicas(cmd, &too_many)? {
             self.publish_started(cmd, replicas).await;
             return Ok(self.started(cmd, replicas, false, began));
         }
-        self.serve_prepared(cmd, actor, claims).await?;
+        self.serve_prepared(cmd, actor).await?;
         self.publish_started(cmd, cmd.replicas).await;
         tracing::info!(actor = %cmd.actor_id, digest = %cmd.digest.short(), ?from, replicas = cmd.replicas, "actor started");
         Ok(self.started(cmd, cmd.replicas, from == LoadedFrom::Compiled, began))
@@ -262,8 +284,10 @@ impl HostInner {
     async fn prepare(
         self: &Arc<Self>,
         cmd: &StartActor,
-    ) -> Result<(Arc<Actor>, Option<Arc<lattice::claims::Claims>>, LoadedFrom), ControlError> {
+    ) -> Result<(Arc<Actor>, LoadedFrom), ControlError> {
         let (module, claims, from) = self.module_of(cmd).await?;
+        // The claims go with the module's router: during an update, each
+        // module's calls are checked against its own.
         let actor = Actor::start(
             &self.runtime,
             cmd.actor_id.clone(),
@@ -271,10 +295,10 @@ impl HostInner {
             &module,
             cmd.replicas,
             cmd.config.clone(),
-            Arc::new(Router::new(self)),
+            Arc::new(Router::new(self, claims)),
         )
         .await?;
-        Ok((actor, claims, from))
+        Ok((actor, from))
     }
 
     /// The compiled module of `cmd` and the claims it may run with.
@@ -320,22 +344,13 @@ impl HostInner {
         Ok((module, claims, from))
     }
 
-    /// Subscribes a prepared actor to its calls and puts it in the table (in
-    /// place of any actor with its id). Call with the lifecycle lock held.
+    /// Subscribes a prepared actor to its calls and puts it in the table.
+    /// Call with the lifecycle lock held (and the host not closing).
     async fn serve_prepared(
         self: &Arc<Self>,
         cmd: &StartActor,
         actor: Arc<Actor>,
-        claims: Option<Arc<Claims>>,
     ) -> Result<(), ControlError> {
-        let (stop, stop_rx) = watch::channel(false);
-        let running = Arc::new(RunningActor {
-            actor: actor.clone(),
-            claims,
-            reference: cmd.reference.clone(),
-            stop,
-            serve: std::sync::Mutex::new(None),
-        });
         let sub = self
             .nats
             .queue_subscribe(
@@ -347,28 +362,42 @@ impl HostInner {
                 actor: cmd.actor_id.clone(),
                 reason: e.to_string(),
             })?;
-        // Make sure the server has the subscription before we say "started"
-        // (or stop the module it replaces), so no call races it to a
-        // no-responders error.
+        // Make sure the server has the subscription before we say "started", so the
+        // first call cannot race it to a no-responders error.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
-        let task = tokio::spawn(serve::serve(Arc::downgrade(self), actor, sub, stop_rx));
-        *running.serve.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        self.actors.insert(cmd.actor_id.clone(), running);
+        let (stop, stop_rx) = watch::channel(false);
+        let current = Arc::new(serve::Current::new(actor.clone()));
+        let serving = Arc::new(Serving {
+            current: current.clone(),
+            stop,
+            task: std::sync::Mutex::new(None),
+        });
+        self.actors.insert(
+            cmd.actor_id.clone(),
+            Arc::new(RunningActor {
+                actor,
+                reference: cmd.reference.clone(),
+                serving: serving.clone(),
+            }),
+        );
+        let task = tokio::spawn(serve::serve(Arc::downgrade(self), current, sub, stop_rx));
+        *serving.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(())
     }
 
     /// Replaces the module (and configuration) of an actor running here,
-    /// keeping its replicas: the new module is prepared while the old one
-    /// serves, subscribed beside it, and only then is the old one stopped
-    /// (its in-flight calls drained), so no call finds the actor missing.
-    /// Publishes `actor_updated`; a failure is published as `actor_failed`
-    /// and leaves the old module running.
+    /// keeping its replicas and its subscription: the new module is prepared
+    /// while the old one serves, then calls admitted from that moment go to
+    /// it, and the old module finishes the calls it took before its instances
+    /// are dropped. No call finds the actor missing or is routed to a
+    /// subscription going away. Publishes `actor_updated`; a failure is
+    /// published as `actor_failed` and leaves the old module running.
     ///
     /// # Errors
     /// [`ControlError::ActorNotHere`] when it does not run here,
     /// [`ControlError::ActorChanged`] when it was stopped or updated while
-    /// the new module was prepared, and every error of a start (fetch, trust,
-    /// compilation, instantiation).
+    /// the new module was prepared, [`ControlError::HostClosing`], and every
+    /// error of a start (fetch, trust, compilation, instantiation).
     pub(crate) async fn update_actor(
         self: &Arc<Self>,
         cmd: UpdateActor,
@@ -413,40 +442,67 @@ impl HostInner {
                 .unwrap_or_else(|| old.actor.config().clone()),
         };
         // The slow part without the host-wide lock, as for a start.
-        let (actor, claims, from) = self.prepare(&start).await?;
-        let _guard = self.lifecycle.lock().await;
-        match self.actors.get(&cmd.actor_id) {
-            Some(now) if Arc::ptr_eq(&now, &old) && !now.stopping() => {}
-            _ => {
-                return Err(ControlError::ActorChanged {
-                    actor: cmd.actor_id.clone(),
-                    host: self.name.clone(),
-                });
+        let (actor, from) = self.prepare(&start).await?;
+        let before = {
+            let guard = self.lifecycle.lock().await;
+            self.open(&guard)?;
+            match self.actors.get(&cmd.actor_id) {
+                Some(now) if Arc::ptr_eq(&now, &old) && !now.stopping() => {}
+                _ => {
+                    return Err(ControlError::ActorChanged {
+                        actor: cmd.actor_id.clone(),
+                        host: self.name.clone(),
+                    });
+                }
             }
+            // A scale may have landed while the module was prepared.
+            start.replicas = old.actor.replicas();
+            actor.set_replicas(start.replicas);
+            self.actors.insert(
+                cmd.actor_id.clone(),
+                Arc::new(RunningActor {
+                    actor: actor.clone(),
+                    reference: cmd.reference.clone(),
+                    serving: old.serving.clone(),
+                }),
+            );
+            old.serving.current.replace(actor)
+        };
+        // Outside the lock: draining takes up to the drain timeout, and other
+        // requests to this host need not wait for it.
+        if !before.stop(self.config.drain_timeout).await {
+            tracing::warn!(actor = %cmd.actor_id, "drain timeout: some calls to the old module were still running");
         }
-        // A scale may have landed while the module was prepared.
-        start.replicas = old.actor.replicas();
-        actor.set_replicas(start.replicas);
-        self.serve_prepared(&start, actor, claims).await?;
-        let before = old.actor.digest().clone();
-        old.stop(self.config.drain_timeout).await;
+        let was = before.digest().clone();
         self.publish(EventData::ActorUpdated {
             host_id: self.id.clone(),
             actor_id: cmd.actor_id.clone(),
-            from: before.clone(),
+            from: was.clone(),
             to: cmd.digest.clone(),
         })
         .await;
-        tracing::info!(actor = %cmd.actor_id, from = %before.short(), to = %cmd.digest.short(), ?from, "actor updated");
+        tracing::info!(actor = %cmd.actor_id, from = %was.short(), to = %cmd.digest.short(), ?from, "actor updated");
         Ok(ActorUpdated {
             host_id: self.id.clone(),
             host_name: self.name.clone(),
             actor_id: cmd.actor_id.clone(),
-            from: before,
+            from: was,
             to: cmd.digest.clone(),
             replicas: start.replicas,
             elapsed_ms: began.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Refuses lifecycle changes once the host is stopping (`closed`, the
+    /// value the lifecycle lock guards): an actor started after the
+    /// shutdown emptied the table would never be stopped.
+    pub(crate) fn open(&self, closed: &bool) -> Result<(), ControlError> {
+        if *closed {
+            return Err(ControlError::HostClosing {
+                host: self.name.clone(),
+            });
+        }
+        Ok(())
     }
 
     async fn publish_started(&self, cmd: &StartActor, replicas: u32) {

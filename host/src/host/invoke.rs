@@ -44,9 +44,15 @@ impl HostInner {
     pub(crate) async fn invoke(&self, call: Call) -> Result<Vec<u8>, HostCallError> {
         match &call.target {
             Target::Actor(actor) => {
-                if let Some(local) = self.actors.serving(actor.as_str()) {
+                if let Some((local, admitted)) = self.actors.admit(actor.as_str()) {
                     return Ok(local
-                        .invoke(&call.operation, call.payload, call.trace, call.deadline)
+                        .invoke_admitted(
+                            admitted?,
+                            &call.operation,
+                            call.payload,
+                            call.trace,
+                            call.deadline,
+                        )
                         .await?);
                 }
             }

@@ -89,8 +89,9 @@ pub(crate) struct HostInner {
     /// The issuer policy, checked when an actor starts.
     trust: crate::trust::Trust,
     /// Serialises actor starts and stops on this host so two requests for the
-    /// same id cannot race.
-    lifecycle: tokio::sync::Mutex<()>,
+    /// same id cannot race; guards whether the host is closing (then nothing
+    /// more is started).
+    lifecycle: tokio::sync::Mutex<bool>,
     /// The host's metrics and where they are served, when metrics are on.
     metrics: Option<(crate::metrics::Metrics, std::net::SocketAddr)>,
     /// Set when someone asks the host to stop (ctl `stop`); carries the reason.
@@ -179,7 +180,7 @@ impl Host {
             trust,
             registry,
             metrics: metrics.zip(metrics_listener.as_ref().map(|(_, addr)| *addr)),
-            lifecycle: tokio::sync::Mutex::new(()),
+            lifecycle: tokio::sync::Mutex::new(false),
             stop_requested,
             tasks: std::sync::Mutex::new(Vec::new()),
             reconcile_stop: watch::channel(false).0,
@@ -263,16 +264,17 @@ impl Host {
         operation: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, HostCallError> {
-        let local = self
-            .inner
-            .actors
-            .serving(actor)
-            .ok_or_else(|| HostCallError::NotHere {
-                actor: actor.to_string(),
-            })?;
+        let (local, admitted) =
+            self.inner
+                .actors
+                .admit(actor)
+                .ok_or_else(|| HostCallError::NotHere {
+                    actor: actor.to_string(),
+                })?;
         let deadline = tokio::time::Instant::now() + self.inner.call_timeout();
         Ok(local
-            .invoke(
+            .invoke_admitted(
+                admitted?,
                 operation,
                 payload,
                 lattice::trace::TraceContext::new_root(),
@@ -338,7 +340,14 @@ impl Host {
         {
             t.abort();
         }
-        let stops = inner.actors.drain().into_iter().map(|(id, running)| {
+        // Closed under the lock: a start or update finishing now either put its
+        // actor in the table already (stopped here) or is refused.
+        let drained = {
+            let mut closed = inner.lifecycle.lock().await;
+            *closed = true;
+            inner.actors.drain()
+        };
+        let stops = drained.into_iter().map(|(id, running)| {
             let inner = inner.clone();
             async move {
                 inner.stop_running(&id, running, "host stopping").await;

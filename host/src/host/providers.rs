@@ -116,15 +116,21 @@ impl ActorCaller for HostActorCaller {
             let host = host
                 .upgrade()
                 .ok_or_else(|| CallError::Failed("the host is shutting down".into()))?;
-            let local = host
+            let (local, admitted) = host
                 .actors
-                .serving(&actor)
+                .admit(&actor)
                 .ok_or_else(|| CallError::NotRunning(actor.clone()))?;
             let deadline = tokio::time::Instant::now() + host.call_timeout();
+            let failed = |e| provider_call_error(&actor, HostCallError::Actor(e));
             local
-                .invoke_http(request, TraceContext::new_root(), deadline)
+                .invoke_http_admitted(
+                    admitted.map_err(failed)?,
+                    request,
+                    TraceContext::new_root(),
+                    deadline,
+                )
                 .await
-                .map_err(|e| provider_call_error(&actor, HostCallError::Actor(e)))
+                .map_err(failed)
         })
     }
 }
@@ -205,12 +211,14 @@ impl HostInner {
     /// # Errors
     /// [`ControlError::ProviderRunning`] when the id runs here already,
     /// [`ControlError::UnknownBuiltin`] for a name that is not built in,
-    /// [`ControlError::ProviderStart`] when the provider fails to start.
+    /// [`ControlError::ProviderStart`] when the provider fails to start,
+    /// [`ControlError::HostClosing`] once the host is stopping.
     pub(crate) async fn start_provider(
         self: &Arc<Self>,
         cmd: StartProvider,
     ) -> Result<ProviderAck, ControlError> {
-        let _guard = self.lifecycle.lock().await;
+        let guard = self.lifecycle.lock().await;
+        self.open(&guard)?;
         if self.providers.contains(&cmd.provider_id) {
             return Err(ControlError::ProviderRunning {
                 provider: cmd.provider_id,

@@ -32,19 +32,23 @@ use crate::{
 /// The host's [`HostCalls`] implementation.
 pub(crate) struct Router {
     host: Weak<HostInner>,
+    /// The claims of the module this router serves (not looked up by actor
+    /// id: while an update swaps modules, each is checked against its own).
+    claims: Option<Arc<Claims>>,
 }
 
 impl Router {
-    pub(crate) fn new(host: &Arc<HostInner>) -> Self {
+    pub(crate) fn new(host: &Arc<HostInner>, claims: Option<Arc<Claims>>) -> Self {
         Router {
             host: Arc::downgrade(host),
+            claims,
         }
     }
 }
 
 impl HostCalls for Router {
     fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>> {
-        let host = self.host.clone();
+        let (host, claims) = (self.host.clone(), self.claims.clone());
         // DEBUG: free unless spans are exported (the exporter takes
         // `lattice*` spans at DEBUG), so a call's trace shows each hop an
         // actor makes, in-process ones included.
@@ -58,7 +62,7 @@ impl HostCalls for Router {
         Box::pin(
             async move {
                 let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
-                let target = resolve(&host, &call)?;
+                let target = resolve(&host, claims.as_deref(), &call)?;
                 // Kept only for counting a contract call by its link afterwards.
                 let link = match (&host.metrics, &target) {
                     (Some(_), Target::Provider { .. }) => Some(target.clone()),
@@ -100,17 +104,11 @@ impl HostCalls for Router {
     fn outgoing_http(&self, origin: &str, authority: &str) -> Result<(), String> {
         use lattice::contracts::httpclient::{CONFIG_ALLOWED_HOSTS, CONTRACT, allows};
         let host = self.host.upgrade().ok_or("the host is shutting down")?;
-        let claims = host.actors.claims(origin).flatten();
+        let claims = self.claims.as_deref();
         let contract = ContractId::new(CONTRACT).map_err(|e| e.to_string())?;
         // Claims and a default link, checked as for any contract call.
-        resolve_contract(
-            &host,
-            origin,
-            claims.as_deref(),
-            contract.clone(),
-            "default",
-        )
-        .map_err(|e| e.to_string())?;
+        resolve_contract(&host, origin, claims, contract.clone(), "default")
+            .map_err(|e| e.to_string())?;
         let actor = ActorId::new(origin).map_err(|e| e.to_string())?;
         let link = LinkName::new("default").map_err(|e| e.to_string())?;
         let allowed = host
@@ -133,9 +131,12 @@ impl HostCalls for Router {
 }
 
 /// Parses the call's namespace into a [`Target`] and checks the caller may call it.
-fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
+fn resolve(
+    host: &HostInner,
+    claims: Option<&Claims>,
+    call: &HostCall,
+) -> Result<Target, HostCallError> {
     let origin = &*call.origin;
-    let claims = host.actors.claims(origin).flatten();
     if call.namespace.contains(':') {
         let contract =
             ContractId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
@@ -143,14 +144,14 @@ fn resolve(host: &HostInner, call: &HostCall) -> Result<Target, HostCallError> {
                 namespace: call.namespace.clone(),
                 reason: e.to_string(),
             })?;
-        return resolve_contract(host, origin, claims.as_deref(), contract, &call.binding);
+        return resolve_contract(host, origin, claims, contract, &call.binding);
     }
     let target = ActorId::new(call.namespace.as_str()).map_err(|e| HostCallError::BadTarget {
         origin: origin.to_string(),
         namespace: call.namespace.clone(),
         reason: e.to_string(),
     })?;
-    check_actor_call(origin, claims.as_deref(), &target)?;
+    check_actor_call(origin, claims, &target)?;
     Ok(Target::Actor(target))
 }
 

@@ -17,34 +17,69 @@
 //! `YIELD_TICKS` epoch ticks, 20 ms at most) becomes a task of its own at that
 //! point, so the loop is held for at most one such stretch per call.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use futures::StreamExt;
 use lattice::rpc::{InvocationResponse, serve::serve_invocation};
 use tokio::{sync::watch, task::JoinSet};
 
 use super::HostInner;
+use crate::error::InvokeError;
 use crate::runtime::actor::{Actor, Admission};
+
+/// The module an actor's calls go to. One subscription serves an actor for
+/// as long as it runs here; an update swaps the module behind it, so no call
+/// is ever routed to a subscription that is going away.
+pub(crate) struct Current(RwLock<Arc<Actor>>);
+
+impl Current {
+    pub(crate) fn new(actor: Arc<Actor>) -> Self {
+        Current(RwLock::new(actor))
+    }
+
+    /// Sends every call admitted from now on to `actor`; returns the module
+    /// before. Admission happens under the read lock, so when this returns
+    /// every call the old module admitted holds its permit or its place in
+    /// the queue, and the old module's [`Actor::stop`] waits for them.
+    pub(crate) fn replace(&self, actor: Arc<Actor>) -> Arc<Actor> {
+        std::mem::replace(
+            &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
+            actor,
+        )
+    }
+
+    /// The current module.
+    fn get(&self) -> Arc<Actor> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Admits a call to the current module.
+    pub(crate) fn admit(&self) -> (Arc<Actor>, Result<Admission, InvokeError>) {
+        let actor = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let admitted = actor.admit();
+        (actor.clone(), admitted)
+    }
+}
 
 /// Reads invocations until told to stop, then drains what the server already
 /// sent, and returns only once every call it took has sent its reply: a host
 /// that waits for this task before exiting never drops an in-flight reply.
 pub(super) async fn serve(
     host: Weak<HostInner>,
-    actor: Arc<Actor>,
+    current: Arc<Current>,
     mut sub: async_nats::Subscriber,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut calls = JoinSet::new();
     // Named once per actor, not per call: errors and spans say which replica set.
     let what: Arc<str> = match host.upgrade() {
-        Some(h) => format!("actor {} on host {}", actor.id(), h.name).into(),
+        Some(h) => format!("actor {} on host {}", current.get().id(), h.name).into(),
         None => return,
     };
     let stopped = loop {
         tokio::select! {
             msg = sub.next() => match msg {
-                Some(msg) => admit(&mut calls, &host, &actor, &what, msg).await,
+                Some(msg) => admit(&mut calls, &host, &current, &what, msg).await,
                 None => break false,
             },
             _ = stop.changed() => break true,
@@ -56,7 +91,7 @@ pub(super) async fn serve(
         // Unsubscribe, then finish every message the server delivered before that.
         let _ = sub.drain().await;
         while let Some(msg) = sub.next().await {
-            admit(&mut calls, &host, &actor, &what, msg).await;
+            admit(&mut calls, &host, &current, &what, msg).await;
         }
     }
     while calls.join_next().await.is_some() {}
@@ -67,21 +102,21 @@ pub(super) async fn serve(
 async fn admit(
     calls: &mut JoinSet<()>,
     host: &Weak<HostInner>,
-    actor: &Arc<Actor>,
+    current: &Current,
     what: &Arc<str>,
     msg: async_nats::Message,
 ) {
     let Some(host) = host.upgrade() else { return };
-    match actor.admit() {
-        Ok(admission) => {
-            let mut call = Box::pin(handle(host, actor.clone(), what.clone(), admission, msg));
+    match current.admit() {
+        (actor, Ok(admission)) => {
+            let mut call = Box::pin(handle(host, actor, what.clone(), admission, msg));
             // Futures take whichever waker polls them last, so one first
             // polled here with a no-op waker is safe to hand to a task.
             if futures::FutureExt::now_or_never(&mut call).is_none() {
                 calls.spawn(call);
             }
         }
-        Err(refused) => {
+        (_, Err(refused)) => {
             let Some(reply) = msg.reply else { return };
             tracing::debug!(target = %what, error = %refused, "call refused");
             let body = InvocationResponse::err(refused.to_string())

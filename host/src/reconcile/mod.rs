@@ -4,7 +4,9 @@
 //! The leader tracks hosts by their heartbeats (a host silent for three
 //! heartbeat intervals is gone), reads each live host's inventory, and per app:
 //! starts missing replicas on matching hosts (hosts without the actor first,
-//! least loaded first), stops extra or outdated ones, starts providers on
+//! least loaded first), updates outdated ones in place (the new module
+//! serves before the old one stops), scales down or stops extra ones and
+//! stops those on hosts that no longer match, starts providers on
 //! matching hosts that lack them until each runs on as many hosts as it asks
 //! (`count`, or `on_every_host`; an id runs once per host),
 //! and puts links that are missing or differ. It writes what it saw to
@@ -338,10 +340,14 @@ impl Pass<'_> {
             }
         }
         let mut problems = Vec::new();
-        if !to_update.is_empty() && !self.still_leading() {
-            return line;
-        }
+        // Hosts whose update failed still serve the old module: better than
+        // nothing, so they are stopped only once enough replicas run the new
+        // one, and no start is planned there (it would be refused).
+        let mut not_updated: Vec<&HostInventory> = Vec::new();
         for (inv, replicas) in to_update {
+            if !self.still_leading() {
+                return line;
+            }
             tracing::info!(actor = %actor_id, host = %inv.host.name, "reconciler: updating the module");
             let cmd = UpdateActor {
                 actor_id: actor_id.clone(),
@@ -352,10 +358,16 @@ impl Pass<'_> {
             match self.ctl.update_actor(&inv.host.id, &cmd).await {
                 Ok(_) => running.push((inv, replicas)),
                 // The old module keeps serving; tried again next pass.
-                Err(e) => problems.push(format!("host {}: update: {e}", inv.host.name)),
+                Err(e) => {
+                    problems.push(format!("host {}: update: {e}", inv.host.name));
+                    not_updated.push(inv);
+                }
             }
         }
         let actual: u32 = running.iter().map(|(_, r)| r).sum();
+        if actual >= desired {
+            to_stop.append(&mut not_updated);
+        }
         line.actual = actual;
         let matching: Vec<&HostInventory> = invs
             .iter()
@@ -428,6 +440,7 @@ impl Pass<'_> {
             .collect();
         let candidates = matching
             .iter()
+            .filter(|inv| !not_updated.iter().any(|n| n.host.id == inv.host.id))
             .map(|inv| {
                 let mut c = Candidate::from_inventory(inv, &actor_id, &links);
                 c.running = running

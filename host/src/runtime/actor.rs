@@ -536,13 +536,28 @@ impl Actor {
         trace: TraceContext,
         deadline: Instant,
     ) -> Result<hyper::Response<HttpBody>, InvokeError> {
+        let admission = self.admit()?;
+        self.invoke_http_admitted(admission, request, trace, deadline)
+            .await
+    }
+
+    /// [`Actor::invoke_http`] of a call already admitted ([`Actor::admit`]).
+    ///
+    /// # Errors
+    /// As [`Actor::invoke_http`].
+    pub async fn invoke_http_admitted(
+        self: &Arc<Self>,
+        admission: Admission,
+        request: hyper::Request<HttpBody>,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<hyper::Response<HttpBody>, InvokeError> {
         use lattice::contracts::httpserver::HANDLE_REQUEST;
         let failed = |message: String| InvokeError::Guest {
             actor: self.id.to_string(),
             operation: HANDLE_REQUEST.to_string(),
             message,
         };
-        let admission = self.admit()?;
         let (respond, head) = tokio::sync::oneshot::channel();
         let call = Arc::clone(self).http_call(admission, request, respond, trace, deadline);
         let mut call = AbortOnDrop(Some(tokio::spawn(call)));

@@ -8,7 +8,8 @@ pub fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
         let text = cause.to_string();
-        if line.ends_with(&text) {
+        // Whole causes only: "upload" is not said by "could not upload".
+        if line == text || line.ends_with(&format!(": {text}")) {
             continue;
         }
         if !line.is_empty() {
@@ -32,6 +33,9 @@ mod tests {
             one_line(&err),
             "deploying app.toml: nats: upload artifact sha256:ab: no stream found for given subject"
         );
+        // A cause that only ends like the line is kept.
+        let err = anyhow::anyhow!("upload").context("could not upload");
+        assert_eq!(one_line(&err), "could not upload: upload");
         // Causes that add something are all kept.
         let err = anyhow::anyhow!("connection refused")
             .context("connecting to nats://127.0.0.1:4222")

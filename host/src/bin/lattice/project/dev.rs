@@ -170,8 +170,20 @@ pub async fn run(connect: &ConnectConfig, args: DevArgs) -> anyhow::Result<ExitC
                 );
             }
             Err(e) => {
-                // It built but does not start (say, its init traps): back to
-                // the module that ran.
+                // It built but does not start (say, its init traps). A failed
+                // update leaves the last good module serving; when nothing
+                // runs any more, the last good module is started again.
+                let serving = ctl
+                    .inventory(&host)
+                    .await
+                    .is_ok_and(|inv| inv.actors.iter().any(|a| a.id == actor));
+                if serving {
+                    eprintln!(
+                        "error: {}\n{name} keeps running the last good module",
+                        crate::report::one_line(&e)
+                    );
+                    continue;
+                }
                 eprintln!(
                     "error: {}\n{name} goes back to the last good module",
                     crate::report::one_line(&e)
