@@ -585,15 +585,18 @@ impl HostInner {
     /// # Errors
     /// [`ControlError::ActorNotHere`] when it does not run here.
     pub(crate) async fn stop_actor(&self, cmd: StopActor) -> Result<ActorStopped, ControlError> {
-        let _guard = self.lifecycle.lock().await;
-        let running =
+        let running = {
+            let _guard = self.lifecycle.lock().await;
             self.actors
                 .remove(&cmd.actor_id)
                 .ok_or_else(|| ControlError::ActorNotHere {
                     actor: cmd.actor_id.clone(),
                     host: self.name.clone(),
                     host_id: self.id.clone(),
-                })?;
+                })?
+        };
+        // Drained outside the lock: other requests to this host (and its
+        // shutdown) need not wait for this actor's calls.
         let replicas = self
             .stop_running(&cmd.actor_id, running, "stop requested")
             .await;

@@ -120,11 +120,16 @@ impl Drop for HostSlot {
 }
 
 /// A place in an actor's queue; given back when dropped.
-struct QueueTicket(Arc<AtomicU32>);
+struct QueueTicket {
+    queued: Arc<AtomicU32>,
+    emptied: Arc<tokio::sync::Notify>,
+}
 
 impl Drop for QueueTicket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
     }
 }
 
@@ -178,6 +183,9 @@ pub struct Actor {
     permits: Arc<Semaphore>,
     /// Calls admitted and waiting for a permit.
     queued: Arc<AtomicU32>,
+    /// Signalled when the last queued call got its instance (or gave up):
+    /// [`Actor::stop`] lets the queue through before it takes every permit.
+    queue_emptied: Arc<tokio::sync::Notify>,
     replicas: AtomicU32,
     /// Per-actor configuration, seen by the guest as environment variables.
     config: std::collections::BTreeMap<String, String>,
@@ -263,6 +271,7 @@ impl Actor {
                 concurrency_for(runtime.config(), replicas) as usize
             )),
             queued: Arc::new(AtomicU32::new(0)),
+            queue_emptied: Arc::new(tokio::sync::Notify::new()),
             replicas: AtomicU32::new(replicas),
             config,
             calls: AtomicU64::new(0),
@@ -384,7 +393,10 @@ impl Actor {
                         queued: max,
                     });
                 }
-                Stage::Queued(QueueTicket(self.queued.clone()))
+                Stage::Queued(QueueTicket {
+                    queued: self.queued.clone(),
+                    emptied: self.queue_emptied.clone(),
+                })
             }
         };
         Ok(Admission { _host: host, stage })
@@ -454,8 +466,22 @@ impl Actor {
     /// Refuses new calls, waits (up to `timeout`) for in-flight ones, and drops
     /// the warm instances. Returns whether everything drained in time.
     pub async fn stop(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        // The queued calls first: the semaphore is fair, so taking every
+        // permit now would put this stop ahead of them, and they would be
+        // refused as "stopped" once it closes. (Nothing is admitted here any
+        // more when this runs: the actor left the table, or an update sent
+        // new calls to another module, so the queue only shrinks.)
+        loop {
+            let emptied = self.queue_emptied.notified();
+            let mut emptied = std::pin::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.queued() == 0 || tokio::time::timeout_at(until, emptied).await.is_err() {
+                break;
+            }
+        }
         let total = self.max_concurrency();
-        let drained = tokio::time::timeout(timeout, self.permits.acquire_many(total))
+        let drained = tokio::time::timeout_at(until, self.permits.acquire_many(total))
             .await
             .map(|r| r.is_ok())
             .unwrap_or(false);
