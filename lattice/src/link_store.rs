@@ -116,7 +116,7 @@ impl LinkStore {
     /// # Errors
     /// [`Error::Nats`] on store failure.
     pub async fn list(&self) -> Result<Vec<LinkDefinition>, Error> {
-        let mut keys: Vec<String> = match self.kv.keys().await {
+        let mut keys: Vec<String> = match patiently("list links", || self.kv.keys()).await {
             Ok(stream) => {
                 stream
                     .filter_map(|k| async move { k.ok() })
@@ -141,11 +141,11 @@ impl LinkStore {
     /// # Errors
     /// [`Error::Nats`] when the watch cannot be created.
     pub async fn cache(&self) -> Result<LinkCache, Error> {
-        let mut watch = self
-            .kv
-            .watch_with_history(format!("{KEY_PREFIX}>"))
-            .await
-            .map_err(|e| Error::nats("watch links", e))?;
+        let mut watch = patiently("watch links", || {
+            self.kv.watch_with_history(format!("{KEY_PREFIX}>"))
+        })
+        .await
+        .map_err(|e| Error::nats("watch links", e))?;
         // Prime the map before returning, so a host checks capabilities against the
         // links that exist now; the watch then replays them (puts are idempotent)
         // and follows changes.
@@ -189,6 +189,36 @@ impl LinkStore {
             }
         });
         Ok(cache)
+    }
+}
+
+/// Attempts a watch (or key listing) gets when JetStream does not answer in
+/// time.
+const WATCH_TRIES: u32 = 4;
+
+/// Runs `op`, which creates a consumer, again when it timed out. A cluster
+/// under load (a replicated stream just created, a leader moving) can take
+/// longer than the JetStream API timeout to create one, and a host starting
+/// then would exit. A timed-out attempt's consumer, if the server made it
+/// after all, is ephemeral and removed once idle.
+async fn patiently<T, F, Fut>(what: &str, mut op: F) -> Result<T, kv::WatchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kv::WatchError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.kind() == kv::WatchErrorKind::TimedOut && attempt < WATCH_TRIES => {
+                tracing::warn!(
+                    what,
+                    attempt,
+                    "JetStream did not answer in time; trying again"
+                );
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }
 

@@ -197,15 +197,21 @@ impl HostInner {
         let began = Instant::now();
         let result = self.start_actor_steps(&cmd, began).await;
         if let Err(e) = &result {
-            tracing::warn!(actor = %cmd.actor_id, error = %e, "actor failed to start");
-            self.publish(EventData::ActorFailed {
-                host_id: self.id.clone(),
-                actor_id: cmd.actor_id.clone(),
-                error: e.to_string(),
-            })
-            .await;
+            self.publish_failed(&cmd.actor_id, e, "actor failed to start")
+                .await;
         }
         result
+    }
+
+    /// Logs a failed start or update of `actor` and publishes `actor_failed`.
+    async fn publish_failed(&self, actor: &ActorId, error: &ControlError, log: &str) {
+        tracing::warn!(actor = %actor, error = %error, "{log}");
+        self.publish(EventData::ActorFailed {
+            host_id: self.id.clone(),
+            actor_id: actor.clone(),
+            error: error.to_string(),
+        })
+        .await;
     }
 
     async fn start_actor_steps(
@@ -405,12 +411,11 @@ impl HostInner {
         let began = Instant::now();
         let result = self.update_actor_steps(&cmd, began).await;
         if let Err(e) = &result {
-            tracing::warn!(actor = %cmd.actor_id, error = %e, "actor update failed; the old module keeps running");
-            self.publish(EventData::ActorFailed {
-                host_id: self.id.clone(),
-                actor_id: cmd.actor_id.clone(),
-                error: e.to_string(),
-            })
+            self.publish_failed(
+                &cmd.actor_id,
+                e,
+                "actor update failed; the old module keeps running",
+            )
             .await;
         }
         result
