@@ -77,16 +77,38 @@ impl Liveness {
     }
 }
 
-/// Runs the reconciler loop until the task is aborted.
+/// Runs the reconciler loop until told to stop (or the task is aborted).
+/// When it cannot start (its buckets do not answer: a cluster under load, a
+/// leader moving), it tries again with a growing pause, up to 30 s: a host
+/// whose reconciler gave up would never take part in converging apps again.
 pub async fn run(
     nats: async_nats::Client,
     lattice: LatticeId,
     me: HostId,
     cfg: ReconcileConfig,
-    stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(e) = run_inner(nats, lattice, me, cfg, stop).await {
-        tracing::error!(error = %e, "reconciler stopped");
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match run_inner(
+            nats.clone(),
+            lattice.clone(),
+            me.clone(),
+            cfg.clone(),
+            stop.clone(),
+        )
+        .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?pause, "reconciler stopped; starting it again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
