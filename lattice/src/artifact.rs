@@ -152,7 +152,7 @@ impl ArtifactStore {
         let objects = async {
             match js.get_object_store(&bucket).await {
                 Ok(s) => Ok(s),
-                Err(_) => match js.create_object_store(config(replicas)).await {
+                Err(_) => match create_patiently(|| js.create_object_store(config(replicas))).await {
                     Ok(s) => Ok(s),
                     // Fewer servers than replicas, or another client created it first.
                     Err(_) => match js.get_object_store(&bucket).await {
@@ -341,7 +341,7 @@ pub async fn open_state_bucket(
         ..Default::default()
     };
     let replicas = replicas_for(&js.client());
-    match js.create_key_value(config(replicas)).await {
+    match create_patiently(|| js.create_key_value(config(replicas))).await {
         Ok(s) => Ok(s),
         // Fewer servers than replicas, or another client created it first.
         Err(_) => match js.get_key_value(&name).await {
@@ -351,6 +351,36 @@ pub async fn open_state_bucket(
                 .await
                 .map_err(|e| Error::nats(format!("open state bucket {name}"), e)),
         },
+    }
+}
+
+/// Attempts a bucket creation gets when JetStream does not answer in time.
+const CREATE_TRIES: u32 = 3;
+
+/// Runs the bucket creation `create` again when it timed out: a cluster under
+/// load can take longer than the API timeout, which is no sign of too few
+/// servers (the callers' reason to fall back to one replica). Creating a
+/// stream that the timed-out attempt made after all, with the same config,
+/// is no error.
+async fn create_patiently<T, F, Fut>(
+    mut create: F,
+) -> Result<T, jetstream::context::CreateKeyValueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, jetstream::context::CreateKeyValueError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match create().await {
+            Err(e)
+                if e.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut
+                    && attempt < CREATE_TRIES =>
+            {
+                tracing::warn!(attempt, "creating a bucket timed out; trying again");
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
