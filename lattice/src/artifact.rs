@@ -363,20 +363,40 @@ const CREATE_TRIES: u32 = 3;
 /// stream that the timed-out attempt made after all, with the same config,
 /// is no error.
 async fn create_patiently<T, F, Fut>(
-    mut create: F,
+    create: F,
 ) -> Result<T, jetstream::context::CreateKeyValueError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, jetstream::context::CreateKeyValueError>>,
 {
+    let timed_out = |e: &jetstream::context::CreateKeyValueError| {
+        e.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut
+    };
+    again_while("create a bucket", CREATE_TRIES, timed_out, create).await
+}
+
+/// Runs `op` again, up to `tries` attempts in all, while its error is one
+/// `retry` accepts (a JetStream request that timed out); any other outcome,
+/// and the last attempt's, is returned as it is.
+pub(crate) async fn again_while<T, E, F, Fut>(
+    what: &str,
+    tries: u32,
+    retry: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
-        match create().await {
-            Err(e)
-                if e.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut
-                    && attempt < CREATE_TRIES =>
-            {
-                tracing::warn!(attempt, "creating a bucket timed out; trying again");
+        match op().await {
+            Err(e) if attempt < tries && retry(&e) => {
+                tracing::warn!(
+                    what,
+                    attempt,
+                    "JetStream did not answer in time; trying again"
+                );
                 attempt += 1;
             }
             outcome => return outcome,
@@ -458,6 +478,33 @@ mod tests {
         .await;
         assert!(out.is_err());
         assert!(started.elapsed() <= within);
+    }
+
+    #[tokio::test]
+    async fn timed_out_requests_get_a_bounded_number_of_attempts() {
+        let timed_out = |e: &&str| *e == "timed out";
+        let mut tries = 0;
+        let out: Result<(), &str> = again_while("x", 3, timed_out, || {
+            tries += 1;
+            async { Err("timed out") }
+        })
+        .await;
+        assert_eq!((out, tries), (Err("timed out"), 3));
+        let mut tries = 0;
+        let out: Result<(), &str> = again_while("x", 3, timed_out, || {
+            tries += 1;
+            async { Err("refused") }
+        })
+        .await;
+        assert_eq!((out, tries), (Err("refused"), 1));
+        let mut tries = 0;
+        let out = again_while("x", 3, timed_out, || {
+            tries += 1;
+            let n = tries;
+            async move { if n < 2 { Err("timed out") } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(out, Ok(2));
     }
 
     #[test]

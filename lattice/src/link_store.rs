@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     Error,
-    artifact::{STREAM_SETTLE, open_state_bucket, while_stream_settles},
+    artifact::{STREAM_SETTLE, again_while, open_state_bucket, while_stream_settles},
     id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
     link::{self, KEY_PREFIX, LinkDefinition},
 };
@@ -201,25 +201,13 @@ const WATCH_TRIES: u32 = 4;
 /// longer than the JetStream API timeout to create one, and a host starting
 /// then would exit. A timed-out attempt's consumer, if the server made it
 /// after all, is ephemeral and removed once idle.
-async fn patiently<T, F, Fut>(what: &str, mut op: F) -> Result<T, kv::WatchError>
+async fn patiently<T, F, Fut>(what: &str, op: F) -> Result<T, kv::WatchError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kv::WatchError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.kind() == kv::WatchErrorKind::TimedOut && attempt < WATCH_TRIES => {
-                tracing::warn!(
-                    what,
-                    attempt,
-                    "JetStream did not answer in time; trying again"
-                );
-                attempt += 1;
-            }
-            outcome => return outcome,
-        }
-    }
+    let timed_out = |e: &kv::WatchError| e.kind() == kv::WatchErrorKind::TimedOut;
+    again_while(what, WATCH_TRIES, timed_out, op).await
 }
 
 fn write(
