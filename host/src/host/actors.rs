@@ -426,16 +426,11 @@ impl HostInner {
         cmd: &UpdateActor,
         began: Instant,
     ) -> Result<ActorUpdated, ControlError> {
-        let not_here = || ControlError::ActorNotHere {
-            actor: cmd.actor_id.clone(),
-            host: self.name.clone(),
-            host_id: self.id.clone(),
-        };
         let old = self
             .actors
             .get(&cmd.actor_id)
             .filter(|r| !r.stopping())
-            .ok_or_else(not_here)?;
+            .ok_or_else(|| self.not_here(&cmd.actor_id))?;
         let mut start = StartActor {
             actor_id: cmd.actor_id.clone(),
             digest: cmd.digest.clone(),
@@ -448,7 +443,7 @@ impl HostInner {
         };
         // The slow part without the host-wide lock, as for a start.
         let (actor, from) = self.prepare(&start).await?;
-        let before = {
+        let (before, carried) = {
             let guard = self.lifecycle.lock().await;
             self.open(&guard)?;
             match self.actors.get(&cmd.actor_id) {
@@ -471,21 +466,29 @@ impl HostInner {
                     serving: old.serving.clone(),
                 }),
             );
-            old.serving.current.replace(actor)
+            let before = old.serving.current.replace(actor.clone());
+            // The actor's counters go on from the old module's, rather than
+            // back to zero (the calls it still finishes are added below).
+            let carried = before.counts();
+            actor.add_counts(carried);
+            // Under the lock, so that a stop of the actor, which takes it
+            // next, is published after this.
+            self.publish(EventData::ActorUpdated {
+                host_id: self.id.clone(),
+                actor_id: cmd.actor_id.clone(),
+                from: before.digest().clone(),
+                to: cmd.digest.clone(),
+            })
+            .await;
+            (before, carried)
         };
         // Outside the lock: draining takes up to the drain timeout, and other
         // requests to this host need not wait for it.
         if !before.stop(self.config.drain_timeout).await {
             tracing::warn!(actor = %cmd.actor_id, "drain timeout: some calls to the old module were still running");
         }
+        actor.add_counts(before.counts().since(carried));
         let was = before.digest().clone();
-        self.publish(EventData::ActorUpdated {
-            host_id: self.id.clone(),
-            actor_id: cmd.actor_id.clone(),
-            from: was.clone(),
-            to: cmd.digest.clone(),
-        })
-        .await;
         tracing::info!(actor = %cmd.actor_id, from = %was.short(), to = %cmd.digest.short(), ?from, "actor updated");
         Ok(ActorUpdated {
             host_id: self.id.clone(),
@@ -496,6 +499,15 @@ impl HostInner {
             replicas: start.replicas,
             elapsed_ms: began.elapsed().as_millis() as u64,
         })
+    }
+
+    /// The error for an actor that does not run here.
+    fn not_here(&self, actor: &ActorId) -> ControlError {
+        ControlError::ActorNotHere {
+            actor: actor.clone(),
+            host: self.name.clone(),
+            host_id: self.id.clone(),
+        }
     }
 
     /// Refuses lifecycle changes once the host is stopping (`closed`, the
@@ -555,11 +567,7 @@ impl HostInner {
             .actors
             .get(&cmd.actor_id)
             .filter(|r| !r.stopping())
-            .ok_or_else(|| ControlError::ActorNotHere {
-                actor: cmd.actor_id.clone(),
-                host: self.name.clone(),
-                host_id: self.id.clone(),
-            })?;
+            .ok_or_else(|| self.not_here(&cmd.actor_id))?;
         if cmd.replicas > MAX_REPLICAS_PER_HOST {
             return Err(ControlError::ScaleTooLarge {
                 actor: cmd.actor_id,
@@ -594,11 +602,7 @@ impl HostInner {
             let _guard = self.lifecycle.lock().await;
             self.actors
                 .remove(&cmd.actor_id)
-                .ok_or_else(|| ControlError::ActorNotHere {
-                    actor: cmd.actor_id.clone(),
-                    host: self.name.clone(),
-                    host_id: self.id.clone(),
-                })?
+                .ok_or_else(|| self.not_here(&cmd.actor_id))?
         };
         // Drained outside the lock: other requests to this host (and its
         // shutdown) need not wait for this actor's calls.

@@ -202,6 +202,29 @@ pub struct Actor {
     metrics: Option<crate::metrics::ActorCallMetrics>,
 }
 
+/// An actor's call counters at one moment ([`Actor::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls admitted or refused.
+    pub calls: u64,
+    /// Calls that failed or were refused.
+    pub errors: u64,
+    /// Nanoseconds spent in calls.
+    pub call_ns: u64,
+}
+
+impl CallCounts {
+    /// What was counted between `earlier` and this reading of the same
+    /// counters.
+    pub fn since(self, earlier: CallCounts) -> CallCounts {
+        CallCounts {
+            calls: self.calls.saturating_sub(earlier.calls),
+            errors: self.errors.saturating_sub(earlier.errors),
+            call_ns: self.call_ns.saturating_sub(earlier.call_ns),
+        }
+    }
+}
+
 /// Idle instances one instantiation may take from other actors before it
 /// gives up (each frees one slot; more than one is needed only when several
 /// instantiations race for the freed slots).
@@ -461,6 +484,25 @@ impl Actor {
     /// Time spent in calls since start (admitted calls, from admission to answer).
     pub fn call_time(&self) -> Duration {
         Duration::from_nanos(self.call_ns.load(Ordering::Relaxed))
+    }
+
+    /// Its counters now: what an update carries over to the next module
+    /// ([`Actor::add_counts`]).
+    pub fn counts(&self) -> CallCounts {
+        CallCounts {
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            call_ns: self.call_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds `counts` (another module's, for the same actor id) to its own,
+    /// so an actor's calls and errors do not go back to zero when its module
+    /// is replaced.
+    pub fn add_counts(&self, counts: CallCounts) {
+        self.calls.fetch_add(counts.calls, Ordering::Relaxed);
+        self.errors.fetch_add(counts.errors, Ordering::Relaxed);
+        self.call_ns.fetch_add(counts.call_ns, Ordering::Relaxed);
     }
 
     /// Refuses new calls, waits (up to `timeout`) for in-flight ones, and drops

@@ -1151,6 +1151,67 @@ async fn a_large_inventory_comes_in_pages() -> Result<()> {
 /// keeps serving: an actor the host does not run, a digest not in the store,
 /// bytes that are not WebAssembly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_sets_or_clears_the_actor_config() -> Result<()> {
+    let lat = TestLattice::start().await?;
+    let _host = lat.host("cfg", &[]).await?;
+    let probe = actor_wasm("probe-actor")?.display().to_string();
+    lat.cli(&[
+        "ctl",
+        "start",
+        "actor",
+        &probe,
+        "--id",
+        "probe",
+        "--env",
+        "GREETING=hola",
+    ])
+    .await?
+    .success()?;
+    let greeting = || async {
+        let v: Option<String> = lat.call("probe", "Env", "GREETING").await?;
+        anyhow::Ok(v)
+    };
+    ensure!(greeting().await?.as_deref() == Some("hola"));
+    // No --env: the config it has is kept.
+    lat.cli(&["ctl", "update", "actor", "probe", &probe])
+        .await?
+        .success()?;
+    ensure!(greeting().await?.as_deref() == Some("hola"));
+    lat.cli(&[
+        "ctl",
+        "update",
+        "actor",
+        "probe",
+        &probe,
+        "--env",
+        "GREETING=adios",
+    ])
+    .await?
+    .success()?;
+    ensure!(greeting().await?.as_deref() == Some("adios"));
+    lat.cli(&["ctl", "update", "actor", "probe", &probe, "--clear-env"])
+        .await?
+        .success()?;
+    ensure!(greeting().await?.is_none());
+    // Both at once is refused before anything is sent.
+    lat.cli(&[
+        "ctl",
+        "update",
+        "actor",
+        "probe",
+        &probe,
+        "--clear-env",
+        "--env",
+        "A=B",
+    ])
+    .await?
+    .failure()?
+    .stderr_has(&["--clear-env", "--env"])?;
+    ensure!(greeting().await?.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_actor_replaces_the_module_and_refuses_bad_updates() -> Result<()> {
     use lattice::{ctl::UpdateActor, digest::Digest, id::ActorId};
     let lat = TestLattice::start().await?;
@@ -1215,7 +1276,14 @@ async fn update_actor_replaces_the_module_and_refuses_bad_updates() -> Result<()
     ensure!(err.to_string().contains("hello"), "{err}");
     still_v1().await?;
 
-    // A good update keeps the replicas and says what changed.
+    // A good update keeps the replicas and the counters, and says what changed.
+    let calls_before = find_actor(&lat.ctl.inventory(&host_id).await?, "hello")
+        .context("hello runs")?
+        .calls;
+    ensure!(
+        calls_before >= 2,
+        "the calls so far are counted: {calls_before}"
+    );
     let mut bytes = std::fs::read(&hello)?;
     bytes.extend_from_slice(&[0, 3, 1, b'2', 1]);
     let v2 = store.put(&bytes, None).await?;
@@ -1229,7 +1297,10 @@ async fn update_actor_replaces_the_module_and_refuses_bad_updates() -> Result<()
     );
     let inv = lat.ctl.inventory(&host_id).await?;
     let a = find_actor(&inv, "hello").context("hello runs")?;
-    ensure!(a.digest == v2 && a.replicas == 3, "{a:?}");
+    ensure!(
+        a.digest == v2 && a.replicas == 3 && a.calls >= calls_before,
+        "{a:?}, {calls_before} calls before"
+    );
     let greeting: String = lat.call("hello", "SayHello", "World").await?;
     ensure!(greeting == "Hello, World!");
 

@@ -65,6 +65,9 @@ pub enum UpdateCommand {
         /// KEY=VALUE (repeatable) [default: the configuration it runs with]
         #[arg(long = "env", value_parser = crate::parse_kv)]
         env_vars: Vec<(String, String)>,
+        /// Run the new module with no configuration at all
+        #[arg(long, conflicts_with = "env_vars")]
+        clear_env: bool,
     },
 }
 

@@ -63,9 +63,11 @@ pub async fn run(
                     reference,
                     host,
                     env_vars,
+                    clear_env,
                 },
         } => {
-            let config = (!env_vars.is_empty()).then(|| env_vars.into_iter().collect());
+            let config =
+                (clear_env || !env_vars.is_empty()).then(|| env_vars.into_iter().collect());
             actor::update(&ctl, connect, out, &id, &reference, host.as_deref(), config).await
         }
         CtlCommand::Link { what } => link::run(&ctl, out, what).await,
