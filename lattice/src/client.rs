@@ -433,7 +433,8 @@ impl CtlClient {
         let target = Target::Actor(ActorId::new(actor)?);
         let invocation = Invocation::new("cli", &target, operation, payload);
         // The root of the request's trace when this process exports spans.
-        let span = tracing::info_span!("call", actor = %actor, operation = %operation);
+        // DEBUG like every per-call span (see `serve_invocation`).
+        let span = tracing::debug_span!("call", actor = %actor, operation = %operation);
         let trace = crate::trace::enter(&span, None);
         self.caller
             .invoke(&self.lattice, &target, invocation, &trace, self.timeout)

@@ -70,7 +70,8 @@ pub(super) async fn serve(
         return;
     };
     let incoming = TraceContext::from_headers(msg.headers.as_ref());
-    let span = tracing::info_span!(
+    // DEBUG like every per-call span (see `serve_invocation`).
+    let span = tracing::debug_span!(
         "serve",
         target = %what,
         operation = HANDLE_REQUEST,
