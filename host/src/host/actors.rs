@@ -369,8 +369,18 @@ impl HostInner {
                 reason: e.to_string(),
             })?;
         // Make sure the server has the subscription before we say "started", so the
-        // first call cannot race it to a no-responders error.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await;
+        // first call cannot race it to a no-responders error. A failed flush
+        // (NATS unreachable) fails nothing: the client subscribes again when it
+        // reconnects, and until then no call can reach any host anyway.
+        match tokio::time::timeout(Duration::from_secs(5), self.nats.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(actor = %cmd.actor_id, error = %e, "started before NATS confirmed the subscription");
+            }
+            Err(_) => {
+                tracing::warn!(actor = %cmd.actor_id, "started before NATS confirmed the subscription (no answer in 5 s)");
+            }
+        }
         let (stop, stop_rx) = watch::channel(false);
         let current = Arc::new(serve::Current::new(actor.clone()));
         let serving = Arc::new(Serving {
