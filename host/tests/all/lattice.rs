@@ -1146,71 +1146,54 @@ async fn a_large_inventory_comes_in_pages() -> Result<()> {
     Ok(())
 }
 
-/// `CtlClient::update_actor` replaces a running actor's module and keeps its
-/// replicas; bad updates are refused with a clear error and the old module
-/// keeps serving: an actor the host does not run, a digest not in the store,
-/// bytes that are not WebAssembly.
+/// `ctl update actor` keeps the actor's config, sets another with `--env`,
+/// and clears it with `--clear-env`; both flags at once are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_sets_or_clears_the_actor_config() -> Result<()> {
     let lat = TestLattice::start().await?;
     let _host = lat.host("cfg", &[]).await?;
     let probe = actor_wasm("probe-actor")?.display().to_string();
-    lat.cli(&[
-        "ctl",
-        "start",
-        "actor",
-        &probe,
-        "--id",
-        "probe",
-        "--env",
-        "GREETING=hola",
-    ])
-    .await?
-    .success()?;
+    let start = ["ctl", "start", "actor", &probe, "--id", "probe"];
+    lat.cli(&[&start[..], &["--env", "GREETING=hola"]].concat())
+        .await?
+        .success()?;
+    let update = |flags: &'static [&'static str]| {
+        let args: Vec<String> = ["ctl", "update", "actor", "probe", probe.as_str()]
+            .iter()
+            .chain(flags)
+            .map(|a| a.to_string())
+            .collect();
+        let lat = &lat;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lat.cli(&args).await
+        }
+    };
     let greeting = || async {
         let v: Option<String> = lat.call("probe", "Env", "GREETING").await?;
         anyhow::Ok(v)
     };
     ensure!(greeting().await?.as_deref() == Some("hola"));
     // No --env: the config it has is kept.
-    lat.cli(&["ctl", "update", "actor", "probe", &probe])
-        .await?
-        .success()?;
+    update(&[]).await?.success()?;
     ensure!(greeting().await?.as_deref() == Some("hola"));
-    lat.cli(&[
-        "ctl",
-        "update",
-        "actor",
-        "probe",
-        &probe,
-        "--env",
-        "GREETING=adios",
-    ])
-    .await?
-    .success()?;
+    update(&["--env", "GREETING=adios"]).await?.success()?;
     ensure!(greeting().await?.as_deref() == Some("adios"));
-    lat.cli(&["ctl", "update", "actor", "probe", &probe, "--clear-env"])
-        .await?
-        .success()?;
+    update(&["--clear-env"]).await?.success()?;
     ensure!(greeting().await?.is_none());
     // Both at once is refused before anything is sent.
-    lat.cli(&[
-        "ctl",
-        "update",
-        "actor",
-        "probe",
-        &probe,
-        "--clear-env",
-        "--env",
-        "A=B",
-    ])
-    .await?
-    .failure()?
-    .stderr_has(&["--clear-env", "--env"])?;
+    update(&["--clear-env", "--env", "A=B"])
+        .await?
+        .failure()?
+        .stderr_has(&["--clear-env", "--env"])?;
     ensure!(greeting().await?.is_none());
     Ok(())
 }
 
+/// `CtlClient::update_actor` replaces a running actor's module and keeps its
+/// replicas; bad updates are refused with a clear error and the old module
+/// keeps serving: an actor the host does not run, a digest not in the store,
+/// bytes that are not WebAssembly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_actor_replaces_the_module_and_refuses_bad_updates() -> Result<()> {
     use lattice::{ctl::UpdateActor, digest::Digest, id::ActorId};
