@@ -122,14 +122,14 @@ pub struct ActorDescription {
     pub replicas: u32,
     /// Warm instances kept ready right now.
     pub warm_instances: usize,
-    /// Calls served since start.
+    /// Calls served since the actor started on this host (updates included).
     pub calls: u64,
     /// Calls that failed (trap, deadline, actor error, or given up unfinished
-    /// because the caller went away) since start.
+    /// because the caller went away) since the actor started on this host.
     pub errors: u64,
-    /// Microseconds spent in calls since start: the difference between two
-    /// inventories over the difference in `calls` is the mean latency between
-    /// them. Zero from hosts older than this field.
+    /// Microseconds spent in calls since the actor started on this host: the
+    /// difference between two inventories over the difference in `calls` is
+    /// the mean latency between them. Zero from hosts older than this field.
     #[serde(default)]
     pub call_time_us: u64,
     /// Running or stopping.

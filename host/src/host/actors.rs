@@ -468,6 +468,12 @@ impl HostInner {
             // A scale may have landed while the module was prepared.
             start.replicas = old.actor.replicas();
             actor.set_replicas(start.replicas);
+            // The actor's counters go on from the old module's rather than
+            // back to zero: what it counted so far is added before the new
+            // module can be seen, what it counts from now on once it has
+            // drained (below).
+            let carried = old.actor.counts();
+            actor.add_counts(carried);
             self.actors.insert(
                 cmd.actor_id.clone(),
                 Arc::new(RunningActor {
@@ -477,10 +483,6 @@ impl HostInner {
                 }),
             );
             let before = old.serving.current.replace(actor.clone());
-            // The actor's counters go on from the old module's, rather than
-            // back to zero (the calls it still finishes are added below).
-            let carried = before.counts();
-            actor.add_counts(carried);
             // Under the lock, so that a stop of the actor, which takes it
             // next, is published after this.
             self.publish(EventData::ActorUpdated {
@@ -497,7 +499,13 @@ impl HostInner {
         if !before.stop(self.config.drain_timeout).await {
             tracing::warn!(actor = %cmd.actor_id, "drain timeout: some calls to the old module were still running");
         }
-        actor.add_counts(before.counts().since(carried));
+        // To the module serving now: another update may have replaced the
+        // new one meanwhile. (Calls still running past the drain timeout are
+        // not counted.)
+        old.serving
+            .current
+            .get()
+            .add_counts(before.counts().since(carried));
         let was = before.digest().clone();
         tracing::info!(actor = %cmd.actor_id, from = %was.short(), to = %cmd.digest.short(), ?from, "actor updated");
         Ok(ActorUpdated {

@@ -49,7 +49,7 @@ impl Current {
     }
 
     /// The current module.
-    fn get(&self) -> Arc<Actor> {
+    pub(crate) fn get(&self) -> Arc<Actor> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

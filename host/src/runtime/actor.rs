@@ -191,7 +191,8 @@ pub struct Actor {
     config: std::collections::BTreeMap<String, String>,
     calls: AtomicU64,
     errors: AtomicU64,
-    /// Nanoseconds spent in calls since start: with `calls`, the mean latency
+    /// Nanoseconds spent in calls since start (with what earlier modules of
+    /// the actor counted, [`Actor::add_counts`]): with `calls`, the mean latency
     /// an inventory reader (the dashboard) sees between two reads.
     call_ns: AtomicU64,
     /// When a call last took or gave back a warm instance, in milliseconds
@@ -481,7 +482,8 @@ impl Actor {
         )
     }
 
-    /// Time spent in calls since start (admitted calls, from admission to answer).
+    /// Time spent in calls since start, with what earlier modules counted
+    /// (admitted calls, from admission to answer).
     pub fn call_time(&self) -> Duration {
         Duration::from_nanos(self.call_ns.load(Ordering::Relaxed))
     }
@@ -709,6 +711,10 @@ impl Actor {
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        // The instance permit is given back only after the call is counted:
+        // a stop (which takes every permit) then finds the counters final,
+        // and an update carries them over whole.
+        let mut permit = None;
         let mut accounting = Accounting {
             actor: self,
             operation,
@@ -716,7 +722,7 @@ impl Actor {
             settled: false,
         };
         let result = self
-            .invoke_inner(admission, operation, input, trace, deadline)
+            .invoke_inner(admission, &mut permit, operation, input, trace, deadline)
             .await;
         accounting.settled = true;
         self.account(
@@ -759,9 +765,12 @@ impl Actor {
         }
     }
 
+    /// Runs the call once it holds an instance permit, which it leaves in
+    /// `permit` for its caller to drop.
     async fn invoke_inner(
         &self,
         admission: Admission,
+        permit: &mut Option<OwnedSemaphorePermit>,
         operation: &str,
         input: Input,
         trace: TraceContext,
@@ -775,7 +784,7 @@ impl Actor {
         };
         // The host slot is held until the call is done.
         let Admission { _host, stage } = admission;
-        let _permit = match stage {
+        *permit = Some(match stage {
             Stage::Running(permit) => permit,
             Stage::Queued(ticket) => {
                 let waited =
@@ -791,7 +800,7 @@ impl Actor {
                     Err(_) => return Err(deadline_err(" while waiting for a free instance")),
                 }
             }
-        };
+        });
         self.last_used.store(now_ms(), Ordering::Relaxed);
         let warm = self.lock_warm().pop();
         let inst = match warm {
