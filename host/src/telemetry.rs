@@ -353,8 +353,8 @@ fn export_layer(
 }
 
 /// Which spans are exported: INFO and above, and Lattice's own DEBUG spans
-/// (the per-call ones: `serve`, `call`, `host_call`), while [`set_exporting`] has not paused export.
-/// Spans only: events would become span events, costing every call. Decided
+/// (the per-call ones: `serve`, `call`, `host_call`), while
+/// [`set_exporting`] has not paused export. Spans only: events would become span events, costing every call. Decided
 /// per callsite once (events and other spans: never, so they cost nothing
 /// here), then per span only the pause flag.
 fn export_filter<S>() -> DynFilterFn<

@@ -711,19 +711,24 @@ impl Actor {
         deadline: Instant,
     ) -> Result<Vec<u8>, InvokeError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        // The instance permit is given back only after the call is counted:
-        // a stop (which takes every permit) then finds the counters final,
-        // and an update carries them over whole.
-        let mut permit = None;
+        // The host slot is held until the call is done.
+        let Admission { _host, stage } = admission;
         let mut accounting = Accounting {
             actor: self,
             operation,
             began: Instant::now(),
             settled: false,
         };
-        let result = self
-            .invoke_inner(admission, &mut permit, operation, input, trace, deadline)
-            .await;
+        // The instance permit is given back only after the call is counted
+        // (it outlives `account` below): a stop, which takes every permit,
+        // then finds the counters final, and an update carries them over whole.
+        let (result, _permit) = match self.instance_permit(stage, operation, deadline).await {
+            Ok(permit) => (
+                self.invoke_inner(operation, input, trace, deadline).await,
+                Some(permit),
+            ),
+            Err(e) => (Err(e), None),
+        };
         accounting.settled = true;
         self.account(
             operation,
@@ -765,42 +770,52 @@ impl Actor {
         }
     }
 
-    /// Runs the call once it holds an instance permit, which it leaves in
-    /// `permit` for its caller to drop.
-    async fn invoke_inner(
-        &self,
-        admission: Admission,
-        permit: &mut Option<OwnedSemaphorePermit>,
-        operation: &str,
-        input: Input,
-        trace: TraceContext,
-        deadline: Instant,
-    ) -> Result<Vec<u8>, InvokeError> {
-        let deadline_err = |detail: &str| InvokeError::Deadline {
+    /// The error of a call past its deadline; `detail` says where it was.
+    fn deadline_error(&self, operation: &str, detail: &str) -> InvokeError {
+        InvokeError::Deadline {
             actor: self.id.to_string(),
             operation: operation.to_string(),
             deadline_ms: self.runtime.config().call_timeout.as_millis() as u64,
             detail: detail.to_string(),
-        };
-        // The host slot is held until the call is done.
-        let Admission { _host, stage } = admission;
-        *permit = Some(match stage {
-            Stage::Running(permit) => permit,
+        }
+    }
+
+    /// The instance permit of an admitted call: at once when it holds one,
+    /// else once one is free (up to `deadline`).
+    async fn instance_permit(
+        &self,
+        stage: Stage,
+        operation: &str,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, InvokeError> {
+        match stage {
+            Stage::Running(permit) => Ok(permit),
             Stage::Queued(ticket) => {
                 let waited =
                     tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
                 drop(ticket);
                 match waited {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => {
-                        return Err(InvokeError::Stopped {
-                            actor: self.id.to_string(),
-                        });
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(_)) => Err(InvokeError::Stopped {
+                        actor: self.id.to_string(),
+                    }),
+                    Err(_) => {
+                        Err(self.deadline_error(operation, " while waiting for a free instance"))
                     }
-                    Err(_) => return Err(deadline_err(" while waiting for a free instance")),
                 }
             }
-        });
+        }
+    }
+
+    /// Runs a call that holds an instance permit.
+    async fn invoke_inner(
+        &self,
+        operation: &str,
+        input: Input,
+        trace: TraceContext,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, InvokeError> {
+        let deadline_err = |detail: &str| self.deadline_error(operation, detail);
         self.last_used.store(now_ms(), Ordering::Relaxed);
         let warm = self.lock_warm().pop();
         let inst = match warm {
