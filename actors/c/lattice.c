@@ -1163,12 +1163,19 @@ lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delt
     return NULL;
 }
 
-lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys) {
+lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const char *after,
+                                 uint32_t limit, lattice_str_list *keys) {
     lattice_buf req = LATTICE_BUF_INIT;
     lattice_reader r = {NULL, NULL, NULL, NULL};
-    lattice_write_map(&req, 1);
+    lattice_write_map(&req, after ? 3 : 2);
     lattice_write_cstr(&req, "prefix");
     lattice_write_cstr(&req, prefix ? prefix : "");
+    if (after) {
+        lattice_write_cstr(&req, "after");
+        lattice_write_cstr(&req, after);
+    }
+    lattice_write_cstr(&req, "limit");
+    lattice_write_uint(&req, limit);
     lattice_err err = kv_call(link, LATTICE_KV_KEYS, &req, &r);
     if (err) return err;
     uint32_t n = 0;
@@ -1187,6 +1194,27 @@ lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_li
     if (keys) {
         keys->count = n;
         keys->items = items;
+    }
+    return NULL;
+}
+
+lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys) {
+    /* the keys of every page, as an array of pointers */
+    lattice_buf all = LATTICE_BUF_INIT;
+    const char *after = NULL;
+    for (;;) {
+        lattice_str_list page = {0, NULL};
+        lattice_err err =
+            lattice_kv_keys_page(link, prefix, after, LATTICE_KV_MAX_KEYS_PER_PAGE, &page);
+        if (err) return err;
+        lattice_buf_append(&all, page.items, page.count * sizeof *page.items);
+        if (all.failed) return lattice_concat(LATTICE_KV_KEYS, ": out of memory", NULL);
+        if (page.count < LATTICE_KV_MAX_KEYS_PER_PAGE) break;
+        after = page.items[page.count - 1];
+    }
+    if (keys) {
+        keys->count = all.len / sizeof(const char *);
+        keys->items = (const char **)(void *)all.ptr;
     }
     return NULL;
 }

@@ -346,8 +346,18 @@ lattice_err lattice_kv_contains(const char *link, const char *key, bool *exists)
 /* Adds `delta` to the decimal counter at `key` (missing = 0); *value (may be NULL): the new value. */
 lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delta,
                                  int64_t *value);
-/* The keys starting with `prefix` (NULL or "" for all), sorted. */
+/* The keys starting with `prefix` (NULL or "" for all), sorted. Asked for in
+ * pages of LATTICE_KV_MAX_KEYS_PER_PAGE, so any number can be listed (as the
+ * actor's memory allows); lattice_kv_keys_page takes one page. */
 lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys);
+/* The largest page lattice_kv_keys_page may ask for. */
+#define LATTICE_KV_MAX_KEYS_PER_PAGE 1000u
+/* One page of the keys starting with `prefix`, sorted: at most `limit` (1 to
+ * LATTICE_KV_MAX_KEYS_PER_PAGE) of those after `after` (NULL: from the first).
+ * Fewer than `limit` means the listing ended; else ask again after the page's
+ * last key. A limit out of range is refused by the provider, naming the range. */
+lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const char *after,
+                                 uint32_t limit, lattice_str_list *keys);
 
 /* ------------------------------------------------------------------------ */
 /* Contract lattice:httpserver (docs/contracts.md)                           */

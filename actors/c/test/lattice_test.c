@@ -75,6 +75,9 @@ static struct {
     const uint8_t *answer;
     size_t answer_len;
     const char *host_error; /* non-NULL: the next host call fails */
+    /* pages_left > 0: the next host calls answer pages[0], pages[1], ... */
+    const lattice_buf *pages;
+    size_t pages_left;
     int log_lines;
 } mock;
 
@@ -112,6 +115,12 @@ int32_t lattice_wapc_host_call(const uint8_t *bd, size_t bd_len, const uint8_t *
     mock.sent = malloc(len ? len : 1);
     if (len) memcpy(mock.sent, ptr, len);
     mock.sent_len = len;
+    if (mock.pages_left) {
+        mock.answer = mock.pages->ptr;
+        mock.answer_len = mock.pages->len;
+        mock.pages++;
+        mock.pages_left--;
+    }
     return mock.host_error ? 0 : 1;
 }
 
@@ -539,6 +548,38 @@ static void test_keyvalue(void) {
     lattice_str_list keys = {0, NULL};
     CHECK(lattice_kv_keys(NULL, "a/", &keys) == NULL && keys.count == 2);
     CHECK(keys.count == 2 && strcmp(keys.items[0], "a/1") == 0 && strcmp(keys.items[1], "a/2") == 0);
+    /* {prefix: "a/", limit: 1000}: no "after" on the first page */
+    static const uint8_t first_page[] = {0x82, 0xa6, 'p', 'r', 'e', 'f', 'i', 'x', 0xa2, 'a', '/',
+                                         0xa5, 'l', 'i', 'm', 'i', 't', 0xcd, 0x03, 0xe8};
+    CHECK(mock.sent_len == sizeof first_page && memcmp(mock.sent, first_page, sizeof first_page) == 0);
+
+    /* a full page, then a short one: lattice_kv_keys asks again after the last key */
+    lattice_buf pages[2] = {LATTICE_BUF_INIT, LATTICE_BUF_INIT};
+    char name[8];
+    lattice_write_array(&pages[0], LATTICE_KV_MAX_KEYS_PER_PAGE);
+    for (unsigned i = 0; i < LATTICE_KV_MAX_KEYS_PER_PAGE; i++) {
+        snprintf(name, sizeof name, "k%04u", i);
+        lattice_write_cstr(&pages[0], name);
+    }
+    lattice_write_array(&pages[1], 1);
+    lattice_write_cstr(&pages[1], "k1000");
+    mock.pages = pages;
+    mock.pages_left = 2;
+    CHECK(lattice_kv_keys(NULL, "", &keys) == NULL && keys.count == 1001 && mock.pages_left == 0);
+    CHECK(keys.count == 1001 && strcmp(keys.items[0], "k0000") == 0 &&
+          strcmp(keys.items[999], "k0999") == 0 && strcmp(keys.items[1000], "k1000") == 0);
+    lattice_buf second = LATTICE_BUF_INIT;
+    lattice_write_map(&second, 3);
+    lattice_write_cstr(&second, "prefix");
+    lattice_write_cstr(&second, "");
+    lattice_write_cstr(&second, "after");
+    lattice_write_cstr(&second, "k0999");
+    lattice_write_cstr(&second, "limit");
+    lattice_write_uint(&second, 1000);
+    CHECK(mock.sent_len == second.len && memcmp(mock.sent, second.ptr, second.len) == 0);
+    host_answers(k.ptr, k.len);
+    CHECK(lattice_kv_keys_page(NULL, "a/", "a/0", 5, &keys) == NULL && keys.count == 2);
+    CHECK(mock.sent[0] == 0x83 && mock.sent[mock.sent_len - 1] == 5);
     static const uint8_t lying[] = {0xdd, 0x00, 0x10, 0x00, 0x00, 0xa0};
     host_answers(lying, sizeof lying);
     CHECK_PREFIX(lattice_kv_keys(NULL, "", &keys),

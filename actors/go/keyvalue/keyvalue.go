@@ -21,6 +21,7 @@ package keyvalue
 
 import (
 	"errors"
+	"math"
 
 	"lattice.dev/actor"
 	"lattice.dev/actor/internal/errtext"
@@ -115,10 +116,38 @@ func (s Store) Increment(key string, delta int64) (int64, error) {
 	return n, err
 }
 
-// Keys returns the keys starting with prefix (all keys for ""), sorted.
+// MaxKeysPerPage is the largest page [Store.KeysPage] may ask for.
+const MaxKeysPerPage = 1000
+
+// Keys returns the keys starting with prefix (all keys for ""), sorted. It
+// asks for them in pages of [MaxKeysPerPage], so any number can be listed
+// (as the actor's memory allows); [Store.KeysPage] takes one page.
 func (s Store) Keys(prefix string) ([]string, error) {
+	keys := []string{}
+	var after *string
+	for {
+		page, err := s.KeysPage(prefix, after, MaxKeysPerPage)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, page...)
+		if len(page) < MaxKeysPerPage {
+			return keys, nil
+		}
+		last := page[len(page)-1]
+		after = &last
+	}
+}
+
+// KeysPage returns one page of the keys starting with prefix, sorted: at most
+// limit (1 to [MaxKeysPerPage]) of those after *after (nil: from the first).
+// Fewer than limit means the listing ended; else ask again after the page's
+// last key. A limit out of range is refused by the provider, naming the range.
+func (s Store) KeysPage(prefix string, after *string, limit uint32) ([]string, error) {
 	var keys []string
-	err := s.call(OpKeys, KeysRequest{Prefix: prefix}, &keys, "an array of strings")
+	limitCopy := limit
+	req := KeysRequest{Prefix: prefix, After: after, Limit: &limitCopy}
+	err := s.call(OpKeys, req, &keys, "an array of strings")
 	if keys == nil && err == nil {
 		keys = []string{}
 	}
@@ -165,6 +194,12 @@ func Increment(key string, delta int64) (int64, error) { return Default.Incremen
 
 // Keys lists keys through the default link; see [Store.Keys].
 func Keys(prefix string) ([]string, error) { return Default.Keys(prefix) }
+
+// KeysPage lists one page of keys through the default link; see
+// [Store.KeysPage].
+func KeysPage(prefix string, after *string, limit uint32) ([]string, error) {
+	return Default.KeysPage(prefix, after, limit)
+}
 
 // GetRequest is the argument of KeyValue.Get: {key}.
 type GetRequest struct {
@@ -353,25 +388,63 @@ func (r *IncrementRequest) UnmarshalMsgpack(d *msgpack.Decoder) error {
 	return nil
 }
 
-// KeysRequest is the argument of KeyValue.Keys: {prefix}.
+// KeysRequest is the argument of KeyValue.Keys: {prefix, after?, limit?}.
 type KeysRequest struct {
 	Prefix string
+	// After: only keys sorted after this one; nil: from the first.
+	After *string
+	// Limit: at most this many keys (a page); nil: every key.
+	Limit *uint32
 }
 
-// MarshalMsgpack writes {"prefix"}.
+// MarshalMsgpack writes {"prefix", "after"?, "limit"?} (absent when nil).
 func (r KeysRequest) MarshalMsgpack(e *msgpack.Encoder) error {
-	e.WriteMapHeader(1)
+	n := 1
+	if r.After != nil {
+		n++
+	}
+	if r.Limit != nil {
+		n++
+	}
+	e.WriteMapHeader(n)
 	e.WriteString("prefix")
 	e.WriteString(r.Prefix)
+	if r.After != nil {
+		e.WriteString("after")
+		e.WriteString(*r.After)
+	}
+	if r.Limit != nil {
+		e.WriteString("limit")
+		e.WriteUint(uint64(*r.Limit))
+	}
 	return nil
 }
 
-// UnmarshalMsgpack reads {"prefix"} (missing means "").
+// UnmarshalMsgpack reads {"prefix", "after", "limit"} (missing or nil means
+// "", nil and nil).
 func (r *KeysRequest) UnmarshalMsgpack(d *msgpack.Decoder) error {
 	return d.ReadMap(func(field string) error {
-		if field == "prefix" {
+		switch field {
+		case "prefix":
 			var err error
 			r.Prefix, err = d.ReadString()
+			return err
+		case "after":
+			if d.TryNil() {
+				r.After = nil
+				return nil
+			}
+			after, err := d.ReadString()
+			r.After = &after
+			return err
+		case "limit":
+			if d.TryNil() {
+				r.Limit = nil
+				return nil
+			}
+			n, err := d.ReadIntRange(0, math.MaxUint32)
+			limit := uint32(n)
+			r.Limit = &limit
 			return err
 		}
 		return d.Skip()

@@ -3,6 +3,7 @@ package keyvalue
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -120,12 +121,51 @@ func TestBoolAndListReplies(t *testing.T) {
 	if err != nil || strings.Join(keys, ",") != "a1,a2" {
 		t.Errorf("keys: %v %v", keys, err)
 	}
-	if !bytes.Equal((*calls)[0].Payload, cat([]byte{0x81}, s("prefix"), s("a"))) {
+	// {prefix: "a", limit: 1000}: no "after" on the first page
+	if !bytes.Equal((*calls)[0].Payload, cat([]byte{0x82}, s("prefix"), s("a"), s("limit"), []byte{0xcd, 0x03, 0xe8})) {
 		t.Errorf("% x", (*calls)[0].Payload)
 	}
 	recording(t, []byte{0x90})
 	if keys, err := Keys(""); err != nil || keys == nil || len(keys) != 0 {
 		t.Errorf("no keys: %#v %v", keys, err)
+	}
+}
+
+func TestKeysFollowsPagesToTheEnd(t *testing.T) {
+	var stored []string
+	for i := 0; i < 2500; i++ {
+		stored = append(stored, fmt.Sprintf("k%04d", i))
+	}
+	var asked []string
+	restore := actor.MockHost(func(c actor.HostCallRequest) ([]byte, error) {
+		var req KeysRequest
+		if err := msgpack.Unmarshal(c.Payload, &req); err != nil {
+			return nil, err
+		}
+		after := "-"
+		if req.After != nil {
+			after = *req.After
+		}
+		asked = append(asked, fmt.Sprintf("%s/%d", after, *req.Limit))
+		page := []string{}
+		for _, k := range stored {
+			if (req.After == nil || k > *req.After) && len(page) < int(*req.Limit) {
+				page = append(page, k)
+			}
+		}
+		return msgpack.Marshal(page)
+	})
+	defer restore()
+	keys, err := Keys("")
+	if err != nil || strings.Join(keys, ",") != strings.Join(stored, ",") {
+		t.Errorf("keys: %d keys, %v", len(keys), err)
+	}
+	if strings.Join(asked, " ") != "-/1000 k0999/1000 k1999/1000" {
+		t.Errorf("pages asked: %v", asked)
+	}
+	after := "k2497"
+	if page, err := KeysPage("", &after, 5); err != nil || strings.Join(page, ",") != "k2498,k2499" {
+		t.Errorf("one page: %v %v", page, err)
 	}
 }
 
@@ -168,8 +208,14 @@ func TestPayloadTypesRoundTrip(t *testing.T) {
 		t.Error("missing key should fail")
 	}
 	var keys KeysRequest
-	if err := msgpack.Unmarshal([]byte{0x80}, &keys); err != nil || keys.Prefix != "" {
+	if err := msgpack.Unmarshal([]byte{0x80}, &keys); err != nil || keys.Prefix != "" || keys.After != nil || keys.Limit != nil {
 		t.Errorf("prefix defaults to empty: %v", err)
+	}
+	after, limit := "x", uint32(7)
+	b, _ = msgpack.Marshal(KeysRequest{Prefix: "p", After: &after, Limit: &limit})
+	var page KeysRequest
+	if err := msgpack.Unmarshal(b, &page); err != nil || page.Prefix != "p" || *page.After != "x" || *page.Limit != 7 {
+		t.Errorf("%+v %v", page, err)
 	}
 	if Default.LinkName() != "" || Link("x").LinkName() != "x" {
 		t.Error("link names")

@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 pub use lattice::contracts::keyvalue::{
     CONTAINS, CONTRACT, DELETE, GET, GetRequest, GetResponse, INCREMENT, IncrementRequest, KEYS,
-    KeyRequest, KeysRequest, OPERATIONS, SET, SetRequest,
+    KeyRequest, KeysRequest, MAX_KEYS_PER_PAGE, OPERATIONS, SET, SetRequest,
 };
 
 use crate::{Error, encode, host_call};
@@ -146,12 +146,39 @@ impl KeyValue {
         )
     }
 
-    /// The keys starting with `prefix` (all keys for `""`), sorted.
+    /// The keys starting with `prefix` (all keys for `""`), sorted. Asks for
+    /// them in pages of [`MAX_KEYS_PER_PAGE`], so any number can be listed
+    /// (as the actor's memory allows); [`KeyValue::keys_page`] takes one page.
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let page = self.keys_page(prefix, all.last().map(String::as_str), MAX_KEYS_PER_PAGE)?;
+            let ended = page.len() < MAX_KEYS_PER_PAGE as usize;
+            all.extend(page);
+            if ended {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of the keys starting with `prefix`, sorted: at most `limit`
+    /// (1 to [`MAX_KEYS_PER_PAGE`]) of those after `after`. Fewer than `limit`
+    /// means the listing ended; else ask again after the page's last key.
+    ///
+    /// # Errors
+    /// A `limit` out of range is refused by the provider, naming the range.
+    pub fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, Error> {
         self.call(
             KEYS,
             &KeysRequest {
                 prefix: prefix.to_owned(),
+                after: after.map(str::to_owned),
+                limit: Some(limit),
             },
         )
     }
@@ -356,8 +383,47 @@ mod tests {
             (
                 "".into(),
                 "KeyValue.Keys".into(),
-                cat(&[&[0x81], &s("prefix"), &s("a")])
+                // {prefix: "a", limit: 1000}: no `after` on the first page
+                cat(&[
+                    &[0x82],
+                    &s("prefix"),
+                    &s("a"),
+                    &s("limit"),
+                    &[0xcd, 0x03, 0xe8]
+                ])
             )
+        );
+    }
+
+    #[test]
+    fn keys_follows_pages_to_the_end() {
+        let stored: Vec<String> = (0..2500).map(|i| format!("k{i:04}")).collect();
+        let asked = Rc::new(RefCell::new(Vec::new()));
+        let log = Rc::clone(&asked);
+        let served = stored.clone();
+        let _host = mock_host(move |c: HostCall<'_>| {
+            let request: KeysRequest = rmp_serde::from_slice(c.payload).unwrap();
+            let limit = request.limit.unwrap() as usize;
+            log.borrow_mut().push((request.after.clone(), limit));
+            let page: Vec<&String> = served
+                .iter()
+                .filter(|k| request.after.as_ref().is_none_or(|a| *k > a))
+                .take(limit)
+                .collect();
+            Ok(encode(&page).unwrap())
+        });
+        assert_eq!(keys(""), Ok(stored));
+        assert_eq!(
+            *asked.borrow(),
+            [
+                (None, 1000),
+                (Some("k0999".to_owned()), 1000),
+                (Some("k1999".to_owned()), 1000)
+            ]
+        );
+        assert_eq!(
+            KeyValue::DEFAULT.keys_page("", Some("k2497"), 5),
+            Ok(vec!["k2498".to_owned(), "k2499".to_owned()])
         );
     }
 

@@ -3,6 +3,7 @@
 //! in the inventory, and bad components refused or survived.
 
 use anyhow::{Context, Result, ensure};
+use futures::{StreamExt, TryStreamExt};
 use lattice::ctl::ActorKind;
 use lattice_harness::{
     build_component, build_js_component, build_python_component, free_port, wait_until,
@@ -686,6 +687,38 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
             .await?,
     )?;
     ensure!(peek == third, "get reads the counter: {peek} vs {third}");
+
+    // list-keys in pages: 1,001 more keys are more than one page (1,000), so
+    // the component follows a cursor to list them all.
+    let keys: Vec<String> = (0..1001).map(|i| format!("k/{i:04}")).collect();
+    futures::stream::iter(&keys)
+        .map(|key| {
+            let (client, url) = (&client, &url);
+            async move {
+                let r = client.get(format!("{url}/{key}")).send().await?;
+                ensure!(r.status() == 200, "counting {key}: {}", r.status());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let listed = client.get(format!("{url}/?keys")).send().await?;
+    let status = listed.status();
+    let listed = listed.text().await?;
+    ensure!(status == 200, "list-keys: {status} {listed}");
+    let mut expected = keys.clone();
+    expected.push("counter/hits".to_string());
+    expected.sort();
+    let got: Vec<&str> = listed.lines().collect();
+    ensure!(
+        got == expected,
+        "list-keys listed {} keys (first {:?}, last {:?}), expected {}",
+        got.len(),
+        got.first(),
+        got.last(),
+        expected.len()
+    );
     Ok(())
 }
 

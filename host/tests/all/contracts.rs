@@ -427,10 +427,39 @@ async fn increments_are_atomic_across_hosts_and_keys_may_be_odd() -> Result<()> 
         keyvalue::KEYS,
         &keyvalue::KeysRequest {
             prefix: "ünï".into(),
+            ..Default::default()
         },
     )
     .await?;
     ensure!(keys == ["ünï/cødé"], "{keys:?}");
+
+    // Pages of 3 through an actor list the same keys as one answer.
+    let all: Vec<String> = kv(&t, keyvalue::KEYS, &keyvalue::KeysRequest::default()).await?;
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let request = keyvalue::KeysRequest {
+            after: paged.last().cloned(),
+            limit: Some(3),
+            ..Default::default()
+        };
+        let page: Vec<String> = kv(&t, keyvalue::KEYS, &request).await?;
+        let ended = page.len() < 3;
+        paged.extend(page);
+        if ended {
+            break;
+        }
+    }
+    ensure!(
+        paged == all && all.len() > 3,
+        "paged {paged:?}, all {all:?}"
+    );
+    let too_big = keyvalue::KeysRequest {
+        limit: Some(5000),
+        ..Default::default()
+    };
+    let refused = kv::<Vec<String>>(&t, keyvalue::KEYS, &too_big).await;
+    let why = format!("{:#}", refused.err().context("limit 5000 was accepted")?);
+    ensure!(why.contains("limit 5000 is out of range"), "{why}");
     Ok(())
 }
 

@@ -19,8 +19,14 @@ pub const DELETE: &str = "KeyValue.Delete";
 pub const CONTAINS: &str = "KeyValue.Contains";
 /// `KeyValue.Increment`: [`IncrementRequest`] → `i64`, the new value. Atomic.
 pub const INCREMENT: &str = "KeyValue.Increment";
-/// `KeyValue.Keys`: [`KeysRequest`] → `[string]`, sorted.
+/// `KeyValue.Keys`: [`KeysRequest`] → `[string]`, sorted. With a `limit` the
+/// answer is one page: fewer keys than the limit means the listing ended.
 pub const KEYS: &str = "KeyValue.Keys";
+
+/// The largest `limit` of a [`KeysRequest`]: a page of keys of the longest
+/// kind (1 KiB, the built-in provider's bound) still fits in NATS's default
+/// 1 MiB message.
+pub const MAX_KEYS_PER_PAGE: u32 = 1000;
 
 /// Every operation of the contract.
 pub const OPERATIONS: &[&str] = &[GET, SET, DELETE, CONTAINS, INCREMENT, KEYS];
@@ -72,9 +78,21 @@ pub struct IncrementRequest {
 }
 
 /// Argument of `Keys`.
+///
+/// Without `limit` the answer holds every matching key, and a provider may
+/// refuse when they are too many for one message (the built-in one past 512
+/// KiB of keys); pages (`limit`, then `after` the last key of each page) list
+/// any number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct KeysRequest {
     /// Only keys starting with this; empty: all keys.
     #[serde(default)]
     pub prefix: String,
+    /// Only keys sorted after this one (not itself): the last key of the
+    /// previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many keys, 1 to [`MAX_KEYS_PER_PAGE`]; absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }

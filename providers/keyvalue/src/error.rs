@@ -46,6 +46,17 @@ pub(crate) enum StoreError {
         /// The client's error.
         source: BoxError,
     },
+    /// `Keys` without a limit matched more keys than one answer holds.
+    #[error(
+        "the keys starting with {prefix:?} are more than {} KiB, too many for one answer; ask for them in pages (`limit`, then `after` the last key of each page)",
+        max_bytes / 1024
+    )]
+    TooManyKeys {
+        /// The request's prefix.
+        prefix: String,
+        /// The bound that was passed.
+        max_bytes: usize,
+    },
     /// Optimistic concurrency kept losing.
     #[error(
         "JetStream bucket {bucket}: gave up updating key {key:?} after {attempts} attempts, each lost to a concurrent writer"
@@ -65,12 +76,12 @@ impl StoreError {
     /// [`ProviderError::BadRequest`], the rest [`ProviderError::Backend`].
     pub(crate) fn into_provider_error(self, operation: &str) -> ProviderError {
         match self {
-            StoreError::NotAnInteger { .. } | StoreError::Overflow { .. } => {
-                ProviderError::BadRequest {
-                    operation: operation.to_string(),
-                    reason: self.to_string(),
-                }
-            }
+            StoreError::NotAnInteger { .. }
+            | StoreError::Overflow { .. }
+            | StoreError::TooManyKeys { .. } => ProviderError::BadRequest {
+                operation: operation.to_string(),
+                reason: self.to_string(),
+            },
             _ => ProviderError::Backend(format!("{operation}: {self}")),
         }
     }

@@ -21,12 +21,17 @@ use futures::StreamExt;
 use crate::codec::{Envelope, decode_key, encode_key};
 use crate::error::{BoxError, StoreError};
 use crate::memory::parse_counter;
+use crate::page::KeyPage;
 
 /// How often `Increment` and `Delete` retry after losing a race.
 const MAX_ATTEMPTS: u32 = 1_000;
 
 /// How long `Keys` waits for the next entry before giving up on the listing.
 const SCAN_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Expired keys one `Keys` scan deletes at most (each a request of its own);
+/// later scans take the rest.
+const MAX_EXPIRED_PER_SCAN: usize = 1000;
 
 /// Header JetStream KV marks deletes and purges with.
 const KV_OPERATION_HEADER: &str = "KV-Operation";
@@ -400,9 +405,12 @@ impl JetStreamStore {
         }
     }
 
-    /// The live keys starting with `prefix`, sorted. Reads the last entry of
-    /// every key in one ordered consumer; deletes the expired ones it meets.
-    pub(crate) async fn keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+    /// The live keys `page` asks for, sorted. Reads the last entry of every
+    /// key in one ordered consumer (stream order, so a page keeps the
+    /// smallest it has seen); deletes up to [`MAX_EXPIRED_PER_SCAN`] expired
+    /// ones it meets.
+    pub(crate) async fn keys(&self, mut page: KeyPage<'_>) -> Result<Vec<String>, StoreError> {
+        let prefix = page.prefix();
         let action = || format!("listing keys with prefix {prefix:?}");
         let consumer = self.track(
             action,
@@ -418,7 +426,6 @@ impl JetStreamStore {
                 })
                 .await,
         )?;
-        let mut keys = Vec::new();
         let mut expired = Vec::new();
         if consumer.cached_info().num_pending > 0 {
             let mut messages = self.track(action, consumer.messages().await)?;
@@ -454,14 +461,15 @@ impl JetStreamStore {
                     .as_str()
                     .strip_prefix(self.kv.prefix.as_str())
                     .unwrap_or_default();
-                if !deleted && let Some(key) = decode_key(stored).filter(|k| k.starts_with(prefix))
-                {
+                if !deleted && let Some(key) = decode_key(stored).filter(|k| page.wants(k)) {
                     match Envelope::decode(&message.payload) {
                         Ok(env) if env.expired(now) => {
-                            expired.push((key, stored.to_string(), revision));
+                            if expired.len() < MAX_EXPIRED_PER_SCAN {
+                                expired.push((key, stored.to_string(), revision));
+                            }
                         }
                         // An entry in a foreign format still is a key.
-                        _ => keys.push(key),
+                        _ => page.offer(key)?,
                     }
                 }
                 if pending == 0 {
@@ -475,8 +483,7 @@ impl JetStreamStore {
                 .map(|(key, stored, revision)| self.remove_expired(key, stored, *revision)),
         )
         .await;
-        keys.sort();
-        Ok(keys)
+        Ok(page.into_keys())
     }
 }
 

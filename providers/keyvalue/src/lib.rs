@@ -3,7 +3,8 @@
 //! [`KeyValueProvider`] gives every linked actor a key-value store per link
 //! (actor id + link name), serving the operations of
 //! [`lattice::contracts::keyvalue`]: `KeyValue.Get`, `Set` (with an optional
-//! TTL), `Delete`, `Contains`, `Increment` (atomic) and `Keys` (by prefix).
+//! TTL), `Delete`, `Contains`, `Increment` (atomic) and `Keys` (by prefix, in
+//! bounded pages: [`KeysRequest`](lattice::contracts::keyvalue::KeysRequest)).
 //!
 //! # Link configuration
 //!
@@ -129,6 +130,7 @@ mod codec;
 mod error;
 mod jetstream;
 mod memory;
+mod page;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -137,7 +139,7 @@ use std::time::Duration;
 
 use lattice::contracts::keyvalue::{
     self as contract, GetRequest, GetResponse, IncrementRequest, KeyRequest, KeysRequest,
-    SetRequest,
+    MAX_KEYS_PER_PAGE, SetRequest,
 };
 use lattice::id::{ActorId, LatticeId};
 use lattice_provider::{
@@ -147,6 +149,7 @@ use lattice_provider::{
 use crate::error::StoreError;
 use crate::jetstream::{HealthTracker, JetStreamStore};
 use crate::memory::MemoryStore;
+use crate::page::KeyPage;
 
 /// Link config key choosing the backend: [`BACKEND_JETSTREAM`] (default) or
 /// [`BACKEND_MEMORY`].
@@ -431,10 +434,13 @@ impl KeyValueProvider {
             }
             contract::KEYS => {
                 let req: KeysRequest = ProviderError::decode(op, payload)?;
+                check_keys_request(op, &req)?;
+                let page = KeyPage::new(&req);
                 let keys = match store {
-                    Store::Memory(m) => m.keys(&req.prefix),
-                    Store::JetStream(j) => j.keys(&req.prefix).await.map_err(backend)?,
-                };
+                    Store::Memory(m) => m.keys(page),
+                    Store::JetStream(j) => j.keys(page).await,
+                }
+                .map_err(backend)?;
                 ProviderError::encode(&keys)
             }
             _ => Err(ProviderError::unknown_operation(op, contract::OPERATIONS)),
@@ -459,6 +465,23 @@ fn check_key(operation: &str, key: &str) -> Result<(), ProviderError> {
                 key.len()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a `Keys` request whose page size is out of range or whose `after`
+/// could not be a key.
+fn check_keys_request(operation: &str, request: &KeysRequest) -> Result<(), ProviderError> {
+    if let Some(limit) = request.limit
+        && !(1..=MAX_KEYS_PER_PAGE).contains(&limit)
+    {
+        return Err(bad_request(
+            operation,
+            format!("limit {limit} is out of range: a page holds 1 to {MAX_KEYS_PER_PAGE} keys"),
+        ));
+    }
+    if let Some(after) = &request.after {
+        check_key(operation, after)?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
+use crate::page::KeyPage;
 
 /// One stored value.
 #[derive(Debug)]
@@ -91,21 +92,24 @@ impl MemoryStore {
         Ok(next)
     }
 
-    /// The live keys starting with `prefix`, sorted; drops expired ones on the way.
-    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
+    /// The live keys `page` asks for, sorted; drops expired ones on the way.
+    pub(crate) fn keys(&self, mut page: KeyPage<'_>) -> Result<Vec<String>, StoreError> {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut keys = Vec::new();
         let mut expired = Vec::new();
-        for (key, entry) in map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(key, _)| key.starts_with(prefix))
-        {
+        for (key, entry) in map.range::<str, _>((
+            std::ops::Bound::Included(page.start()),
+            std::ops::Bound::Unbounded,
+        )) {
+            // Past the prefix, or full: no later key belongs in the page.
+            if !page.has_prefix(key) || page.full() {
+                break;
+            }
+            if !page.wants(key) {
+                continue;
+            }
             if entry.live(now) {
-                keys.push(key.clone());
+                page.offer(key.clone())?;
             } else {
                 expired.push(key.clone());
             }
@@ -113,7 +117,7 @@ impl MemoryStore {
         for key in expired {
             map.remove(&key);
         }
-        keys
+        Ok(page.into_keys())
     }
 }
 
@@ -129,6 +133,8 @@ pub(crate) fn parse_counter(key: &str, value: &[u8]) -> Result<i64, StoreError> 
 
 #[cfg(test)]
 mod tests {
+    use lattice::contracts::keyvalue::KeysRequest;
+
     use super::*;
 
     #[test]
@@ -151,8 +157,8 @@ mod tests {
             Err(StoreError::Overflow { .. })
         ));
         s.set("ab", b"x".to_vec(), None);
-        assert_eq!(s.keys("a"), vec!["a", "ab"]);
-        assert_eq!(s.keys(""), vec!["a", "ab", "m", "n"]);
+        assert_eq!(keys(&s, "a", None, None), ["a", "ab"]);
+        assert_eq!(keys(&s, "", None, None), ["a", "ab", "m", "n"]);
         assert!(s.delete("a"));
         assert!(!s.delete("a"));
     }
@@ -167,8 +173,35 @@ mod tests {
         s.set("t", b"7".to_vec(), Some(Duration::ZERO));
         assert_eq!(s.increment("t", 1).unwrap(), 1);
         s.set("u", b"v".to_vec(), Some(Duration::ZERO));
-        assert!(s.keys("").iter().all(|k| k != "u"));
+        assert!(keys(&s, "", None, None).iter().all(|k| k != "u"));
         s.set("forever", b"v".to_vec(), Some(Duration::MAX));
         assert!(s.contains("forever"));
+    }
+
+    fn keys(s: &MemoryStore, prefix: &str, after: Option<&str>, limit: Option<u32>) -> Vec<String> {
+        let request = KeysRequest {
+            prefix: prefix.into(),
+            after: after.map(Into::into),
+            limit,
+        };
+        s.keys(KeyPage::new(&request)).unwrap()
+    }
+
+    #[test]
+    fn keys_come_in_pages_that_skip_expired_ones() {
+        let s = MemoryStore::default();
+        for key in ["a", "b/1", "b/2", "b/3", "b/4", "c"] {
+            s.set(key, b"v".to_vec(), None);
+        }
+        s.set("b/2", b"v".to_vec(), Some(Duration::ZERO));
+        assert_eq!(keys(&s, "b/", None, Some(2)), ["b/1", "b/3"]);
+        assert_eq!(keys(&s, "b/", Some("b/3"), Some(2)), ["b/4"]);
+        assert_eq!(keys(&s, "b/", Some("b/4"), Some(2)), Vec::<String>::new());
+        assert_eq!(
+            keys(&s, "", Some("b/"), Some(10)),
+            ["b/1", "b/3", "b/4", "c"]
+        );
+        assert_eq!(keys(&s, "b/", Some("a"), None), ["b/1", "b/3", "b/4"]);
+        assert_eq!(keys(&s, "b/", Some("zz"), None), Vec::<String>::new());
     }
 }

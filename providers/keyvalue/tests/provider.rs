@@ -144,13 +144,44 @@ impl<'a> Caller<'a> {
     }
 
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
+        self.keys_page(prefix, None, None).await
+    }
+
+    async fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, ProviderError> {
         self.call(
             kv::KEYS,
             &KeysRequest {
                 prefix: prefix.into(),
+                after: after.map(Into::into),
+                limit,
             },
         )
         .await
+    }
+
+    /// Every key with `prefix`, asked for in pages of `limit`.
+    async fn keys_in_pages(&self, prefix: &str, limit: u32) -> Result<Vec<String>, ProviderError> {
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let page = self
+                .keys_page(prefix, all.last().map(String::as_str), Some(limit))
+                .await?;
+            assert!(
+                page.len() <= limit as usize,
+                "a page of {} keys",
+                page.len()
+            );
+            let ended = page.len() < limit as usize;
+            all.extend(page);
+            if ended {
+                return Ok(all);
+            }
+        }
     }
 }
 
@@ -342,6 +373,107 @@ async fn odd_keys_and_empty_values_round_trip_on_both_backends() -> Result<()> {
             assert!(!c.contains(key).await?, "{backend}: {key:?}");
         }
         assert_eq!(c.keys("").await?, vec!["a b c"], "{backend}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_come_in_bounded_pages_on_both_backends() -> Result<()> {
+    let nats = NatsServer::start()?;
+    let lattice = unique_lattice_id();
+    let provider = start_provider(&nats, &lattice).await?;
+    for backend in BACKENDS {
+        let actor = format!("pages-{backend}");
+        provider
+            .put_link(link(&actor, "default", &[("backend", backend)]))
+            .await?;
+        let c = Caller::new(&provider, &actor, "default");
+        // Plain and encoded keys (JetStream lists them in stream order, not
+        // sorted), and one that expires.
+        let mut expected: Vec<String> = (0..23).rev().map(|i| format!("p/{i:02}")).collect();
+        expected.extend(["p/a b".to_string(), "p/ünï".to_string(), "q".to_string()]);
+        for key in &expected {
+            c.set(key, b"v", None).await?;
+        }
+        c.set("p/gone", b"v", Some(1)).await?;
+        let cr = &c;
+        wait_until(
+            format!("{backend}: p/gone to expire"),
+            Duration::from_secs(10),
+            move || async move { Ok((!cr.contains("p/gone").await?).then_some(())) },
+        )
+        .await?;
+        expected.sort();
+        assert_eq!(c.keys("").await?, expected, "{backend}");
+        assert_eq!(c.keys_in_pages("", 7).await?, expected, "{backend}");
+        assert_eq!(c.keys_in_pages("", 1000).await?, expected, "{backend}");
+        assert_eq!(c.keys_in_pages("p/", 1).await?, expected[..25], "{backend}");
+        assert_eq!(
+            c.keys_page("p/", Some("p/21"), Some(3)).await?,
+            ["p/22", "p/a b", "p/ünï"],
+            "{backend}"
+        );
+        assert_eq!(
+            c.keys_page("p/", Some("p/"), Some(1)).await?,
+            ["p/00"],
+            "{backend}"
+        );
+        assert_eq!(
+            c.keys_page("p/", Some("q"), None).await?,
+            Vec::<String>::new(),
+            "{backend}"
+        );
+
+        // Bad pages: named, and the store still answers.
+        let op = kv::KEYS;
+        expect_bad_request(
+            c.keys_page("", None, Some(0)).await,
+            op,
+            "limit 0 is out of range",
+        );
+        expect_bad_request(
+            c.keys_page("", None, Some(1001)).await,
+            op,
+            "1 to 1000 keys",
+        );
+        let too_long = "a".repeat(1025);
+        expect_bad_request(
+            c.keys_page("", Some(&too_long), Some(5)).await,
+            op,
+            "1024 bytes",
+        );
+        assert_eq!(c.keys("q").await?, ["q"], "{backend}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn listing_more_keys_than_one_answer_holds_asks_for_pages() -> Result<()> {
+    let nats = NatsServer::start()?;
+    let lattice = unique_lattice_id();
+    let provider = start_provider(&nats, &lattice).await?;
+    for backend in BACKENDS {
+        let actor = format!("many-{backend}");
+        provider
+            .put_link(link(&actor, "default", &[("backend", backend)]))
+            .await?;
+        let c = Caller::new(&provider, &actor, "default");
+        // 600 keys of 1 KiB: past the 512 KiB an unpaged answer holds.
+        let long = "k".repeat(1000);
+        let keys: Vec<String> = (0..600).map(|i| format!("{long}{i:03}")).collect();
+        futures::future::try_join_all(keys.iter().map(|k| c.set(k, b"", None))).await?;
+        expect_bad_request(c.keys("").await, kv::KEYS, "ask for them in pages");
+        for limit in [1000, 250] {
+            let listed = c.keys_in_pages("", limit).await?;
+            // Keys of 1 KiB: say where the lists part, not all of them.
+            let first_wrong = listed.iter().zip(&keys).position(|(a, b)| a != b);
+            assert!(
+                listed.len() == keys.len() && first_wrong.is_none(),
+                "{backend}, pages of {limit}: {} keys listed, the first wrong at {first_wrong:?}",
+                listed.len()
+            );
+        }
+        assert_eq!(c.keys(&format!("{long}59")).await?.len(), 10, "{backend}");
     }
     Ok(())
 }

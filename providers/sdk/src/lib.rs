@@ -228,12 +228,13 @@ pub struct ProviderContext {
 /// names what failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    /// The payload could not be decoded for the operation.
-    #[error("{operation}: malformed payload: {reason}")]
+    /// The payload could not be decoded for the operation, or asks for what
+    /// the contract does not allow (a key too long, a page too large).
+    #[error("{operation}: {reason}")]
     BadRequest {
         /// The operation.
         operation: String,
-        /// Decoder's message.
+        /// What is wrong with it.
         reason: String,
     },
     /// The provider does not implement the operation.
@@ -326,7 +327,7 @@ impl ProviderError {
     ) -> Result<T, ProviderError> {
         rmp_serde::from_slice(payload).map_err(|e| ProviderError::BadRequest {
             operation: operation.to_string(),
-            reason: e.to_string(),
+            reason: format!("malformed payload: {e}"),
         })
     }
 

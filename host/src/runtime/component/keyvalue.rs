@@ -9,6 +9,8 @@
 //! refusal is `access-denied`, any other failure `other` with the host's
 //! message.
 
+use std::collections::VecDeque;
+
 use lattice::contracts::keyvalue::{
     self as kv, GetRequest, GetResponse, IncrementRequest, KeyRequest, KeysRequest, SetRequest,
 };
@@ -35,7 +37,48 @@ mod generated {
 use generated::wasi::keyvalue::{atomics, store};
 
 /// Keys one `list-keys` answer holds at most; `cursor` continues.
-const KEYS_PER_PAGE: usize = 1000;
+const KEYS_PER_PAGE: u32 = kv::MAX_KEYS_PER_PAGE;
+
+/// Cursors an instance keeps; an older one is refused (the listing starts
+/// again without a cursor).
+const MAX_CURSORS: usize = 16;
+
+/// The `list-keys` cursors of one instance: `wasi:keyvalue` cursors are
+/// numbers, `lattice:keyvalue` pages continue after a key, so each cursor
+/// handed out names the key its page ended with. Bounded: the newest
+/// [`MAX_CURSORS`] are kept.
+#[derive(Debug, Default)]
+pub struct KeyCursors {
+    /// (cursor, the bucket's link, the last key of its page), oldest first.
+    saved: VecDeque<(u64, String, String)>,
+    next: u64,
+}
+
+impl KeyCursors {
+    /// A new cursor continuing after `last` in the bucket of `link`.
+    fn save(&mut self, link: String, last: String) -> u64 {
+        self.next += 1;
+        if self.saved.len() == MAX_CURSORS {
+            self.saved.pop_front();
+        }
+        self.saved.push_back((self.next, link, last));
+        self.next
+    }
+
+    /// The key `cursor` continues after, when it was handed out for `link`
+    /// and is still kept.
+    fn after(&self, cursor: u64, link: &str) -> Result<&str, Error> {
+        match self.saved.iter().find(|(c, _, _)| *c == cursor) {
+            Some((_, saved_link, last)) if saved_link == link => Ok(last),
+            Some((_, saved_link, _)) => Err(Error::Other(format!(
+                "cursor {cursor} lists bucket {saved_link:?}, not {link:?}"
+            ))),
+            None => Err(Error::Other(format!(
+                "cursor {cursor} is unknown or expired (an instance keeps its newest {MAX_CURSORS}); list again without a cursor"
+            ))),
+        }
+    }
+}
 
 /// An open bucket: the link its operations go through.
 pub struct Bucket {
@@ -166,17 +209,24 @@ impl store::HostBucket for ComponentData {
         cursor: Option<u64>,
     ) -> Result<store::KeyResponse, Error> {
         let link = self.link_of(&bucket)?;
-        let all: Vec<String> = self
-            .kv_call(&link, kv::KEYS, &KeysRequest::default())
-            .await?;
-        // The cursor is an offset into the sorted keys.
-        let from = usize::try_from(cursor.unwrap_or(0)).unwrap_or(usize::MAX);
-        let keys: Vec<String> = all.iter().skip(from).take(KEYS_PER_PAGE).cloned().collect();
-        let next = from.saturating_add(keys.len());
-        Ok(store::KeyResponse {
-            keys,
-            cursor: (next < all.len()).then_some(next as u64),
-        })
+        let after = match cursor {
+            Some(cursor) => Some(self.key_cursors.after(cursor, &link)?.to_string()),
+            None => None,
+        };
+        let request = KeysRequest {
+            prefix: String::new(),
+            after,
+            limit: Some(KEYS_PER_PAGE),
+        };
+        let keys: Vec<String> = self.kv_call(&link, kv::KEYS, &request).await?;
+        // A full page: there may be more, after its last key.
+        let cursor = match keys.last() {
+            Some(last) if keys.len() >= KEYS_PER_PAGE as usize => {
+                Some(self.key_cursors.save(link, last.clone()))
+            }
+            _ => None,
+        };
+        Ok(store::KeyResponse { keys, cursor })
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -210,5 +260,37 @@ impl atomics::Host for ComponentData {
                 "counter {key} is {value}: below zero, which wasi:keyvalue's u64 cannot hold"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(result: Result<&str, Error>) -> String {
+        match result {
+            Err(Error::Other(m)) => m,
+            Ok(key) => panic!("expected an error, got key {key:?}"),
+            Err(_) => panic!("expected Error::Other"),
+        }
+    }
+
+    #[test]
+    fn cursors_name_their_bucket_and_the_oldest_expire() {
+        let mut cursors = KeyCursors::default();
+        let first = cursors.save("default".into(), "k999".into());
+        assert_eq!(cursors.after(first, "default").ok(), Some("k999"));
+        let wrong = message(cursors.after(first, "other"));
+        assert!(wrong.contains("\"default\", not \"other\""), "{wrong}");
+        let unknown = message(cursors.after(first + 100, "default"));
+        assert!(unknown.contains("list again without a cursor"), "{unknown}");
+        for i in 0..MAX_CURSORS {
+            cursors.save("default".into(), format!("k{i}"));
+        }
+        assert_eq!(cursors.saved.len(), MAX_CURSORS, "bounded");
+        let expired = message(cursors.after(first, "default"));
+        assert!(expired.contains("unknown or expired"), "{expired}");
+        let newest = cursors.next;
+        assert_eq!(cursors.after(newest, "default").ok(), Some("k15"));
     }
 }

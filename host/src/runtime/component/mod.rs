@@ -70,6 +70,8 @@ pub struct ComponentData {
     /// calls it makes.
     pub(crate) trace: TraceContext,
     pub(crate) deadline: Instant,
+    /// The `wasi:keyvalue` `list-keys` cursors handed out.
+    key_cursors: keyvalue::KeyCursors,
 }
 
 impl ComponentData {
@@ -96,6 +98,7 @@ impl ComponentData {
             router,
             trace: TraceContext::new_root(),
             deadline: Instant::now(),
+            key_cursors: keyvalue::KeyCursors::default(),
         }
     }
 }
