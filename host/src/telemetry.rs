@@ -379,10 +379,9 @@ fn link(
     span: &tracing::Span,
     incoming: Option<&lattice::trace::TraceContext>,
 ) -> Option<lattice::trace::TraceContext> {
-    if let Some(t) = incoming
-        && let (Ok(trace_id), Ok(span_id)) =
-            (TraceId::from_hex(&t.trace_id), SpanId::from_hex(&t.span_id))
-    {
+    if let Some(t) = incoming {
+        let trace_id = TraceId::from(t.trace_id.get());
+        let span_id = SpanId::from(t.span_id.get());
         let flags = if t.sampled {
             TraceFlags::SAMPLED
         } else {
@@ -393,9 +392,9 @@ fn link(
     }
     let cx = span.context();
     let own = cx.span().span_context().clone();
-    own.is_valid().then(|| lattice::trace::TraceContext {
-        trace_id: format!("{:032x}", own.trace_id()),
-        span_id: format!("{:016x}", own.span_id()),
+    Some(lattice::trace::TraceContext {
+        trace_id: lattice::trace::TraceId::new(u128::from_be_bytes(own.trace_id().to_bytes()))?,
+        span_id: lattice::trace::SpanId::new(u64::from_be_bytes(own.span_id().to_bytes()))?,
         sampled: own.is_sampled(),
     })
 }

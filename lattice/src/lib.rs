@@ -66,7 +66,6 @@ pub mod placement;
 pub mod process;
 pub mod rpc;
 pub mod subject;
-#[cfg(feature = "client")]
 pub mod trace;
 
 pub use error::Error;

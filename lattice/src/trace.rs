@@ -10,25 +10,36 @@
 //! [`install_linker`]), [`enter`] makes each serving span the child of the
 //! span named in the request and hands its own id to the next hop, so the spans
 //! of one request form one connected trace across processes.
+//!
+//! Without the `client` feature (the actor SDK) only the types are here: an
+//! [`Invocation`](crate::rpc::Invocation) carries a [`TraceContext`].
 
+use std::fmt;
+use std::num::{NonZeroU64, NonZeroU128};
+#[cfg(feature = "client")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "client")]
 use async_nats::HeaderMap;
 
+#[cfg(feature = "client")]
 /// Joins `span` to the trace `incoming` (when the request carried one) and
 /// returns the context of `span` itself, for the next hop; `None` when `span`
 /// is not exported (filtered out), and the caller falls back to ids of its own.
 pub type SpanLinker =
     fn(span: &tracing::Span, incoming: Option<&TraceContext>) -> Option<TraceContext>;
 
+#[cfg(feature = "client")]
 static LINKER: OnceLock<SpanLinker> = OnceLock::new();
 
+#[cfg(feature = "client")]
 /// Installs the process's [`SpanLinker`]; once per process (later calls are
 /// ignored and return `false`).
 pub fn install_linker(linker: SpanLinker) -> bool {
     LINKER.set(linker).is_ok()
 }
 
+#[cfg(feature = "client")]
 /// The trace context a request served in `span` continues: `span`'s own
 /// exported context when a linker is installed, else `incoming` with a fresh
 /// span id (or a new trace when nothing came in).
@@ -47,26 +58,89 @@ pub fn enter(span: &tracing::Span, incoming: Option<&TraceContext>) -> TraceCont
 /// The header name, as in the W3C Trace Context spec.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// A W3C trace id: 16 bytes, never all zero, shown as 32 lowercase hex
+/// digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(NonZeroU128);
+
+impl TraceId {
+    /// The id of these bytes (big-endian, as the hex reads); `None` for
+    /// zero, which W3C reserves for "no trace".
+    pub fn new(id: u128) -> Option<Self> {
+        NonZeroU128::new(id).map(TraceId)
+    }
+
+    /// A new random id.
+    pub fn random() -> Self {
+        // uuid's thread-local generator: no syscall per id. A v4 uuid is
+        // never zero (its version bits are set).
+        TraceId(NonZeroU128::new(uuid::Uuid::new_v4().as_u128()).unwrap_or(NonZeroU128::MIN))
+    }
+
+    /// The id as a number (big-endian bytes).
+    pub fn get(self) -> u128 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A W3C span id: 8 bytes, never all zero, shown as 16 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpanId(NonZeroU64);
+
+impl SpanId {
+    /// The id of these bytes (big-endian); `None` for zero.
+    pub fn new(id: u64) -> Option<Self> {
+        NonZeroU64::new(id).map(SpanId)
+    }
+
+    /// A new random id.
+    pub fn random() -> Self {
+        let id = uuid::Uuid::new_v4().as_u128() as u64;
+        SpanId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
+    }
+
+    /// The id as a number (big-endian bytes).
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// A trace id, the id of the span that sent the message, and whether the
-/// trace is sampled (recorded and exported).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// trace is sampled (recorded and exported). `Copy`: ids are numbers, so
+/// handing a context on costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
-    /// 32 hex digits, shared by every hop of one request.
-    pub trace_id: String,
-    /// 16 hex digits, the sender's span.
-    pub span_id: String,
+    /// Shared by every hop of one request.
+    pub trace_id: TraceId,
+    /// The sender's span.
+    pub span_id: SpanId,
     /// The W3C `sampled` flag: whether the sender records this trace. A
     /// receiver that samples by its parent (the default) records it too, so
     /// a sampling decision made where a trace starts holds on every host.
     pub sampled: bool,
 }
 
+/// The length of a `traceparent` value of version 00.
+const TRACEPARENT_LEN: usize = 55;
+
 impl TraceContext {
     /// Starts a new trace (sampled).
     pub fn new_root() -> Self {
         TraceContext {
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
-            span_id: new_span_id(),
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
             sampled: true,
         }
     }
@@ -74,12 +148,12 @@ impl TraceContext {
     /// The same trace, a new span: what a host uses for the next hop.
     pub fn child(&self) -> Self {
         TraceContext {
-            trace_id: self.trace_id.clone(),
-            span_id: new_span_id(),
-            sampled: self.sampled,
+            span_id: SpanId::random(),
+            ..*self
         }
     }
 
+    #[cfg(feature = "client")]
     /// Reads `traceparent` from headers; `None` when absent or malformed.
     pub fn from_headers(headers: Option<&HeaderMap>) -> Option<Self> {
         Self::parse(headers?.get(TRACEPARENT)?.as_str())
@@ -92,43 +166,123 @@ impl TraceContext {
     pub fn parse(value: &str) -> Option<Self> {
         let mut parts = value.split('-');
         let (version, trace, span) = (parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        let id = |s: &str, len: usize| hex(s, len) && s.bytes().any(|b| b != b'0');
-        if !hex(version, 2) || version == "ff" || !id(trace, 32) || !id(span, 16) {
+        if !lower_hex(version, 2)
+            || version == "ff"
+            || !lower_hex(trace, 32)
+            || !lower_hex(span, 16)
+        {
             return None;
         }
+        // All zeros: W3C's "no id", refused by `new`.
+        let trace_id = TraceId::new(u128::from_str_radix(trace, 16).ok()?)?;
+        let span_id = SpanId::new(u64::from_str_radix(span, 16).ok()?)?;
         // Absent or unreadable flags: sampled, as before flags were read.
         let sampled = parts
             .next()
             .and_then(|f| u8::from_str_radix(f, 16).ok())
             .is_none_or(|f| f & 1 == 1);
         Some(TraceContext {
-            trace_id: trace.to_string(),
-            span_id: span.to_string(),
+            trace_id,
+            span_id,
             sampled,
         })
     }
 
     /// The W3C `traceparent` value of this context.
     pub fn traceparent(&self) -> String {
-        let flags = if self.sampled { "01" } else { "00" };
-        format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+        self.to_string()
     }
 
+    #[cfg(feature = "client")]
     /// Writes `traceparent` into headers.
     pub fn inject(&self, headers: &mut HeaderMap) {
         headers.insert(TRACEPARENT, self.traceparent().as_str());
     }
+
+    /// The `traceparent` value written into `buf`, without allocating.
+    fn write_traceparent<'b>(&self, buf: &'b mut [u8; TRACEPARENT_LEN]) -> &'b str {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        // 55 bytes exactly: the write cannot fail or fall short.
+        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{self}"));
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
 }
 
-fn new_span_id() -> String {
-    let id = uuid::Uuid::new_v4().as_u128() as u64;
-    format!("{id:016x}")
+impl fmt::Display for TraceContext {
+    /// The `traceparent` value: `00-{trace}-{span}-{flags}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flags = if self.sampled { "01" } else { "00" };
+        write!(f, "00-{}-{}-{flags}", self.trace_id, self.span_id)
+    }
 }
 
-#[cfg(test)]
+/// Lowercase hex of exactly `len` digits.
+fn lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Serde for an optional [`TraceContext`] carried as its `traceparent`
+/// string (`#[serde(with = "crate::trace::as_traceparent")]`): written
+/// without allocating, and read leniently, a malformed value being no
+/// context rather than an undecodable message (it comes from the network;
+/// the receiver then starts a trace of its own).
+pub mod as_traceparent {
+    use serde::{Deserializer, Serializer, de};
+
+    use super::{TRACEPARENT_LEN, TraceContext};
+
+    /// Writes `Some` as its `traceparent` string, `None` as nil.
+    ///
+    /// # Errors
+    /// Only the serializer's own.
+    pub fn serialize<S: Serializer>(
+        trace: &Option<TraceContext>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match trace {
+            Some(t) => serializer.serialize_str(t.write_traceparent(&mut [0; TRACEPARENT_LEN])),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads a `traceparent` string (or nil); a malformed one reads as `None`.
+    ///
+    /// # Errors
+    /// A value that is neither a string nor nil.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<TraceContext>, D::Error> {
+        deserializer.deserialize_option(Lenient)
+    }
+
+    struct Lenient;
+
+    impl<'de> de::Visitor<'de> for Lenient {
+        type Value = Option<TraceContext>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a W3C traceparent string or nil")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            Ok(TraceContext::parse(value))
+        }
+    }
+}
+
+#[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
 
@@ -137,7 +291,7 @@ mod tests {
         let t = TraceContext::new_root();
         let mut h = HeaderMap::new();
         t.inject(&mut h);
-        assert_eq!(TraceContext::from_headers(Some(&h)), Some(t.clone()));
+        assert_eq!(TraceContext::from_headers(Some(&h)), Some(t));
         let c = t.child();
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.span_id, t.span_id);
@@ -148,10 +302,7 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         unsampled.inject(&mut h);
-        assert_eq!(
-            TraceContext::from_headers(Some(&h)),
-            Some(unsampled.clone())
-        );
+        assert_eq!(TraceContext::from_headers(Some(&h)), Some(unsampled));
         assert!(!unsampled.child().sampled);
         let mut h = HeaderMap::new();
         h.insert(
@@ -164,7 +315,7 @@ mod tests {
     #[test]
     fn only_hex_ids_of_the_right_length_are_read() {
         let t = TraceContext::new_root();
-        assert_eq!(TraceContext::parse(&t.traceparent()), Some(t.clone()));
+        assert_eq!(TraceContext::parse(&t.traceparent()), Some(t));
         for bad in [
             "",
             "00",

@@ -79,7 +79,7 @@ pub(super) async fn serve(
         trace_id = tracing::field::Empty,
     );
     let trace = lattice::trace::enter(&span, incoming.as_ref());
-    span.record("trace_id", trace.trace_id.as_str());
+    span.record("trace_id", tracing::field::display(trace.trace_id));
     let timeout = host.call_timeout();
     let until = Instant::now() + timeout;
     let mut exchange = Exchange {

@@ -326,7 +326,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreData>) -> wasmtime::Result<()> {
                     call.host_response = None;
                     call.host_error = None;
                     // The router opens the host call's own span under it.
-                    (call.trace.clone(), call.deadline)
+                    (call.trace, call.deadline)
                 };
                 let binding = String::from_utf8_lossy(&binding).into_owned();
                 let call = HostCall {

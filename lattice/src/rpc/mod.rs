@@ -25,6 +25,7 @@ use crate::{
     Error,
     id::{ActorId, ContractId, LatticeId, LinkName, ProviderId},
     subject,
+    trace::TraceContext,
 };
 
 /// What an invocation is for, resolved once where the call enters the lattice.
@@ -101,8 +102,12 @@ pub struct Invocation {
     /// body rather than a NATS header: a message with headers costs the
     /// client and the server enough to take some 20 % off calls/s. (The
     /// `traceparent` header is still read when this is absent.)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traceparent: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::trace::as_traceparent"
+    )]
+    pub traceparent: Option<TraceContext>,
     /// Asks the serving side for progress messages every this many
     /// milliseconds while the call runs, as the `Lattice-Progress` header does
     /// for other requests ([`remote::PROGRESS_HEADER`]).
@@ -243,13 +248,39 @@ mod tests {
         assert!(bytes.windows(9).any(|w| w == b"operation"));
         // Unset optional fields are left out, so older readers see nothing new.
         assert!(!bytes.windows(11).any(|w| w == b"traceparent"));
+        let value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let traced = Invocation {
-            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            traceparent: TraceContext::parse(value),
             progress_ms: Some(250),
-            ..inv
+            ..inv.clone()
         };
         let bytes = traced.encode().unwrap();
+        // On the wire: the W3C string, as before the field was typed.
+        assert!(bytes.windows(value.len()).any(|w| w == value.as_bytes()));
         assert_eq!(Invocation::decode(&bytes).unwrap(), traced);
+
+        // A malformed traceparent from the network is no trace, not an
+        // undecodable call; a nil one too.
+        #[derive(Serialize)]
+        struct Raw<'a> {
+            origin: &'a str,
+            target: &'a str,
+            operation: &'a str,
+            #[serde(with = "serde_bytes")]
+            payload: &'a [u8],
+            traceparent: Option<&'a str>,
+        }
+        for sent in [Some("00-nonsense"), Some(""), None] {
+            let raw = Raw {
+                origin: "cli",
+                target: "hello",
+                operation: "SayHello",
+                payload: &inv.payload,
+                traceparent: sent,
+            };
+            let decoded = Invocation::decode(&rmp_serde::to_vec_named(&raw).unwrap()).unwrap();
+            assert_eq!(decoded, inv, "{sent:?}");
+        }
     }
 
     #[test]

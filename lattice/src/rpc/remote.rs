@@ -244,7 +244,7 @@ impl Invocation {
     /// The invocation as [`Caller::invoke`] sends it: carrying `trace` and
     /// asking for progress every [`PROGRESS_INTERVAL`].
     pub fn as_sent(mut self, trace: &TraceContext) -> Self {
-        self.traceparent = Some(trace.traceparent());
+        self.traceparent = Some(*trace);
         self.progress_ms = Some(PROGRESS_INTERVAL.as_millis() as u64);
         self
     }

@@ -127,7 +127,7 @@ impl ComponentData {
             namespace: kv::CONTRACT.to_string(),
             operation: operation.to_string(),
             payload,
-            trace: self.trace.clone(),
+            trace: self.trace,
             deadline: self.deadline,
         };
         let reply = self.router.host_call(call).await.map_err(|e| match e {

@@ -48,7 +48,7 @@ impl host::Host for ComponentData {
             namespace,
             operation,
             payload,
-            trace: self.trace.clone(),
+            trace: self.trace,
             deadline: self.deadline,
         };
         self.router.host_call(call).await.map_err(|e| e.to_string())
