@@ -1163,19 +1163,22 @@ lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delt
     return NULL;
 }
 
-lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const char *after,
-                                 uint32_t limit, lattice_str_list *keys) {
+/* Sends a Keys request: {prefix, after?, limit?} (`paged`: with the limit). */
+static lattice_err kv_keys_request(const char *link, const char *prefix, const char *after,
+                                   bool paged, uint32_t limit, lattice_str_list *keys) {
     lattice_buf req = LATTICE_BUF_INIT;
     lattice_reader r = {NULL, NULL, NULL, NULL};
-    lattice_write_map(&req, after ? 3 : 2);
+    lattice_write_map(&req, 1 + (after != NULL) + paged);
     lattice_write_cstr(&req, "prefix");
     lattice_write_cstr(&req, prefix ? prefix : "");
     if (after) {
         lattice_write_cstr(&req, "after");
         lattice_write_cstr(&req, after);
     }
-    lattice_write_cstr(&req, "limit");
-    lattice_write_uint(&req, limit);
+    if (paged) {
+        lattice_write_cstr(&req, "limit");
+        lattice_write_uint(&req, limit);
+    }
     lattice_err err = kv_call(link, LATTICE_KV_KEYS, &req, &r);
     if (err) return err;
     uint32_t n = 0;
@@ -1191,21 +1194,42 @@ lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const cha
         }
     }
     if (r.error) return kv_decode_error(LATTICE_KV_KEYS, "list of keys", &r);
-    if (keys) {
-        keys->count = n;
-        keys->items = items;
+    keys->count = n;
+    keys->items = items;
+    return NULL;
+}
+
+lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const char *after,
+                                 uint32_t limit, lattice_str_list *keys) {
+    lattice_str_list page = {0, NULL};
+    lattice_err err = kv_keys_request(link, prefix, after, true, limit, &page);
+    if (err) return err;
+    /* A provider that does not know pages answers every key each time: an
+     * error, or a caller following pages would go round in circles. */
+    bool behind = after && page.count && strcmp(page.items[0], after) <= 0;
+    if (page.count > limit || behind) {
+        return lattice_concat("the reply to " LATTICE_KEYVALUE " " LATTICE_KV_KEYS
+                              " is not a page of at most the limit after `after`"
+                              " (a provider that does not know pages?)",
+                              NULL);
     }
+    if (keys) *keys = page;
     return NULL;
 }
 
 lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys) {
-    /* the keys of every page, as an array of pointers */
+    lattice_str_list one = {0, NULL};
+    lattice_err err = kv_keys_request(link, prefix, NULL, false, 0, &one);
+    if (!err || !strstr(err, LATTICE_KV_TOO_MANY_KEYS)) {
+        if (!err && keys) *keys = one;
+        return err;
+    }
+    /* Too many for one answer: the keys of every page, as an array of pointers. */
     lattice_buf all = LATTICE_BUF_INIT;
     const char *after = NULL;
     for (;;) {
         lattice_str_list page = {0, NULL};
-        lattice_err err =
-            lattice_kv_keys_page(link, prefix, after, LATTICE_KV_MAX_KEYS_PER_PAGE, &page);
+        err = lattice_kv_keys_page(link, prefix, after, LATTICE_KV_MAX_KEYS_PER_PAGE, &page);
         if (err) return err;
         lattice_buf_append(&all, page.items, page.count * sizeof *page.items);
         if (all.failed) return lattice_concat(LATTICE_KV_KEYS, ": out of memory", NULL);

@@ -346,16 +346,22 @@ lattice_err lattice_kv_contains(const char *link, const char *key, bool *exists)
 /* Adds `delta` to the decimal counter at `key` (missing = 0); *value (may be NULL): the new value. */
 lattice_err lattice_kv_increment(const char *link, const char *key, int64_t delta,
                                  int64_t *value);
-/* The keys starting with `prefix` (NULL or "" for all), sorted. Asked for in
- * pages of LATTICE_KV_MAX_KEYS_PER_PAGE, so any number can be listed (as the
- * actor's memory allows); lattice_kv_keys_page takes one page. */
+/* The keys starting with `prefix` (NULL or "" for all), sorted, however many:
+ * asked for in one answer, and when the provider finds them too many for one
+ * (its error says LATTICE_KV_TOO_MANY_KEYS), in pages of
+ * LATTICE_KV_MAX_KEYS_PER_PAGE; lattice_kv_keys_page takes one page. */
 lattice_err lattice_kv_keys(const char *link, const char *prefix, lattice_str_list *keys);
 /* The largest page lattice_kv_keys_page may ask for. */
 #define LATTICE_KV_MAX_KEYS_PER_PAGE 1000u
+/* What a provider's refusal of Keys without a limit says when the keys are too
+ * many for one answer. */
+#define LATTICE_KV_TOO_MANY_KEYS "too many for one answer"
 /* One page of the keys starting with `prefix`, sorted: at most `limit` (1 to
  * LATTICE_KV_MAX_KEYS_PER_PAGE) of those after `after` (NULL: from the first).
  * Fewer than `limit` means the listing ended; else ask again after the page's
- * last key. A limit out of range is refused by the provider, naming the range. */
+ * last key. A limit out of range is refused by the provider, naming the range;
+ * an answer that is not such a page (a provider that does not know pages) is
+ * an error. */
 lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const char *after,
                                  uint32_t limit, lattice_str_list *keys);
 

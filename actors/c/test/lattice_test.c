@@ -78,6 +78,9 @@ static struct {
     /* pages_left > 0: the next host calls answer pages[0], pages[1], ... */
     const lattice_buf *pages;
     size_t pages_left;
+    /* non-NULL: the next host call fails with this, the one after succeeds */
+    const char *fail_once;
+    bool clear_error_next;
     int log_lines;
 } mock;
 
@@ -115,6 +118,16 @@ int32_t lattice_wapc_host_call(const uint8_t *bd, size_t bd_len, const uint8_t *
     mock.sent = malloc(len ? len : 1);
     if (len) memcpy(mock.sent, ptr, len);
     mock.sent_len = len;
+    if (mock.fail_once) {
+        mock.host_error = mock.fail_once;
+        mock.fail_once = NULL;
+        mock.clear_error_next = true;
+        return 0;
+    }
+    if (mock.clear_error_next) {
+        mock.host_error = NULL;
+        mock.clear_error_next = false;
+    }
     if (mock.pages_left) {
         mock.answer = mock.pages->ptr;
         mock.answer_len = mock.pages->len;
@@ -548,12 +561,14 @@ static void test_keyvalue(void) {
     lattice_str_list keys = {0, NULL};
     CHECK(lattice_kv_keys(NULL, "a/", &keys) == NULL && keys.count == 2);
     CHECK(keys.count == 2 && strcmp(keys.items[0], "a/1") == 0 && strcmp(keys.items[1], "a/2") == 0);
-    /* {prefix: "a/", limit: 1000}: no "after" on the first page */
-    static const uint8_t first_page[] = {0x82, 0xa6, 'p', 'r', 'e', 'f', 'i', 'x', 0xa2, 'a', '/',
-                                         0xa5, 'l', 'i', 'm', 'i', 't', 0xcd, 0x03, 0xe8};
-    CHECK(mock.sent_len == sizeof first_page && memcmp(mock.sent, first_page, sizeof first_page) == 0);
+    /* {prefix: "a/"}: one answer first, pages only when refused */
+    static const uint8_t unpaged[] = {0x81, 0xa6, 'p', 'r', 'e', 'f', 'i', 'x', 0xa2, 'a', '/'};
+    CHECK(mock.sent_len == sizeof unpaged && memcmp(mock.sent, unpaged, sizeof unpaged) == 0);
 
-    /* a full page, then a short one: lattice_kv_keys asks again after the last key */
+    /* refused as too many: a full page, then a short one, asking again after
+     * the last key */
+    static const char too_many[] =
+        "KeyValue.Keys: the keys are more than 512 KiB, " LATTICE_KV_TOO_MANY_KEYS "; ask in pages";
     lattice_buf pages[2] = {LATTICE_BUF_INIT, LATTICE_BUF_INIT};
     char name[8];
     lattice_write_array(&pages[0], LATTICE_KV_MAX_KEYS_PER_PAGE);
@@ -563,6 +578,7 @@ static void test_keyvalue(void) {
     }
     lattice_write_array(&pages[1], 1);
     lattice_write_cstr(&pages[1], "k1000");
+    mock.fail_once = too_many;
     mock.pages = pages;
     mock.pages_left = 2;
     CHECK(lattice_kv_keys(NULL, "", &keys) == NULL && keys.count == 1001 && mock.pages_left == 0);
@@ -580,6 +596,17 @@ static void test_keyvalue(void) {
     host_answers(k.ptr, k.len);
     CHECK(lattice_kv_keys_page(NULL, "a/", "a/0", 5, &keys) == NULL && keys.count == 2);
     CHECK(mock.sent[0] == 0x83 && mock.sent[mock.sent_len - 1] == 5);
+    /* a provider that does not know pages: an error, not a loop */
+    CHECK_PREFIX(lattice_kv_keys_page(NULL, "a/", "a/1", 5, &keys),
+                 "the reply to lattice:keyvalue KeyValue.Keys is not a page");
+    CHECK_PREFIX(lattice_kv_keys_page(NULL, "a/", NULL, 1, &keys),
+                 "the reply to lattice:keyvalue KeyValue.Keys is not a page");
+    mock.fail_once = too_many;
+    mock.pages = pages;
+    mock.pages_left = 1;
+    lattice_write_cstr(&pages[0], "k1000"); /* the first page, one key too long */
+    pages[0].ptr[2] = 0xe9;                 /* array 16 header: 1000 -> 1001 */
+    CHECK_PREFIX(lattice_kv_keys(NULL, "", &keys), "the reply to lattice:keyvalue KeyValue.Keys is not a page");
     static const uint8_t lying[] = {0xdd, 0x00, 0x10, 0x00, 0x00, 0xa0};
     host_answers(lying, sizeof lying);
     CHECK_PREFIX(lattice_kv_keys(NULL, "", &keys),

@@ -22,6 +22,8 @@ package keyvalue
 import (
 	"errors"
 	"math"
+	"strconv"
+	"strings"
 
 	"lattice.dev/actor"
 	"lattice.dev/actor/internal/errtext"
@@ -119,11 +121,25 @@ func (s Store) Increment(key string, delta int64) (int64, error) {
 // MaxKeysPerPage is the largest page [Store.KeysPage] may ask for.
 const MaxKeysPerPage = 1000
 
-// Keys returns the keys starting with prefix (all keys for ""), sorted. It
-// asks for them in pages of [MaxKeysPerPage], so any number can be listed
-// (as the actor's memory allows); [Store.KeysPage] takes one page.
+// TooManyKeys is what a provider's refusal of Keys without a limit says when
+// the keys are too many for one answer: [Store.Keys] then asks in pages.
+const TooManyKeys = "too many for one answer"
+
+// Keys returns the keys starting with prefix (all keys for ""), sorted,
+// however many: asked for in one answer, and when the provider finds them
+// too many for one ([TooManyKeys]), in pages of [MaxKeysPerPage]
+// ([Store.KeysPage] takes one page).
 func (s Store) Keys(prefix string) ([]string, error) {
-	keys := []string{}
+	var keys []string
+	err := s.call(OpKeys, KeysRequest{Prefix: prefix}, &keys, "an array of strings")
+	var he *actor.HostError
+	if err == nil || !errors.As(err, &he) || !strings.Contains(he.Message, TooManyKeys) {
+		if keys == nil && err == nil {
+			keys = []string{}
+		}
+		return keys, err
+	}
+	keys = []string{}
 	var after *string
 	for {
 		page, err := s.KeysPage(prefix, after, MaxKeysPerPage)
@@ -143,15 +159,26 @@ func (s Store) Keys(prefix string) ([]string, error) {
 // limit (1 to [MaxKeysPerPage]) of those after *after (nil: from the first).
 // Fewer than limit means the listing ended; else ask again after the page's
 // last key. A limit out of range is refused by the provider, naming the range.
+// An answer that is not such a page (more keys than limit, or keys not after
+// *after: a provider that does not know pages) is an error, so a listing
+// cannot go round in circles.
 func (s Store) KeysPage(prefix string, after *string, limit uint32) ([]string, error) {
 	var keys []string
 	limitCopy := limit
 	req := KeysRequest{Prefix: prefix, After: after, Limit: &limitCopy}
-	err := s.call(OpKeys, req, &keys, "an array of strings")
-	if keys == nil && err == nil {
+	if err := s.call(OpKeys, req, &keys, "an array of strings"); err != nil {
+		return nil, err
+	}
+	behind := after != nil && len(keys) > 0 && keys[0] <= *after
+	if len(keys) > int(limit) || behind {
+		return nil, errors.New("the reply to " + Contract + " " + OpKeys + " is not a page of at most " +
+			strconv.FormatUint(uint64(limit), 10) + " keys: " + strconv.Itoa(len(keys)) +
+			" keys (a provider that does not know pages?)")
+	}
+	if keys == nil {
 		keys = []string{}
 	}
-	return keys, err
+	return keys, nil
 }
 
 func (s Store) call(op string, req msgpack.Marshaler, reply any, what string) error {

@@ -121,8 +121,8 @@ func TestBoolAndListReplies(t *testing.T) {
 	if err != nil || strings.Join(keys, ",") != "a1,a2" {
 		t.Errorf("keys: %v %v", keys, err)
 	}
-	// {prefix: "a", limit: 1000}: no "after" on the first page
-	if !bytes.Equal((*calls)[0].Payload, cat([]byte{0x82}, s("prefix"), s("a"), s("limit"), []byte{0xcd, 0x03, 0xe8})) {
+	// {prefix: "a"}: one answer first, pages only when refused
+	if !bytes.Equal((*calls)[0].Payload, cat([]byte{0x81}, s("prefix"), s("a"))) {
 		t.Errorf("% x", (*calls)[0].Payload)
 	}
 	recording(t, []byte{0x90})
@@ -131,41 +131,79 @@ func TestBoolAndListReplies(t *testing.T) {
 	}
 }
 
-func TestKeysFollowsPagesToTheEnd(t *testing.T) {
+// provider stands in for a key-value provider holding stored keys k0000...:
+// it refuses Keys without a limit past unpagedMax keys, and honours pages
+// unless ignoresPages. It returns the log of (after/limit) asked.
+func provider(t *testing.T, n, unpagedMax int, ignoresPages bool) *[]string {
 	var stored []string
-	for i := 0; i < 2500; i++ {
+	for i := 0; i < n; i++ {
 		stored = append(stored, fmt.Sprintf("k%04d", i))
 	}
-	var asked []string
+	asked := &[]string{}
 	restore := actor.MockHost(func(c actor.HostCallRequest) ([]byte, error) {
 		var req KeysRequest
 		if err := msgpack.Unmarshal(c.Payload, &req); err != nil {
 			return nil, err
 		}
-		after := "-"
+		after, limit := "-", "-"
 		if req.After != nil {
 			after = *req.After
 		}
-		asked = append(asked, fmt.Sprintf("%s/%d", after, *req.Limit))
+		if req.Limit != nil {
+			limit = fmt.Sprint(*req.Limit)
+		}
+		*asked = append(*asked, after+"/"+limit)
+		if req.Limit == nil && n > unpagedMax {
+			return nil, errors.New("KeyValue.Keys: the keys are more than 512 KiB, " + TooManyKeys + "; ask for them in pages")
+		}
 		page := []string{}
 		for _, k := range stored {
-			if (req.After == nil || k > *req.After) && len(page) < int(*req.Limit) {
-				page = append(page, k)
+			paged := req.Limit != nil && !ignoresPages
+			if paged && ((req.After != nil && k <= *req.After) || len(page) >= int(*req.Limit)) {
+				continue
 			}
+			page = append(page, k)
 		}
 		return msgpack.Marshal(page)
 	})
-	defer restore()
+	t.Cleanup(restore)
+	return asked
+}
+
+func TestKeysAsksOnceAndInPagesOnlyWhenRefused(t *testing.T) {
+	asked := provider(t, 2500, 5000, false)
+	if keys, err := Keys(""); err != nil || len(keys) != 2500 || strings.Join(*asked, " ") != "-/-" {
+		t.Errorf("one answer: %d keys, %v, asked %v", len(keys), err, *asked)
+	}
+	asked = provider(t, 2500, 100, false)
 	keys, err := Keys("")
-	if err != nil || strings.Join(keys, ",") != strings.Join(stored, ",") {
-		t.Errorf("keys: %d keys, %v", len(keys), err)
+	if err != nil || len(keys) != 2500 || keys[0] != "k0000" || keys[2499] != "k2499" {
+		t.Errorf("pages: %d keys, %v", len(keys), err)
 	}
-	if strings.Join(asked, " ") != "-/1000 k0999/1000 k1999/1000" {
-		t.Errorf("pages asked: %v", asked)
+	if strings.Join(*asked, " ") != "-/- -/1000 k0999/1000 k1999/1000" {
+		t.Errorf("pages asked: %v", *asked)
 	}
-	after := "k2497"
-	if page, err := KeysPage("", &after, 5); err != nil || strings.Join(page, ",") != "k2498,k2499" {
+	// An exact multiple of the page: the last page is empty, no key twice.
+	asked = provider(t, 2000, 100, false)
+	if keys, err := Keys(""); err != nil || len(keys) != 2000 || len(*asked) != 4 {
+		t.Errorf("2000 keys: %d keys, %v, asked %v", len(keys), err, *asked)
+	}
+	after := "k1997"
+	if page, err := KeysPage("", &after, 5); err != nil || strings.Join(page, ",") != "k1998,k1999" {
 		t.Errorf("one page: %v %v", page, err)
+	}
+}
+
+func TestAProviderThatIgnoresPagesIsAnErrorNotALoop(t *testing.T) {
+	asked := provider(t, 2500, 100, true)
+	_, err := Keys("")
+	if err == nil || !strings.Contains(err.Error(), "not a page of at most 1000 keys: 2500 keys") || len(*asked) != 2 {
+		t.Errorf("%v, asked %v", err, *asked)
+	}
+	provider(t, 10, 100, true)
+	after := "k0005"
+	if _, err := KeysPage("", &after, 1000); err == nil {
+		t.Error("a page not after `after` should fail")
 	}
 }
 

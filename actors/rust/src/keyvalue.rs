@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 pub use lattice::contracts::keyvalue::{
     CONTAINS, CONTRACT, DELETE, GET, GetRequest, GetResponse, INCREMENT, IncrementRequest, KEYS,
-    KeyRequest, KeysRequest, MAX_KEYS_PER_PAGE, OPERATIONS, SET, SetRequest,
+    KeyRequest, KeysRequest, MAX_KEYS_PER_PAGE, OPERATIONS, SET, SetRequest, TOO_MANY_KEYS,
 };
 
 use crate::{Error, encode, host_call};
@@ -146,10 +146,19 @@ impl KeyValue {
         )
     }
 
-    /// The keys starting with `prefix` (all keys for `""`), sorted. Asks for
-    /// them in pages of [`MAX_KEYS_PER_PAGE`], so any number can be listed
-    /// (as the actor's memory allows); [`KeyValue::keys_page`] takes one page.
+    /// The keys starting with `prefix` (all keys for `""`), sorted, however
+    /// many: asked for in one answer, and when the provider finds them too
+    /// many for one ([`TOO_MANY_KEYS`]), in pages of [`MAX_KEYS_PER_PAGE`]
+    /// ([`KeyValue::keys_page`] takes one page).
     pub fn keys(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let request = KeysRequest {
+            prefix: prefix.to_owned(),
+            ..KeysRequest::default()
+        };
+        match self.call(KEYS, &request) {
+            Err(Error::Host { message, .. }) if message.contains(TOO_MANY_KEYS) => {}
+            answer => return answer,
+        }
         let mut all: Vec<String> = Vec::new();
         loop {
             let page = self.keys_page(prefix, all.last().map(String::as_str), MAX_KEYS_PER_PAGE)?;
@@ -166,21 +175,30 @@ impl KeyValue {
     /// means the listing ended; else ask again after the page's last key.
     ///
     /// # Errors
-    /// A `limit` out of range is refused by the provider, naming the range.
+    /// A `limit` out of range is refused by the provider, naming the range;
+    /// an answer that is not such a page (more keys than `limit`, or keys
+    /// not after `after`: a provider that does not know pages) is
+    /// [`Error::Decode`], so a listing cannot go round in circles.
     pub fn keys_page(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, Error> {
-        self.call(
-            KEYS,
-            &KeysRequest {
-                prefix: prefix.to_owned(),
-                after: after.map(str::to_owned),
-                limit: Some(limit),
-            },
-        )
+        let request = KeysRequest {
+            prefix: prefix.to_owned(),
+            after: after.map(str::to_owned),
+            limit: Some(limit),
+        };
+        let page: Vec<String> = self.call(KEYS, &request)?;
+        if !request.is_page(&page) {
+            return Err(Error::Decode(format!(
+                "the reply to {CONTRACT} {KEYS} is not a page of at most {limit} keys after {after:?}: {} keys from {:?} (a provider that does not know pages?)",
+                page.len(),
+                page.first()
+            )));
+        }
+        Ok(page)
     }
 
     fn call<In: Serialize, Out: DeserializeOwned>(
@@ -236,7 +254,7 @@ pub fn keys(prefix: &str) -> Result<Vec<String>, Error> {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::testing::{HostCall, mock_host};
+    use crate::testing::{HostCall, MockHost, mock_host};
     use std::cell::RefCell;
     use std::rc::Rc;
 
@@ -383,48 +401,95 @@ mod tests {
             (
                 "".into(),
                 "KeyValue.Keys".into(),
-                // {prefix: "a", limit: 1000}: no `after` on the first page
-                cat(&[
-                    &[0x82],
-                    &s("prefix"),
-                    &s("a"),
-                    &s("limit"),
-                    &[0xcd, 0x03, 0xe8]
-                ])
+                // {prefix: "a"}: one answer first, pages only when refused
+                cat(&[&[0x81], &s("prefix"), &s("a")])
             )
         );
     }
 
-    #[test]
-    fn keys_follows_pages_to_the_end() {
-        let stored: Vec<String> = (0..2500).map(|i| format!("k{i:04}")).collect();
+    /// A provider holding `stored`: refuses an answer without a limit past
+    /// `unpaged_max` keys (as the built-in one does past 512 KiB), honours
+    /// pages unless `ignores_pages`. Logs each request's (after, limit).
+    fn provider(stored: Vec<String>, unpaged_max: usize, ignores_pages: bool) -> (MockHost, Asked) {
         let asked = Rc::new(RefCell::new(Vec::new()));
         let log = Rc::clone(&asked);
-        let served = stored.clone();
-        let _host = mock_host(move |c: HostCall<'_>| {
+        let host = mock_host(move |c: HostCall<'_>| {
             let request: KeysRequest = rmp_serde::from_slice(c.payload).unwrap();
-            let limit = request.limit.unwrap() as usize;
-            log.borrow_mut().push((request.after.clone(), limit));
-            let page: Vec<&String> = served
+            log.borrow_mut()
+                .push((request.after.clone(), request.limit));
+            let (after, limit) = match request.limit {
+                None if stored.len() > unpaged_max => {
+                    return Err(format!(
+                        "KeyValue.Keys: the keys are more than 512 KiB, {TOO_MANY_KEYS}; ask for them in pages"
+                    ));
+                }
+                Some(limit) if !ignores_pages => (request.after, limit as usize),
+                _ => (None, usize::MAX),
+            };
+            let page: Vec<&String> = stored
                 .iter()
-                .filter(|k| request.after.as_ref().is_none_or(|a| *k > a))
+                .filter(|k| after.as_ref().is_none_or(|a| *k > a))
                 .take(limit)
                 .collect();
             Ok(encode(&page).unwrap())
         });
-        assert_eq!(keys(""), Ok(stored));
+        (host, asked)
+    }
+
+    type Asked = Rc<RefCell<Vec<(Option<String>, Option<u32>)>>>;
+
+    fn numbered(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("k{i:04}")).collect()
+    }
+
+    #[test]
+    fn keys_asks_once_and_in_pages_only_when_refused() {
+        let (host, asked) = provider(numbered(2500), 5000, false);
+        assert_eq!(keys(""), Ok(numbered(2500)));
+        assert_eq!(*asked.borrow(), [(None, None)], "one answer held them");
+        drop(host);
+
+        let (host, asked) = provider(numbered(2500), 100, false);
+        assert_eq!(keys(""), Ok(numbered(2500)));
+        let page = |after: Option<&str>| (after.map(str::to_owned), Some(1000));
         assert_eq!(
             *asked.borrow(),
             [
-                (None, 1000),
-                (Some("k0999".to_owned()), 1000),
-                (Some("k1999".to_owned()), 1000)
+                (None, None),
+                page(None),
+                page(Some("k0999")),
+                page(Some("k1999"))
             ]
         );
+        drop(host);
+
+        // An exact multiple of the page: the last page is empty, no key twice.
+        let (_host, asked) = provider(numbered(2000), 100, false);
+        assert_eq!(keys(""), Ok(numbered(2000)));
+        assert_eq!(asked.borrow().len(), 4);
         assert_eq!(
-            KeyValue::DEFAULT.keys_page("", Some("k2497"), 5),
-            Ok(vec!["k2498".to_owned(), "k2499".to_owned()])
+            KeyValue::DEFAULT.keys_page("", Some("k1997"), 5),
+            Ok(vec!["k1998".to_owned(), "k1999".to_owned()])
         );
+    }
+
+    #[test]
+    fn a_provider_that_ignores_pages_is_an_error_not_a_loop() {
+        let (host, asked) = provider(numbered(2500), 100, true);
+        let err = keys("").unwrap_err().to_string();
+        assert!(
+            err.contains("not a page of at most 1000 keys") && err.contains("2500 keys"),
+            "{err}"
+        );
+        assert_eq!(asked.borrow().len(), 2);
+        drop(host);
+        // A page not after `after` is caught too, whatever its length.
+        let (_host, _) = provider(numbered(10), 100, true);
+        let err = KeyValue::DEFAULT
+            .keys_page("", Some("k0005"), 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from Some(\"k0000\")"), "{err}");
     }
 
     #[test]

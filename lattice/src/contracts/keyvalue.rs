@@ -28,6 +28,10 @@ pub const KEYS: &str = "KeyValue.Keys";
 /// 1 MiB message.
 pub const MAX_KEYS_PER_PAGE: u32 = 1000;
 
+/// What the error of a `Keys` request without `limit` says when the keys are
+/// too many for one answer: callers that see it ask again in pages.
+pub const TOO_MANY_KEYS: &str = "too many for one answer";
+
 /// Every operation of the contract.
 pub const OPERATIONS: &[&str] = &[GET, SET, DELETE, CONTAINS, INCREMENT, KEYS];
 
@@ -95,4 +99,52 @@ pub struct KeysRequest {
     /// At most this many keys, 1 to [`MAX_KEYS_PER_PAGE`]; absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+impl KeysRequest {
+    /// Whether `keys` can be this request's answer as a page: no more than
+    /// its `limit`, and all after its `after`. A provider that ignores the
+    /// two fields (one older than them) answers every key each time, and a
+    /// caller that followed such "pages" would go round in circles; callers
+    /// check each page with this. Requests without a limit accept anything.
+    pub fn is_page(&self, keys: &[String]) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let behind =
+            matches!((&self.after, keys.first()), (Some(after), Some(first)) if first <= after);
+        keys.len() <= limit as usize && !behind
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_within_its_limit_and_after_its_key() {
+        let keys = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let page = |after: Option<&str>, limit| KeysRequest {
+            prefix: String::new(),
+            after: after.map(Into::into),
+            limit,
+        };
+        assert!(page(None, Some(2)).is_page(&keys(&["a", "b"])));
+        assert!(page(Some("a"), Some(2)).is_page(&keys(&["b"])));
+        assert!(page(Some("a"), Some(2)).is_page(&[]));
+        assert!(
+            !page(None, Some(2)).is_page(&keys(&["a", "b", "c"])),
+            "too many"
+        );
+        assert!(!page(Some("b"), Some(2)).is_page(&keys(&["a"])), "behind");
+        assert!(
+            !page(Some("b"), Some(2)).is_page(&keys(&["b"])),
+            "after itself"
+        );
+        assert!(
+            page(Some(""), Some(1)).is_page(&keys(&["a"])),
+            "after the empty key"
+        );
+        assert!(page(None, None).is_page(&keys(&["a", "b", "c"])), "unpaged");
+    }
 }

@@ -1,5 +1,6 @@
 //! What a store operation can fail with, and how that reaches the caller.
 
+use lattice::contracts::keyvalue::TOO_MANY_KEYS;
 use lattice_provider::ProviderError;
 
 use crate::codec::EnvelopeError;
@@ -48,7 +49,7 @@ pub(crate) enum StoreError {
     },
     /// `Keys` without a limit matched more keys than one answer holds.
     #[error(
-        "the keys starting with {prefix:?} are more than {} KiB, too many for one answer; ask for them in pages (`limit`, then `after` the last key of each page)",
+        "the keys starting with {prefix:?} are more than {} KiB, {TOO_MANY_KEYS}; ask for them in pages (`limit`, then `after` the last key of each page)",
         max_bytes / 1024
     )]
     TooManyKeys {

@@ -469,8 +469,8 @@ fn check_key(operation: &str, key: &str) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// Refuses a `Keys` request whose page size is out of range or whose `after`
-/// could not be a key.
+/// Refuses a `Keys` request whose page size is out of range, or whose
+/// `prefix` or `after` is longer than a key can be.
 fn check_keys_request(operation: &str, request: &KeysRequest) -> Result<(), ProviderError> {
     if let Some(limit) = request.limit
         && !(1..=MAX_KEYS_PER_PAGE).contains(&limit)
@@ -480,8 +480,21 @@ fn check_keys_request(operation: &str, request: &KeysRequest) -> Result<(), Prov
             format!("limit {limit} is out of range: a page holds 1 to {MAX_KEYS_PER_PAGE} keys"),
         ));
     }
-    if let Some(after) = &request.after {
-        check_key(operation, after)?;
+    for (field, value) in [
+        ("prefix", Some(&request.prefix)),
+        ("after", request.after.as_ref()),
+    ] {
+        if let Some(value) = value
+            && value.len() > MAX_KEY_BYTES
+        {
+            return Err(bad_request(
+                operation,
+                format!(
+                    "`{field}` is {} bytes long; keys may be at most {MAX_KEY_BYTES} bytes (UTF-8)",
+                    value.len()
+                ),
+            ));
+        }
     }
     Ok(())
 }

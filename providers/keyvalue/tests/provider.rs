@@ -440,8 +440,28 @@ async fn keys_come_in_bounded_pages_on_both_backends() -> Result<()> {
         expect_bad_request(
             c.keys_page("", Some(&too_long), Some(5)).await,
             op,
-            "1024 bytes",
+            "`after` is 1025 bytes long",
         );
+        expect_bad_request(
+            c.keys_page(&too_long, None, None).await,
+            op,
+            "`prefix` is 1025",
+        );
+        // The empty key is a page boundary like any other.
+        c.set("", b"v", None).await?;
+        assert_eq!(c.keys_page("", None, Some(1)).await?, [""], "{backend}");
+        assert_eq!(
+            c.keys_page("", Some(""), Some(1)).await?,
+            ["p/00"],
+            "{backend}"
+        );
+        // `after` inside the prefix's range without starting with it.
+        assert_eq!(
+            c.keys_page("p/", Some("p"), Some(1)).await?,
+            ["p/00"],
+            "{backend}"
+        );
+        assert!(c.delete("").await?);
         assert_eq!(c.keys("q").await?, ["q"], "{backend}");
     }
     Ok(())

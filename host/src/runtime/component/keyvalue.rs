@@ -219,6 +219,15 @@ impl store::HostBucket for ComponentData {
             limit: Some(KEYS_PER_PAGE),
         };
         let keys: Vec<String> = self.kv_call(&link, kv::KEYS, &request).await?;
+        // A provider that does not know pages answers every key each time:
+        // refused, or the guest would follow cursors round in circles.
+        if !request.is_page(&keys) {
+            return Err(Error::Other(format!(
+                "the provider behind link {link:?} answered {} keys to a page of at most {KEYS_PER_PAGE} after {:?} (a provider that does not know pages?)",
+                keys.len(),
+                request.after
+            )));
+        }
         // A full page: there may be more, after its last key.
         let cursor = match keys.last() {
             Some(last) if keys.len() >= KEYS_PER_PAGE as usize => {
