@@ -7,7 +7,7 @@
 //! invocations too when the field is absent).
 //! Hosts record the trace id as a field on their `tracing` spans. When a
 //! process exports spans (OpenTelemetry, installed by the host crate through
-//! [`install_linker`]), [`enter`] makes each serving span the child of the
+//! `install_linker`), `enter` makes each serving span the child of the
 //! span named in the request and hands its own id to the next hop, so the spans
 //! of one request form one connected trace across processes.
 //!
@@ -70,11 +70,16 @@ impl TraceId {
         NonZeroU128::new(id).map(TraceId)
     }
 
-    /// A new random id.
+    /// A new random id: 128 uniform bits from a thread-local generator (no
+    /// syscall per id). Uniform, not a v4 uuid: OpenTelemetry's
+    /// `traceidratio` sampler decides from the id's low 64 bits, which a v4
+    /// uuid partly fixes, so a ratio below 3/4 would never sample its traces.
     pub fn random() -> Self {
-        // uuid's thread-local generator: no syscall per id. A v4 uuid is
-        // never zero (its version bits are set).
-        TraceId(NonZeroU128::new(uuid::Uuid::new_v4().as_u128()).unwrap_or(NonZeroU128::MIN))
+        loop {
+            if let Some(id) = NonZeroU128::new(rand::random()) {
+                return TraceId(id);
+            }
+        }
     }
 
     /// The id as a number (big-endian bytes).
@@ -99,10 +104,13 @@ impl SpanId {
         NonZeroU64::new(id).map(SpanId)
     }
 
-    /// A new random id.
+    /// A new random id (64 uniform bits, never zero).
     pub fn random() -> Self {
-        let id = uuid::Uuid::new_v4().as_u128() as u64;
-        SpanId(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
+        loop {
+            if let Some(id) = NonZeroU64::new(rand::random()) {
+                return SpanId(id);
+            }
+        }
     }
 
     /// The id as a number (big-endian bytes).
@@ -202,9 +210,15 @@ impl TraceContext {
     /// The `traceparent` value written into `buf`, without allocating.
     fn write_traceparent<'b>(&self, buf: &'b mut [u8; TRACEPARENT_LEN]) -> &'b str {
         let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        // 55 bytes exactly: the write cannot fail or fall short.
-        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{self}"));
-        std::str::from_utf8(buf).unwrap_or_default()
+        let written = std::io::Write::write_fmt(&mut cursor, format_args!("{self}"));
+        let end = cursor.position() as usize;
+        // Always 55 ASCII bytes (fixed-width hex); anything else is a bug
+        // here, not input: fail loudly in tests, never send a cut value.
+        debug_assert!(
+            written.is_ok() && end == TRACEPARENT_LEN,
+            "traceparent of {end} bytes"
+        );
+        std::str::from_utf8(&buf[..end]).unwrap_or_default()
     }
 }
 
@@ -279,6 +293,13 @@ pub mod as_traceparent {
         fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
             Ok(TraceContext::parse(value))
         }
+
+        // msgpack `bin` holding the text: read as `Option<String>` did.
+        fn visit_bytes<E: de::Error>(self, value: &[u8]) -> Result<Self::Value, E> {
+            Ok(std::str::from_utf8(value)
+                .ok()
+                .and_then(TraceContext::parse))
+        }
     }
 }
 
@@ -310,6 +331,30 @@ mod tests {
             format!("00-{}-{}", t.trace_id, t.span_id).as_str(),
         );
         assert!(TraceContext::from_headers(Some(&h)).is_some_and(|c| c.sampled));
+    }
+
+    #[test]
+    fn random_ids_use_every_bit() {
+        // OpenTelemetry's ratio sampler reads the low 64 bits of a trace id:
+        // they must vary fully (a v4 uuid fixes bits 62 and 63 of them).
+        let (mut ones, mut zeros) = (0u128, 0u128);
+        for _ in 0..256 {
+            let id = TraceId::random().get();
+            ones |= id;
+            zeros |= !id;
+        }
+        assert_eq!(
+            (ones, zeros),
+            (u128::MAX, u128::MAX),
+            "some bit never varied"
+        );
+        let (mut ones, mut zeros) = (0u64, 0u64);
+        for _ in 0..256 {
+            let id = SpanId::random().get();
+            ones |= id;
+            zeros |= !id;
+        }
+        assert_eq!((ones, zeros), (u64::MAX, u64::MAX));
     }
 
     #[test]

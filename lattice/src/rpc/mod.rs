@@ -270,6 +270,26 @@ mod tests {
             payload: &'a [u8],
             traceparent: Option<&'a str>,
         }
+        // Sent as msgpack bin (valid UTF-8): read as the string would be.
+        #[derive(Serialize)]
+        struct RawBin<'a> {
+            origin: &'a str,
+            target: &'a str,
+            operation: &'a str,
+            #[serde(with = "serde_bytes")]
+            payload: &'a [u8],
+            #[serde(with = "serde_bytes")]
+            traceparent: &'a [u8],
+        }
+        let bin = RawBin {
+            origin: "cli",
+            target: "hello",
+            operation: "SayHello",
+            payload: &inv.payload,
+            traceparent: value.as_bytes(),
+        };
+        let decoded = Invocation::decode(&rmp_serde::to_vec_named(&bin).unwrap()).unwrap();
+        assert_eq!(decoded.traceparent, TraceContext::parse(value));
         for sent in [Some("00-nonsense"), Some(""), None] {
             let raw = Raw {
                 origin: "cli",
