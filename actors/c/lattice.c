@@ -1207,7 +1207,9 @@ lattice_err lattice_kv_keys_page(const char *link, const char *prefix, const cha
     /* A provider that does not know pages answers every key each time: an
      * error, or a caller following pages would go round in circles. */
     bool behind = after && page.count && strcmp(page.items[0], after) <= 0;
-    if (page.count > limit || behind) {
+    bool sorted = true;
+    for (size_t i = 1; i < page.count && sorted; i++) sorted = strcmp(page.items[i - 1], page.items[i]) < 0;
+    if (page.count > limit || behind || !sorted) {
         return lattice_concat("the reply to " LATTICE_KEYVALUE " " LATTICE_KV_KEYS
                               " is not a page of at most the limit after `after`"
                               " (a provider that does not know pages?)",

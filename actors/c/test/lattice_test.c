@@ -601,6 +601,14 @@ static void test_keyvalue(void) {
                  "the reply to lattice:keyvalue KeyValue.Keys is not a page");
     CHECK_PREFIX(lattice_kv_keys_page(NULL, "a/", NULL, 1, &keys),
                  "the reply to lattice:keyvalue KeyValue.Keys is not a page");
+    lattice_buf unsorted = LATTICE_BUF_INIT;
+    lattice_write_array(&unsorted, 2);
+    lattice_write_cstr(&unsorted, "a/2");
+    lattice_write_cstr(&unsorted, "a/1");
+    host_answers(unsorted.ptr, unsorted.len);
+    CHECK_PREFIX(lattice_kv_keys_page(NULL, "a/", NULL, 5, &keys),
+                 "the reply to lattice:keyvalue KeyValue.Keys is not a page");
+    host_answers(k.ptr, k.len);
     mock.fail_once = too_many;
     mock.pages = pages;
     mock.pages_left = 1;

@@ -133,11 +133,14 @@ func (s Store) Keys(prefix string) ([]string, error) {
 	var keys []string
 	err := s.call(OpKeys, KeysRequest{Prefix: prefix}, &keys, "an array of strings")
 	var he *actor.HostError
-	if err == nil || !errors.As(err, &he) || !strings.Contains(he.Message, TooManyKeys) {
-		if keys == nil && err == nil {
+	if err != nil && !(errors.As(err, &he) && strings.Contains(he.Message, TooManyKeys)) {
+		return nil, err
+	}
+	if err == nil {
+		if keys == nil {
 			keys = []string{}
 		}
-		return keys, err
+		return keys, nil
 	}
 	keys = []string{}
 	var after *string
@@ -159,9 +162,9 @@ func (s Store) Keys(prefix string) ([]string, error) {
 // limit (1 to [MaxKeysPerPage]) of those after *after (nil: from the first).
 // Fewer than limit means the listing ended; else ask again after the page's
 // last key. A limit out of range is refused by the provider, naming the range.
-// An answer that is not such a page (more keys than limit, or keys not after
-// *after: a provider that does not know pages) is an error, so a listing
-// cannot go round in circles.
+// An answer that is not such a page (more keys than limit, not sorted, or
+// keys not after *after: a provider that does not know pages) is an error, so
+// a listing cannot go round in circles.
 func (s Store) KeysPage(prefix string, after *string, limit uint32) ([]string, error) {
 	var keys []string
 	limitCopy := limit
@@ -170,7 +173,11 @@ func (s Store) KeysPage(prefix string, after *string, limit uint32) ([]string, e
 		return nil, err
 	}
 	behind := after != nil && len(keys) > 0 && keys[0] <= *after
-	if len(keys) > int(limit) || behind {
+	sorted := true
+	for i := 1; i < len(keys); i++ {
+		sorted = sorted && keys[i-1] < keys[i]
+	}
+	if len(keys) > int(limit) || behind || !sorted {
 		return nil, errors.New("the reply to " + Contract + " " + OpKeys + " is not a page of at most " +
 			strconv.FormatUint(uint64(limit), 10) + " keys: " + strconv.Itoa(len(keys)) +
 			" keys (a provider that does not know pages?)")

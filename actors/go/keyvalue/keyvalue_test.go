@@ -205,6 +205,11 @@ func TestAProviderThatIgnoresPagesIsAnErrorNotALoop(t *testing.T) {
 	if _, err := KeysPage("", &after, 1000); err == nil {
 		t.Error("a page not after `after` should fail")
 	}
+	unsorted, _ := msgpack.Marshal([]string{"b", "a"})
+	recording(t, unsorted)
+	if _, err := KeysPage("", nil, 5); err == nil || !strings.Contains(err.Error(), "not a page") {
+		t.Errorf("an unsorted page should fail: %v", err)
+	}
 }
 
 func TestErrors(t *testing.T) {

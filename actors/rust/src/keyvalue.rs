@@ -176,8 +176,8 @@ impl KeyValue {
     ///
     /// # Errors
     /// A `limit` out of range is refused by the provider, naming the range;
-    /// an answer that is not such a page (more keys than `limit`, or keys
-    /// not after `after`: a provider that does not know pages) is
+    /// an answer that is not such a page (more keys than `limit`, not sorted,
+    /// or keys not after `after`: a provider that does not know pages) is
     /// [`Error::Decode`], so a listing cannot go round in circles.
     pub fn keys_page(
         &self,

@@ -103,17 +103,20 @@ pub struct KeysRequest {
 
 impl KeysRequest {
     /// Whether `keys` can be this request's answer as a page: no more than
-    /// its `limit`, and all after its `after`. A provider that ignores the
-    /// two fields (one older than them) answers every key each time, and a
-    /// caller that followed such "pages" would go round in circles; callers
-    /// check each page with this. Requests without a limit accept anything.
+    /// its `limit`, sorted strictly, and all after its `after` (so the next
+    /// page, after the last key, always moves on). A provider that ignores
+    /// the two fields (one older than them) answers every key each time, and
+    /// a caller that followed such "pages" would go round in circles;
+    /// callers check each page with this. Requests without a limit accept
+    /// anything.
     pub fn is_page(&self, keys: &[String]) -> bool {
         let Some(limit) = self.limit else {
             return true;
         };
         let behind =
             matches!((&self.after, keys.first()), (Some(after), Some(first)) if first <= after);
-        keys.len() <= limit as usize && !behind
+        let sorted = keys.windows(2).all(|w| w[0] < w[1]);
+        keys.len() <= limit as usize && !behind && sorted
     }
 }
 
@@ -145,6 +148,11 @@ mod tests {
             page(Some(""), Some(1)).is_page(&keys(&["a"])),
             "after the empty key"
         );
+        assert!(
+            !page(None, Some(3)).is_page(&keys(&["a", "c", "b"])),
+            "unsorted"
+        );
+        assert!(!page(None, Some(3)).is_page(&keys(&["a", "a"])), "twice");
         assert!(page(None, None).is_page(&keys(&["a", "b", "c"])), "unpaged");
     }
 }
