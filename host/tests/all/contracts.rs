@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
 use lattice::{
     claims::{self, Claims},
     contracts::keyvalue,
@@ -824,5 +825,70 @@ async fn one_http_provider_id_on_two_hosts_shares_a_port_and_survives_a_kill() -
         "one instance left: {ps:?}"
     );
     drop(b);
+    Ok(())
+}
+
+/// A page of the largest keys (1000 keys of 1 KiB) fits in one NATS message
+/// on its way from a provider on another host to the actor, as
+/// docs/contracts.md says; the same keys unpaged are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_page_of_the_longest_keys_crosses_nats() -> Result<()> {
+    let t = TestLattice::start().await?;
+    let web = t.host("web", &[]).await?;
+    let _data = t.host("data", &[]).await?;
+    let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
+    t.start_actor(&web, &with, "probe", 1).await?;
+    // The provider on the other host only: every call crosses NATS.
+    t.cli(&[
+        "ctl",
+        "start",
+        "provider",
+        "builtin:keyvalue",
+        "--host",
+        "data",
+    ])
+    .await?
+    .success()?;
+    t.link_put("probe", "keyvalue", "lattice:keyvalue", &["backend=memory"])
+        .await?;
+    wait_until("the link to reach the provider", WAIT, || async {
+        Ok(increment(&t, "warmup", 1).await.ok())
+    })
+    .await?;
+
+    let long = |i: usize| format!("{i:04}{}", "k".repeat(1020));
+    let keys: Vec<String> = (0..1000).map(long).collect();
+    let set = |key: String| {
+        let t = &t;
+        async move {
+            let request = keyvalue::SetRequest {
+                key,
+                value: Vec::new(),
+                ttl_secs: None,
+            };
+            kv::<()>(t, keyvalue::SET, &request).await
+        }
+    };
+    futures::stream::iter(keys.iter().cloned().map(set))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    let page = keyvalue::KeysRequest {
+        limit: Some(keyvalue::MAX_KEYS_PER_PAGE),
+        ..Default::default()
+    };
+    let got: Vec<String> = kv(&t, keyvalue::KEYS, &page).await?;
+    ensure!(
+        got.len() == 1000 && got.iter().all(|k| k.len() == 1024) && got[..] == keys[..],
+        "a full page: {} keys",
+        got.len()
+    );
+    let refused = kv::<Vec<String>>(&t, keyvalue::KEYS, &keyvalue::KeysRequest::default()).await;
+    let why = format!(
+        "{:#}",
+        refused.err().context("1000 KiB of keys came unpaged")?
+    );
+    ensure!(why.contains(keyvalue::TOO_MANY_KEYS), "{why}");
     Ok(())
 }
