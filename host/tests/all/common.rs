@@ -175,6 +175,14 @@ impl TestLattice {
         Ok(port)
     }
 
+    /// Runs `lattice ctl start provider REFERENCE --host HOST` (e.g.
+    /// `builtin:keyvalue`), which must succeed.
+    pub async fn start_provider_on(&self, reference: &str, host: &str) -> Result<CliOutput> {
+        self.cli(&["ctl", "start", "provider", reference, "--host", host])
+            .await?
+            .success()
+    }
+
     /// Runs `lattice ctl link put ACTOR PROVIDER CONTRACT [K=V]...`, which
     /// must succeed.
     pub async fn link_put(

@@ -47,16 +47,7 @@ async fn serve(
     .await?
     .success()?;
     if let Some(web) = web {
-        t.cli(&[
-            "ctl",
-            "start",
-            "provider",
-            "builtin:httpserver",
-            "--host",
-            web,
-        ])
-        .await?
-        .success()?;
+        t.start_provider_on("builtin:httpserver", web).await?;
     }
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
@@ -79,21 +70,6 @@ async fn claims_put(
     args.extend_from_slice(claims);
     t.cli(&args).await?.success()?;
     Ok(out)
-}
-
-/// Starts `builtin:keyvalue` on `host`.
-async fn start_keyvalue(t: &TestLattice, host: &str) -> Result<()> {
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        host,
-    ])
-    .await?
-    .success()?;
-    Ok(())
 }
 
 /// The `count` of a counter's JSON answer.
@@ -626,7 +602,7 @@ async fn a_component_counts_in_the_same_jetstream_counter_as_a_wapc_actor() -> R
 
     // Without claims for lattice:keyvalue the store refuses: access denied.
     let url = serve(&t, &counter, "bare", "h1", Some("h1")).await?;
-    start_keyvalue(&t, "h1").await?;
+    t.start_provider_on("builtin:keyvalue", "h1").await?;
     t.link_put("bare", "keyvalue", "lattice:keyvalue", &["bucket=shared"])
         .await?;
     let refused = get_until(&format!("{url}/hits"), 500).await?;
@@ -908,7 +884,7 @@ async fn language_examples(
     )
     .await?;
     let url = serve(&t, &claimed, &counter_id, "h1", None).await?;
-    start_keyvalue(&t, "h1").await?;
+    t.start_provider_on("builtin:keyvalue", "h1").await?;
     t.link_put(&counter_id, "keyvalue", "lattice:keyvalue", &[])
         .await?;
     let first = count(&get_until(&format!("{url}/n"), 200).await?)?;

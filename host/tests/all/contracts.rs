@@ -87,26 +87,8 @@ async fn kvcounter_over_http_with_providers_on_two_hosts() -> Result<()> {
     t.cli(&["ctl", "start", "actor", &wasm_s, "--count", "2"])
         .await?
         .success()?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:httpserver",
-        "--host",
-        "web",
-    ])
-    .await?
-    .success()?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "data",
-    ])
-    .await?
-    .success()?;
+    t.start_provider_on("builtin:httpserver", "web").await?;
+    t.start_provider_on("builtin:keyvalue", "data").await?;
     let port = free_port();
     let address = format!("address=127.0.0.1:{port}");
     t.link_put("kvcounter", "httpserver", "lattice:httpserver", &[&address])
@@ -354,16 +336,7 @@ async fn increments_are_atomic_across_hosts_and_keys_may_be_odd() -> Result<()> 
     let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
     t.start_actor(&a, &with, "probe", 2).await?;
     t.start_actor(&b, &with, "probe", 2).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "a",
-    ])
-    .await?
-    .success()?;
+    t.start_provider_on("builtin:keyvalue", "a").await?;
     t.link_put("probe", "keyvalue", "lattice:keyvalue", &[])
         .await?;
     wait_until("the link to reach both hosts", WAIT, || async {
@@ -484,16 +457,7 @@ async fn http_faults_give_clear_statuses_and_the_host_keeps_serving() -> Result<
     t.start_actor(&a, &actor_wasm("probe-actor")?, "probe", 1)
         .await?;
     t.start_actor(&a, &actor_wasm("hello")?, "hello", 1).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:httpserver",
-        "--host",
-        "a",
-    ])
-    .await?
-    .success()?;
+    t.start_provider_on("builtin:httpserver", "a").await?;
 
     // Port already in use: the link fails, reported; nothing else breaks.
     let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -594,16 +558,7 @@ async fn auction_prefers_a_host_with_the_linked_provider_in_process() -> Result<
     let t = TestLattice::start().await?;
     let _empty = t.host("empty", &[]).await?;
     let with_kv = t.host("with-kv", &[]).await?;
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "with-kv",
-    ])
-    .await?
-    .success()?;
+    t.start_provider_on("builtin:keyvalue", "with-kv").await?;
     t.link_put("probe", "keyvalue", "lattice:keyvalue", &[])
         .await?;
     // "empty" is less loaded, but "with-kv" serves the probe's contract in-process.
@@ -839,16 +794,7 @@ async fn a_full_page_of_the_longest_keys_crosses_nats() -> Result<()> {
     let with = probe_with_claims(&t, &[keyvalue::CONTRACT])?;
     t.start_actor(&web, &with, "probe", 1).await?;
     // The provider on the other host only: every call crosses NATS.
-    t.cli(&[
-        "ctl",
-        "start",
-        "provider",
-        "builtin:keyvalue",
-        "--host",
-        "data",
-    ])
-    .await?
-    .success()?;
+    t.start_provider_on("builtin:keyvalue", "data").await?;
     t.link_put("probe", "keyvalue", "lattice:keyvalue", &["backend=memory"])
         .await?;
     wait_until("the link to reach the provider", WAIT, || async {
