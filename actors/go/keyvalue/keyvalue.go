@@ -167,8 +167,7 @@ func (s Store) Keys(prefix string) ([]string, error) {
 // a listing cannot go round in circles.
 func (s Store) KeysPage(prefix string, after *string, limit uint32) ([]string, error) {
 	var keys []string
-	limitCopy := limit
-	req := KeysRequest{Prefix: prefix, After: after, Limit: &limitCopy}
+	req := KeysRequest{Prefix: prefix, After: after, Limit: &limit}
 	if err := s.call(OpKeys, req, &keys, "an array of strings"); err != nil {
 		return nil, err
 	}

@@ -457,12 +457,18 @@ fn bad_request(operation: &str, reason: impl Into<String>) -> ProviderError {
 
 /// Refuses keys past [`MAX_KEY_BYTES`].
 fn check_key(operation: &str, key: &str) -> Result<(), ProviderError> {
-    if key.len() > MAX_KEY_BYTES {
+    check_key_length(operation, "the key", key)
+}
+
+/// Refuses `value` (`what`: the key, or a field that holds one) past
+/// [`MAX_KEY_BYTES`].
+fn check_key_length(operation: &str, what: &str, value: &str) -> Result<(), ProviderError> {
+    if value.len() > MAX_KEY_BYTES {
         return Err(bad_request(
             operation,
             format!(
-                "the key is {} bytes long; keys may be at most {MAX_KEY_BYTES} bytes (UTF-8)",
-                key.len()
+                "{what} is {} bytes long; keys may be at most {MAX_KEY_BYTES} bytes (UTF-8)",
+                value.len()
             ),
         ));
     }
@@ -480,21 +486,9 @@ fn check_keys_request(operation: &str, request: &KeysRequest) -> Result<(), Prov
             format!("limit {limit} is out of range: a page holds 1 to {MAX_KEYS_PER_PAGE} keys"),
         ));
     }
-    for (field, value) in [
-        ("prefix", Some(&request.prefix)),
-        ("after", request.after.as_ref()),
-    ] {
-        if let Some(value) = value
-            && value.len() > MAX_KEY_BYTES
-        {
-            return Err(bad_request(
-                operation,
-                format!(
-                    "`{field}` is {} bytes long; keys may be at most {MAX_KEY_BYTES} bytes (UTF-8)",
-                    value.len()
-                ),
-            ));
-        }
+    check_key_length(operation, "`prefix`", &request.prefix)?;
+    if let Some(after) = &request.after {
+        check_key_length(operation, "`after`", after)?;
     }
     Ok(())
 }
