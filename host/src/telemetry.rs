@@ -5,10 +5,11 @@
 //! Exported are the `serve` span of every request a process answers over NATS
 //! (actors on hosts, providers), the `host_call` span of every call an actor
 //! makes (in-process or not), the CLI's `call` span, and other spans at INFO
-//! or above; the log filter does not apply to them. Each serving
-//! span is made the child of the span named in the request's `traceparent`
-//! ([`lattice::trace::enter`]), so one request is one trace across
-//! processes.
+//! or above; the log filter does not apply to them. The per-call spans go to
+//! the OpenTelemetry tracer directly ([`lattice::trace::CallSpan`]), the
+//! others through `tracing-opentelemetry`. Each serving span is made the
+//! child of the span named in the request's `traceparent`, so one request is
+//! one trace across processes.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,13 +17,16 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+use opentelemetry::{
+    KeyValue,
+    trace::{
+        Span as _, SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+        Tracer as _, TracerProvider as _,
+    },
 };
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing::{Level, level_filters::LevelFilter, subscriber::Interest};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     filter::{DynFilterFn, FilterExt, dynamic_filter_fn, filter_fn},
@@ -173,7 +177,7 @@ pub fn init(
     });
     if let Some(p) = &provider {
         layers.push(export_layer(p, "lattice"));
-        lattice::trace::install_linker(link);
+        lattice::trace::install_exporter(Box::new(CallSpans(p.tracer("lattice"))));
     }
     // Already installed (tests, embedding): keep the existing one.
     let _ = tracing_subscriber::registry().with(layers).try_init();
@@ -333,16 +337,15 @@ pub fn set_exporting(on: bool) {
     EXPORTING.store(on, Ordering::Relaxed);
 }
 
-/// The layer that hands spans to `provider`'s tracer named `name`.
+/// The layer that hands `tracing` spans to `provider`'s tracer named `name`:
+/// those at INFO and above (control requests and the like). The per-call
+/// spans do not go through it: [`CallSpans`].
 fn export_layer(
     provider: &SdkTracerProvider,
     name: &'static str,
 ) -> Box<dyn Layer<Registry> + Send + Sync> {
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(name))
-        // Every call makes spans: only the fields the code gives them.
-        // (Ids travel in `TraceContext`s, not in OTel's current
-        // context, so entering a span need not activate one.)
         .with_location(false)
         .with_threads(false)
         .with_target(false)
@@ -352,11 +355,10 @@ fn export_layer(
         .boxed()
 }
 
-/// Which spans are exported: INFO and above, and Lattice's own DEBUG spans
-/// (the per-call ones: `serve`, `call`, `host_call`), while
-/// [`set_exporting`] has not paused export. Spans only: events would become span events, costing every call. Decided
-/// per callsite once (events and other spans: never, so they cost nothing
-/// here), then per span only the pause flag.
+/// Which `tracing` spans are exported: INFO and above, while [`set_exporting`]
+/// has not paused export. Spans only: events would become span events.
+/// Decided per callsite once (events and other spans: never, so they cost
+/// nothing here), then per span only the pause flag.
 fn export_filter<S>() -> DynFilterFn<
     S,
     impl Fn(&tracing::Metadata<'_>, &Context<'_, S>) -> bool,
@@ -366,7 +368,7 @@ fn export_filter<S>() -> DynFilterFn<
         EXPORTING.load(Ordering::Relaxed)
     })
     .with_callsite_filter(|m| {
-        if m.is_span() && (*m.level() <= Level::INFO || m.target().starts_with("lattice")) {
+        if m.is_span() && *m.level() <= Level::INFO {
             Interest::sometimes()
         } else {
             Interest::never()
@@ -374,61 +376,168 @@ fn export_filter<S>() -> DynFilterFn<
     })
 }
 
-/// The [`lattice::trace::SpanLinker`] of an exporting process.
-fn link(
-    span: &tracing::Span,
-    incoming: Option<&lattice::trace::TraceContext>,
-) -> Option<lattice::trace::TraceContext> {
-    if let Some(t) = incoming {
-        let trace_id = TraceId::from(t.trace_id.get());
-        let span_id = SpanId::from(t.span_id.get());
-        let flags = if t.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
+/// The [`lattice::trace::SpanExporter`] of an exporting process: each call
+/// hop's span (`call`, `serve`, `host_call`) made with the OpenTelemetry
+/// tracer itself, not through `tracing`, as the child of the span named in
+/// the request.
+struct CallSpans(opentelemetry_sdk::trace::SdkTracer);
+
+impl lattice::trace::SpanExporter for CallSpans {
+    fn start(
+        &self,
+        span: lattice::trace::SpanStart<'_>,
+    ) -> Option<(
+        lattice::trace::TraceContext,
+        Box<dyn lattice::trace::ExportedSpan>,
+    )> {
+        if !EXPORTING.load(Ordering::Relaxed) {
+            return None;
+        }
+        let parent = match span.parent {
+            Some(t) => opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                TraceId::from(t.trace_id.get()),
+                SpanId::from(t.span_id.get()),
+                if t.sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                },
+                true,
+                TraceState::default(),
+            )),
+            None => opentelemetry::Context::new(),
         };
-        let remote = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        let started = self
+            .0
+            .span_builder(span.name)
+            .with_kind(match span.kind {
+                lattice::trace::SpanKind::Client => opentelemetry::trace::SpanKind::Client,
+                lattice::trace::SpanKind::Server => opentelemetry::trace::SpanKind::Server,
+            })
+            .with_attributes(
+                span.attributes
+                    .iter()
+                    .map(|&(k, v)| KeyValue::new(k, v.to_string())),
+            )
+            .start_with_context(&self.0, &parent);
+        let own = started.span_context();
+        let context = lattice::trace::TraceContext {
+            trace_id: lattice::trace::TraceId::new(u128::from_be_bytes(own.trace_id().to_bytes()))?,
+            span_id: lattice::trace::SpanId::new(u64::from_be_bytes(own.span_id().to_bytes()))?,
+            sampled: own.is_sampled(),
+        };
+        Some((context, Box::new(Exported(started))))
     }
-    let cx = span.context();
-    let own = cx.span().span_context().clone();
-    Some(lattice::trace::TraceContext {
-        trace_id: lattice::trace::TraceId::new(u128::from_be_bytes(own.trace_id().to_bytes()))?,
-        span_id: lattice::trace::SpanId::new(u64::from_be_bytes(own.span_id().to_bytes()))?,
-        sampled: own.is_sampled(),
-    })
+}
+
+/// An OpenTelemetry span as a [`lattice::trace::ExportedSpan`] (ended when
+/// dropped, too).
+struct Exported(opentelemetry_sdk::trace::Span);
+
+impl lattice::trace::ExportedSpan for Exported {
+    fn end(mut self: Box<Self>, error: Option<&str>) {
+        if let Some(e) = error {
+            self.0.set_status(Status::error(e.to_string()));
+        }
+        self.0.end();
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use lattice::trace::{SpanExporter as _, SpanKind, SpanStart};
+    use opentelemetry_sdk::trace::SpanData;
+
     use super::*;
 
+    /// Keeps what the SDK exports.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    fn start(
+        spans: &CallSpans,
+        name: &'static str,
+        parent: Option<&lattice::trace::TraceContext>,
+    ) -> Option<(
+        lattice::trace::TraceContext,
+        Box<dyn lattice::trace::ExportedSpan>,
+    )> {
+        spans.start(SpanStart {
+            name,
+            kind: SpanKind::Server,
+            parent,
+            attributes: &[("operation", "SayHello")],
+        })
+    }
+
     #[test]
-    fn a_span_gets_its_own_context_and_its_parent_from_the_header() {
-        let provider = SdkTracerProvider::builder().build();
-        let layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![
-            fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(EnvFilter::new("warn,async_nats=off"))
-                .boxed(),
-            export_layer(&provider, "test"),
-        ];
-        let subscriber = tracing_subscriber::registry().with(layers);
+    fn a_call_span_gets_its_own_context_and_its_parent_from_the_request() {
+        let kept = Kept::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let spans = CallSpans(provider.tracer("test"));
+
+        let (root, root_span) = start(&spans, "call", None).expect("exporting");
+        let (child, child_span) = start(&spans, "serve", Some(&root)).expect("exporting");
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        assert!(child.sampled);
+        child_span.end(Some("actor \"hello\" trapped"));
+        root_span.end(None);
+
+        // Paused: not exported, so no context of its own.
+        set_exporting(false);
+        let paused = start(&spans, "paused", Some(&root));
+        set_exporting(true);
+        assert!(paused.is_none());
+        // Dropped without `end` (a cancelled call): exported all the same.
+        drop(start(&spans, "dropped", None).expect("exporting"));
+        only_spans_at_info_and_above_go_through_tracing();
+
+        let kept = kept.0.lock().unwrap();
+        let names: Vec<&str> = kept.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(names, ["serve", "call", "dropped"]);
+        let serve = &kept[0];
+        assert_eq!(serve.parent_span_id, SpanId::from(root.span_id.get()));
+        assert_eq!(serve.span_kind, opentelemetry::trace::SpanKind::Server);
+        assert_eq!(
+            serve.status,
+            Status::error("actor \"hello\" trapped".to_string())
+        );
+        assert_eq!(
+            serve.attributes,
+            [KeyValue::new("operation", "SayHello".to_string())]
+        );
+        assert_eq!(kept[1].status, Status::Unset);
+        assert!(!kept[1].parent_span_is_remote);
+        assert!(serve.parent_span_is_remote);
+    }
+
+    /// Beside the per-call spans, and in one test with them: both use the
+    /// process-wide pause flag.
+    fn only_spans_at_info_and_above_go_through_tracing() {
+        let kept = Kept::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(export_layer(&provider, "test"));
         tracing::subscriber::with_default(subscriber, || {
-            let root = tracing::info_span!("root");
-            let own = link(&root, None).expect("an exported span has a context");
-            let child = tracing::info_span!("child");
-            let next = link(&child, Some(&own)).expect("a context");
-            assert_eq!(next.trace_id, own.trace_id);
-            assert_ne!(next.span_id, own.span_id);
-            // Paused: spans are not exported, so they have no context.
-            set_exporting(false);
-            let paused = link(&tracing::info_span!("paused"), Some(&own));
-            set_exporting(true);
-            assert_eq!(paused, None);
-            assert!(link(&tracing::info_span!("resumed"), None).is_some());
-            // Events and spans of other crates below INFO are never exported.
-            assert!(link(&tracing::debug_span!(target: "hyper", "other"), None).is_none());
+            drop(tracing::info_span!("ctl").entered());
+            drop(tracing::debug_span!("serve").entered());
+            tracing::info!("an event");
         });
+        let kept = kept.0.lock().unwrap();
+        let names: Vec<&str> = kept.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(names, ["ctl"]);
     }
 }

@@ -24,6 +24,7 @@ use crate::{
     link_store::LinkStore,
     rpc::{Invocation, Target, remote},
     subject,
+    trace::{CallSpan, SpanKind, SpanStart},
 };
 
 /// Default timeout of control requests and calls.
@@ -435,11 +436,28 @@ impl CtlClient {
         // The root of the request's trace when this process exports spans.
         // DEBUG like every per-call span (see `serve_invocation`).
         let span = tracing::debug_span!("call", actor = %actor, operation = %operation);
-        let trace = crate::trace::enter(&span, None);
-        self.caller
-            .invoke(&self.lattice, &target, invocation, &trace, self.timeout)
+        let exported = CallSpan::start(SpanStart {
+            name: "call",
+            kind: SpanKind::Client,
+            parent: None,
+            attributes: &[("actor", actor), ("operation", operation)],
+        });
+        let result = self
+            .caller
+            .invoke(
+                &self.lattice,
+                &target,
+                invocation,
+                &exported.context(),
+                self.timeout,
+            )
             .instrument(span)
-            .await
+            .await;
+        match &result {
+            Ok(_) => exported.end(None),
+            Err(e) => exported.end(Some(&e.to_string())),
+        }
+        result
     }
 
     /// Subscribes to every event of the lattice.

@@ -7,8 +7,8 @@
 //! invocations too when the field is absent).
 //! Hosts record the trace id as a field on their `tracing` spans. When a
 //! process exports spans (OpenTelemetry, installed by the host crate through
-//! `install_linker`), `enter` makes each serving span the child of the
-//! span named in the request and hands its own id to the next hop, so the spans
+//! `install_exporter`), each hop's [`CallSpan`] is the child of the span
+//! named in the request and hands its own id to the next hop, so the spans
 //! of one request form one connected trace across processes.
 //!
 //! Without the `client` feature (the actor SDK) only the types are here: an
@@ -23,35 +23,116 @@ use std::sync::OnceLock;
 use async_nats::HeaderMap;
 
 #[cfg(feature = "client")]
-/// Joins `span` to the trace `incoming` (when the request carried one) and
-/// returns the context of `span` itself, for the next hop; `None` when `span`
-/// is not exported (filtered out), and the caller falls back to ids of its own.
-pub type SpanLinker =
-    fn(span: &tracing::Span, incoming: Option<&TraceContext>) -> Option<TraceContext>;
-
-#[cfg(feature = "client")]
-static LINKER: OnceLock<SpanLinker> = OnceLock::new();
-
-#[cfg(feature = "client")]
-/// Installs the process's [`SpanLinker`]; once per process (later calls are
-/// ignored and return `false`).
-pub fn install_linker(linker: SpanLinker) -> bool {
-    LINKER.set(linker).is_ok()
+/// What a process that exports spans installs ([`install_exporter`]): it
+/// starts the span of one call hop and hands back its context, for the next
+/// hop, and the handle that ends it.
+///
+/// Per-call spans go to the exporter directly rather than through `tracing`:
+/// a `tracing` span that is exported costs a registry slot, a lookup per
+/// enter and exit of every poll and string-formatted fields on every call
+/// (measured: docs/performance.md, "Per-call spans without `tracing`").
+pub trait SpanExporter: Send + Sync + 'static {
+    /// Starts `span`; `None` when export is paused, and the caller uses
+    /// ids of its own.
+    fn start(&self, span: SpanStart<'_>) -> Option<(TraceContext, Box<dyn ExportedSpan>)>;
 }
 
 #[cfg(feature = "client")]
-/// The trace context a request served in `span` continues: `span`'s own
-/// exported context when a linker is installed, else `incoming` with a fresh
-/// span id (or a new trace when nothing came in).
-pub fn enter(span: &tracing::Span, incoming: Option<&TraceContext>) -> TraceContext {
-    if let Some(link) = LINKER.get()
-        && let Some(own) = link(span, incoming)
-    {
-        return own;
+/// A started span, exported when ended (or dropped: a cancelled call's
+/// span ends where it was dropped).
+pub trait ExportedSpan: Send {
+    /// Ends the span, marked as failed with `error` when given.
+    fn end(self: Box<Self>, error: Option<&str>);
+}
+
+#[cfg(feature = "client")]
+/// What a span is, for [`SpanExporter::start`].
+#[derive(Debug, Clone, Copy)]
+pub struct SpanStart<'a> {
+    /// `call`, `serve`, `host_call`.
+    pub name: &'static str,
+    /// Its role in the request.
+    pub kind: SpanKind,
+    /// The span of the caller, when the request carried one; else the span
+    /// starts a trace.
+    pub parent: Option<&'a TraceContext>,
+    /// Attributes, as key and value.
+    pub attributes: &'a [(&'static str, &'a str)],
+}
+
+#[cfg(feature = "client")]
+/// A span's role, as OpenTelemetry's span kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Sends a request and waits for its answer (the CLI's `call`, an
+    /// actor's `host_call`).
+    Client,
+    /// Answers a request (`serve`).
+    Server,
+}
+
+#[cfg(feature = "client")]
+static EXPORTER: OnceLock<Box<dyn SpanExporter>> = OnceLock::new();
+
+#[cfg(feature = "client")]
+/// Installs the process's [`SpanExporter`]; once per process (later calls
+/// are ignored and return `false`).
+pub fn install_exporter(exporter: Box<dyn SpanExporter>) -> bool {
+    EXPORTER.set(exporter).is_ok()
+}
+
+#[cfg(feature = "client")]
+/// The span of one call hop: its context goes to the next hop, and it is
+/// exported when [`ended`](CallSpan::end) or dropped, if this process
+/// exports spans.
+#[must_use = "a span ends when dropped"]
+pub struct CallSpan {
+    context: TraceContext,
+    exported: Option<Box<dyn ExportedSpan>>,
+}
+
+#[cfg(feature = "client")]
+impl CallSpan {
+    /// Starts a span, the child of `span.parent` when given. Without an
+    /// exporter (or with export paused) it only makes the ids: `parent`'s
+    /// trace with a new span id, or a new trace.
+    pub fn start(span: SpanStart<'_>) -> Self {
+        let parent = span.parent;
+        match EXPORTER.get().and_then(|e| e.start(span)) {
+            Some((context, exported)) => CallSpan {
+                context,
+                exported: Some(exported),
+            },
+            None => CallSpan {
+                context: match parent {
+                    Some(t) => t.child(),
+                    None => TraceContext::new_root(),
+                },
+                exported: None,
+            },
+        }
     }
-    match incoming {
-        Some(t) => t.child(),
-        None => TraceContext::new_root(),
+
+    /// The context the next hop continues.
+    pub fn context(&self) -> TraceContext {
+        self.context
+    }
+
+    /// Ends the span, marked as failed with `error` when given.
+    pub fn end(mut self, error: Option<&str>) {
+        if let Some(exported) = self.exported.take() {
+            exported.end(error);
+        }
+    }
+}
+
+#[cfg(feature = "client")]
+impl fmt::Debug for CallSpan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallSpan")
+            .field("context", &self.context)
+            .field("exported", &self.exported.is_some())
+            .finish()
     }
 }
 
@@ -306,6 +387,28 @@ pub mod as_traceparent {
 #[cfg(all(test, feature = "client"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_span_without_an_exporter_continues_the_trace_with_a_new_span() {
+        let parent = TraceContext::new_root();
+        let span = CallSpan::start(SpanStart {
+            name: "serve",
+            kind: SpanKind::Server,
+            parent: Some(&parent),
+            attributes: &[("operation", "SayHello")],
+        });
+        let own = span.context();
+        assert_eq!(own.trace_id, parent.trace_id);
+        assert_ne!(own.span_id, parent.span_id);
+        span.end(Some("failed"));
+        let root = CallSpan::start(SpanStart {
+            name: "call",
+            kind: SpanKind::Client,
+            parent: None,
+            attributes: &[],
+        });
+        assert_ne!(root.context().trace_id, parent.trace_id);
+    }
 
     #[test]
     fn header_round_trip() {

@@ -23,7 +23,7 @@ use lattice::{
         remote::{Caller, Inbox, SILENCE_LIMIT},
         serve::{DEADLINE_SLACK, deadline_exceeded, encode_within, with_progress_if_asked},
     },
-    trace::TraceContext,
+    trace::{CallSpan, SpanKind, SpanStart, TraceContext},
 };
 use lattice_provider::{
     HttpBody,
@@ -78,7 +78,17 @@ pub(super) async fn serve(
         streamed = true,
         trace_id = tracing::field::Empty,
     );
-    let trace = lattice::trace::enter(&span, incoming.as_ref());
+    let exported = CallSpan::start(SpanStart {
+        name: "serve",
+        kind: SpanKind::Server,
+        parent: incoming.as_ref(),
+        attributes: &[
+            ("target", &*what),
+            ("operation", HANDLE_REQUEST),
+            ("streamed", "true"),
+        ],
+    });
+    let trace = exported.context();
     span.record("trace_id", tracing::field::display(trace.trace_id));
     let timeout = host.call_timeout();
     let until = Instant::now() + timeout;
@@ -104,10 +114,11 @@ pub(super) async fn serve(
         .instrument(span.clone())
         .await;
     let failure = match outcome {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return exported.end(None),
         Ok(Err(why)) => why,
         Err(_) => deadline_exceeded(&what, timeout, HANDLE_REQUEST),
     };
+    exported.end(Some(&failure));
     span.in_scope(|| tracing::debug!(error = %failure, "streamed call failed"));
     exchange.fail(failure).await;
 }

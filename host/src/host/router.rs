@@ -21,6 +21,7 @@ use lattice::{
     rpc::Target,
 };
 
+use lattice::trace::{CallSpan, SpanKind, SpanStart};
 use tracing::Instrument;
 
 use super::{HostInner, invoke::Call};
@@ -58,7 +59,17 @@ impl HostCalls for Router {
             namespace = %call.namespace,
             operation = %call.operation,
         );
-        let trace = lattice::trace::enter(&span, Some(&call.trace));
+        let exported = CallSpan::start(SpanStart {
+            name: "host_call",
+            kind: SpanKind::Client,
+            parent: Some(&call.trace),
+            attributes: &[
+                ("origin", &*call.origin),
+                ("namespace", &call.namespace),
+                ("operation", &call.operation),
+            ],
+        });
+        let trace = exported.context();
         Box::pin(
             async move {
                 let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
@@ -94,6 +105,10 @@ impl HostCalls for Router {
                         provider.as_str(),
                         result.is_ok(),
                     );
+                }
+                match &result {
+                    Ok(_) => exported.end(None),
+                    Err(e) => exported.end(Some(&e.to_string())),
                 }
                 result
             }

@@ -15,7 +15,7 @@ use super::{
     Invocation, InvocationResponse,
     remote::{PROGRESS, PROGRESS_HEADER, STATUS_HEADER},
 };
-use crate::trace::TraceContext;
+use crate::trace::{CallSpan, SpanKind, SpanStart, TraceContext};
 
 /// Serves one request message: decodes the [`Invocation`], runs `handle` within
 /// `deadline` inside a span carrying the caller's trace id, and publishes the
@@ -52,7 +52,17 @@ pub async fn serve_invocation<F, Fut, E>(
                 origin = %inv.origin,
                 trace_id = tracing::field::Empty,
             );
-            let trace = crate::trace::enter(&span, incoming.as_ref());
+            let exported = CallSpan::start(SpanStart {
+                name: "serve",
+                kind: SpanKind::Server,
+                parent: incoming.as_ref(),
+                attributes: &[
+                    ("target", what),
+                    ("operation", &inv.operation),
+                    ("origin", &inv.origin),
+                ],
+            });
+            let trace = exported.context();
             span.record("trace_id", tracing::field::display(trace.trace_id));
             let operation = inv.operation.clone();
             let until = tokio::time::Instant::now() + deadline;
@@ -60,14 +70,16 @@ pub async fn serve_invocation<F, Fut, E>(
             let work =
                 tokio::time::timeout(slack, handle(inv, trace, until)).instrument(span.clone());
             let result = with_progress(nats, every.map(|every| (every, &reply)), work).await;
-            match result {
+            let response = match result {
                 Ok(Ok(payload)) => InvocationResponse::ok(payload),
                 Ok(Err(e)) => {
                     span.in_scope(|| tracing::debug!(error = %e, "call failed"));
                     InvocationResponse::err(e.to_string())
                 }
                 Err(_) => InvocationResponse::err(deadline_exceeded(what, deadline, &operation)),
-            }
+            };
+            exported.end(response.error.as_deref());
+            response
         }
     };
     let body = encode_within(nats.max_payload(), response, what);
