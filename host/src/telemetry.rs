@@ -4,8 +4,8 @@
 //!
 //! Exported are the `serve` span of every request a process answers over NATS
 //! (actors on hosts, providers), the `host_call` span of every call an actor
-//! makes (in-process or not), the CLI's `call` span, and other spans at INFO
-//! or above; the log filter does not apply to them. The per-call spans go to
+//! makes (in-process or not), the CLI's `call` span, and Lattice's other
+//! spans at INFO or above; the log filter does not apply to them. The per-call spans go to
 //! the OpenTelemetry tracer directly ([`lattice::trace::CallSpan`]), the
 //! others through `tracing-opentelemetry`. Each serving span is made the
 //! child of the span named in the request's `traceparent`, so one request is
@@ -338,7 +338,7 @@ pub fn set_exporting(on: bool) {
 }
 
 /// The layer that hands `tracing` spans to `provider`'s tracer named `name`:
-/// those at INFO and above (control requests and the like). The per-call
+/// Lattice's at INFO and above (control requests and the like). The per-call
 /// spans do not go through it: [`CallSpans`].
 fn export_layer(
     provider: &SdkTracerProvider,
@@ -355,8 +355,11 @@ fn export_layer(
         .boxed()
 }
 
-/// Which `tracing` spans are exported: INFO and above, while [`set_exporting`]
-/// has not paused export. Spans only: events would become span events.
+/// Which `tracing` spans are exported: Lattice's own at INFO and above,
+/// while [`set_exporting`] has not paused export. Not other crates': with
+/// the per-call spans off `tracing`, theirs (wasmtime-wasi's span per WASI
+/// call, at INFO) would have no exported parent and each become a trace of
+/// its own. Spans only: events would become span events.
 /// Decided per callsite once (events and other spans: never, so they cost
 /// nothing here), then per span only the pause flag.
 fn export_filter<S>() -> DynFilterFn<
@@ -368,7 +371,7 @@ fn export_filter<S>() -> DynFilterFn<
         EXPORTING.load(Ordering::Relaxed)
     })
     .with_callsite_filter(|m| {
-        if m.is_span() && *m.level() <= Level::INFO {
+        if m.is_span() && *m.level() <= Level::INFO && m.target().starts_with("lattice") {
             Interest::sometimes()
         } else {
             Interest::never()
@@ -376,13 +379,13 @@ fn export_filter<S>() -> DynFilterFn<
     })
 }
 
-/// The [`lattice::trace::SpanExporter`] of an exporting process: each call
+/// The [`lattice::trace::CallSpanExporter`] of an exporting process: each call
 /// hop's span (`call`, `serve`, `host_call`) made with the OpenTelemetry
 /// tracer itself, not through `tracing`, as the child of the span named in
 /// the request.
 struct CallSpans(opentelemetry_sdk::trace::SdkTracer);
 
-impl lattice::trace::SpanExporter for CallSpans {
+impl lattice::trace::CallSpanExporter for CallSpans {
     fn start(
         &self,
         span: lattice::trace::SpanStart<'_>,
@@ -402,7 +405,7 @@ impl lattice::trace::SpanExporter for CallSpans {
                 } else {
                     TraceFlags::default()
                 },
-                true,
+                span.remote_parent,
                 TraceState::default(),
             )),
             None => opentelemetry::Context::new(),
@@ -447,7 +450,7 @@ impl lattice::trace::ExportedSpan for Exported {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use lattice::trace::{SpanExporter as _, SpanKind, SpanStart};
+    use lattice::trace::{CallSpanExporter as _, SpanKind, SpanStart};
     use opentelemetry_sdk::trace::SpanData;
 
     use super::*;
@@ -475,6 +478,7 @@ mod tests {
             name,
             kind: SpanKind::Server,
             parent,
+            remote_parent: true,
             attributes: &[("operation", "SayHello")],
         })
     }
@@ -534,6 +538,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             drop(tracing::info_span!("ctl").entered());
             drop(tracing::debug_span!("serve").entered());
+            drop(tracing::info_span!(target: "wasmtime_wasi::p1", "fd_write").entered());
             tracing::info!("an event");
         });
         let kept = kept.0.lock().unwrap();

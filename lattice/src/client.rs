@@ -440,6 +440,7 @@ impl CtlClient {
             name: "call",
             kind: SpanKind::Client,
             parent: None,
+            remote_parent: false,
             attributes: &[("actor", actor), ("operation", operation)],
         });
         let result = self

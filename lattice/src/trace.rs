@@ -31,22 +31,23 @@ use async_nats::HeaderMap;
 /// a `tracing` span that is exported costs a registry slot, a lookup per
 /// enter and exit of every poll and string-formatted fields on every call
 /// (measured: docs/performance.md, "Per-call spans without `tracing`").
-pub trait SpanExporter: Send + Sync + 'static {
-    /// Starts `span`; `None` when export is paused, and the caller uses
-    /// ids of its own.
+pub trait CallSpanExporter: Send + Sync + 'static {
+    /// Starts `span`; `None` when it is not exported (export paused, the
+    /// exporter shut down), and the caller uses ids of its own.
     fn start(&self, span: SpanStart<'_>) -> Option<(TraceContext, Box<dyn ExportedSpan>)>;
 }
 
 #[cfg(feature = "client")]
 /// A started span, exported when ended (or dropped: a cancelled call's
-/// span ends where it was dropped).
+/// span ends where it was dropped). Ending it after the exporter shut down
+/// exports nothing.
 pub trait ExportedSpan: Send {
     /// Ends the span, marked as failed with `error` when given.
     fn end(self: Box<Self>, error: Option<&str>);
 }
 
 #[cfg(feature = "client")]
-/// What a span is, for [`SpanExporter::start`].
+/// What a span is, for [`CallSpanExporter::start`].
 #[derive(Debug, Clone, Copy)]
 pub struct SpanStart<'a> {
     /// `call`, `serve`, `host_call`.
@@ -56,6 +57,9 @@ pub struct SpanStart<'a> {
     /// The span of the caller, when the request carried one; else the span
     /// starts a trace.
     pub parent: Option<&'a TraceContext>,
+    /// Whether `parent` is a span of another process (a request's
+    /// `traceparent`) rather than of this one.
+    pub remote_parent: bool,
     /// Attributes, as key and value.
     pub attributes: &'a [(&'static str, &'a str)],
 }
@@ -72,12 +76,12 @@ pub enum SpanKind {
 }
 
 #[cfg(feature = "client")]
-static EXPORTER: OnceLock<Box<dyn SpanExporter>> = OnceLock::new();
+static EXPORTER: OnceLock<Box<dyn CallSpanExporter>> = OnceLock::new();
 
 #[cfg(feature = "client")]
-/// Installs the process's [`SpanExporter`]; once per process (later calls
+/// Installs the process's [`CallSpanExporter`]; once per process (later calls
 /// are ignored and return `false`).
-pub fn install_exporter(exporter: Box<dyn SpanExporter>) -> bool {
+pub fn install_exporter(exporter: Box<dyn CallSpanExporter>) -> bool {
     EXPORTER.set(exporter).is_ok()
 }
 
@@ -395,6 +399,7 @@ mod tests {
             name: "serve",
             kind: SpanKind::Server,
             parent: Some(&parent),
+            remote_parent: true,
             attributes: &[("operation", "SayHello")],
         });
         let own = span.context();
@@ -405,6 +410,7 @@ mod tests {
             name: "call",
             kind: SpanKind::Client,
             parent: None,
+            remote_parent: false,
             attributes: &[],
         });
         assert_ne!(root.context().trace_id, parent.trace_id);

@@ -82,6 +82,7 @@ pub(super) async fn serve(
         name: "serve",
         kind: SpanKind::Server,
         parent: incoming.as_ref(),
+        remote_parent: true,
         attributes: &[
             ("target", &*what),
             ("operation", HANDLE_REQUEST),
@@ -114,7 +115,10 @@ pub(super) async fn serve(
         .instrument(span.clone())
         .await;
     let failure = match outcome {
-        Ok(Ok(())) => return exported.end(None),
+        Ok(Ok(())) => {
+            exported.end(None);
+            return;
+        }
         Ok(Err(why)) => why,
         Err(_) => deadline_exceeded(&what, timeout, HANDLE_REQUEST),
     };

@@ -19,9 +19,8 @@ use lattice::{
     claims::Claims,
     id::{ActorId, ContractId, LinkName},
     rpc::Target,
+    trace::{CallSpan, SpanKind, SpanStart},
 };
-
-use lattice::trace::{CallSpan, SpanKind, SpanStart};
 use tracing::Instrument;
 
 use super::{HostInner, invoke::Call};
@@ -50,9 +49,9 @@ impl Router {
 impl HostCalls for Router {
     fn host_call(&self, call: HostCall) -> BoxFuture<Result<Vec<u8>, HostCallError>> {
         let (host, claims) = (self.host.clone(), self.claims.clone());
-        // DEBUG: free unless spans are exported (the exporter takes
-        // `lattice*` spans at DEBUG), so a call's trace shows each hop an
-        // actor makes, in-process ones included.
+        // For the log only, at DEBUG; the exported span (a call's trace
+        // shows each hop an actor makes, in-process ones included) is the
+        // `CallSpan`.
         let span = tracing::debug_span!(
             "host_call",
             origin = %call.origin,
@@ -63,49 +62,17 @@ impl HostCalls for Router {
             name: "host_call",
             kind: SpanKind::Client,
             parent: Some(&call.trace),
+            // The span that serves the actor's call, in this process.
+            remote_parent: false,
             attributes: &[
                 ("origin", &*call.origin),
                 ("namespace", &call.namespace),
                 ("operation", &call.operation),
             ],
         });
-        let trace = exported.context();
         Box::pin(
             async move {
-                let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
-                let target = resolve(&host, claims.as_deref(), &call)?;
-                // Kept only for counting a contract call by its link afterwards.
-                let link = match (&host.metrics, &target) {
-                    (Some(_), Target::Provider { .. }) => Some(target.clone()),
-                    _ => None,
-                };
-                let result = host
-                    .invoke(Call {
-                        origin: call.origin.to_string(),
-                        target,
-                        operation: call.operation,
-                        payload: call.payload,
-                        trace,
-                        deadline: call.deadline,
-                    })
-                    .await;
-                if let (
-                    Some((metrics, _)),
-                    Some(Target::Provider {
-                        provider,
-                        contract,
-                        link,
-                    }),
-                ) = (&host.metrics, link)
-                {
-                    metrics.link_call(
-                        &call.origin,
-                        contract.as_str(),
-                        link.as_str(),
-                        provider.as_str(),
-                        result.is_ok(),
-                    );
-                }
+                let result = route(host, claims, call, exported.context()).await;
                 match &result {
                     Ok(_) => exported.end(None),
                     Err(e) => exported.end(Some(&e.to_string())),
@@ -143,6 +110,51 @@ impl HostCalls for Router {
             }
         ))
     }
+}
+
+/// One call an actor makes: resolved against its claims and links, then
+/// made, and counted by link when it went to a provider.
+async fn route(
+    host: Weak<HostInner>,
+    claims: Option<Arc<Claims>>,
+    call: HostCall,
+    trace: lattice::trace::TraceContext,
+) -> Result<Vec<u8>, HostCallError> {
+    let host = host.upgrade().ok_or(HostCallError::ShuttingDown)?;
+    let target = resolve(&host, claims.as_deref(), &call)?;
+    // Kept only for counting a contract call by its link afterwards.
+    let link = match (&host.metrics, &target) {
+        (Some(_), Target::Provider { .. }) => Some(target.clone()),
+        _ => None,
+    };
+    let result = host
+        .invoke(Call {
+            origin: call.origin.to_string(),
+            target,
+            operation: call.operation,
+            payload: call.payload,
+            trace,
+            deadline: call.deadline,
+        })
+        .await;
+    if let (
+        Some((metrics, _)),
+        Some(Target::Provider {
+            provider,
+            contract,
+            link,
+        }),
+    ) = (&host.metrics, link)
+    {
+        metrics.link_call(
+            &call.origin,
+            contract.as_str(),
+            link.as_str(),
+            provider.as_str(),
+            result.is_ok(),
+        );
+    }
+    result
 }
 
 /// Parses the call's namespace into a [`Target`] and checks the caller may call it.

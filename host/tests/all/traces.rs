@@ -35,6 +35,10 @@ struct Span {
     name: String,
     service: String,
     attributes: BTreeMap<String, String>,
+    /// OTLP's span kind: 2 server, 3 client.
+    kind: i32,
+    /// The error status's message, when the span has one.
+    error: Option<String>,
 }
 
 /// An OTLP/HTTP trace receiver on a free port of 127.0.0.1: every
@@ -146,6 +150,9 @@ async fn receive(req: Request<hyper::body::Incoming>, kept: &Mutex<Vec<Span>>) -
                         .iter()
                         .map(|a| (a.key.clone(), text(&a.value)))
                         .collect(),
+                    kind: s.kind,
+                    // Code 2 is "error".
+                    error: s.status.filter(|st| st.code == 2).map(|st| st.message),
                 });
             }
         }
@@ -243,6 +250,68 @@ async fn one_call_across_two_hosts_is_one_connected_trace() -> Result<()> {
         on_a.attributes.get("operation").map(String::as_str) == Some("Call")
             && on_b.attributes.get("operation").map(String::as_str) == Some("SayHello"),
         "{on_a:?} {on_b:?}"
+    );
+    // Callers are clients, servers servers; nothing failed.
+    ensure!(
+        (root.kind, hop.kind, on_a.kind, on_b.kind) == (3, 3, 2, 2),
+        "span kinds: call {}, host_call {}, serve {} and {}",
+        root.kind,
+        hop.kind,
+        on_a.kind,
+        on_b.kind
+    );
+    ensure!(
+        [&root, hop, &on_a, &on_b].iter().all(|s| s.error.is_none()),
+        "no span of a successful call has an error status: {spans:#?}"
+    );
+
+    // A call the probe cannot make: its host call and the serving span say
+    // why in their error status.
+    let bad = r#"{"target":"nobody","operation":"SayHello","payload":[]}"#;
+    let out = t
+        .cli(&[
+            "--otlp-endpoint",
+            &collector.url,
+            "call",
+            "probe",
+            "Call",
+            bad,
+        ])
+        .await?;
+    ensure!(
+        !out.status.success(),
+        "calling nobody failed: {}",
+        out.stdout
+    );
+    let failed = wait_until("the failed host call's span", WAIT, || {
+        let spans = collector.spans();
+        async move {
+            Ok(spans
+                .iter()
+                .find(|s| {
+                    s.name == "host_call"
+                        && s.attributes.get("namespace").map(String::as_str) == Some("nobody")
+                })
+                .cloned())
+        }
+    })
+    .await
+    .with_context(|| format!("spans received: {:#?}", collector.spans()))?;
+    ensure!(
+        failed
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("nobody")),
+        "the failed host call has an error status naming its target: {failed:?}"
+    );
+    // Only Lattice's spans: no span per WASI call of the actors, say.
+    let names: std::collections::BTreeSet<String> =
+        collector.spans().into_iter().map(|s| s.name).collect();
+    ensure!(
+        names
+            .iter()
+            .all(|n| ["call", "serve", "host_call", "ctl"].contains(&n.as_str())),
+        "spans of other names were exported: {names:?}"
     );
     Ok(())
 }

@@ -36,15 +36,17 @@ pub async fn serve_invocation<F, Fut, E>(
     let Some(reply) = msg.reply.clone() else {
         return;
     };
-    let response = match Invocation::decode(&msg.payload) {
-        Err(e) => InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
+    let (response, exported) = match Invocation::decode(&msg.payload) {
+        Err(e) => (
+            InvocationResponse::err(format!("{what} could not read the invocation: {e}")),
+            None,
+        ),
         Ok(inv) => {
             let incoming = incoming_trace(&inv, &msg);
             let every = asked_interval(&inv, &msg);
-            // DEBUG, as every per-call span: the log at INFO (a host's
-            // default) would otherwise format its fields on every call
-            // (measured: 5-10 % of calls/s), while the exporter takes
-            // `lattice*` spans at DEBUG.
+            // For the log only, and at DEBUG: at INFO (a host's default) the
+            // log would format its fields on every call (measured: 5-10 % of
+            // calls/s). The exported span is the `CallSpan`.
             let span = tracing::debug_span!(
                 "serve",
                 target = %what,
@@ -56,6 +58,7 @@ pub async fn serve_invocation<F, Fut, E>(
                 name: "serve",
                 kind: SpanKind::Server,
                 parent: incoming.as_ref(),
+                remote_parent: true,
                 attributes: &[
                     ("target", what),
                     ("operation", &inv.operation),
@@ -78,13 +81,18 @@ pub async fn serve_invocation<F, Fut, E>(
                 }
                 Err(_) => InvocationResponse::err(deadline_exceeded(what, deadline, &operation)),
             };
-            exported.end(response.error.as_deref());
-            response
+            (response, Some(exported))
         }
     };
-    let body = encode_within(nats.max_payload(), response, what);
+    // The span ends once the reply is out, with the error the caller hears.
+    let mut failure = response.error.clone();
+    let (body, replaced) = encode_checked(nats.max_payload(), response, what);
     if let Err(e) = nats.publish(reply, body.into()).await {
         tracing::warn!(target = %what, error = %e, "could not send reply");
+        failure = Some(format!("{what} could not send its reply: {e}"));
+    }
+    if let Some(exported) = exported {
+        exported.end(failure.or(replaced).as_deref());
     }
 }
 
@@ -204,21 +212,38 @@ async fn progress(nats: &async_nats::Client, reply: &async_nats::Subject) {
 /// Encodes a response; one that would not fit in `max` bytes becomes an error
 /// response naming both sizes, so the caller hears why instead of timing out.
 pub fn encode_within(max: usize, response: InvocationResponse, what: &str) -> Vec<u8> {
-    let body = match response.encode() {
-        Ok(b) => b,
-        Err(e) => InvocationResponse::err(e.to_string())
-            .encode()
-            .unwrap_or_default(),
+    encode_checked(max, response, what).0
+}
+
+/// [`encode_within`], and the error that replaced the response, if one did.
+fn encode_checked(
+    max: usize,
+    response: InvocationResponse,
+    what: &str,
+) -> (Vec<u8>, Option<String>) {
+    let (body, replaced) = match response.encode() {
+        Ok(b) => (b, None),
+        Err(e) => {
+            let why = e.to_string();
+            (
+                InvocationResponse::err(why.clone())
+                    .encode()
+                    .unwrap_or_default(),
+                Some(why),
+            )
+        }
     };
     if max > 0 && body.len() > max {
-        InvocationResponse::err(format!(
+        let why = format!(
             "{what} returned {} bytes, more than the NATS max payload of {max} bytes",
             body.len()
-        ))
-        .encode()
-        .unwrap_or_default()
+        );
+        let body = InvocationResponse::err(why.clone())
+            .encode()
+            .unwrap_or_default();
+        (body, Some(why))
     } else {
-        body
+        (body, replaced)
     }
 }
 
