@@ -179,19 +179,20 @@ async fn one_call_across_two_hosts_is_one_connected_trace() -> Result<()> {
         .await?;
     t.start_actor(&b, &actor_wasm("hello")?, "hello", 1).await?;
 
-    // msgpack of "traces" is a1 + the bytes: the probe passes it through.
-    let call = r#"{"target":"hello","operation":"SayHello","payload":[166,116,114,97,99,101,115]}"#;
-    let out = t
-        .cli(&[
+    let call_probe = async |request: &str| {
+        t.cli(&[
             "--otlp-endpoint",
             &collector.url,
             "call",
             "probe",
             "Call",
-            call,
+            request,
         ])
-        .await?
-        .success()?;
+        .await
+    };
+    // msgpack of "traces" is a1 + the bytes: the probe passes it through.
+    let call = r#"{"target":"hello","operation":"SayHello","payload":[166,116,114,97,99,101,115]}"#;
+    let out = call_probe(call).await?.success()?;
     ensure!(out.stdout.contains("Hello, traces!"), "{}", out.stdout);
 
     let (root, on_a, on_b) = wait_until("the three spans of the call", WAIT, || {
@@ -265,19 +266,9 @@ async fn one_call_across_two_hosts_is_one_connected_trace() -> Result<()> {
         "no span of a successful call has an error status: {spans:#?}"
     );
 
-    // A call the probe cannot make: its host call and the serving span say
-    // why in their error status.
+    // A call the probe cannot make: its host call's span says why.
     let bad = r#"{"target":"nobody","operation":"SayHello","payload":[]}"#;
-    let out = t
-        .cli(&[
-            "--otlp-endpoint",
-            &collector.url,
-            "call",
-            "probe",
-            "Call",
-            bad,
-        ])
-        .await?;
+    let out = call_probe(bad).await?;
     ensure!(
         !out.status.success(),
         "calling nobody failed: {}",
