@@ -5,9 +5,10 @@
 //! Exported are the `serve` span of every request a process answers over NATS
 //! (actors on hosts, providers), the `host_call` span of every call an actor
 //! makes (in-process or not), the CLI's `call` span, and Lattice's other
-//! spans at INFO or above; the log filter does not apply to them. The per-call spans go to
-//! the OpenTelemetry tracer directly ([`lattice::trace::CallSpan`]), the
-//! others through `tracing-opentelemetry`. Each serving span is made the
+//! spans at INFO or above; the log filter does not apply to them. The
+//! per-call spans go to the OpenTelemetry tracer directly
+//! ([`lattice::trace::CallSpan`]), the others through
+//! `tracing-opentelemetry`. Each serving span is made the
 //! child of the span named in the request's `traceparent`, so one request is
 //! one trace across processes.
 

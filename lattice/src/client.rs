@@ -454,10 +454,7 @@ impl CtlClient {
             )
             .instrument(span)
             .await;
-        match &result {
-            Ok(_) => exported.end(None),
-            Err(e) => exported.end(Some(&e.to_string())),
-        }
+        exported.end_with(&result);
         result
     }
 

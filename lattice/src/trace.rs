@@ -65,6 +65,24 @@ pub struct SpanStart<'a> {
 }
 
 #[cfg(feature = "client")]
+impl<'a> SpanStart<'a> {
+    /// The `serve` span of a request from another process: a server span,
+    /// the child of the request's `traceparent` when it carried one.
+    pub fn serve(
+        parent: Option<&'a TraceContext>,
+        attributes: &'a [(&'static str, &'a str)],
+    ) -> Self {
+        SpanStart {
+            name: "serve",
+            kind: SpanKind::Server,
+            parent,
+            remote_parent: true,
+            attributes,
+        }
+    }
+}
+
+#[cfg(feature = "client")]
 /// A span's role, as OpenTelemetry's span kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanKind {
@@ -126,6 +144,17 @@ impl CallSpan {
     pub fn end(mut self, error: Option<&str>) {
         if let Some(exported) = self.exported.take() {
             exported.end(error);
+        }
+    }
+
+    /// Ends the span with the outcome of its call: failed with the error's
+    /// text on `Err` (formatted only when the span is exported).
+    pub fn end_with<T, E: fmt::Display>(self, result: &Result<T, E>) {
+        if let Some(exported) = self.exported {
+            match result {
+                Ok(_) => exported.end(None),
+                Err(e) => exported.end(Some(&e.to_string())),
+            }
         }
     }
 }

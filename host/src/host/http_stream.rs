@@ -23,7 +23,7 @@ use lattice::{
         remote::{Caller, Inbox, SILENCE_LIMIT},
         serve::{DEADLINE_SLACK, deadline_exceeded, encode_within, with_progress_if_asked},
     },
-    trace::{CallSpan, SpanKind, SpanStart, TraceContext},
+    trace::{CallSpan, SpanStart, TraceContext},
 };
 use lattice_provider::{
     HttpBody,
@@ -78,17 +78,14 @@ pub(super) async fn serve(
         streamed = true,
         trace_id = tracing::field::Empty,
     );
-    let exported = CallSpan::start(SpanStart {
-        name: "serve",
-        kind: SpanKind::Server,
-        parent: incoming.as_ref(),
-        remote_parent: true,
-        attributes: &[
+    let exported = CallSpan::start(SpanStart::serve(
+        incoming.as_ref(),
+        &[
             ("target", &*what),
             ("operation", HANDLE_REQUEST),
             ("streamed", "true"),
         ],
-    });
+    ));
     let trace = exported.context();
     span.record("trace_id", tracing::field::display(trace.trace_id));
     let timeout = host.call_timeout();

@@ -73,10 +73,7 @@ impl HostCalls for Router {
         Box::pin(
             async move {
                 let result = route(host, claims, call, exported.context()).await;
-                match &result {
-                    Ok(_) => exported.end(None),
-                    Err(e) => exported.end(Some(&e.to_string())),
-                }
+                exported.end_with(&result);
                 result
             }
             .instrument(span),

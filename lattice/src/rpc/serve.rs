@@ -15,7 +15,7 @@ use super::{
     Invocation, InvocationResponse,
     remote::{PROGRESS, PROGRESS_HEADER, STATUS_HEADER},
 };
-use crate::trace::{CallSpan, SpanKind, SpanStart, TraceContext};
+use crate::trace::{CallSpan, SpanStart, TraceContext};
 
 /// Serves one request message: decodes the [`Invocation`], runs `handle` within
 /// `deadline` inside a span carrying the caller's trace id, and publishes the
@@ -54,17 +54,14 @@ pub async fn serve_invocation<F, Fut, E>(
                 origin = %inv.origin,
                 trace_id = tracing::field::Empty,
             );
-            let exported = CallSpan::start(SpanStart {
-                name: "serve",
-                kind: SpanKind::Server,
-                parent: incoming.as_ref(),
-                remote_parent: true,
-                attributes: &[
+            let exported = CallSpan::start(SpanStart::serve(
+                incoming.as_ref(),
+                &[
                     ("target", what),
                     ("operation", &inv.operation),
                     ("origin", &inv.origin),
                 ],
-            });
+            ));
             let trace = exported.context();
             span.record("trace_id", tracing::field::display(trace.trace_id));
             let operation = inv.operation.clone();
@@ -84,15 +81,18 @@ pub async fn serve_invocation<F, Fut, E>(
             (response, Some(exported))
         }
     };
-    // The span ends once the reply is out, with the error the caller hears.
-    let mut failure = response.error.clone();
+    // The span ends once the reply is out, with the error the caller hears
+    // (the one that replaced the response, else the response's own), or
+    // with the failure to send it.
+    let own = response.error.clone();
     let (body, replaced) = encode_checked(nats.max_payload(), response, what);
+    let mut failure = replaced.or(own);
     if let Err(e) = nats.publish(reply, body.into()).await {
         tracing::warn!(target = %what, error = %e, "could not send reply");
         failure = Some(format!("{what} could not send its reply: {e}"));
     }
     if let Some(exported) = exported {
-        exported.end(failure.or(replaced).as_deref());
+        exported.end(failure.as_deref());
     }
 }
 
